@@ -1,0 +1,132 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Lay the overlay onto a pristine Linux tree, configure it and build it.
+#
+#   kernel.sh tree     build/src: pristine copy + overlay + patches/
+#   kernel.sh config   build/obj/.config from tinyconfig + our fragment
+#   kernel.sh build    bzImage and modules, copied to build/out/
+#   kernel.sh make ... any kernel make target, in build/obj
+#
+# build/src is a hard-linked copy of the pristine tree (cheap to recreate).
+# It is recreated only when the set of overlay files or a patch changes;
+# otherwise the overlay is rsync'ed onto it, which only touches the files
+# that changed, so a rebuild after editing one file is incremental.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/support/versions.sh"
+
+B=$top/build
+SRC=$B/src
+OBJ=$B/obj
+OUT=$B/out
+PRISTINE=$VMSG_CACHE/linux-source-$LINUX_SERIES
+FRAGMENT=virtio_msg_guest.config
+# Top-level directories of the repository that are laid onto the kernel tree.
+OVERLAY_DIRS="Documentation drivers kernel rust samples"
+
+JOBS=${JOBS:-$(nproc)}
+export BINDGEN LIBCLANG_PATH RUST_LIB_SRC
+
+log() { printf 'kernel: %s\n' "$*" >&2; }
+die() { printf 'kernel: error: %s\n' "$*" >&2; exit 1; }
+
+kmake() { make -s -C "$SRC" O="$OBJ" ARCH=x86_64 BINDGEN="$BINDGEN" -j"$JOBS" "$@"; }
+
+overlay_files() {
+	(cd "$top" && for d in $OVERLAY_DIRS; do [ -d "$d" ] && find "$d" -type f; done) | LC_ALL=C sort
+}
+
+pristine() {
+	[ -f "$PRISTINE/Makefile" ] && return
+	[ -f "$LINUX_TARBALL" ] || die "$LINUX_TARBALL missing: run 'make provision'"
+	log "unpacking $LINUX_TARBALL"
+	rm -rf "$PRISTINE.tmp"
+	mkdir -p "$PRISTINE.tmp"
+	tar -xf "$LINUX_TARBALL" -C "$PRISTINE.tmp" --strip-components=1
+	dpkg-query -W -f '${Version}\n' "linux-source-$LINUX_SERIES" >"$PRISTINE.tmp/.debian-version"
+	mv "$PRISTINE.tmp" "$PRISTINE"
+}
+
+cmd_tree() {
+	pristine
+	local stamp
+	stamp=$( { overlay_files; cat "$top"/patches/*.patch; cat "$PRISTINE/.debian-version"; } | sha256sum | cut -c1-16)
+	if [ "$(cat "$B/src.stamp" 2>/dev/null)" != "$stamp" ]; then
+		log "laying the overlay onto a fresh copy of Linux $(cat "$PRISTINE/.debian-version")"
+		rm -rf "$SRC" "$B/src.stamp"
+		mkdir -p "$B"
+		cp -al "$PRISTINE" "$SRC" 2>/dev/null || cp -a "$PRISTINE" "$SRC"
+		local p f
+		for p in "$top"/patches/*.patch; do
+			# Break the hard links of the files a patch touches, so the
+			# pristine copy is never modified.
+			for f in $(sed -n 's,^+++ b/,,p' "$p"); do
+				cp --remove-destination "$PRISTINE/$f" "$SRC/$f" 2>/dev/null || true
+			done
+			patch -s -p1 -d "$SRC" --no-backup-if-mismatch <"$p" ||
+				die "patch $(basename "$p") does not apply"
+			# Same mtime on every recreation: no spurious rebuilds.
+			for f in $(sed -n 's,^+++ b/,,p' "$p"); do touch -r "$p" "$SRC/$f"; done
+		done
+	fi
+	# rsync replaces files (never writes through the hard links).
+	(cd "$top" && rsync -a --files-from=<(overlay_files) ./ "$SRC/")
+	echo "$stamp" >"$B/src.stamp"
+}
+
+# Every option of the fragment must have the value it asks for.
+check_config() {
+	local bad=0 line sym
+	while read -r line; do
+		case "$line" in
+		CONFIG_*=*) sym=${line%%=*} ;;
+		"# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *} ;;
+		*) continue ;;
+		esac
+		if ! grep -qxF "$line" "$OBJ/.config"; then
+			log "config: wanted '$line', got '$(grep -E "^$sym=|^# $sym is not set" "$OBJ/.config" || echo unset)'"
+			bad=1
+		fi
+	done <"$top/kernel/configs/$FRAGMENT"
+	[ $bad = 0 ] || die "the configuration does not match kernel/configs/$FRAGMENT (missing dependency?)"
+}
+
+cmd_config() {
+	cmd_tree
+	local stamp
+	stamp=$(cat "$B/src.stamp" "$top/kernel/configs/$FRAGMENT" | sha256sum | cut -c1-16)
+	if [ ! -f "$OBJ/.config" ] || [ "$(cat "$B/obj.stamp" 2>/dev/null)" != "$stamp" ]; then
+		log "configuring (tinyconfig + $FRAGMENT)"
+		mkdir -p "$OBJ"
+		kmake rustavailable >/dev/null || die "the Rust toolchain is not usable: run 'make provision'"
+		kmake tinyconfig "$FRAGMENT" >/dev/null
+		check_config
+		echo "$stamp" >"$B/obj.stamp"
+	fi
+}
+
+cmd_build() {
+	cmd_config
+	log "building bzImage and modules (-j$JOBS)"
+	kmake bzImage modules
+	rm -rf "$OUT/modules"
+	mkdir -p "$OUT/modules"
+	cp "$OBJ/arch/x86/boot/bzImage" "$OUT/bzImage"
+	(cd "$top" && overlay_files) | sed -n 's,\.rs$,,p; s,\.c$,,p' | while read -r m; do
+		[ -f "$OBJ/$m.ko" ] && cp "$OBJ/$m.ko" "$OUT/modules/"
+	done
+	echo "Linux $(cat "$PRISTINE/.debian-version") (linux-source-$LINUX_SERIES)" >"$OUT/linux-version"
+	log "$OUT/bzImage, $(ls "$OUT/modules" | wc -l) modules in $OUT/modules"
+}
+
+cmd="${1:-build}"
+shift || true
+case "$cmd" in
+tree) cmd_tree ;;
+config) cmd_config ;;
+build) cmd_build ;;
+make) cmd_config; kmake "$@" ;;
+*) die "unknown command $cmd" ;;
+esac

@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: GPL-2.0
+# Pinned versions and cache locations, sourced by the support scripts.
+# shellcheck shell=bash
+
+: "${VMSG_CACHE:=/var/cache/virtio-msg}"
+
+EXTRA_SUITES="trixie trixie-backports"
+BACKPORTS=trixie-backports
+
+LINUX_SERIES=7.2
+LINUX_SOURCE_VERSION=7.2.12-1~bpo13+1
+LINUX_TARBALL=/usr/src/linux-source-$LINUX_SERIES.tar.xz
+
+RUST_SRC_VERSION=1.95.0+dfsg1-2~bpo13+1
+RUST_LIB_SRC=/usr/src/rustc-1.95.0/library
+
+BINDGEN_VERSION=0.72.1
+BINDGEN=$VMSG_CACHE/cargo/bin/bindgen
+LIBCLANG_PATH=/usr/lib/llvm-19/lib
+
+HOST_PACKAGES="make gcc flex bison bc cpio xz-utils patch rsync libelf-dev libclang-19-dev busybox-static mmdebstrap"
+QEMU_PACKAGES="qemu-system-x86 qemu-system-common qemu-system-data seabios"
+QEMU_ROOT=$VMSG_CACHE/qemu-root
+
+export VMSG_CACHE RUST_LIB_SRC LIBCLANG_PATH
