@@ -35,7 +35,7 @@ die() { printf 'kernel: error: %s\n' "$*" >&2; exit 1; }
 kmake() { make -s -C "$SRC" O="$OBJ" ARCH=x86_64 BINDGEN="$BINDGEN" -j"$JOBS" "$@"; }
 
 overlay_files() {
-	(cd "$top" && for d in $OVERLAY_DIRS; do [ -d "$d" ] && find "$d" -type f; done) | LC_ALL=C sort
+	(cd "$top" && for d in $OVERLAY_DIRS; do if [ -d "$d" ]; then find "$d" -type f; fi; done) | LC_ALL=C sort
 }
 
 pristine() {
@@ -115,7 +115,7 @@ cmd_build() {
 	mkdir -p "$OUT/modules"
 	cp "$OBJ/arch/x86/boot/bzImage" "$OUT/bzImage"
 	(cd "$top" && overlay_files) | sed -n 's,\.rs$,,p; s,\.c$,,p' | while read -r m; do
-		[ -f "$OBJ/$m.ko" ] && cp "$OBJ/$m.ko" "$OUT/modules/"
+		if [ -f "$OBJ/$m.ko" ]; then cp "$OBJ/$m.ko" "$OUT/modules/"; fi
 	done
 	echo "Linux $(cat "$PRISTINE/.debian-version") (linux-source-$LINUX_SERIES)" >"$OUT/linux-version"
 	log "$OUT/bzImage, $(ls "$OUT/modules" | wc -l) modules in $OUT/modules"

@@ -140,11 +140,22 @@ impl Header {
             return Err(DecodeError::MsgSizeBelowHeader { msg_size });
         }
         if usize::from(msg_size) > buf.len() {
-            return Err(DecodeError::MsgSizeBeyondBuffer { msg_size, len: buf.len() });
+            return Err(DecodeError::MsgSizeBeyondBuffer {
+                msg_size,
+                len: buf.len(),
+            });
         }
         Ok(Header {
-            class: if ty & TYPE_BUS != 0 { Class::Bus } else { Class::Transport },
-            kind: if ty & TYPE_RESPONSE != 0 { Kind::Response } else { Kind::Request },
+            class: if ty & TYPE_BUS != 0 {
+                Class::Bus
+            } else {
+                Class::Transport
+            },
+            kind: if ty & TYPE_RESPONSE != 0 {
+                Kind::Response
+            } else {
+                Kind::Request
+            },
             msg_id,
             dev_num,
             token,
@@ -241,17 +252,35 @@ impl fmt::Display for DecodeError {
             Self::MsgSizeBeyondBuffer { msg_size, len } => {
                 write!(f, "msg_size {msg_size} exceeds the {len} bytes received")
             }
-            Self::UnknownId { class, kind, msg_id } => {
+            Self::UnknownId {
+                class,
+                kind,
+                msg_id,
+            } => {
                 write!(f, "unknown {class:?} {kind:?} id {msg_id:#04x}")
             }
             Self::BusDeviceNumber { dev_num } => {
                 write!(f, "bus message for device number {dev_num} (must be 0)")
             }
-            Self::ShortPayload { msg_id, needed, len } => {
-                write!(f, "message {msg_id:#04x}: payload of {len} bytes, fields need {needed}")
+            Self::ShortPayload {
+                msg_id,
+                needed,
+                len,
+            } => {
+                write!(
+                    f,
+                    "message {msg_id:#04x}: payload of {len} bytes, fields need {needed}"
+                )
             }
-            Self::PayloadSize { msg_id, expected, len } => {
-                write!(f, "message {msg_id:#04x}: payload of {len} bytes, fields announce {expected}")
+            Self::PayloadSize {
+                msg_id,
+                expected,
+                len,
+            } => {
+                write!(
+                    f,
+                    "message {msg_id:#04x}: payload of {len} bytes, fields announce {expected}"
+                )
             }
             Self::DeviceState { state } => write!(f, "EVENT_DEVICE with unknown state {state}"),
         }
@@ -746,19 +775,28 @@ impl<'a> Frame<'a> {
     /// must be exactly as long as its fields say.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         let header = Header::decode(buf)?;
-        let payload = buf
-            .get(HEADER_SIZE..usize::from(header.msg_size))
-            .ok_or(DecodeError::MsgSizeBeyondBuffer { msg_size: header.msg_size, len: buf.len() })?;
+        let payload = buf.get(HEADER_SIZE..usize::from(header.msg_size)).ok_or(
+            DecodeError::MsgSizeBeyondBuffer {
+                msg_size: header.msg_size,
+                len: buf.len(),
+            },
+        )?;
         let msg = match header.class {
             Class::Transport => decode_transport(&header, payload)?,
             Class::Bus => {
                 if header.dev_num != 0 {
-                    return Err(DecodeError::BusDeviceNumber { dev_num: header.dev_num });
+                    return Err(DecodeError::BusDeviceNumber {
+                        dev_num: header.dev_num,
+                    });
                 }
                 decode_bus(&header, payload)?
             }
         };
-        Ok(Frame { dev_num: header.dev_num, token: header.token, msg })
+        Ok(Frame {
+            dev_num: header.dev_num,
+            token: header.token,
+            msg,
+        })
     }
 
     /// Number of bytes [`Frame::encode`] writes.
@@ -782,9 +820,10 @@ impl<'a> Frame<'a> {
             return Err(EncodeError::BusDeviceNumber);
         }
         let available = out.len();
-        let out = out
-            .get_mut(..len)
-            .ok_or(EncodeError::BufferTooSmall { needed: len, len: available })?;
+        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall {
+            needed: len,
+            len: available,
+        })?;
         let header = Header {
             class,
             kind,
@@ -808,7 +847,11 @@ impl<'a> Frame<'a> {
 /// Payload length of `msg`, checking that its length fields agree with its
 /// data.
 fn payload_len(msg: &Message<'_>) -> Result<usize, EncodeError> {
-    let words = |w: &Words<'_>| w.len().checked_mul(4).ok_or(EncodeError::TooLarge { needed: usize::MAX });
+    let words = |w: &Words<'_>| {
+        w.len()
+            .checked_mul(4)
+            .ok_or(EncodeError::TooLarge { needed: usize::MAX })
+    };
     let optional = |length: u32, data: Option<&[u8]>| match data {
         None => Ok(0),
         Some(d) if u32::try_from(d.len()) == Ok(length) => Ok(d.len()),
@@ -825,17 +868,23 @@ fn payload_len(msg: &Message<'_>) -> Result<usize, EncodeError> {
             size::FEATURES_FIXED + words(features)?
         }
         Message::GetConfig { .. } => size::GET_CONFIG,
-        Message::SetConfig { data, .. } | Message::Config { data, .. } => size::CONFIG_FIXED + data.len(),
-        Message::ConfigSet { length, echo, .. } => size::CONFIG_FIXED + optional(*length, *echo)?,
-        Message::SetDeviceStatus { .. } | Message::DeviceStatus { .. } | Message::DeviceStatusSet { .. } => {
-            size::STATUS
+        Message::SetConfig { data, .. } | Message::Config { data, .. } => {
+            size::CONFIG_FIXED + data.len()
         }
-        Message::GetVqueue { .. } | Message::ResetVqueue { .. } | Message::GetShm { .. } => size::INDEX,
+        Message::ConfigSet { length, echo, .. } => size::CONFIG_FIXED + optional(*length, *echo)?,
+        Message::SetDeviceStatus { .. }
+        | Message::DeviceStatus { .. }
+        | Message::DeviceStatusSet { .. } => size::STATUS,
+        Message::GetVqueue { .. } | Message::ResetVqueue { .. } | Message::GetShm { .. } => {
+            size::INDEX
+        }
         Message::EventUsed { .. } => size::INDEX,
         Message::SetVqueue(_) | Message::Vqueue(_) => size::VQUEUE,
         Message::DeviceInfo(_) => size::DEVICE_INFO,
         Message::Shm { .. } => size::SHM,
-        Message::EventConfig { length, data, .. } => size::EVENT_CONFIG_FIXED + optional(*length, *data)?,
+        Message::EventConfig { length, data, .. } => {
+            size::EVENT_CONFIG_FIXED + optional(*length, *data)?
+        }
         Message::EventAvail { .. } => size::EVENT_AVAIL,
         Message::GetDevices { .. } => size::GET_DEVICES,
         Message::Devices { count, bitmap, .. } => {
@@ -865,12 +914,21 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
         | Message::DriverFeaturesSet
         | Message::VqueueSet
         | Message::VqueueReset => {}
-        Message::GetDeviceFeatures { block_index, num_blocks } => {
+        Message::GetDeviceFeatures {
+            block_index,
+            num_blocks,
+        } => {
             w.u32(block_index)?;
             w.u32(num_blocks)?;
         }
-        Message::SetDriverFeatures { block_index, features }
-        | Message::DeviceFeatures { block_index, features } => {
+        Message::SetDriverFeatures {
+            block_index,
+            features,
+        }
+        | Message::DeviceFeatures {
+            block_index,
+            features,
+        } => {
             w.u32(block_index)?;
             w.u32(len_u32(features.len())?)?;
             for word in features.iter() {
@@ -881,13 +939,27 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
             w.u32(offset)?;
             w.u32(length)?;
         }
-        Message::SetConfig { generation, offset, data } | Message::Config { generation, offset, data } => {
+        Message::SetConfig {
+            generation,
+            offset,
+            data,
+        }
+        | Message::Config {
+            generation,
+            offset,
+            data,
+        } => {
             w.u32(generation)?;
             w.u32(offset)?;
             w.u32(len_u32(data.len())?)?;
             w.bytes(data)?;
         }
-        Message::ConfigSet { generation, offset, length, echo } => {
+        Message::ConfigSet {
+            generation,
+            offset,
+            length,
+            echo,
+        } => {
             w.u32(generation)?;
             w.u32(offset)?;
             w.u32(length)?;
@@ -896,9 +968,9 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
         Message::SetDeviceStatus { status }
         | Message::DeviceStatus { status }
         | Message::DeviceStatusSet { status } => w.u32(status)?,
-        Message::GetVqueue { index } | Message::ResetVqueue { index } | Message::GetShm { index } => {
-            w.u32(index)?
-        }
+        Message::GetVqueue { index }
+        | Message::ResetVqueue { index }
+        | Message::GetShm { index } => w.u32(index)?,
         Message::SetVqueue(c) => {
             w.u32(c.index)?;
             w.u32(0)?;
@@ -926,12 +998,22 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
             w.u64(q.driver_addr)?;
             w.u64(q.device_addr)?;
         }
-        Message::Shm { index, length, address } => {
+        Message::Shm {
+            index,
+            length,
+            address,
+        } => {
             w.u32(index)?;
             w.u32(length)?;
             w.u32(address)?;
         }
-        Message::EventConfig { device_status, generation, offset, length, data } => {
+        Message::EventConfig {
+            device_status,
+            generation,
+            offset,
+            length,
+            data,
+        } => {
             w.u32(device_status)?;
             w.u32(generation)?;
             w.u32(offset)?;
@@ -947,14 +1029,22 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
             w.u16(offset)?;
             w.u16(count)?;
         }
-        Message::Devices { offset, count, next_offset, bitmap } => {
+        Message::Devices {
+            offset,
+            count,
+            next_offset,
+            bitmap,
+        } => {
             w.u16(offset)?;
             w.u16(count)?;
             w.u16(next_offset)?;
             w.bytes(bitmap)?;
         }
         Message::Ping { data } | Message::Pong { data } => w.u32(data)?,
-        Message::EventDevice { device_number, state } => {
+        Message::EventDevice {
+            device_number,
+            state,
+        } => {
             w.u16(device_number)?;
             w.u16(state.raw())?;
         }
@@ -965,7 +1055,11 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
 /// Checks that a payload of fixed size has exactly `expected` bytes.
 fn exact(msg_id: u8, payload: &[u8], expected: usize) -> Result<Reader<'_>, DecodeError> {
     if payload.len() != expected {
-        return Err(DecodeError::PayloadSize { msg_id, expected, len: payload.len() });
+        return Err(DecodeError::PayloadSize {
+            msg_id,
+            expected,
+            len: payload.len(),
+        });
     }
     Ok(Reader::new(payload))
 }
@@ -973,7 +1067,11 @@ fn exact(msg_id: u8, payload: &[u8], expected: usize) -> Result<Reader<'_>, Deco
 /// Checks that a payload holds at least its `fixed` fields.
 fn at_least(msg_id: u8, payload: &[u8], fixed: usize) -> Result<Reader<'_>, DecodeError> {
     if payload.len() < fixed {
-        return Err(DecodeError::ShortPayload { msg_id, needed: fixed, len: payload.len() });
+        return Err(DecodeError::ShortPayload {
+            msg_id,
+            needed: fixed,
+            len: payload.len(),
+        });
     }
     Ok(Reader::new(payload))
 }
@@ -990,13 +1088,25 @@ fn tail<'a>(msg_id: u8, r: &Reader<'a>, count: u32, unit: usize) -> Result<&'a [
     match expected {
         Some(e) if e == payload_len => Ok(rest),
         // An announced size too large for `usize` cannot match what is here.
-        Some(e) => Err(DecodeError::PayloadSize { msg_id, expected: e, len: payload_len }),
-        None => Err(DecodeError::PayloadSize { msg_id, expected: usize::MAX, len: payload_len }),
+        Some(e) => Err(DecodeError::PayloadSize {
+            msg_id,
+            expected: e,
+            len: payload_len,
+        }),
+        None => Err(DecodeError::PayloadSize {
+            msg_id,
+            expected: usize::MAX,
+            len: payload_len,
+        }),
     }
 }
 
 /// Like [`tail`], but the data may also be absent altogether.
-fn optional_tail<'a>(msg_id: u8, r: &Reader<'a>, length: u32) -> Result<Option<&'a [u8]>, DecodeError> {
+fn optional_tail<'a>(
+    msg_id: u8,
+    r: &Reader<'a>,
+    length: u32,
+) -> Result<Option<&'a [u8]>, DecodeError> {
     if r.rest().is_empty() {
         return Ok(None);
     }
@@ -1006,7 +1116,11 @@ fn optional_tail<'a>(msg_id: u8, r: &Reader<'a>, length: u32) -> Result<Option<&
 fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeError> {
     use transport_id as t;
     let id = h.msg_id;
-    let unknown = DecodeError::UnknownId { class: h.class, kind: h.kind, msg_id: id };
+    let unknown = DecodeError::UnknownId {
+        class: h.class,
+        kind: h.kind,
+        msg_id: id,
+    };
     Ok(match h.kind {
         Kind::Request => match id {
             t::GET_DEVICE_INFO => {
@@ -1015,32 +1129,49 @@ fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeEr
             }
             t::GET_DEVICE_FEATURES => {
                 let mut r = exact(id, p, size::FEATURES_FIXED)?;
-                Message::GetDeviceFeatures { block_index: r.u32()?, num_blocks: r.u32()? }
+                Message::GetDeviceFeatures {
+                    block_index: r.u32()?,
+                    num_blocks: r.u32()?,
+                }
             }
             t::SET_DRIVER_FEATURES => {
                 let mut r = at_least(id, p, size::FEATURES_FIXED)?;
                 let block_index = r.u32()?;
                 let num_blocks = r.u32()?;
                 let words = tail(id, &r, num_blocks, 4)?;
-                Message::SetDriverFeatures { block_index, features: Words(WordsRepr::Wire(words)) }
+                Message::SetDriverFeatures {
+                    block_index,
+                    features: Words(WordsRepr::Wire(words)),
+                }
             }
             t::GET_CONFIG => {
                 let mut r = exact(id, p, size::GET_CONFIG)?;
-                Message::GetConfig { offset: r.u32()?, length: r.u32()? }
+                Message::GetConfig {
+                    offset: r.u32()?,
+                    length: r.u32()?,
+                }
             }
             t::SET_CONFIG => {
                 let mut r = at_least(id, p, size::CONFIG_FIXED)?;
                 let generation = r.u32()?;
                 let offset = r.u32()?;
                 let length = r.u32()?;
-                Message::SetConfig { generation, offset, data: tail(id, &r, length, 1)? }
+                Message::SetConfig {
+                    generation,
+                    offset,
+                    data: tail(id, &r, length, 1)?,
+                }
             }
             t::GET_DEVICE_STATUS => {
                 exact(id, p, 0)?;
                 Message::GetDeviceStatus
             }
-            t::SET_DEVICE_STATUS => Message::SetDeviceStatus { status: exact(id, p, size::STATUS)?.u32()? },
-            t::GET_VQUEUE => Message::GetVqueue { index: exact(id, p, size::INDEX)?.u32()? },
+            t::SET_DEVICE_STATUS => Message::SetDeviceStatus {
+                status: exact(id, p, size::STATUS)?.u32()?,
+            },
+            t::GET_VQUEUE => Message::GetVqueue {
+                index: exact(id, p, size::INDEX)?.u32()?,
+            },
             t::SET_VQUEUE => {
                 let mut r = exact(id, p, size::VQUEUE)?;
                 let index = r.u32()?;
@@ -1055,8 +1186,12 @@ fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeEr
                     device_addr: r.u64()?,
                 })
             }
-            t::RESET_VQUEUE => Message::ResetVqueue { index: exact(id, p, size::INDEX)?.u32()? },
-            t::GET_SHM => Message::GetShm { index: exact(id, p, size::INDEX)?.u32()? },
+            t::RESET_VQUEUE => Message::ResetVqueue {
+                index: exact(id, p, size::INDEX)?.u32()?,
+            },
+            t::GET_SHM => Message::GetShm {
+                index: exact(id, p, size::INDEX)?.u32()?,
+            },
             t::EVENT_CONFIG => {
                 let mut r = at_least(id, p, size::EVENT_CONFIG_FIXED)?;
                 let device_status = r.u32()?;
@@ -1064,13 +1199,24 @@ fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeEr
                 let offset = r.u32()?;
                 let length = r.u32()?;
                 let data = optional_tail(id, &r, length)?;
-                Message::EventConfig { device_status, generation, offset, length, data }
+                Message::EventConfig {
+                    device_status,
+                    generation,
+                    offset,
+                    length,
+                    data,
+                }
             }
             t::EVENT_AVAIL => {
                 let mut r = exact(id, p, size::EVENT_AVAIL)?;
-                Message::EventAvail { vq_index: r.u32()?, next: AvailNext(r.u32()?) }
+                Message::EventAvail {
+                    vq_index: r.u32()?,
+                    next: AvailNext(r.u32()?),
+                }
             }
-            t::EVENT_USED => Message::EventUsed { vq_index: exact(id, p, size::INDEX)?.u32()? },
+            t::EVENT_USED => Message::EventUsed {
+                vq_index: exact(id, p, size::INDEX)?.u32()?,
+            },
             _ => return Err(unknown),
         },
         Kind::Response => match id {
@@ -1091,7 +1237,10 @@ fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeEr
                 let block_index = r.u32()?;
                 let num_blocks = r.u32()?;
                 let words = tail(id, &r, num_blocks, 4)?;
-                Message::DeviceFeatures { block_index, features: Words(WordsRepr::Wire(words)) }
+                Message::DeviceFeatures {
+                    block_index,
+                    features: Words(WordsRepr::Wire(words)),
+                }
             }
             t::SET_DRIVER_FEATURES => {
                 exact(id, p, 0)?;
@@ -1102,7 +1251,11 @@ fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeEr
                 let generation = r.u32()?;
                 let offset = r.u32()?;
                 let length = r.u32()?;
-                Message::Config { generation, offset, data: tail(id, &r, length, 1)? }
+                Message::Config {
+                    generation,
+                    offset,
+                    data: tail(id, &r, length, 1)?,
+                }
             }
             t::SET_CONFIG => {
                 let mut r = at_least(id, p, size::CONFIG_FIXED)?;
@@ -1110,10 +1263,19 @@ fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeEr
                 let offset = r.u32()?;
                 let length = r.u32()?;
                 let echo = optional_tail(id, &r, length)?;
-                Message::ConfigSet { generation, offset, length, echo }
+                Message::ConfigSet {
+                    generation,
+                    offset,
+                    length,
+                    echo,
+                }
             }
-            t::GET_DEVICE_STATUS => Message::DeviceStatus { status: exact(id, p, size::STATUS)?.u32()? },
-            t::SET_DEVICE_STATUS => Message::DeviceStatusSet { status: exact(id, p, size::STATUS)?.u32()? },
+            t::GET_DEVICE_STATUS => Message::DeviceStatus {
+                status: exact(id, p, size::STATUS)?.u32()?,
+            },
+            t::SET_DEVICE_STATUS => Message::DeviceStatusSet {
+                status: exact(id, p, size::STATUS)?.u32()?,
+            },
             t::GET_VQUEUE => {
                 let mut r = exact(id, p, size::VQUEUE)?;
                 let index = r.u32()?;
@@ -1139,7 +1301,11 @@ fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeEr
             }
             t::GET_SHM => {
                 let mut r = exact(id, p, size::SHM)?;
-                Message::Shm { index: r.u32()?, length: r.u32()?, address: r.u32()? }
+                Message::Shm {
+                    index: r.u32()?,
+                    length: r.u32()?,
+                    address: r.u32()?,
+                }
             }
             _ => return Err(unknown),
         },
@@ -1151,7 +1317,10 @@ fn decode_bus<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeError> {
     Ok(match (h.kind, id) {
         (Kind::Request, bus_id::GET_DEVICES) => {
             let mut r = exact(id, p, size::GET_DEVICES)?;
-            Message::GetDevices { offset: r.u16()?, count: r.u16()? }
+            Message::GetDevices {
+                offset: r.u16()?,
+                count: r.u16()?,
+            }
         }
         (Kind::Response, bus_id::GET_DEVICES) => {
             let mut r = at_least(id, p, size::DEVICES_FIXED)?;
@@ -1159,10 +1328,19 @@ fn decode_bus<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeError> {
             let count = r.u16()?;
             let next_offset = r.u16()?;
             let bitmap = tail(id, &r, u32::from(count).div_ceil(8), 1)?;
-            Message::Devices { offset, count, next_offset, bitmap }
+            Message::Devices {
+                offset,
+                count,
+                next_offset,
+                bitmap,
+            }
         }
-        (Kind::Request, bus_id::PING) => Message::Ping { data: exact(id, p, size::PING)?.u32()? },
-        (Kind::Response, bus_id::PING) => Message::Pong { data: exact(id, p, size::PING)?.u32()? },
+        (Kind::Request, bus_id::PING) => Message::Ping {
+            data: exact(id, p, size::PING)?.u32()?,
+        },
+        (Kind::Response, bus_id::PING) => Message::Pong {
+            data: exact(id, p, size::PING)?.u32()?,
+        },
         (Kind::Request, bus_id::EVENT_DEVICE) => {
             let mut r = exact(id, p, size::EVENT_DEVICE)?;
             let device_number = r.u16()?;
@@ -1171,9 +1349,18 @@ fn decode_bus<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeError> {
                 DeviceState::REMOVED => DeviceState::Removed,
                 state => return Err(DecodeError::DeviceState { state }),
             };
-            Message::EventDevice { device_number, state }
+            Message::EventDevice {
+                device_number,
+                state,
+            }
         }
-        _ => return Err(DecodeError::UnknownId { class: h.class, kind: h.kind, msg_id: id }),
+        _ => {
+            return Err(DecodeError::UnknownId {
+                class: h.class,
+                kind: h.kind,
+                msg_id: id,
+            })
+        }
     })
 }
 
@@ -1239,8 +1426,14 @@ impl<'a> Writer<'a> {
 
     fn bytes(&mut self, data: &[u8]) -> Result<(), EncodeError> {
         let len = self.buf.len();
-        let end = self.pos.checked_add(data.len()).ok_or(EncodeError::TooLarge { needed: usize::MAX })?;
-        let dst = self.buf.get_mut(self.pos..end).ok_or(EncodeError::BufferTooSmall { needed: end, len })?;
+        let end = self
+            .pos
+            .checked_add(data.len())
+            .ok_or(EncodeError::TooLarge { needed: usize::MAX })?;
+        let dst = self
+            .buf
+            .get_mut(self.pos..end)
+            .ok_or(EncodeError::BufferTooSmall { needed: end, len })?;
         dst.copy_from_slice(data);
         self.pos = end;
         Ok(())

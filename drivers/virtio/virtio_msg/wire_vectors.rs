@@ -51,7 +51,11 @@ pub struct Unencodable {
 }
 
 const fn frame(dev_num: u16, token: u16, msg: Message<'static>) -> Frame<'static> {
-    Frame { dev_num, token, msg }
+    Frame {
+        dev_num,
+        token,
+        msg,
+    }
 }
 
 /// Transport requests, driver to device (device 3, token 0x1234).
@@ -68,7 +72,14 @@ pub static TRANSPORT_REQUESTS: &[Vector] = &[
             0x00, 0x00, 0x00, 0x00, // block_index 0
             0x02, 0x00, 0x00, 0x00, // num_blocks 2
         ],
-        frame: frame(3, 0x1234, Message::GetDeviceFeatures { block_index: 0, num_blocks: 2 }),
+        frame: frame(
+            3,
+            0x1234,
+            Message::GetDeviceFeatures {
+                block_index: 0,
+                num_blocks: 2,
+            },
+        ),
     },
     Vector {
         name: "SET_DRIVER_FEATURES request",
@@ -82,7 +93,10 @@ pub static TRANSPORT_REQUESTS: &[Vector] = &[
         frame: frame(
             3,
             0x1234,
-            Message::SetDriverFeatures { block_index: 1, features: Words::new(&[1, 0x8000_0000]) },
+            Message::SetDriverFeatures {
+                block_index: 1,
+                features: Words::new(&[1, 0x8000_0000]),
+            },
         ),
     },
     Vector {
@@ -92,7 +106,14 @@ pub static TRANSPORT_REQUESTS: &[Vector] = &[
             0x04, 0x00, 0x00, 0x00, // offset 4
             0x1c, 0x00, 0x00, 0x00, // length 28
         ],
-        frame: frame(3, 0x1234, Message::GetConfig { offset: 4, length: 28 }),
+        frame: frame(
+            3,
+            0x1234,
+            Message::GetConfig {
+                offset: 4,
+                length: 28,
+            },
+        ),
     },
     Vector {
         name: "SET_CONFIG request",
@@ -103,7 +124,15 @@ pub static TRANSPORT_REQUESTS: &[Vector] = &[
             0x02, 0x00, 0x00, 0x00, // length 2
             0xab, 0xcd, // data
         ],
-        frame: frame(3, 0x1234, Message::SetConfig { generation: 7, offset: 16, data: &[0xab, 0xcd] }),
+        frame: frame(
+            3,
+            0x1234,
+            Message::SetConfig {
+                generation: 7,
+                offset: 16,
+                data: &[0xab, 0xcd],
+            },
+        ),
     },
     Vector {
         name: "GET_DEVICE_STATUS request",
@@ -208,7 +237,10 @@ pub static TRANSPORT_RESPONSES: &[Vector] = &[
         frame: frame(
             3,
             0x1234,
-            Message::DeviceFeatures { block_index: 0, features: Words::new(&[0x1000_0020, 1]) },
+            Message::DeviceFeatures {
+                block_index: 0,
+                features: Words::new(&[0x1000_0020, 1]),
+            },
         ),
     },
     Vector {
@@ -225,7 +257,15 @@ pub static TRANSPORT_RESPONSES: &[Vector] = &[
             0x03, 0x00, 0x00, 0x00, // length 3
             0xaa, 0xbb, 0xcc, // data
         ],
-        frame: frame(3, 0x1234, Message::Config { generation: 9, offset: 4, data: &[0xaa, 0xbb, 0xcc] }),
+        frame: frame(
+            3,
+            0x1234,
+            Message::Config {
+                generation: 9,
+                offset: 4,
+                data: &[0xaa, 0xbb, 0xcc],
+            },
+        ),
     },
     Vector {
         name: "SET_CONFIG response with echo",
@@ -239,7 +279,12 @@ pub static TRANSPORT_RESPONSES: &[Vector] = &[
         frame: frame(
             3,
             0x1234,
-            Message::ConfigSet { generation: 8, offset: 16, length: 2, echo: Some(&[0xab, 0xcd]) },
+            Message::ConfigSet {
+                generation: 8,
+                offset: 16,
+                length: 2,
+                echo: Some(&[0xab, 0xcd]),
+            },
         ),
     },
     Vector {
@@ -250,7 +295,16 @@ pub static TRANSPORT_RESPONSES: &[Vector] = &[
             0x10, 0x00, 0x00, 0x00, // offset 16
             0x00, 0x00, 0x00, 0x00, // length 0: rejected
         ],
-        frame: frame(3, 0x1234, Message::ConfigSet { generation: 10, offset: 16, length: 0, echo: None }),
+        frame: frame(
+            3,
+            0x1234,
+            Message::ConfigSet {
+                generation: 10,
+                offset: 16,
+                length: 0,
+                echo: None,
+            },
+        ),
     },
     Vector {
         name: "SET_CONFIG response without echo",
@@ -260,7 +314,16 @@ pub static TRANSPORT_RESPONSES: &[Vector] = &[
             0x10, 0x00, 0x00, 0x00, // offset 16
             0x02, 0x00, 0x00, 0x00, // length 2, no echo
         ],
-        frame: frame(3, 0x1234, Message::ConfigSet { generation: 8, offset: 16, length: 2, echo: None }),
+        frame: frame(
+            3,
+            0x1234,
+            Message::ConfigSet {
+                generation: 8,
+                offset: 16,
+                length: 2,
+                echo: None,
+            },
+        ),
     },
     Vector {
         name: "GET_DEVICE_STATUS response",
@@ -321,7 +384,15 @@ pub static TRANSPORT_RESPONSES: &[Vector] = &[
             0x00, 0x10, 0x00, 0x00, // length 0x1000
             0x00, 0x00, 0x00, 0x80, // address 0x8000_0000
         ],
-        frame: frame(3, 0x1234, Message::Shm { index: 0, length: 0x1000, address: 0x8000_0000 }),
+        frame: frame(
+            3,
+            0x1234,
+            Message::Shm {
+                index: 0,
+                length: 0x1000,
+                address: 0x8000_0000,
+            },
+        ),
     },
 ];
 
@@ -339,7 +410,13 @@ pub static TRANSPORT_EVENTS: &[Vector] = &[
         frame: frame(
             3,
             0,
-            Message::EventConfig { device_status: 0x0f, generation: 9, offset: 0, length: 0, data: None },
+            Message::EventConfig {
+                device_status: 0x0f,
+                generation: 9,
+                offset: 0,
+                length: 0,
+                data: None,
+            },
         ),
     },
     Vector {
@@ -354,7 +431,13 @@ pub static TRANSPORT_EVENTS: &[Vector] = &[
         frame: frame(
             3,
             0,
-            Message::EventConfig { device_status: 0x4f, generation: 10, offset: 8, length: 4, data: None },
+            Message::EventConfig {
+                device_status: 0x4f,
+                generation: 10,
+                offset: 8,
+                length: 4,
+                data: None,
+            },
         ),
     },
     Vector {
@@ -386,7 +469,14 @@ pub static TRANSPORT_EVENTS: &[Vector] = &[
             0x00, 0x00, 0x00, 0x00, // vq_index 0
             0x00, 0x00, 0x00, 0x00, // next_offset 0
         ],
-        frame: frame(3, 0, Message::EventAvail { vq_index: 0, next: AvailNext::NONE }),
+        frame: frame(
+            3,
+            0,
+            Message::EventAvail {
+                vq_index: 0,
+                next: AvailNext::NONE,
+            },
+        ),
     },
     Vector {
         name: "EVENT_AVAIL with offset and wrap",
@@ -426,7 +516,14 @@ pub static BUS: &[Vector] = &[
             0x00, 0x00, // offset 0
             0x20, 0x00, // count 32
         ],
-        frame: frame(0, 7, Message::GetDevices { offset: 0, count: 32 }),
+        frame: frame(
+            0,
+            7,
+            Message::GetDevices {
+                offset: 0,
+                count: 32,
+            },
+        ),
     },
     Vector {
         name: "GET_DEVICES response, devices 0, 2 and 31",
@@ -440,7 +537,12 @@ pub static BUS: &[Vector] = &[
         frame: frame(
             0,
             7,
-            Message::Devices { offset: 0, count: 32, next_offset: 0, bitmap: &[0x05, 0, 0, 0x80] },
+            Message::Devices {
+                offset: 0,
+                count: 32,
+                next_offset: 0,
+                bitmap: &[0x05, 0, 0, 0x80],
+            },
         ),
     },
     Vector {
@@ -452,7 +554,16 @@ pub static BUS: &[Vector] = &[
             0x10, 0x00, // next_offset 16
             0x01, // device 8
         ],
-        frame: frame(0, 8, Message::Devices { offset: 8, count: 8, next_offset: 16, bitmap: &[0x01] }),
+        frame: frame(
+            0,
+            8,
+            Message::Devices {
+                offset: 8,
+                count: 8,
+                next_offset: 16,
+                bitmap: &[0x01],
+            },
+        ),
     },
     Vector {
         name: "PING request",
@@ -477,7 +588,14 @@ pub static BUS: &[Vector] = &[
             0x05, 0x00, // device 5
             0x01, 0x00, // READY
         ],
-        frame: frame(0, 0, Message::EventDevice { device_number: 5, state: DeviceState::Ready }),
+        frame: frame(
+            0,
+            0,
+            Message::EventDevice {
+                device_number: 5,
+                state: DeviceState::Ready,
+            },
+        ),
     },
     Vector {
         name: "EVENT_DEVICE removed",
@@ -486,7 +604,14 @@ pub static BUS: &[Vector] = &[
             0x1f, 0x00, // device 31
             0x02, 0x00, // REMOVED
         ],
-        frame: frame(0, 0, Message::EventDevice { device_number: 31, state: DeviceState::Removed }),
+        frame: frame(
+            0,
+            0,
+            Message::EventDevice {
+                device_number: 31,
+                state: DeviceState::Removed,
+            },
+        ),
     },
 ];
 
@@ -562,7 +687,11 @@ pub static LENIENT: &[Lenient] = &[
 
 /// Bytes a receiver must reject, and why.
 pub static MALFORMED: &[Malformed] = &[
-    Malformed { name: "empty buffer", bytes: &[], error: DecodeError::ShortHeader { len: 0 } },
+    Malformed {
+        name: "empty buffer",
+        bytes: &[],
+        error: DecodeError::ShortHeader { len: 0 },
+    },
     Malformed {
         name: "7 bytes: no room for a header",
         bytes: &[0x01, 0x07, 0x03, 0x00, 0x34, 0x12, 0x0c],
@@ -576,17 +705,27 @@ pub static MALFORMED: &[Malformed] = &[
     Malformed {
         name: "msg_size beyond the bytes received",
         bytes: &[0x01, 0x07, 0x03, 0x00, 0x34, 0x12, 0x0c, 0x00, 0x0f, 0x00],
-        error: DecodeError::MsgSizeBeyondBuffer { msg_size: 12, len: 10 },
+        error: DecodeError::MsgSizeBeyondBuffer {
+            msg_size: 12,
+            len: 10,
+        },
     },
     Malformed {
         name: "msg_size 0xffff",
         bytes: &[0x00, 0x02, 0x03, 0x00, 0x34, 0x12, 0xff, 0xff],
-        error: DecodeError::MsgSizeBeyondBuffer { msg_size: 0xffff, len: 8 },
+        error: DecodeError::MsgSizeBeyondBuffer {
+            msg_size: 0xffff,
+            len: 8,
+        },
     },
     Malformed {
         name: "GET_DEVICE_INFO request with a payload",
         bytes: &[0x00, 0x02, 0x03, 0x00, 0x34, 0x12, 0x0c, 0x00, 0, 0, 0, 0],
-        error: DecodeError::PayloadSize { msg_id: 0x02, expected: 0, len: 4 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x02,
+            expected: 0,
+            len: 4,
+        },
     },
     Malformed {
         name: "GET_DEVICE_INFO response one byte short",
@@ -594,12 +733,22 @@ pub static MALFORMED: &[Malformed] = &[
             0x01, 0x02, 0x03, 0x00, 0x34, 0x12, 0x1f, 0x00, //
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x02, expected: 24, len: 23 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x02,
+            expected: 24,
+            len: 23,
+        },
     },
     Malformed {
         name: "GET_DEVICE_STATUS response with 3 status bytes",
-        bytes: &[0x01, 0x07, 0x03, 0x00, 0x34, 0x12, 0x0b, 0x00, 0x0f, 0x00, 0x00],
-        error: DecodeError::PayloadSize { msg_id: 0x07, expected: 4, len: 3 },
+        bytes: &[
+            0x01, 0x07, 0x03, 0x00, 0x34, 0x12, 0x0b, 0x00, 0x0f, 0x00, 0x00,
+        ],
+        error: DecodeError::PayloadSize {
+            msg_id: 0x07,
+            expected: 4,
+            len: 3,
+        },
     },
     Malformed {
         name: "SET_VQUEUE of 44 bytes (no reserved word at payload offset 12)",
@@ -610,7 +759,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
             0x00, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x0a, expected: 40, len: 36 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x0a,
+            expected: 40,
+            len: 36,
+        },
     },
     Malformed {
         name: "GET_DEVICE_FEATURES response announcing 3 blocks, carrying 2",
@@ -619,7 +772,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, //
             0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x03, expected: 20, len: 16 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x03,
+            expected: 20,
+            len: 16,
+        },
     },
     Malformed {
         name: "GET_DEVICE_FEATURES response announcing 2^30 blocks",
@@ -627,7 +784,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x01, 0x03, 0x03, 0x00, 0x34, 0x12, 0x10, 0x00, //
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x03, expected: 8 + (1 << 32), len: 8 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x03,
+            expected: 8 + (1 << 32),
+            len: 8,
+        },
     },
     Malformed {
         name: "GET_DEVICE_FEATURES response with a partial block",
@@ -636,12 +797,22 @@ pub static MALFORMED: &[Malformed] = &[
             0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, //
             0x01, 0x00, 0x00,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x03, expected: 12, len: 11 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x03,
+            expected: 12,
+            len: 11,
+        },
     },
     Malformed {
         name: "SET_DRIVER_FEATURES request without num_blocks",
-        bytes: &[0x00, 0x04, 0x03, 0x00, 0x34, 0x12, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00],
-        error: DecodeError::ShortPayload { msg_id: 0x04, needed: 8, len: 4 },
+        bytes: &[
+            0x00, 0x04, 0x03, 0x00, 0x34, 0x12, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ],
+        error: DecodeError::ShortPayload {
+            msg_id: 0x04,
+            needed: 8,
+            len: 4,
+        },
     },
     Malformed {
         name: "GET_CONFIG response shorter than its fixed fields",
@@ -649,7 +820,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x01, 0x05, 0x03, 0x00, 0x34, 0x12, 0x10, 0x00, //
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         ],
-        error: DecodeError::ShortPayload { msg_id: 0x05, needed: 12, len: 8 },
+        error: DecodeError::ShortPayload {
+            msg_id: 0x05,
+            needed: 12,
+            len: 8,
+        },
     },
     Malformed {
         name: "GET_CONFIG response announcing 100 bytes, carrying 4",
@@ -658,7 +833,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x64, 0x00, 0x00, 0x00, //
             0x01, 0x02, 0x03, 0x04,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x05, expected: 112, len: 16 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x05,
+            expected: 112,
+            len: 16,
+        },
     },
     Malformed {
         name: "GET_CONFIG response with more data than announced",
@@ -667,7 +846,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, //
             0x01, 0x02,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x05, expected: 13, len: 14 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x05,
+            expected: 13,
+            len: 14,
+        },
     },
     Malformed {
         name: "SET_CONFIG response with a partial echo",
@@ -676,7 +859,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, //
             0x01, 0x02,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x06, expected: 16, len: 14 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x06,
+            expected: 16,
+            len: 14,
+        },
     },
     Malformed {
         name: "EVENT_CONFIG with partial data",
@@ -686,7 +873,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, //
             0x01,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x40, expected: 20, len: 17 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x40,
+            expected: 20,
+            len: 17,
+        },
     },
     Malformed {
         name: "GET_DEVICES response announcing 32 devices with a 2-byte bitmap",
@@ -694,42 +885,72 @@ pub static MALFORMED: &[Malformed] = &[
             0x03, 0x02, 0x00, 0x00, 0x07, 0x00, 0x10, 0x00, //
             0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x01, 0x00,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x02, expected: 10, len: 8 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x02,
+            expected: 10,
+            len: 8,
+        },
     },
     Malformed {
         name: "EVENT_DEVICE with state 3",
-        bytes: &[0x02, 0x40, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x05, 0x00, 0x03, 0x00],
+        bytes: &[
+            0x02, 0x40, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x05, 0x00, 0x03, 0x00,
+        ],
         error: DecodeError::DeviceState { state: 3 },
     },
     Malformed {
         name: "bus message for device number 1",
-        bytes: &[0x02, 0x03, 0x01, 0x00, 0x09, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00],
+        bytes: &[
+            0x02, 0x03, 0x01, 0x00, 0x09, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ],
         error: DecodeError::BusDeviceNumber { dev_num: 1 },
     },
     Malformed {
         name: "transport id 0x00",
         bytes: &[0x00, 0x00, 0x03, 0x00, 0x34, 0x12, 0x08, 0x00],
-        error: DecodeError::UnknownId { class: Class::Transport, kind: Kind::Request, msg_id: 0x00 },
+        error: DecodeError::UnknownId {
+            class: Class::Transport,
+            kind: Kind::Request,
+            msg_id: 0x00,
+        },
     },
     Malformed {
         name: "transport request id 0x0d",
         bytes: &[0x00, 0x0d, 0x03, 0x00, 0x34, 0x12, 0x08, 0x00],
-        error: DecodeError::UnknownId { class: Class::Transport, kind: Kind::Request, msg_id: 0x0d },
+        error: DecodeError::UnknownId {
+            class: Class::Transport,
+            kind: Kind::Request,
+            msg_id: 0x0d,
+        },
     },
     Malformed {
         name: "a response to an event",
-        bytes: &[0x01, 0x42, 0x03, 0x00, 0x34, 0x12, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00],
-        error: DecodeError::UnknownId { class: Class::Transport, kind: Kind::Response, msg_id: 0x42 },
+        bytes: &[
+            0x01, 0x42, 0x03, 0x00, 0x34, 0x12, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ],
+        error: DecodeError::UnknownId {
+            class: Class::Transport,
+            kind: Kind::Response,
+            msg_id: 0x42,
+        },
     },
     Malformed {
         name: "implementation-defined id 0x80",
         bytes: &[0x00, 0x80, 0x03, 0x00, 0x34, 0x12, 0x08, 0x00],
-        error: DecodeError::UnknownId { class: Class::Transport, kind: Kind::Request, msg_id: 0x80 },
+        error: DecodeError::UnknownId {
+            class: Class::Transport,
+            kind: Kind::Request,
+            msg_id: 0x80,
+        },
     },
     Malformed {
         name: "bus request id 0x04",
         bytes: &[0x02, 0x04, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00],
-        error: DecodeError::UnknownId { class: Class::Bus, kind: Kind::Request, msg_id: 0x04 },
+        error: DecodeError::UnknownId {
+            class: Class::Bus,
+            kind: Kind::Request,
+            msg_id: 0x04,
+        },
     },
     Malformed {
         name: "bus PING of 16 bytes (would run as GET_DEVICE_FEATURES on a v1 device)",
@@ -737,7 +958,11 @@ pub static MALFORMED: &[Malformed] = &[
             0x02, 0x03, 0x00, 0x00, 0x09, 0x00, 0x10, 0x00, //
             0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
         ],
-        error: DecodeError::PayloadSize { msg_id: 0x03, expected: 4, len: 8 },
+        error: DecodeError::PayloadSize {
+            msg_id: 0x03,
+            expected: 4,
+            len: 8,
+        },
     },
 ];
 
@@ -747,7 +972,10 @@ pub static UNENCODABLE: &[Unencodable] = &[
         name: "output buffer one byte short",
         frame: frame(3, 1, Message::SetDeviceStatus { status: 1 }),
         out_len: 11,
-        error: EncodeError::BufferTooSmall { needed: 12, len: 11 },
+        error: EncodeError::BufferTooSmall {
+            needed: 12,
+            len: 11,
+        },
     },
     Unencodable {
         name: "bus message for device number 2",
@@ -757,13 +985,31 @@ pub static UNENCODABLE: &[Unencodable] = &[
     },
     Unencodable {
         name: "GET_DEVICES bitmap shorter than count",
-        frame: frame(0, 1, Message::Devices { offset: 0, count: 32, next_offset: 0, bitmap: &[1, 2] }),
+        frame: frame(
+            0,
+            1,
+            Message::Devices {
+                offset: 0,
+                count: 32,
+                next_offset: 0,
+                bitmap: &[1, 2],
+            },
+        ),
         out_len: 64,
         error: EncodeError::Inconsistent,
     },
     Unencodable {
         name: "SET_CONFIG echo length differs from length",
-        frame: frame(3, 1, Message::ConfigSet { generation: 1, offset: 0, length: 4, echo: Some(&[1]) }),
+        frame: frame(
+            3,
+            1,
+            Message::ConfigSet {
+                generation: 1,
+                offset: 0,
+                length: 4,
+                echo: Some(&[1]),
+            },
+        ),
         out_len: 64,
         error: EncodeError::Inconsistent,
     },
@@ -772,7 +1018,13 @@ pub static UNENCODABLE: &[Unencodable] = &[
         frame: frame(
             3,
             0,
-            Message::EventConfig { device_status: 0, generation: 0, offset: 0, length: 1, data: Some(&[]) },
+            Message::EventConfig {
+                device_status: 0,
+                generation: 0,
+                offset: 0,
+                length: 1,
+                data: Some(&[]),
+            },
         ),
         out_len: 64,
         error: EncodeError::Inconsistent,

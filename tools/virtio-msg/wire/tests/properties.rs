@@ -28,13 +28,30 @@ impl Owned {
     fn msg(&self) -> Message<'_> {
         match self {
             Owned::Fixed(m) => *m,
-            Owned::SetDriverFeatures(b, w) => Message::SetDriverFeatures { block_index: *b, features: Words::new(w) },
-            Owned::DeviceFeatures(b, w) => Message::DeviceFeatures { block_index: *b, features: Words::new(w) },
-            Owned::SetConfig(g, o, d) => Message::SetConfig { generation: *g, offset: *o, data: d },
-            Owned::Config(g, o, d) => Message::Config { generation: *g, offset: *o, data: d },
-            Owned::ConfigSet(g, o, l, e) => {
-                Message::ConfigSet { generation: *g, offset: *o, length: *l, echo: e.as_deref() }
-            }
+            Owned::SetDriverFeatures(b, w) => Message::SetDriverFeatures {
+                block_index: *b,
+                features: Words::new(w),
+            },
+            Owned::DeviceFeatures(b, w) => Message::DeviceFeatures {
+                block_index: *b,
+                features: Words::new(w),
+            },
+            Owned::SetConfig(g, o, d) => Message::SetConfig {
+                generation: *g,
+                offset: *o,
+                data: d,
+            },
+            Owned::Config(g, o, d) => Message::Config {
+                generation: *g,
+                offset: *o,
+                data: d,
+            },
+            Owned::ConfigSet(g, o, l, e) => Message::ConfigSet {
+                generation: *g,
+                offset: *o,
+                length: *l,
+                echo: e.as_deref(),
+            },
             Owned::EventConfig(s, g, o, l, d) => Message::EventConfig {
                 device_status: *s,
                 generation: *g,
@@ -42,7 +59,12 @@ impl Owned {
                 length: *l,
                 data: d.as_deref(),
             },
-            Owned::Devices(o, c, n, b) => Message::Devices { offset: *o, count: *c, next_offset: *n, bitmap: b },
+            Owned::Devices(o, c, n, b) => Message::Devices {
+                offset: *o,
+                count: *c,
+                next_offset: *n,
+                bitmap: b,
+            },
         }
     }
 
@@ -56,55 +78,75 @@ fn fixed() -> impl Strategy<Value = Message<'static>> {
     let a = any::<u32>;
     prop_oneof![
         Just(Message::GetDeviceInfo),
-        (a(), a()).prop_map(|(block_index, num_blocks)| Message::GetDeviceFeatures { block_index, num_blocks }),
+        (a(), a()).prop_map(|(block_index, num_blocks)| Message::GetDeviceFeatures {
+            block_index,
+            num_blocks
+        }),
         (a(), a()).prop_map(|(offset, length)| Message::GetConfig { offset, length }),
         Just(Message::GetDeviceStatus),
         a().prop_map(|status| Message::SetDeviceStatus { status }),
         a().prop_map(|index| Message::GetVqueue { index }),
-        (a(), a(), any::<[u64; 3]>()).prop_map(|(index, size, [d, r, v])| Message::SetVqueue(VqueueConfig {
-            index,
-            size,
-            desc_addr: d,
-            driver_addr: r,
-            device_addr: v
-        })),
+        (a(), a(), any::<[u64; 3]>()).prop_map(|(index, size, [d, r, v])| Message::SetVqueue(
+            VqueueConfig {
+                index,
+                size,
+                desc_addr: d,
+                driver_addr: r,
+                device_addr: v
+            }
+        )),
         a().prop_map(|index| Message::ResetVqueue { index }),
         a().prop_map(|index| Message::GetShm { index }),
-        (any::<[u32; 5]>(), any::<u16>(), any::<u16>()).prop_map(|([d, v, f, c, q], s, n)| Message::DeviceInfo(
-            DeviceInfo {
+        (any::<[u32; 5]>(), any::<u16>(), any::<u16>()).prop_map(|([d, v, f, c, q], s, n)| {
+            Message::DeviceInfo(DeviceInfo {
                 device_id: d,
                 vendor_id: v,
                 num_feature_bits: f,
                 config_size: c,
                 max_virtqueues: q,
                 admin_vq_start: s,
-                admin_vq_count: n
-            }
-        )),
+                admin_vq_count: n,
+            })
+        }),
         Just(Message::DriverFeaturesSet),
         a().prop_map(|status| Message::DeviceStatus { status }),
         a().prop_map(|status| Message::DeviceStatusSet { status }),
-        (any::<[u32; 3]>(), any::<[u64; 3]>()).prop_map(|([i, m, c], [d, r, v])| Message::Vqueue(VqueueInfo {
-            index: i,
-            max_size: m,
-            cur_size: c,
-            desc_addr: d,
-            driver_addr: r,
-            device_addr: v
-        })),
+        (any::<[u32; 3]>(), any::<[u64; 3]>()).prop_map(|([i, m, c], [d, r, v])| Message::Vqueue(
+            VqueueInfo {
+                index: i,
+                max_size: m,
+                cur_size: c,
+                desc_addr: d,
+                driver_addr: r,
+                device_addr: v
+            }
+        )),
         Just(Message::VqueueSet),
         Just(Message::VqueueReset),
-        (a(), a(), a()).prop_map(|(index, length, address)| Message::Shm { index, length, address }),
-        (a(), 0u32..(1 << 31), any::<bool>()).prop_map(|(vq_index, off, wrap)| Message::EventAvail {
-            vq_index,
-            next: AvailNext::new(off, wrap).unwrap()
+        (a(), a(), a()).prop_map(|(index, length, address)| Message::Shm {
+            index,
+            length,
+            address
+        }),
+        (a(), 0u32..(1 << 31), any::<bool>()).prop_map(|(vq_index, off, wrap)| {
+            Message::EventAvail {
+                vq_index,
+                next: AvailNext::new(off, wrap).unwrap(),
+            }
         }),
         a().prop_map(|vq_index| Message::EventUsed { vq_index }),
-        (any::<u16>(), any::<u16>()).prop_map(|(offset, count)| Message::GetDevices { offset, count }),
+        (any::<u16>(), any::<u16>())
+            .prop_map(|(offset, count)| Message::GetDevices { offset, count }),
         a().prop_map(|data| Message::Ping { data }),
         a().prop_map(|data| Message::Pong { data }),
-        (any::<u16>(), prop_oneof![Just(DeviceState::Ready), Just(DeviceState::Removed)])
-            .prop_map(|(device_number, state)| Message::EventDevice { device_number, state }),
+        (
+            any::<u16>(),
+            prop_oneof![Just(DeviceState::Ready), Just(DeviceState::Removed)]
+        )
+            .prop_map(|(device_number, state)| Message::EventDevice {
+                device_number,
+                state
+            }),
     ]
 }
 
@@ -119,13 +161,25 @@ fn owned() -> impl Strategy<Value = Owned> {
         (a(), a(), bytes()).prop_map(|(g, o, d)| Owned::SetConfig(g, o, d)),
         (a(), a(), bytes()).prop_map(|(g, o, d)| Owned::Config(g, o, d)),
         (a(), a(), bytes(), any::<bool>()).prop_map(|(g, o, d, echo)| {
-            Owned::ConfigSet(g, o, d.len() as u32, if echo && !d.is_empty() { Some(d) } else { None })
+            Owned::ConfigSet(
+                g,
+                o,
+                d.len() as u32,
+                if echo && !d.is_empty() { Some(d) } else { None },
+            )
         }),
         (a(), a(), a(), bytes(), any::<bool>()).prop_map(|(s, g, o, d, with)| {
-            Owned::EventConfig(s, g, o, d.len() as u32, if with && !d.is_empty() { Some(d) } else { None })
+            Owned::EventConfig(
+                s,
+                g,
+                o,
+                d.len() as u32,
+                if with && !d.is_empty() { Some(d) } else { None },
+            )
         }),
         (any::<u16>(), 0u16..2048, any::<u16>()).prop_flat_map(|(o, c, n)| {
-            prop::collection::vec(any::<u8>(), c.div_ceil(8) as usize).prop_map(move |b| Owned::Devices(o, c, n, b))
+            prop::collection::vec(any::<u8>(), c.div_ceil(8) as usize)
+                .prop_map(move |b| Owned::Devices(o, c, n, b))
         }),
     ]
 }

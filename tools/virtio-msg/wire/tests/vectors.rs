@@ -11,7 +11,11 @@ use virtio_msg_wire::{EncodeError, Frame, Message, Words, MAX_MSG_SIZE};
 
 #[test]
 fn known_answers() {
-    let all = TRANSPORT_REQUESTS.iter().chain(TRANSPORT_RESPONSES).chain(TRANSPORT_EVENTS).chain(BUS);
+    let all = TRANSPORT_REQUESTS
+        .iter()
+        .chain(TRANSPORT_RESPONSES)
+        .chain(TRANSPORT_EVENTS)
+        .chain(BUS);
     let mut n = 0;
     for v in all {
         assert_eq!(check_exact(v), Ok(()), "vector {:?}", v.name);
@@ -31,7 +35,13 @@ fn lenient() {
 #[test]
 fn malformed() {
     for v in MALFORMED {
-        assert_eq!(check_malformed(v), Ok(()), "vector {:?}: got {:?}", v.name, Frame::decode(v.bytes));
+        assert_eq!(
+            check_malformed(v),
+            Ok(()),
+            "vector {:?}: got {:?}",
+            v.name,
+            Frame::decode(v.bytes)
+        );
     }
 }
 
@@ -60,22 +70,58 @@ fn every_message_id_has_a_vector() {
 #[test]
 fn too_large_for_msg_size() {
     let data = vec![0u8; MAX_MSG_SIZE];
-    let f = Frame { dev_num: 1, token: 1, msg: Message::SetConfig { generation: 0, offset: 0, data: &data } };
-    assert_eq!(f.encoded_len(), Err(EncodeError::TooLarge { needed: 8 + 12 + MAX_MSG_SIZE }));
+    let f = Frame {
+        dev_num: 1,
+        token: 1,
+        msg: Message::SetConfig {
+            generation: 0,
+            offset: 0,
+            data: &data,
+        },
+    };
+    assert_eq!(
+        f.encoded_len(),
+        Err(EncodeError::TooLarge {
+            needed: 8 + 12 + MAX_MSG_SIZE
+        })
+    );
     let mut out = vec![0u8; 2 * MAX_MSG_SIZE];
-    assert_eq!(f.encode(&mut out), Err(EncodeError::TooLarge { needed: 8 + 12 + MAX_MSG_SIZE }));
+    assert_eq!(
+        f.encode(&mut out),
+        Err(EncodeError::TooLarge {
+            needed: 8 + 12 + MAX_MSG_SIZE
+        })
+    );
 
     // The largest message msg_size can describe still works.
     let data = vec![7u8; MAX_MSG_SIZE - 20];
-    let f = Frame { dev_num: 1, token: 1, msg: Message::SetConfig { generation: 0, offset: 0, data: &data } };
+    let f = Frame {
+        dev_num: 1,
+        token: 1,
+        msg: Message::SetConfig {
+            generation: 0,
+            offset: 0,
+            data: &data,
+        },
+    };
     assert_eq!(f.encode(&mut out), Ok(MAX_MSG_SIZE));
     assert_eq!(Frame::decode(&out), Ok(f));
 }
 
 #[test]
 fn feature_words_compare_by_value() {
-    let bytes = [0x00, 0x04, 0x01, 0x00, 0x00, 0x00, 0x18, 0x00, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x80];
-    let Ok(Frame { msg: Message::SetDriverFeatures { block_index, features }, .. }) = Frame::decode(&bytes) else {
+    let bytes = [
+        0x00, 0x04, 0x01, 0x00, 0x00, 0x00, 0x18, 0x00, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0,
+        0, 0x80,
+    ];
+    let Ok(Frame {
+        msg: Message::SetDriverFeatures {
+            block_index,
+            features,
+        },
+        ..
+    }) = Frame::decode(&bytes)
+    else {
         panic!("not decoded");
     };
     assert_eq!(block_index, 1);

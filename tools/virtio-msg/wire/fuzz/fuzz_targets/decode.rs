@@ -17,7 +17,19 @@ fuzz_target!(|data: &[u8]| {
     let header = header.expect("a decodable frame has a decodable header");
     let mut out = [0u8; 128];
     let n = frame.encode(&mut out).expect("a decoded frame re-encodes");
-    assert_eq!(n, usize::from(header.msg_size), "re-encoded size differs from msg_size");
-    assert_eq!(Frame::decode(&out[..n]), Ok(frame), "re-encoded frame decodes differently");
-    assert_eq!(&out[1..8], &data[1..8], "only reserved type bits may change in the header");
+    assert_eq!(
+        n,
+        usize::from(header.msg_size),
+        "re-encoded size differs from msg_size"
+    );
+    assert_eq!(
+        Frame::decode(&out[..n]),
+        Ok(frame),
+        "re-encoded frame decodes differently"
+    );
+    assert_eq!(
+        &out[1..8],
+        &data[1..8],
+        "only reserved type bits may change in the header"
+    );
 });

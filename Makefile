@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# virtio-msg for Linux 7.2, in Rust: build, boot and test.
+#
+#   make            provision what is missing, build the guest kernel and
+#                   our modules (build/out/), and the test initramfs
+#   make run        the demo: boot the guest with our modules, shell on
+#                   this terminal (leave with "poweroff -f")
+#   make check      every test suite; ends with "check: N passed, N failed"
+#
+#   make kunit      KUnit suites (kunit.py run --arch=x86_64)
+#   make cargo-test cargo tests of tools/virtio-msg
+#   make fuzz       fuzz the wire codec for FUZZ_RUNS inputs
+#   make e2e        QEMU end-to-end tests (E2E="test ..." to pick some)
+#   make lint       rustfmt check, clippy on the kernel code and the tools
+#   make provision  only the host set-up (idempotent; never upgrades)
+#   make clean      remove build/ (the caches in VMSG_CACHE stay)
+#
+# See README.md for what each step does and where things end up.
+
+SHELL := /bin/bash
+TOP := $(CURDIR)
+OUT := $(TOP)/build/out
+TOOLS := $(TOP)/tools/virtio-msg
+FUZZ := $(TOOLS)/wire/fuzz
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGET := x86_64-unknown-linux-gnu
+# Coverage instrumentation for libFuzzer, with stable rustc (what
+# cargo-fuzz passes, minus the sanitizer).
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
+	-Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares \
+	--cfg fuzzing
+
+.PHONY: all provision kernel initramfs run kunit cargo-test fuzz e2e check lint clean
+
+all: kernel initramfs
+
+provision:
+	@support/provision.sh
+
+kernel: provision
+	@support/kernel.sh build
+
+initramfs: kernel
+	@tools/testing/virtio-msg/mkinitramfs.sh $(OUT)/initramfs.cpio.gz $(wildcard $(OUT)/modules/*.ko)
+	@echo "initramfs: $(OUT)/initramfs.cpio.gz"
+
+run: all
+	@tools/testing/virtio-msg/boot.sh
+
+kunit: provision
+	@support/kunit.sh
+
+cargo-test:
+	cd $(TOOLS) && cargo test --locked --release
+
+fuzz:
+	cd $(FUZZ) && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo build --locked --release --target $(FUZZ_TARGET) --bin decode
+	rm -rf $(TOP)/build/fuzz && mkdir -p $(TOP)/build/fuzz/corpus
+	cd $(TOOLS) && cargo run --locked --release --quiet --example fuzz_seeds -- $(TOP)/build/fuzz/corpus
+	$(FUZZ)/target/$(FUZZ_TARGET)/release/decode -runs=$(FUZZ_RUNS) -max_len=128 \
+		-artifact_prefix=$(TOP)/build/fuzz/ $(TOP)/build/fuzz/corpus 2>&1 | \
+		grep -vE '^#[0-9]+\s+(NEW|REDUCE|pulse)'; exit $${PIPESTATUS[0]}
+
+e2e: all
+	@tools/testing/virtio-msg/e2e.sh $(E2E)
+
+check:
+	@support/check.sh
+
+lint:
+	@support/lint.sh
+
+clean:
+	rm -rf build

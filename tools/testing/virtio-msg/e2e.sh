@@ -1,0 +1,52 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# e2e.sh [TEST...]: boot one guest per test (default: every guest/*.sh
+# except lib.sh and demo.sh), collect the guest's "e2e-result:" lines, and
+# add one check of our own per boot: the guest finished, and the kernel log
+# holds no oops, BUG, WARNING or lockdep splat. Logs: build/e2e/TEST.log.
+#
+# Prints "e2e: TEST CHECK pass|fail" per check and ends with
+# "e2e: N passed, N failed"; exits non-zero on any failure.
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+here=$top/tools/testing/virtio-msg
+timeout=${E2E_TIMEOUT:-240}
+
+if [ $# -eq 0 ]; then
+	set -- $(cd "$here/guest" && ls *.sh | grep -vxE 'lib\.sh|demo\.sh' | sed 's/\.sh$//')
+fi
+
+passed=0 failed=0
+result() {
+	echo "e2e: $1 $2 $3${4:+ $4}"
+	if [ "$3" = pass ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+
+for t in "$@"; do
+	log=$top/build/e2e/$t.log
+	start=$(date +%s)
+	"$here/boot.sh" --test "$t" --log "$log" --timeout "$timeout"
+	rc=$?
+	echo "e2e: $t: guest ran $(($(date +%s) - start)) s (log $log)"
+	if [ $rc = 124 ] || [ $rc = 137 ]; then
+		result "$t" boot fail "(guest killed after ${timeout}s)"
+	fi
+	n=0
+	while read -r name verdict reason; do
+		result "$t" "$name" "$verdict" "$reason"
+		n=$((n + 1))
+	done < <(tr -d '\r' <"$log" 2>/dev/null | sed -n 's/^.*e2e-result: //p')
+	[ $n -gt 0 ] || result "$t" results fail "(the guest reported nothing)"
+	if ! grep -q '^e2e: done' "$log" 2>/dev/null; then
+		result "$t" finished fail "(the guest did not finish its test)"
+	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected' "$log"; then
+		result "$t" kernel_log_clean fail
+	else
+		result "$t" kernel_log_clean pass
+	fi
+done
+
+echo "e2e: $passed passed, $failed failed"
+[ $failed = 0 ]
