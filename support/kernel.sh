@@ -24,7 +24,7 @@ OUT=$B/out
 PRISTINE=$VMSG_CACHE/linux-source-$LINUX_SERIES
 FRAGMENT=virtio_msg_guest.config
 # Top-level directories of the repository that are laid onto the kernel tree.
-OVERLAY_DIRS="Documentation drivers kernel rust samples"
+OVERLAY_DIRS="Documentation drivers include kernel rust samples"
 
 JOBS=${JOBS:-$(nproc)}
 export BINDGEN LIBCLANG_PATH RUST_LIB_SRC
