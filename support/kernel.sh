@@ -71,8 +71,10 @@ cmd_tree() {
 			for f in $(sed -n 's,^+++ b/,,p' "$p"); do touch -r "$p" "$SRC/$f"; done
 		done
 	fi
-	# rsync replaces files (never writes through the hard links).
-	(cd "$top" && rsync -a --files-from=<(overlay_files) ./ "$SRC/")
+	# rsync replaces files (never writes through the hard links). Changed files
+	# are found by content and get the current time, not the source's: a file
+	# edited while a build was running must still look newer than its objects.
+	(cd "$top" && rsync -rlp --checksum --files-from=<(overlay_files) ./ "$SRC/")
 	echo "$stamp" >"$B/src.stamp"
 }
 

@@ -41,7 +41,7 @@ for t in "$@"; do
 	[ $n -gt 0 ] || result "$t" results fail "(the guest reported nothing)"
 	if ! grep -q '^e2e: done' "$log" 2>/dev/null; then
 		result "$t" finished fail "(the guest did not finish its test)"
-	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected' "$log"; then
+	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated' "$log"; then
 		result "$t" kernel_log_clean fail
 	else
 		result "$t" kernel_log_clean pass

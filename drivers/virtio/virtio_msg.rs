@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! virtio-msg: the virtio transport over message buses.
+//!
+//! Instead of trapped register accesses (virtio-pci, virtio-mmio), the driver and the device
+//! exchange small messages over a bus. This module is the transport: it turns every virtio
+//! operation into messages (`device.rs`), waits for the answers with a bound (`request.rs`),
+//! and registers a virtio device for every device number its buses report, so that the stock
+//! virtio drivers bind unchanged.
+//!
+//! It knows nothing about how messages travel. Each bus (a PCI device with shared-memory
+//! FIFOs, a hypervisor channel, the loopback sample, ...) registers an auxiliary device named
+//! `virtio_msg.bus` with a [`kernel::virtio::msg::BusLink`] as registration data; this module
+//! is the auxiliary driver for that name (`bus.rs`). See
+//! Documentation/virtio/virtio_msg.rst.
+
+use kernel::{
+    auxiliary,
+    debugfs::{Dir, File},
+    device::Core,
+    prelude::*,
+    str::CString,
+    sync::Arc,
+    types::ForLt,
+    virtio::msg::{BusLink, Connection, Receiver, AUXILIARY_MODNAME, AUXILIARY_NAME},
+};
+
+// A module crate's root is resolved like `lib.rs`: name the files of `virtio_msg/`.
+#[path = "virtio_msg/bus.rs"]
+mod bus;
+#[path = "virtio_msg/device.rs"]
+mod device;
+#[path = "virtio_msg/request.rs"]
+mod request;
+#[path = "virtio_msg/stats.rs"]
+mod stats;
+#[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+#[path = "virtio_msg/tests.rs"]
+mod tests;
+#[path = "virtio_msg/wire.rs"]
+pub mod wire;
+
+use bus::{BusCore, BusHandle};
+use stats::Stats;
+
+kernel::module_auxiliary_driver! {
+    type: VirtioMsgDriver,
+    name: "virtio_msg",
+    authors: ["virtio-msg developers"],
+    description: "virtio-msg transport: virtio devices over message buses",
+    license: "GPL",
+    params: {
+        timeout_ms: u32 {
+            default: 2000,
+            description: "How long to wait for a device's response, in milliseconds (a device that lets an essential request time out is marked broken)",
+        },
+    },
+}
+
+struct VirtioMsgDriver;
+
+kernel::auxiliary_device_table!(
+    AUX_TABLE,
+    MODULE_AUX_TABLE,
+    <VirtioMsgDriver as auxiliary::Driver>::IdInfo,
+    [(
+        auxiliary::DeviceId::new(AUXILIARY_MODNAME, AUXILIARY_NAME),
+        ()
+    )]
+);
+
+/// The transport bound to one bus.
+#[pin_data(PinnedDrop)]
+struct BusBinding<'bound> {
+    core: Arc<BusCore>,
+    /// Disconnected after `core` shut down (see `drop`).
+    _connection: Connection<'bound>,
+    _debugfs: Dir,
+    #[pin]
+    _stats: File<Arc<Stats>>,
+}
+
+#[pinned_drop]
+impl PinnedDrop for BusBinding<'_> {
+    fn drop(self: Pin<&mut Self>) {
+        // Unregister the virtio devices while the bus still carries their last requests.
+        self.core.shutdown();
+    }
+}
+
+impl auxiliary::Driver for VirtioMsgDriver {
+    type IdInfo = ();
+    type Data<'bound> = BusBinding<'bound>;
+
+    const ID_TABLE: auxiliary::IdTable<Self::IdInfo> = &AUX_TABLE;
+
+    fn probe<'bound>(
+        adev: &'bound auxiliary::Device<Core<'_>>,
+        _info: &'bound Self::IdInfo,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        pin_init::pin_init_scope(move || {
+            let link: &'bound BusLink = adev.registration_data::<ForLt!(Arc<BusLink>)>()?.get_ref();
+            let dev: &kernel::device::Device = adev.as_ref();
+            let bus = link.bus().clone();
+            if bus.max_msg_size() < wire::HEADER_SIZE + 40 {
+                dev_err!(
+                    dev,
+                    "maximum message size {} too small for virtio-msg\n",
+                    bus.max_msg_size()
+                );
+                return Err(EINVAL);
+            }
+            let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
+            let timeout = *module_parameters::timeout_ms.value();
+            let handle = Arc::pin_init(
+                BusHandle::new(bus, dev.into(), timeout, stats.clone()),
+                GFP_KERNEL,
+            )?;
+            let core = Arc::pin_init(BusCore::new(handle, adev.parent().into()), GFP_KERNEL)?;
+            let debugfs = Dir::new(&CString::try_from_fmt(fmt!("virtio_msg-{}", dev.name()))?);
+            let receiver: Arc<dyn Receiver> = core.clone();
+            let (connection, devices) = link.connect(receiver)?;
+            Ok(try_pin_init!(BusBinding {
+                _stats <- debugfs.read_only_file(c"stats", stats),
+                core,
+                _connection: connection,
+                _debugfs: debugfs,
+            })
+            .pin_chain(move |binding| {
+                // The devices the bus found before we connected; later ones arrive through
+                // `Receiver::device_added`.
+                for dev_num in devices {
+                    binding.core.device_added(dev_num);
+                }
+                Ok(())
+            }))
+        })
+    }
+}

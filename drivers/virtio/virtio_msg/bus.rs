@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One virtio-msg bus, seen from the transport: its devices, and the routing of what it
+//! delivers.
+//!
+//! [`BusHandle`] is what every device of the bus shares: the bus itself (taken away at
+//! shutdown, after which sending fails with `ENODEV`), the routing table from device number to
+//! device, and the counters. [`BusCore`] is the [`Receiver`] connected to the bus's link: it
+//! decodes what the bus delivers and registers or unregisters virtio devices as the bus finds
+//! or loses them.
+
+use kernel::{
+    alloc::KVec,
+    device, new_mutex, new_spinlock,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+        Arc, Mutex, SpinLock,
+    },
+    virtio::{
+        msg::{Bus, Receiver},
+        transport::{DeviceId, Registration, Unregistered},
+    },
+};
+
+use crate::{
+    device::{MsgDevice, MsgTransport},
+    request::Sender,
+    stats::{Dropped, Stats},
+    wire::{Class, Frame, Header},
+};
+
+/// Device numbers at or above this are refused (the routing table is indexed by them).
+const MAX_DEV_NUM: u16 = 4096;
+
+/// What the devices of one bus share.
+#[pin_data]
+pub(crate) struct BusHandle {
+    /// The bus; `None` once the transport let go of it.
+    #[pin]
+    bus: Mutex<Option<Arc<dyn Bus>>>,
+    max_msg_size: usize,
+    timeout_ms: u32,
+    /// Device for messages: the bus's auxiliary device.
+    dev: ARef<device::Device>,
+    /// Devices by device number.
+    #[pin]
+    routes: SpinLock<KVec<Option<Arc<MsgDevice>>>>,
+    stats: Arc<Stats>,
+}
+
+impl BusHandle {
+    pub(crate) fn new(
+        bus: Arc<dyn Bus>,
+        dev: ARef<device::Device>,
+        timeout_ms: u32,
+        stats: Arc<Stats>,
+    ) -> impl PinInit<Self, Error> {
+        let max_msg_size = bus.max_msg_size();
+        try_pin_init!(Self {
+            bus <- new_mutex!(Some(bus)),
+            max_msg_size,
+            timeout_ms,
+            dev,
+            routes <- new_spinlock!(KVec::new()),
+            stats,
+        })
+    }
+
+    pub(crate) fn max_msg_size(&self) -> usize {
+        self.max_msg_size
+    }
+
+    pub(crate) fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
+    }
+
+    pub(crate) fn dev(&self) -> &device::Device {
+        &self.dev
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Routes what the bus delivers for `dev_num` to `dev`.
+    pub(crate) fn add_route(&self, dev_num: u16, dev: Arc<MsgDevice>) -> Result {
+        if dev_num >= MAX_DEV_NUM {
+            return Err(ERANGE);
+        }
+        let mut routes = self.routes.lock();
+        while routes.len() <= usize::from(dev_num) {
+            routes.push(None, GFP_ATOMIC)?;
+        }
+        match routes.get_mut(usize::from(dev_num)) {
+            Some(slot @ None) => {
+                *slot = Some(dev);
+                Ok(())
+            }
+            _ => Err(EEXIST),
+        }
+    }
+
+    pub(crate) fn remove_route(&self, dev_num: u16) {
+        let old = self
+            .routes
+            .lock()
+            .get_mut(usize::from(dev_num))
+            .and_then(Option::take);
+        drop(old);
+    }
+
+    fn route(&self, dev_num: u16) -> Option<Arc<MsgDevice>> {
+        self.routes
+            .lock()
+            .get(usize::from(dev_num))
+            .cloned()
+            .flatten()
+    }
+
+    fn send_counted(&self, msg: &[u8]) -> Result {
+        let bus = self.bus.lock();
+        let Some(bus) = bus.as_ref() else {
+            return Err(ENODEV);
+        };
+        let result = bus.send(msg);
+        match (&result, Header::decode(msg)) {
+            (Ok(()), Ok(h)) => self.stats.sent(h.msg_id),
+            (Err(_), _) => self.stats.send_error(),
+            _ => {}
+        }
+        result
+    }
+
+    /// Sends an event (no response expected).
+    pub(crate) fn send_event(&self, msg: &[u8]) -> Result {
+        self.send_counted(msg)
+    }
+
+    /// Lets go of the bus: nothing is sent any more.
+    fn close(&self) {
+        let bus = self.bus.lock().take();
+        drop(bus);
+    }
+
+    /// Decodes and routes one delivered message.
+    pub(crate) fn deliver(&self, bytes: &[u8]) {
+        let (header, frame) = match (Header::decode(bytes), Frame::decode(bytes)) {
+            (Ok(h), Ok(f)) => (h, f),
+            _ => return self.stats.dropped(Dropped::Malformed),
+        };
+        if header.class == Class::Bus {
+            // Bus messages belong to the bus, which must not pass them on.
+            return self.stats.dropped(Dropped::WrongDirection);
+        }
+        self.stats.received(header.msg_id);
+        let Some(dev) = self.route(header.dev_num) else {
+            return self.stats.dropped(Dropped::NoDevice);
+        };
+        let len = usize::from(header.msg_size).min(bytes.len());
+        dev.receive(&header, &frame, bytes.get(..len).unwrap_or(bytes));
+    }
+}
+
+impl Sender for BusHandle {
+    fn send(&self, msg: &[u8]) -> Result {
+        self.send_counted(msg)
+    }
+}
+
+/// A registered virtio device of the bus.
+struct Entry {
+    dev: Arc<MsgDevice>,
+    registration: Registration<MsgTransport>,
+}
+
+/// The transport's side of one bus.
+#[pin_data]
+pub(crate) struct BusCore {
+    handle: Arc<BusHandle>,
+    /// Parent of the virtio devices, and the device their queues are DMA-mapped through.
+    parent: ARef<device::Device>,
+    /// Registered devices; held while adding or removing one.
+    #[pin]
+    devices: Mutex<KVec<Entry>>,
+    closed: Atomic<bool>,
+}
+
+impl BusCore {
+    pub(crate) fn new(handle: Arc<BusHandle>, parent: ARef<device::Device>) -> impl PinInit<Self> {
+        pin_init!(Self {
+            handle,
+            parent,
+            devices <- new_mutex!(KVec::new()),
+            closed: Atomic::new(false),
+        })
+    }
+
+    /// Probes device `dev_num` and registers it with the virtio core.
+    fn add(&self, dev_num: u16) -> Result<Entry> {
+        let dev = MsgDevice::probe(self.handle.clone(), dev_num)?;
+        let info = *dev.info();
+        let id = DeviceId {
+            device: info.device_id,
+            vendor: info.vendor_id,
+        };
+        let unregistered = Unregistered::new(&self.parent, id, MsgTransport::new(dev.clone()))?;
+        dev.set_handle(Some(unregistered.handle()));
+        if let Err(e) = self.handle.add_route(dev_num, dev.clone()) {
+            dev.set_handle(None);
+            return Err(e);
+        }
+        match unregistered.register() {
+            Ok(registration) => Ok(Entry { dev, registration }),
+            Err(e) => {
+                self.handle.remove_route(dev_num);
+                dev.set_handle(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unregisters a device (its driver is removed, which resets the device and deletes its
+    /// queues), then stops routing to it.
+    fn remove(&self, entry: Entry) {
+        let Entry { dev, registration } = entry;
+        drop(registration);
+        self.handle.remove_route(dev.dev_num());
+        dev.set_handle(None);
+        dev.flush_kicks();
+    }
+
+    /// Unregisters every device and lets go of the bus. Nothing is added afterwards.
+    pub(crate) fn shutdown(&self) {
+        self.closed.store(true, Relaxed);
+        let mut devices = self.devices.lock();
+        while let Some(entry) = devices.pop() {
+            self.remove(entry);
+        }
+        drop(devices);
+        self.handle.close();
+    }
+}
+
+impl Receiver for BusCore {
+    fn receive(&self, msg: &[u8]) {
+        self.handle.deliver(msg);
+    }
+
+    fn device_added(&self, dev_num: u16) {
+        let mut devices = self.devices.lock();
+        if self.closed.load(Relaxed) || devices.iter().any(|e| e.dev.dev_num() == dev_num) {
+            return;
+        }
+        if devices.reserve(1, GFP_KERNEL).is_err() {
+            dev_err!(self.handle.dev(), "device {dev_num}: out of memory\n");
+            return;
+        }
+        match self.add(dev_num) {
+            Ok(entry) => {
+                let info = *entry.dev.info();
+                dev_info!(
+                    self.handle.dev(),
+                    "device {dev_num}: virtio device id {}, vendor {:#x}, {} queues\n",
+                    info.device_id,
+                    info.vendor_id,
+                    info.max_virtqueues
+                );
+                // Cannot fail: room was reserved above.
+                let _ = devices.push(entry, GFP_KERNEL);
+            }
+            Err(e) => dev_warn!(self.handle.dev(), "device {dev_num}: not added ({e:?})\n"),
+        }
+    }
+
+    fn device_removed(&self, dev_num: u16) {
+        let mut devices = self.devices.lock();
+        let pos = devices.iter().position(|e| e.dev.dev_num() == dev_num);
+        if let Some(Ok(entry)) = pos.map(|p| devices.remove(p)) {
+            self.remove(entry);
+        }
+    }
+}

@@ -1,0 +1,716 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One virtio-msg device: every virtio transport operation as messages.
+//!
+//! | operation | messages |
+//! |---|---|
+//! | probe | GET_DEVICE_INFO, first, before the device is registered |
+//! | features | GET_DEVICE_FEATURES / SET_DRIVER_FEATURES, in as many 32-bit blocks as fit a message |
+//! | status | SET_DEVICE_STATUS; its response is the status from then on (FEATURES_OK may be refused) |
+//! | reset | SET_DEVICE_STATUS 0, then GET_DEVICE_STATUS until the device reads 0 |
+//! | configuration | GET_CONFIG / SET_CONFIG in chunks that fit a message, never past `config_size` |
+//! | queues | GET_VQUEUE (size limit) then SET_VQUEUE, only once FEATURES_OK was confirmed |
+//! | kick | EVENT_AVAIL, sent from a work item (kicks come in atomic context) |
+//! | interrupts | EVENT_USED runs the queue's callback; EVENT_CONFIG reports a change |
+//!
+//! The status and the configuration generation are cached from the device's answers and
+//! events, so reading them costs no message.
+
+use kernel::{
+    alloc::KVec,
+    bindings, impl_has_work, new_spinlock, new_work,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, SpinLock,
+    },
+    time::{delay::fsleep, Delta},
+    virtio::{
+        feature, status,
+        transport::{Handle, NotificationData, QueueConfig, ShmRegion, Transport},
+        Device, Features,
+    },
+    workqueue::{self, Work, WorkItem},
+};
+
+use crate::{
+    bus::BusHandle,
+    request::{Failure, Match, Policy, Requester},
+    stats::Dropped,
+    wire::{self, AvailNext, DeviceInfo, Frame, Header, Kind, Message, VqueueConfig, Words},
+};
+
+/// Largest configuration space accepted from a device (the virtio PCI limit is 4 KiB).
+const MAX_CONFIG_SIZE: u32 = 4096;
+/// Largest number of queues accepted from a device (virtio queue indexes are 16 bits).
+const MAX_QUEUES: u32 = 65535;
+/// Largest virtqueue created (the split ring limit).
+const MAX_QUEUE_SIZE: u32 = 32768;
+/// SET_CONFIG attempts before giving up on a device whose generation keeps moving.
+const SET_CONFIG_ATTEMPTS: usize = 4;
+/// Multi-chunk GET_CONFIG attempts before accepting a read across generations.
+const GET_CONFIG_ATTEMPTS: usize = 4;
+/// GET_DEVICE_STATUS polls after a reset the device did not complete at once.
+const RESET_POLLS: usize = 20;
+
+/// What a device is before GET_DEVICE_INFO answered.
+const NO_INFO: DeviceInfo = DeviceInfo {
+    device_id: 0,
+    vendor_id: 0,
+    num_feature_bits: 0,
+    config_size: 0,
+    max_virtqueues: 0,
+    admin_vq_start: 0,
+    admin_vq_count: 0,
+};
+
+/// Queues with a kick pending, and the notification data of the latest kick.
+struct Kicks {
+    pending: KVec<bool>,
+    data: KVec<u32>,
+}
+
+/// The state of one device, shared by its transport, its route on the bus and its kick work.
+#[pin_data]
+pub(crate) struct MsgDevice {
+    bus: Arc<BusHandle>,
+    dev_num: u16,
+    info: DeviceInfo,
+    #[pin]
+    req: Requester,
+    /// The status the device last reported.
+    status: Atomic<u32>,
+    /// The configuration generation the device last reported.
+    generation: Atomic<u32>,
+    /// Set once the device is allocated; cleared when it goes away (breaks the reference cycle
+    /// device -> handle -> transport -> device).
+    #[pin]
+    handle: SpinLock<Option<Handle<MsgTransport>>>,
+    #[pin]
+    kicks: SpinLock<Kicks>,
+    #[pin]
+    kick_work: Work<MsgDevice>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for MsgDevice { self.kick_work }
+}
+
+impl WorkItem for MsgDevice {
+    type Pointer = Arc<MsgDevice>;
+
+    fn run(this: Arc<MsgDevice>) {
+        this.send_kicks();
+    }
+}
+
+impl MsgDevice {
+    fn new(bus: Arc<BusHandle>, dev_num: u16, info: DeviceInfo) -> Result<Arc<Self>> {
+        let (max_msg_size, timeout_ms) = (bus.max_msg_size(), bus.timeout_ms());
+        Arc::pin_init(
+            try_pin_init!(Self {
+                req <- Requester::new(max_msg_size, timeout_ms),
+                bus,
+                dev_num,
+                info,
+                status: Atomic::new(0),
+                generation: Atomic::new(0),
+                handle <- new_spinlock!(None),
+                kicks <- new_spinlock!(Kicks { pending: KVec::new(), data: KVec::new() }),
+                kick_work <- new_work!("virtio_msg::MsgDevice::kick_work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Asks device `dev_num` what it is (GET_DEVICE_INFO, its first message) and checks the
+    /// answer.
+    pub(crate) fn probe(bus: Arc<BusHandle>, dev_num: u16) -> Result<Arc<Self>> {
+        // A device object that only knows its number, to carry the request: the route must
+        // exist before the request, its response comes back through it.
+        let asking = Self::new(bus.clone(), dev_num, NO_INFO)?;
+        bus.add_route(dev_num, asking.clone())?;
+        let info = asking.request(Message::GetDeviceInfo, Policy::Essential, |m| match *m {
+            Message::DeviceInfo(i) => Some(i),
+            _ => None,
+        });
+        bus.remove_route(dev_num);
+        let info = info?;
+        let d = bus.dev();
+        if info.device_id == 0 {
+            dev_info!(d, "device {dev_num}: device id 0 (no device), ignored\n");
+            return Err(ENODEV);
+        }
+        if info.num_feature_bits % 32 != 0 {
+            dev_warn!(
+                d,
+                "device {dev_num}: {} feature bits, not a multiple of 32\n",
+                info.num_feature_bits
+            );
+        }
+        if info.config_size > MAX_CONFIG_SIZE || info.max_virtqueues > MAX_QUEUES {
+            dev_err!(
+                d,
+                "device {dev_num}: config size {} or queue count {} out of range\n",
+                info.config_size,
+                info.max_virtqueues
+            );
+            return Err(EINVAL);
+        }
+        Self::new(bus, dev_num, info)
+    }
+
+    /// The status the device last reported (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn cached_status(&self) -> u32 {
+        self.status.load(Relaxed)
+    }
+
+    /// The token of the latest request (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn last_token(&self) -> u16 {
+        self.req.last_token()
+    }
+
+    pub(crate) fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub(crate) fn dev_num(&self) -> u16 {
+        self.dev_num
+    }
+
+    pub(crate) fn set_handle(&self, handle: Option<Handle<MsgTransport>>) {
+        *self.handle.lock() = handle;
+    }
+
+    fn handle(&self) -> Option<Handle<MsgTransport>> {
+        self.handle.lock().clone()
+    }
+
+    /// Waits until no kick work is queued or running. Called once the queues are gone, so
+    /// no new kick can come.
+    pub(crate) fn flush_kicks(&self) {
+        // SAFETY: `kick_work` is a valid, initialised work item that lives as long as `self`.
+        unsafe { bindings::flush_work(Work::raw_get(&self.kick_work)) };
+    }
+
+    /// Sends `msg` and waits for its response; a timeout of an essential request breaks the
+    /// device (once, with a message).
+    fn request<R>(
+        &self,
+        msg: Message<'_>,
+        policy: Policy,
+        parse: impl FnOnce(&Message<'_>) -> Option<R>,
+    ) -> Result<R, Failure> {
+        let was_broken = self.req.is_broken();
+        let result = self
+            .req
+            .request(&*self.bus, self.dev_num, msg, policy, parse);
+        match result {
+            Err(Failure::Timeout) => {
+                self.bus.stats().timeout();
+                if !was_broken && self.req.is_broken() {
+                    self.bus.stats().broken();
+                    dev_err!(
+                        self.bus.dev(),
+                        "device {}: no response to {:?} in {} ms, device marked broken\n",
+                        self.dev_num,
+                        msg.id().2,
+                        self.bus.timeout_ms()
+                    );
+                    if let Some(h) = self.handle() {
+                        h.break_device();
+                    }
+                }
+            }
+            Err(Failure::BadResponse) => {
+                dev_warn!(
+                    self.bus.dev(),
+                    "device {}: nonsensical response to {:#04x}\n",
+                    self.dev_num,
+                    msg.id().2
+                );
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// A transport message for this device, from the bus.
+    pub(crate) fn receive(&self, header: &Header, frame: &Frame<'_>, bytes: &[u8]) {
+        let stats = self.bus.stats();
+        if header.kind == Kind::Response {
+            if let Match::Dropped(why) = self.req.complete(header, bytes) {
+                stats.dropped(why);
+            }
+            return;
+        }
+        match frame.msg {
+            Message::EventUsed { vq_index } => {
+                let index = u16::try_from(vq_index).ok();
+                let ran = index
+                    .zip(self.handle())
+                    .is_some_and(|(i, h)| h.queue_interrupt(i));
+                if !ran {
+                    stats.dropped(Dropped::NoQueue);
+                }
+            }
+            Message::EventConfig {
+                device_status,
+                generation,
+                ..
+            } => {
+                self.status.store(device_status, Relaxed);
+                self.generation.store(generation, Relaxed);
+                let Some(h) = self.handle() else { return };
+                if device_status & u32::from(status::NEEDS_RESET) != 0 {
+                    dev_err!(
+                        self.bus.dev(),
+                        "device {}: device needs a reset, marked broken\n",
+                        self.dev_num
+                    );
+                    if self.req.set_broken() {
+                        stats.broken();
+                    }
+                    h.break_device();
+                }
+                h.config_changed();
+            }
+            _ => stats.dropped(Dropped::WrongDirection),
+        }
+    }
+
+    fn features_per_message(&self) -> usize {
+        wire::max_feature_blocks(self.bus.max_msg_size()).max(1)
+    }
+
+    /// The 32-bit feature blocks this kernel negotiates: the device's, up to what Linux knows.
+    fn feature_blocks(&self) -> usize {
+        (self.info.num_feature_bits as usize)
+            .div_ceil(32)
+            .min(Features::blocks())
+    }
+
+    pub(crate) fn get_features(&self) -> Result<Features, Failure> {
+        let mut features = Features::empty();
+        let per_msg = self.features_per_message();
+        let total = self.feature_blocks();
+        let mut block = 0;
+        while block < total {
+            let n = per_msg.min(total - block);
+            let (index, count) = (block as u32, n as u32);
+            self.request(
+                Message::GetDeviceFeatures {
+                    block_index: index,
+                    num_blocks: count,
+                },
+                Policy::Essential,
+                |m| match *m {
+                    Message::DeviceFeatures {
+                        block_index,
+                        features: words,
+                    } if block_index == index && words.len() == n => {
+                        for (i, w) in words.iter().enumerate() {
+                            features.set_block(block + i, w);
+                        }
+                        Some(())
+                    }
+                    _ => None,
+                },
+            )?;
+            block += n;
+        }
+        Ok(features)
+    }
+
+    pub(crate) fn set_features(&self, features: &Features) -> Result<(), Failure> {
+        let per_msg = self.features_per_message();
+        let total = self.feature_blocks();
+        let mut block = 0;
+        while block < total {
+            let n = per_msg.min(total - block);
+            let mut words = [0u32; Features::blocks()];
+            for (i, w) in words.iter_mut().take(n).enumerate() {
+                *w = features.block(block + i);
+            }
+            let msg = Message::SetDriverFeatures {
+                block_index: block as u32,
+                features: Words::new(&words[..n]),
+            };
+            self.request(msg, Policy::Essential, |m| {
+                matches!(m, Message::DriverFeaturesSet).then_some(())
+            })?;
+            block += n;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_status(&self, value: u32) -> Result<u32, Failure> {
+        let new = self.request(
+            Message::SetDeviceStatus { status: value },
+            Policy::Essential,
+            |m| match *m {
+                Message::DeviceStatusSet { status } => Some(status),
+                _ => None,
+            },
+        )?;
+        self.status.store(new, Relaxed);
+        Ok(new)
+    }
+
+    pub(crate) fn reset(&self) {
+        self.clear_kicks();
+        if self.req.is_broken() {
+            self.status.store(0, Relaxed);
+            return;
+        }
+        let mut status = self.set_status(0);
+        for _ in 0..RESET_POLLS {
+            if !matches!(status, Ok(s) if s != 0) {
+                break;
+            }
+            fsleep(Delta::from_millis(10));
+            status = self.request(Message::GetDeviceStatus, Policy::Essential, |m| match *m {
+                Message::DeviceStatus { status } => Some(status),
+                _ => None,
+            });
+        }
+        if let Ok(s) = status {
+            if s != 0 {
+                dev_err!(
+                    self.bus.dev(),
+                    "device {}: reset not completed (status {s:#x})\n",
+                    self.dev_num
+                );
+            }
+        }
+        // The virtio core requires status 0 after a reset, whatever the device did.
+        self.status.store(0, Relaxed);
+    }
+
+    /// Checks that `[offset, offset + len)` lies within the configuration space.
+    fn config_range(&self, offset: u32, len: usize) -> bool {
+        let end = u64::from(offset) + len as u64;
+        end <= u64::from(self.info.config_size)
+    }
+
+    fn config_chunk(&self) -> usize {
+        wire::max_config_chunk(self.bus.max_msg_size()).max(1)
+    }
+
+    /// One GET_CONFIG; returns the generation the data belongs to.
+    fn read_config_chunk(&self, offset: u32, buf: &mut [u8]) -> Result<u32, Failure> {
+        let length = buf.len() as u32;
+        let generation = self.request(
+            Message::GetConfig { offset, length },
+            Policy::Essential,
+            |m| match *m {
+                Message::Config {
+                    generation,
+                    offset: o,
+                    data,
+                } if o == offset && data.len() == buf.len() => {
+                    buf.copy_from_slice(data);
+                    Some(generation)
+                }
+                _ => None,
+            },
+        )?;
+        self.generation.store(generation, Relaxed);
+        Ok(generation)
+    }
+
+    pub(crate) fn get_config(&self, offset: u32, buf: &mut [u8]) -> Result<(), Failure> {
+        if !self.config_range(offset, buf.len()) {
+            dev_warn!(
+                self.bus.dev(),
+                "device {}: config read of {} bytes at {offset} beyond config size {}\n",
+                self.dev_num,
+                buf.len(),
+                self.info.config_size
+            );
+            return Err(Failure::BadResponse);
+        }
+        let chunk = self.config_chunk();
+        for _ in 0..GET_CONFIG_ATTEMPTS {
+            let mut first = None;
+            let mut torn = false;
+            for (i, part) in buf.chunks_mut(chunk).enumerate() {
+                let generation = self.read_config_chunk(offset + (i * chunk) as u32, part)?;
+                torn |= first.is_some_and(|g| g != generation);
+                first.get_or_insert(generation);
+            }
+            if !torn {
+                return Ok(());
+            }
+            self.bus.stats().config_retry();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_config(&self, offset: u32, buf: &[u8]) -> Result<(), Failure> {
+        if !self.config_range(offset, buf.len()) {
+            dev_warn!(
+                self.bus.dev(),
+                "device {}: config write of {} bytes at {offset} beyond config size {}\n",
+                self.dev_num,
+                buf.len(),
+                self.info.config_size
+            );
+            return Err(Failure::BadResponse);
+        }
+        let chunk = self.config_chunk();
+        for (i, part) in buf.chunks(chunk).enumerate() {
+            let at = offset + (i * chunk) as u32;
+            let mut accepted = false;
+            for _ in 0..SET_CONFIG_ATTEMPTS {
+                let generation = self.generation.load(Relaxed);
+                let msg = Message::SetConfig {
+                    generation,
+                    offset: at,
+                    data: part,
+                };
+                let (new_generation, length) =
+                    self.request(msg, Policy::Essential, |m| match *m {
+                        Message::ConfigSet {
+                            generation,
+                            offset: o,
+                            length,
+                            ..
+                        } if o == at => Some((generation, length)),
+                        _ => None,
+                    })?;
+                self.generation.store(new_generation, Relaxed);
+                if length as usize == part.len() {
+                    accepted = true;
+                    break;
+                }
+                // Rejected: our generation was stale. Re-read to learn the current one.
+                self.bus.stats().config_retry();
+                let mut scratch = [0u8; 1];
+                self.read_config_chunk(at, &mut scratch)?;
+            }
+            if !accepted {
+                dev_warn!(
+                    self.bus.dev(),
+                    "device {}: config write at {at} rejected\n",
+                    self.dev_num
+                );
+                return Err(Failure::BadResponse);
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_max_size(&self, dev: &Device, index: u16) -> Result<u32> {
+        // The queues are only touched once the device confirmed FEATURES_OK.
+        if dev.has_feature(feature::VERSION_1)
+            && self.status.load(Relaxed) & u32::from(status::FEATURES_OK) == 0
+        {
+            dev_err!(
+                self.bus.dev(),
+                "device {}: queue set-up before FEATURES_OK\n",
+                self.dev_num
+            );
+            return Err(EIO);
+        }
+        if u32::from(index) >= self.info.max_virtqueues {
+            return Err(ENOENT);
+        }
+        let index32 = u32::from(index);
+        let max = self.request(
+            Message::GetVqueue { index: index32 },
+            Policy::Essential,
+            |m| match *m {
+                Message::Vqueue(q) if q.index == index32 => Some(q.max_size),
+                _ => None,
+            },
+        )?;
+        // Split rings need a power of two.
+        let max = max.min(MAX_QUEUE_SIZE);
+        Ok(if max == 0 { 0 } else { 1 << max.ilog2() })
+    }
+
+    fn queue_enable(&self, q: &QueueConfig) -> Result {
+        {
+            let mut kicks = self.kicks.lock();
+            let need = usize::from(q.index) + 1;
+            while kicks.pending.len() < need {
+                kicks.pending.push(false, GFP_ATOMIC)?;
+                kicks.data.push(0, GFP_ATOMIC)?;
+            }
+        }
+        let msg = Message::SetVqueue(VqueueConfig {
+            index: q.index.into(),
+            size: q.size,
+            desc_addr: q.desc,
+            driver_addr: q.driver,
+            device_addr: q.device,
+        });
+        self.request(msg, Policy::Essential, |m| {
+            matches!(m, Message::VqueueSet).then_some(())
+        })?;
+        Ok(())
+    }
+
+    fn notify(self: &Arc<Self>, index: u16, data: Option<NotificationData>) -> bool {
+        if self.req.is_broken() {
+            return false;
+        }
+        {
+            let mut kicks = self.kicks.lock();
+            let i = usize::from(index);
+            let Some(pending) = kicks.pending.get_mut(i) else {
+                return false;
+            };
+            *pending = true;
+            let next = data.and_then(|d| AvailNext::new(u32::from(d.offset), d.wrap));
+            if let Some(slot) = kicks.data.get_mut(i) {
+                *slot = next.unwrap_or(AvailNext::NONE).raw();
+            }
+        }
+        // Already queued is fine: the pending work sends this kick too.
+        let _ = workqueue::system_highpri().enqueue(self.clone());
+        true
+    }
+
+    fn clear_kicks(&self) {
+        let mut kicks = self.kicks.lock();
+        kicks.pending.iter_mut().for_each(|p| *p = false);
+    }
+
+    /// Sends an EVENT_AVAIL for every queue kicked since the last run.
+    fn send_kicks(&self) {
+        let mut index = 0;
+        loop {
+            let next = {
+                let mut kicks = self.kicks.lock();
+                let Kicks { pending, data } = &mut *kicks;
+                let found = pending
+                    .iter()
+                    .skip(index)
+                    .position(|&p| p)
+                    .map(|p| p + index);
+                found.map(|i| {
+                    pending[i] = false;
+                    (i, data.get(i).copied().unwrap_or(0))
+                })
+            };
+            let Some((i, raw)) = next else { break };
+            index = i + 1;
+            if self.req.is_broken() {
+                continue;
+            }
+            let next = AvailNext::new(raw & 0x7fff_ffff, raw & 0x8000_0000 != 0)
+                .unwrap_or(AvailNext::NONE);
+            let frame = Frame {
+                dev_num: self.dev_num,
+                token: 0,
+                msg: Message::EventAvail {
+                    vq_index: i as u32,
+                    next,
+                },
+            };
+            let mut buf = [0u8; wire::HEADER_SIZE + 8];
+            if let Ok(len) = frame.encode(&mut buf) {
+                if self.bus.send_event(&buf[..len]).is_err() {
+                    dev_warn!(
+                        self.bus.dev(),
+                        "device {}: kick of queue {i} not sent\n",
+                        self.dev_num
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn shm_region(&self, id: u8) -> Option<ShmRegion> {
+        let index = u32::from(id);
+        self.request(Message::GetShm { index }, Policy::Optional, |m| match *m {
+            Message::Shm {
+                index: i,
+                length,
+                address,
+            } if i == index => Some((length, address)),
+            _ => None,
+        })
+        .ok()
+        .filter(|&(length, _)| length != 0)
+        .map(|(length, address)| ShmRegion {
+            addr: address.into(),
+            len: length.into(),
+        })
+    }
+}
+
+/// The [`Transport`] of a virtio-msg device.
+pub(crate) struct MsgTransport {
+    dev: Arc<MsgDevice>,
+}
+
+impl MsgTransport {
+    pub(crate) fn new(dev: Arc<MsgDevice>) -> Self {
+        Self { dev }
+    }
+}
+
+impl Transport for MsgTransport {
+    fn get_config(&self, _dev: &Device, offset: u32, buf: &mut [u8]) {
+        if self.dev.get_config(offset, buf).is_err() {
+            buf.fill(0);
+        }
+    }
+
+    fn set_config(&self, _dev: &Device, offset: u32, buf: &[u8]) {
+        let _ = self.dev.set_config(offset, buf);
+    }
+
+    fn generation(&self, _dev: &Device) -> u32 {
+        self.dev.generation.load(Relaxed)
+    }
+
+    fn get_status(&self, _dev: &Device) -> u8 {
+        self.dev.status.load(Relaxed) as u8
+    }
+
+    fn set_status(&self, _dev: &Device, status: u8) {
+        let _ = self.dev.set_status(status.into());
+    }
+
+    fn reset(&self, _dev: &Device) {
+        self.dev.reset();
+    }
+
+    fn get_features(&self, _dev: &Device) -> Features {
+        self.dev.get_features().unwrap_or_default()
+    }
+
+    fn finalize_features(&self, dev: &Device) -> Result {
+        if !dev.has_feature(feature::VERSION_1) {
+            dev_err!(
+                self.dev.bus.dev(),
+                "device {}: VERSION_1 not negotiated\n",
+                self.dev.dev_num
+            );
+            return Err(EINVAL);
+        }
+        Ok(self.dev.set_features(&dev.features())?)
+    }
+
+    fn queue_max_size(&self, dev: &Device, index: u16) -> Result<u32> {
+        self.dev.queue_max_size(dev, index)
+    }
+
+    fn queue_enable(&self, _dev: &Device, queue: &QueueConfig) -> Result {
+        self.dev.queue_enable(queue)
+    }
+
+    fn notify(&self, index: u16, data: Option<NotificationData>) -> bool {
+        self.dev.notify(index, data)
+    }
+
+    fn shm_region(&self, _dev: &Device, id: u8) -> Option<ShmRegion> {
+        self.dev.shm_region(id)
+    }
+}

@@ -1,0 +1,573 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit suite `virtio_msg_core`: the transport against a scripted fake device.
+//!
+//! The fake device is a [`Bus`] that answers synchronously from its state, logs every message
+//! it receives, and can be told to misbehave: stay silent on some messages, reject SET_CONFIG,
+//! change its configuration generation in the middle of a read.
+
+use kernel::{
+    alloc::KVec,
+    device, faux, new_mutex, new_spinlock,
+    prelude::*,
+    str::CString,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, Mutex, SpinLock,
+    },
+    virtio::{
+        msg::Bus,
+        transport::{DeviceId, Unregistered},
+        Features,
+    },
+};
+
+use crate::{
+    bus::BusHandle,
+    device::{MsgDevice, MsgTransport},
+    request::Failure,
+    stats::{Dropped, Stats},
+    wire::{transport_id as id, DeviceInfo, Frame, Message, VqueueInfo, Words},
+};
+
+const MAX_MSG: usize = 48;
+const DEV: u16 = 1;
+const CONFIG_SIZE: usize = 100;
+
+struct FakeState {
+    info: DeviceInfo,
+    features: [u32; 8],
+    driver_features: [u32; 8],
+    status: u32,
+    config: [u8; CONFIG_SIZE],
+    generation: u32,
+    /// Bump the generation after this many more GET_CONFIG answers (0: never).
+    bump_generation_after: u32,
+    /// SET_CONFIG requests still to reject.
+    reject_set_config: u32,
+    /// Message ids the device ignores.
+    silent: KVec<u8>,
+    /// Every message received: (message id, first payload word).
+    log: KVec<(u8, u32)>,
+}
+
+#[pin_data]
+struct Fake {
+    #[pin]
+    state: Mutex<FakeState>,
+    #[pin]
+    handle: SpinLock<Option<Arc<BusHandle>>>,
+}
+
+fn first_word(msg: &Message<'_>) -> u32 {
+    match *msg {
+        Message::GetConfig { offset, .. } | Message::SetConfig { offset, .. } => offset,
+        Message::SetDeviceStatus { status } => status,
+        Message::GetDeviceFeatures { block_index, .. }
+        | Message::SetDriverFeatures { block_index, .. } => block_index,
+        Message::GetVqueue { index } | Message::GetShm { index } => index,
+        _ => 0,
+    }
+}
+
+impl Fake {
+    fn new() -> Result<Arc<Self>> {
+        let mut config = [0u8; CONFIG_SIZE];
+        for (i, b) in config.iter_mut().enumerate() {
+            *b = i as u8 ^ 0x5a;
+        }
+        Arc::pin_init(
+            pin_init!(Self {
+                state <- new_mutex!(FakeState {
+                    info: DeviceInfo {
+                        device_id: 0x7fff,
+                        vendor_id: 0x554d_4551,
+                        num_feature_bits: 160,
+                        config_size: CONFIG_SIZE as u32,
+                        max_virtqueues: 2,
+                        admin_vq_start: 0,
+                        admin_vq_count: 0,
+                    },
+                    // Bits 0, 32 (VERSION_1), 100 and 159.
+                    features: [1, 1, 0, 1 << 4, 1 << 31, 0, 0, 0],
+                    driver_features: [0; 8],
+                    status: 0,
+                    config,
+                    generation: 7,
+                    bump_generation_after: 0,
+                    reject_set_config: 0,
+                    silent: KVec::new(),
+                    log: KVec::new(),
+                }),
+                handle <- new_spinlock!(None),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The answer to `frame`, encoded into `out`; 0 for no answer.
+    fn answer(s: &mut FakeState, frame: &Frame<'_>, out: &mut [u8]) -> usize {
+        let reply = |msg: Message<'_>, out: &mut [u8]| {
+            (Frame {
+                dev_num: frame.dev_num,
+                token: frame.token,
+                msg,
+            })
+            .encode(out)
+            .unwrap_or(0)
+        };
+        match frame.msg {
+            Message::GetDeviceInfo => reply(Message::DeviceInfo(s.info), out),
+            Message::GetDeviceFeatures {
+                block_index,
+                num_blocks,
+            } => {
+                let start = block_index as usize;
+                let words = s
+                    .features
+                    .get(start..start + num_blocks as usize)
+                    .unwrap_or(&[]);
+                reply(
+                    Message::DeviceFeatures {
+                        block_index,
+                        features: Words::new(words),
+                    },
+                    out,
+                )
+            }
+            Message::SetDriverFeatures {
+                block_index,
+                features,
+            } => {
+                for (i, w) in features.iter().enumerate() {
+                    if let Some(slot) = s.driver_features.get_mut(block_index as usize + i) {
+                        *slot = w;
+                    }
+                }
+                reply(Message::DriverFeaturesSet, out)
+            }
+            Message::SetDeviceStatus { status } => {
+                s.status = status;
+                reply(Message::DeviceStatusSet { status }, out)
+            }
+            Message::GetDeviceStatus => reply(Message::DeviceStatus { status: s.status }, out),
+            Message::GetConfig { offset, length } => {
+                let (o, l) = (offset as usize, length as usize);
+                let Some(data) = s.config.get(o..o + l) else {
+                    return 0;
+                };
+                let n = reply(
+                    Message::Config {
+                        generation: s.generation,
+                        offset,
+                        data,
+                    },
+                    out,
+                );
+                if s.bump_generation_after > 0 {
+                    s.bump_generation_after -= 1;
+                    if s.bump_generation_after == 0 {
+                        s.generation += 1;
+                    }
+                }
+                n
+            }
+            Message::SetConfig {
+                generation,
+                offset,
+                data,
+            } => {
+                if s.reject_set_config > 0 || generation != s.generation {
+                    s.reject_set_config = s.reject_set_config.saturating_sub(1);
+                    s.generation += 1;
+                    let msg = Message::ConfigSet {
+                        generation: s.generation,
+                        offset,
+                        length: 0,
+                        echo: None,
+                    };
+                    return reply(msg, out);
+                }
+                let o = offset as usize;
+                let Some(dst) = s.config.get_mut(o..o + data.len()) else {
+                    return 0;
+                };
+                dst.copy_from_slice(data);
+                s.generation += 1;
+                let length = data.len() as u32;
+                reply(
+                    Message::ConfigSet {
+                        generation: s.generation,
+                        offset,
+                        length,
+                        echo: None,
+                    },
+                    out,
+                )
+            }
+            Message::GetVqueue { index } => {
+                let max_size = if index < s.info.max_virtqueues {
+                    256
+                } else {
+                    0
+                };
+                let q = VqueueInfo {
+                    index,
+                    max_size,
+                    cur_size: 0,
+                    desc_addr: 0,
+                    driver_addr: 0,
+                    device_addr: 0,
+                };
+                reply(Message::Vqueue(q), out)
+            }
+            Message::SetVqueue(_) => reply(Message::VqueueSet, out),
+            _ => 0,
+        }
+    }
+
+    fn log(&self) -> KVec<(u8, u32)> {
+        let s = self.state.lock();
+        let mut log = KVec::new();
+        for e in s.log.iter() {
+            let _ = log.push(*e, GFP_KERNEL);
+        }
+        log
+    }
+
+    fn sent(&self, msg_id: u8) -> usize {
+        self.state
+            .lock()
+            .log
+            .iter()
+            .filter(|e| e.0 == msg_id)
+            .count()
+    }
+}
+
+impl Bus for Fake {
+    fn max_msg_size(&self) -> usize {
+        MAX_MSG
+    }
+
+    fn send(&self, msg: &[u8]) -> Result {
+        let frame = Frame::decode(msg).map_err(|_| EINVAL)?;
+        let (_, _, msg_id) = frame.msg.id();
+        let mut out = [0u8; MAX_MSG];
+        let n = {
+            let mut s = self.state.lock();
+            s.log.push((msg_id, first_word(&frame.msg)), GFP_KERNEL)?;
+            if s.silent.contains(&msg_id) {
+                0
+            } else {
+                Self::answer(&mut s, &frame, &mut out)
+            }
+        };
+        if n > 0 {
+            let handle = self.handle.lock().clone();
+            if let Some(h) = handle {
+                h.deliver(&out[..n]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fake device behind a bus handle, and a probed device on it.
+struct Setup {
+    fake: Arc<Fake>,
+    handle: Arc<BusHandle>,
+    stats: Arc<Stats>,
+    faux: faux::Registration,
+}
+
+impl Setup {
+    fn new(timeout_ms: u32) -> Result<Self> {
+        // A name of its own: a test that fails an assertion never drops its `Setup`.
+        static NEXT: Atomic<u32> = Atomic::new(0);
+        let name = CString::try_from_fmt(fmt!("virtio-msg-kunit-{}", NEXT.fetch_add(1, Relaxed)))?;
+        let faux = faux::Registration::new(&name, None)?;
+        let fake = Fake::new()?;
+        let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
+        let dev: &device::Device = faux.as_ref();
+        let bus: Arc<dyn Bus> = fake.clone();
+        let handle = Arc::pin_init(
+            BusHandle::new(bus, dev.into(), timeout_ms, stats.clone()),
+            GFP_KERNEL,
+        )?;
+        *fake.handle.lock() = Some(handle.clone());
+        Ok(Self {
+            fake,
+            handle,
+            stats,
+            faux,
+        })
+    }
+
+    /// Probes device `DEV` and routes its messages.
+    fn probe(&self) -> Result<Arc<MsgDevice>> {
+        let dev = MsgDevice::probe(self.handle.clone(), DEV)?;
+        self.handle.add_route(DEV, dev.clone())?;
+        Ok(dev)
+    }
+
+    fn silence(&self, msg_id: u8) -> Result {
+        Ok(self.fake.state.lock().silent.push(msg_id, GFP_KERNEL)?)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // Break the cycles fake -> handle -> routes -> device -> handle.
+        self.handle.remove_route(DEV);
+        *self.fake.handle.lock() = None;
+    }
+}
+
+#[kunit_tests(virtio_msg_core)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_info_is_the_first_message() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        assert_eq!(t.fake.log().first().map(|e| e.0), Some(id::GET_DEVICE_INFO));
+        assert_eq!(dev.info().device_id, 0x7fff);
+        assert_eq!(dev.info().config_size, CONFIG_SIZE as u32);
+        Ok(())
+    }
+
+    #[test]
+    fn init_order_with_the_virtio_rng_driver() -> Result {
+        let t = Setup::new(1000)?;
+        // An entropy device, so that the stock virtio-rng driver binds and drives it.
+        t.fake.state.lock().info.device_id = 4;
+        t.fake.state.lock().info.max_virtqueues = 1;
+        let dev = t.probe()?;
+        let id = DeviceId {
+            device: 4,
+            vendor: 0x554d_4551,
+        };
+        let unregistered = Unregistered::new(t.faux.as_ref(), id, MsgTransport::new(dev.clone()))?;
+        dev.set_handle(Some(unregistered.handle()));
+        let registration = unregistered.register()?;
+
+        let log = t.fake.log();
+        let status = |s| (id::SET_DEVICE_STATUS, s);
+        let expected = [
+            (id::GET_DEVICE_INFO, 0),
+            status(0), // reset
+            status(1), // ACKNOWLEDGE
+            status(3), // DRIVER
+            (id::GET_DEVICE_FEATURES, 0),
+            (id::SET_DRIVER_FEATURES, 0),
+            status(0xb),         // FEATURES_OK, confirmed by the response...
+            (id::GET_VQUEUE, 0), // ...before the queue is touched
+            (id::SET_VQUEUE, 0),
+            status(0xf), // DRIVER_OK, last
+        ];
+        for (i, e) in expected.iter().enumerate() {
+            if log.get(i) != Some(e) {
+                pr_err!("message {i}: expected {e:?}, got {:?}\n", log.get(i));
+            }
+        }
+        assert!(log.get(..expected.len()) == Some(&expected[..]));
+        // Only the transport features the kernel implements were written back.
+        assert_eq!(t.fake.state.lock().driver_features[..4], [0, 1, 0, 0]);
+
+        drop(registration);
+        dev.set_handle(None);
+        dev.flush_kicks();
+        // The driver's removal reset the device, then the virtio core acknowledged it again.
+        let log = t.fake.log();
+        let after = log.get(expected.len()..).unwrap_or(&[]);
+        let reset = after.iter().position(|&e| e == status(0));
+        assert!(reset.is_some());
+        assert_eq!(reset.and_then(|r| after.get(r + 1)), Some(&status(1)));
+        Ok(())
+    }
+
+    #[test]
+    fn features_beyond_64_bits() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        let f = dev.get_features().map_err(Error::from)?;
+        assert!(f.has(0));
+        assert!(f.has(32));
+        assert!(f.has(100));
+        assert!(!f.has(101));
+        // Linux negotiates 128 bits: block 4 (bit 159) is never asked for.
+        assert!(t
+            .fake
+            .log()
+            .iter()
+            .all(|&(i, b)| i != id::GET_DEVICE_FEATURES || b < 4));
+
+        let mut driver = Features::empty();
+        driver.set(32);
+        driver.set(100);
+        dev.set_features(&driver).map_err(Error::from)?;
+        let written = t.fake.state.lock().driver_features;
+        assert_eq!(written[..5], [0, 1, 0, 1 << 4, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn config_read_is_chunked_and_bounded() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        let mut buf = [0u8; CONFIG_SIZE];
+        dev.get_config(0, &mut buf).map_err(Error::from)?;
+        assert!(buf.iter().enumerate().all(|(i, &b)| b == i as u8 ^ 0x5a));
+        // 28 bytes fit a 48-byte message: 100 bytes take 4 GET_CONFIG.
+        assert_eq!(t.fake.sent(id::GET_CONFIG), 4);
+
+        // Past the end of the configuration space: refused without a message.
+        let mut tail = [0u8; 8];
+        assert_eq!(dev.get_config(96, &mut tail), Err(Failure::BadResponse));
+        assert_eq!(
+            dev.get_config(u32::MAX, &mut tail),
+            Err(Failure::BadResponse)
+        );
+        assert_eq!(dev.set_config(99, &[1, 2]), Err(Failure::BadResponse));
+        assert_eq!(t.fake.sent(id::GET_CONFIG), 4);
+        assert_eq!(t.fake.sent(id::SET_CONFIG), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn config_read_across_a_generation_change_is_retried() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        t.fake.state.lock().bump_generation_after = 2;
+        let mut buf = [0u8; 60];
+        dev.get_config(0, &mut buf).map_err(Error::from)?;
+        // 3 chunks torn by the change after the 2nd, then 3 consistent ones.
+        assert_eq!(t.fake.sent(id::GET_CONFIG), 6);
+        Ok(())
+    }
+
+    #[test]
+    fn rejected_config_write_is_retried_with_the_new_generation() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        t.fake.state.lock().reject_set_config = 1;
+        dev.set_config(10, &[0xaa, 0xbb]).map_err(Error::from)?;
+        assert_eq!(t.fake.sent(id::SET_CONFIG), 2);
+        assert_eq!(t.fake.state.lock().config[10..12], [0xaa, 0xbb]);
+        Ok(())
+    }
+
+    #[test]
+    fn status_comes_from_the_set_response() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        assert_eq!(dev.set_status(0x0b).map_err(Error::from)?, 0x0b);
+        dev.reset();
+        assert_eq!(t.fake.state.lock().status, 0);
+        assert_eq!(dev.cached_status(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn silent_device_times_out_and_is_broken() -> Result {
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        t.silence(id::SET_DEVICE_STATUS)?;
+        assert_eq!(dev.set_status(1), Err(Failure::Timeout));
+        assert_eq!(t.stats.timeout_count(), 1);
+        // Broken: later requests fail at once, without a message.
+        let sent = t.fake.log().len();
+        assert_eq!(dev.set_status(1), Err(Failure::Broken));
+        let mut buf = [0u8; 4];
+        assert_eq!(dev.get_config(0, &mut buf), Err(Failure::Broken));
+        assert_eq!(t.fake.log().len(), sent);
+        // A reset of a broken device completes locally, as the virtio core needs.
+        dev.reset();
+        assert_eq!(dev.cached_status(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn optional_request_timeout_does_not_break() -> Result {
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        assert!(dev.shm_region(0).is_none());
+        assert_eq!(t.stats.timeout_count(), 1);
+        assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_late_and_unsolicited_messages_are_counted() -> Result {
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        // Garbage.
+        t.handle.deliver(&[0xff, 0x01, 0x02]);
+        t.handle
+            .deliver(&[0x01, 0x07, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00]);
+        assert_eq!(t.stats.dropped_count(Dropped::Malformed), 2);
+
+        // A response with a token never issued.
+        let mut out = [0u8; MAX_MSG];
+        let unsolicited = Frame {
+            dev_num: DEV,
+            token: 0x7000,
+            msg: Message::DeviceStatus { status: 1 },
+        };
+        let n = unsolicited.encode(&mut out).map_err(|_| EINVAL)?;
+        t.handle.deliver(&out[..n]);
+        assert_eq!(t.stats.dropped_count(Dropped::Unsolicited), 1);
+
+        // A response to a request that timed out: arrives late, is dropped, and the next
+        // request gets its own answer.
+        t.silence(id::GET_SHM)?;
+        assert!(dev.shm_region(3).is_none());
+        let late = Frame {
+            dev_num: DEV,
+            token: dev.last_token(),
+            msg: Message::Shm {
+                index: 3,
+                length: 64,
+                address: 0,
+            },
+        };
+        let n = late.encode(&mut out).map_err(|_| EINVAL)?;
+        t.handle.deliver(&out[..n]);
+        assert_eq!(t.stats.dropped_count(Dropped::Late), 1);
+        assert_eq!(dev.set_status(3).map_err(Error::from)?, 3);
+
+        // For a device number with no device.
+        let stray = Frame {
+            dev_num: 9,
+            token: 1,
+            msg: Message::EventUsed { vq_index: 0 },
+        };
+        let n = stray.encode(&mut out).map_err(|_| EINVAL)?;
+        t.handle.deliver(&out[..n]);
+        assert_eq!(t.stats.dropped_count(Dropped::NoDevice), 1);
+
+        // EVENT_USED for a device without queues.
+        let used = Frame {
+            dev_num: DEV,
+            token: 0,
+            msg: Message::EventUsed { vq_index: 0 },
+        };
+        let n = used.encode(&mut out).map_err(|_| EINVAL)?;
+        t.handle.deliver(&out[..n]);
+        assert_eq!(t.stats.dropped_count(Dropped::NoQueue), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn messages_are_counted_per_type() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        let mut buf = [0u8; 10];
+        dev.get_config(0, &mut buf).map_err(Error::from)?;
+        assert_eq!(t.stats.sent_count(id::GET_DEVICE_INFO), 1);
+        assert_eq!(t.stats.sent_count(id::GET_CONFIG), 1);
+        Ok(())
+    }
+}

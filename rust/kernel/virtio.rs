@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtio devices, seen from the transport side.
+//!
+//! A virtio *transport* (virtio-pci, virtio-mmio, virtio-msg, ...) is what carries the virtio
+//! operations (configuration space, status, feature negotiation, virtqueue set-up and
+//! notifications) between the virtio drivers and a device. [`transport`] lets a transport be
+//! written in Rust: it registers a `struct virtio_device` whose `virtio_config_ops` are the
+//! methods of a [`transport::Transport`], and the unmodified virtio drivers bind to it.
+//!
+//! C headers: [`include/linux/virtio.h`](srctree/include/linux/virtio.h),
+//! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h),
+//! [`include/linux/virtio_ring.h`](srctree/include/linux/virtio_ring.h)
+
+use crate::{bindings, device, types::Opaque};
+
+pub mod transport;
+
+#[cfg(CONFIG_AUXILIARY_BUS)]
+pub mod msg;
+
+/// Device status bits (virtio specification, "Device Status Field").
+pub mod status {
+    /// The driver has noticed the device.
+    pub const ACKNOWLEDGE: u8 = bindings::VIRTIO_CONFIG_S_ACKNOWLEDGE as u8;
+    /// The driver knows how to drive the device.
+    pub const DRIVER: u8 = bindings::VIRTIO_CONFIG_S_DRIVER as u8;
+    /// The driver is set up and ready to drive the device.
+    pub const DRIVER_OK: u8 = bindings::VIRTIO_CONFIG_S_DRIVER_OK as u8;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u8 = bindings::VIRTIO_CONFIG_S_FEATURES_OK as u8;
+    /// The device has hit an error it cannot recover from without a reset.
+    pub const NEEDS_RESET: u8 = bindings::VIRTIO_CONFIG_S_NEEDS_RESET as u8;
+    /// The driver has given up on the device.
+    pub const FAILED: u8 = bindings::VIRTIO_CONFIG_S_FAILED as u8;
+}
+
+/// Feature bits the virtio core and transports deal with.
+pub mod feature {
+    /// First feature bit reserved for transports.
+    pub const TRANSPORT_START: u32 = bindings::VIRTIO_TRANSPORT_F_START;
+    /// One past the last transport feature bit.
+    pub const TRANSPORT_END: u32 = bindings::VIRTIO_TRANSPORT_F_END;
+    /// Compliance with version 1.0 of the specification (no legacy interface).
+    pub const VERSION_1: u32 = bindings::VIRTIO_F_VERSION_1;
+    /// Packed virtqueue layout.
+    pub const RING_PACKED: u32 = bindings::VIRTIO_F_RING_PACKED;
+    /// The driver passes extra data (the next available position) in notifications.
+    pub const NOTIFICATION_DATA: u32 = bindings::VIRTIO_F_NOTIFICATION_DATA;
+    /// Individual virtqueues can be reset.
+    pub const RING_RESET: u32 = bindings::VIRTIO_F_RING_RESET;
+}
+
+/// A set of feature bits, as wide as the virtio core supports (128 bits in this kernel).
+///
+/// Transports exchange features in 32-bit blocks (virtio-msg, virtio-pci); bits past
+/// [`Features::BITS`] are ignored rather than wrapped.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::virtio::{feature, Features};
+///
+/// let mut f = Features::empty();
+/// f.set(feature::VERSION_1);
+/// f.set(100);
+/// assert!(f.has(32));
+/// assert_eq!(f.block(1), 1);
+/// assert_eq!(f.block(3), 1 << 4);
+/// assert_eq!(f.low64(), 1 << 32);
+///
+/// f.set_block(3, 0xffff_0000);
+/// assert!(!f.has(100));
+/// assert!(f.has(127));
+///
+/// // Beyond what this kernel negotiates: ignored.
+/// f.set(Features::BITS);
+/// assert!(!f.has(Features::BITS));
+/// assert_eq!(f.block(Features::blocks()), 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Features([u64; Features::WORDS]);
+
+impl Features {
+    /// Number of 64-bit words.
+    const WORDS: usize = bindings::VIRTIO_FEATURES_U64S as usize;
+
+    /// Number of feature bits the virtio core supports.
+    pub const BITS: u32 = bindings::VIRTIO_FEATURES_BITS;
+
+    /// No features.
+    pub const fn empty() -> Self {
+        Self([0; Self::WORDS])
+    }
+
+    /// Whether `bit` is set; bits past [`Features::BITS`] are never set.
+    pub fn has(&self, bit: u32) -> bool {
+        let word = (bit / 64) as usize;
+        self.0.get(word).is_some_and(|w| w & (1 << (bit % 64)) != 0)
+    }
+
+    /// Sets `bit`; bits past [`Features::BITS`] are ignored.
+    pub fn set(&mut self, bit: u32) {
+        if let Some(w) = self.0.get_mut((bit / 64) as usize) {
+            *w |= 1 << (bit % 64);
+        }
+    }
+
+    /// Clears `bit`.
+    pub fn clear(&mut self, bit: u32) {
+        if let Some(w) = self.0.get_mut((bit / 64) as usize) {
+            *w &= !(1 << (bit % 64));
+        }
+    }
+
+    /// The 32-bit block `index` (bits `32 * index` to `32 * index + 31`); 0 past the end.
+    pub fn block(&self, index: usize) -> u32 {
+        let word = self.0.get(index / 2).copied().unwrap_or(0);
+        (word >> (32 * (index % 2))) as u32
+    }
+
+    /// Sets the 32-bit block `index`; blocks past the end are ignored.
+    pub fn set_block(&mut self, index: usize, value: u32) {
+        if let Some(w) = self.0.get_mut(index / 2) {
+            let shift = 32 * (index % 2);
+            *w = (*w & !(0xffff_ffffu64 << shift)) | (u64::from(value) << shift);
+        }
+    }
+
+    /// Number of 32-bit blocks that hold [`Features::BITS`] bits.
+    pub const fn blocks() -> usize {
+        Self::BITS as usize / 32
+    }
+
+    /// The first 64 bits.
+    pub fn low64(&self) -> u64 {
+        self.0[0]
+    }
+}
+
+/// A `struct virtio_device`, as seen by the transport that registered it.
+///
+/// # Invariants
+///
+/// `self.0` is a `struct virtio_device` that [`transport::Registration`] has started to
+/// register: its locks and lists are initialised.
+#[repr(transparent)]
+pub struct Device(Opaque<bindings::virtio_device>);
+
+impl Device {
+    /// # Safety
+    ///
+    /// `ptr` must point to a `virtio_device` whose registration has started (its locks are
+    /// initialised) and that stays valid for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
+        // SAFETY: `Device` is a transparent wrapper of `virtio_device`; validity is guaranteed
+        // by the caller.
+        unsafe { &*ptr.cast() }
+    }
+
+    fn as_raw(&self) -> *mut bindings::virtio_device {
+        self.0.get()
+    }
+
+    /// The features negotiated so far (what the driver accepted, once finalised).
+    pub fn features(&self) -> Features {
+        // SAFETY: `as_raw()` is valid by the type invariant; the feature words are plain
+        // integers written by the virtio core before it calls into the transport.
+        let words = unsafe { (*self.as_raw()).__bindgen_anon_1.features_array };
+        Features(words)
+    }
+
+    /// Whether feature `bit` has been negotiated.
+    pub fn has_feature(&self, bit: u32) -> bool {
+        self.features().has(bit)
+    }
+
+    /// Marks every virtqueue of the device broken: drivers get errors instead of waiting for a
+    /// device that will not answer.
+    pub fn break_device(&self) {
+        // SAFETY: `as_raw()` is valid and its `vqs_list_lock` initialised, by the type invariant.
+        unsafe { bindings::virtio_break_device(self.as_raw()) };
+    }
+}
+
+impl AsRef<device::Device> for Device {
+    fn as_ref(&self) -> &device::Device {
+        // SAFETY: `as_raw()` is valid by the type invariant, so is its embedded `struct device`.
+        unsafe { device::Device::from_raw(&raw mut (*self.as_raw()).dev) }
+    }
+}

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The meeting point of virtio-msg buses and the virtio-msg transport.
+//!
+//! virtio-msg (virtio over messages) is split like its specification: a *bus* moves messages
+//! between the driver side and the device side and enumerates device numbers (a FIFO in shared
+//! memory, FF-A, a hypervisor channel, ...); the *transport* turns virtio operations into
+//! messages and knows nothing about how they travel. Both are modules, and Rust modules can
+//! only share what the `kernel` crate defines: this file is that shared part, and nothing else.
+//!
+//! A bus module registers one auxiliary device per bus, named [`AUXILIARY_MODNAME`].
+//! [`AUXILIARY_NAME`], whose registration data is an `Arc<BusLink>` wrapping its [`Bus`] (the
+//! bus keeps a clone of the `Arc` to deliver what it receives). The
+//! transport module (`virtio_msg`) is an auxiliary driver for that name: it is autoloaded when
+//! a bus appears, [`BusLink::connect`]s a [`Receiver`] on probe, and its unbind (which the bus
+//! triggers first when it goes away) unregisters the virtio devices before the bus stops.
+//!
+//! Messages cross the link as encoded bytes (see `drivers/virtio/virtio_msg/wire.rs`): the bus
+//! needs no knowledge of their meaning beyond what it owns (the header's token, the bus
+//! messages it handles itself).
+
+use crate::{
+    alloc::KVec,
+    new_condvar, new_mutex,
+    prelude::*,
+    sync::{Arc, CondVar, Mutex},
+};
+
+/// The `modname` part of the auxiliary device name of every virtio-msg bus.
+pub const AUXILIARY_MODNAME: &CStr = c"virtio_msg";
+
+/// The `name` part of the auxiliary device name of every virtio-msg bus.
+pub const AUXILIARY_NAME: &CStr = c"bus";
+
+/// A virtio-msg bus, as the transport uses it.
+pub trait Bus: Send + Sync {
+    /// Largest message, header included, that the bus carries in either direction.
+    fn max_msg_size(&self) -> usize;
+
+    /// Sends one encoded message to the device side.
+    ///
+    /// Called in process context, one call at a time per bus (the transport serialises them).
+    /// May sleep for a bounded time waiting for room; must not wait forever.
+    fn send(&self, msg: &[u8]) -> Result;
+}
+
+/// What a bus delivers to: implemented by the transport.
+pub trait Receiver: Send + Sync {
+    /// One message from the device side, copied out of the bus into memory the device cannot
+    /// change. Process context; must not sleep for long.
+    fn receive(&self, msg: &[u8]);
+
+    /// Device number `dev_num` appeared on the bus. Process context; may sleep (the transport
+    /// probes the device).
+    fn device_added(&self, dev_num: u16);
+
+    /// Device number `dev_num` went away. Process context; may sleep.
+    fn device_removed(&self, dev_num: u16);
+}
+
+struct LinkState {
+    receiver: Option<Arc<dyn Receiver>>,
+    /// Calls into `receiver` in progress.
+    in_flight: usize,
+    /// Device numbers the bus has found, in the order it found them.
+    devices: KVec<u16>,
+}
+
+/// The registration data of a virtio-msg bus's auxiliary device.
+#[pin_data]
+pub struct BusLink {
+    bus: Arc<dyn Bus>,
+    #[pin]
+    state: Mutex<LinkState>,
+    /// Signalled when `in_flight` drops to 0.
+    #[pin]
+    idle: CondVar,
+}
+
+impl BusLink {
+    /// A link for `bus`, with no device and no transport connected yet.
+    pub fn new(bus: Arc<dyn Bus>) -> impl PinInit<Self> {
+        pin_init!(Self {
+            bus,
+            state <- new_mutex!(LinkState { receiver: None, in_flight: 0, devices: KVec::new() }),
+            idle <- new_condvar!("virtio::msg::BusLink::idle"),
+        })
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// Runs `f` on the connected receiver, if any, without holding the lock; returns whether
+    /// there was one. [`Connection`]'s drop waits for such calls to end.
+    fn with_receiver(&self, f: impl FnOnce(&dyn Receiver)) -> bool {
+        let receiver = {
+            let mut state = self.state.lock();
+            let Some(receiver) = state.receiver.clone() else {
+                return false;
+            };
+            state.in_flight += 1;
+            receiver
+        };
+        f(&*receiver);
+        drop(receiver);
+        let mut state = self.state.lock();
+        state.in_flight -= 1;
+        if state.in_flight == 0 {
+            self.idle.notify_all();
+        }
+        true
+    }
+
+    /// Bus side: delivers a message from the device side. Returns `false` if no transport is
+    /// connected (the message is dropped; the bus should count it).
+    pub fn deliver(&self, msg: &[u8]) -> bool {
+        self.with_receiver(|r| r.receive(msg))
+    }
+
+    /// Bus side: device number `dev_num` exists. Tells the transport, if one is connected.
+    pub fn add_device(&self, dev_num: u16) -> Result {
+        {
+            let mut state = self.state.lock();
+            if state.devices.contains(&dev_num) {
+                return Ok(());
+            }
+            state.devices.push(dev_num, GFP_KERNEL)?;
+        }
+        self.with_receiver(|r| r.device_added(dev_num));
+        Ok(())
+    }
+
+    /// Bus side: device number `dev_num` is gone. Tells the transport, if one is connected.
+    pub fn remove_device(&self, dev_num: u16) {
+        {
+            let mut state = self.state.lock();
+            let Some(pos) = state.devices.iter().position(|&d| d == dev_num) else {
+                return;
+            };
+            let _ = state.devices.remove(pos);
+        }
+        self.with_receiver(|r| r.device_removed(dev_num));
+    }
+
+    /// Transport side: connects `receiver`, which gets every message and device event from now
+    /// on. Returns the connection (disconnected when dropped) and the devices already found.
+    ///
+    /// Fails with [`EBUSY`] if a receiver is already connected.
+    pub fn connect(&self, receiver: Arc<dyn Receiver>) -> Result<(Connection<'_>, KVec<u16>)> {
+        let mut state = self.state.lock();
+        if state.receiver.is_some() {
+            return Err(EBUSY);
+        }
+        let mut devices = KVec::with_capacity(state.devices.len(), GFP_KERNEL)?;
+        devices.extend_from_slice(&state.devices, GFP_KERNEL)?;
+        state.receiver = Some(receiver);
+        Ok((Connection { link: self }, devices))
+    }
+}
+
+/// A connected [`Receiver`]; dropping it disconnects the receiver and waits until no call into
+/// it is in progress, so that the receiver (and the module that implements it) can go away.
+pub struct Connection<'a> {
+    link: &'a BusLink,
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        let mut state = self.link.state.lock();
+        state.receiver = None;
+        while state.in_flight > 0 {
+            self.link.idle.wait(&mut state);
+        }
+    }
+}

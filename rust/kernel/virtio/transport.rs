@@ -1,0 +1,731 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Writing a virtio transport in Rust.
+//!
+//! A transport implements [`Transport`]; [`Unregistered::new`] wraps it in a
+//! `struct virtio_device` whose `virtio_config_ops` call the trait's methods, and
+//! [`Unregistered::register`] hands the device to the virtio core, which binds the matching
+//! virtio driver (virtio-net, virtio-blk, ...). Dropping the [`Registration`] unregisters the
+//! device; the memory is freed when the last reference goes away.
+//!
+//! Virtqueues are created and destroyed here, not by the transport: for each queue the driver
+//! asks for, the transport only answers [`Transport::queue_max_size`] and is told the ring's
+//! addresses by [`Transport::queue_enable`]. The transport delivers "used buffers" interrupts
+//! with [`Handle::queue_interrupt`], which looks the queue up by index in O(1) and runs its
+//! callback under the same lock that `del_vqs` takes to remove it. A callback therefore never
+//! runs after the queue is deleted, whatever the transport does.
+//!
+//! A [`Handle`] can be taken before the device is registered, so that a transport can route
+//! what its device sends (responses, interrupts) from the very first operation: the virtio core
+//! already resets the device and probes the driver inside `register_virtio_device()`.
+//!
+//! # Contexts
+//!
+//! The configuration, status, feature and queue set-up operations run in process context and
+//! may sleep. [`Transport::notify`] runs in atomic context (drivers kick with spinlocks held).
+//! [`Handle::queue_interrupt`] and [`Handle::config_changed`] must be called from process
+//! context (a threaded interrupt handler or a work item, say), not from a hard interrupt
+//! handler; the virtqueue callback runs with bottom halves disabled, as drivers expect of an
+//! interrupt.
+//!
+//! # Examples
+//!
+//! ```ignore
+//! let dev = Unregistered::new(parent, DeviceId { device: 4, vendor: 0 }, MyTransport::new())?;
+//! my_router.insert(dev.handle())?;  // deliver interrupts from now on
+//! let registration = dev.register()?;
+//! // ... the virtio-rng driver is bound; later:
+//! drop(registration);               // unbinds the driver, unregisters the device
+//! ```
+
+use super::{feature, Device, Features};
+use crate::{
+    alloc::KVec,
+    bindings, device,
+    error::from_result,
+    ffi::{c_char, c_int, c_uint, c_void},
+    new_spinlock,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{aref::ARef, Arc, SpinLock},
+    types::Opaque,
+};
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// virtio device and vendor ids of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceId {
+    /// virtio device id: 1 network, 2 block, 3 console, 4 entropy, ...
+    pub device: u32,
+    /// Vendor id.
+    pub vendor: u32,
+}
+
+/// Where the rings of an enabled virtqueue live, as the device must address them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Queue index.
+    pub index: u16,
+    /// Number of descriptors.
+    pub size: u32,
+    /// DMA address of the descriptor area.
+    pub desc: u64,
+    /// DMA address of the driver area (available ring).
+    pub driver: u64,
+    /// DMA address of the device area (used ring).
+    pub device: u64,
+}
+
+/// The extra data of a notification when `VIRTIO_F_NOTIFICATION_DATA` is negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotificationData {
+    /// Offset of the next available descriptor (15 bits for packed queues, 16 for split).
+    pub offset: u16,
+    /// Wrap counter (packed queues only).
+    pub wrap: bool,
+}
+
+/// A shared memory region of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmRegion {
+    /// Guest physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// The operations of a virtio transport.
+///
+/// Methods that cannot report an error to the virtio core (configuration access, status) must
+/// still return in bounded time: a transport whose device stopped answering breaks the device
+/// ([`Device::break_device`]) and returns something harmless (zeroes, status 0).
+pub trait Transport: Send + Sync + 'static {
+    /// Reads `buf.len()` bytes of configuration space from `offset`.
+    fn get_config(&self, dev: &Device, offset: u32, buf: &mut [u8]);
+
+    /// Writes `buf` to the configuration space at `offset`.
+    fn set_config(&self, dev: &Device, offset: u32, buf: &[u8]);
+
+    /// The configuration generation: changes whenever the configuration space does.
+    fn generation(&self, dev: &Device) -> u32;
+
+    /// The device status.
+    fn get_status(&self, dev: &Device) -> u8;
+
+    /// Sets the device status; never 0 (that is [`Transport::reset`]).
+    fn set_status(&self, dev: &Device, status: u8);
+
+    /// Resets the device. Afterwards [`Transport::get_status`] must return 0.
+    fn reset(&self, dev: &Device);
+
+    /// The features the device offers.
+    fn get_features(&self, dev: &Device) -> Features;
+
+    /// Tells the device which features the driver accepted ([`Device::features`]; the
+    /// transport-specific bits were already filtered).
+    fn finalize_features(&self, dev: &Device) -> Result;
+
+    /// Largest size of queue `index`, before it is created. An error (typically [`ENOENT`] if
+    /// the device has no such queue) fails the driver's `find_vqs()`.
+    fn queue_max_size(&self, dev: &Device, index: u16) -> Result<u32>;
+
+    /// Makes the device use the rings of queue `queue.index`.
+    fn queue_enable(&self, dev: &Device, queue: &QueueConfig) -> Result;
+
+    /// Called in atomic context when the driver made buffers available in queue `index`.
+    /// Returns `false` if the device cannot be notified, which breaks the queue.
+    fn notify(&self, index: u16, data: Option<NotificationData>) -> bool;
+
+    /// Makes sure that memory operations done before this call are seen by every queue callback
+    /// that runs after it. Queue callbacks delivered through [`Handle::queue_interrupt`] are
+    /// already ordered by its lock; a transport with deliveries of its own overrides this.
+    fn synchronize_cbs(&self, _dev: &Device) {}
+
+    /// Shared memory region `id`, if the device has one.
+    fn shm_region(&self, _dev: &Device, _id: u8) -> Option<ShmRegion> {
+        None
+    }
+}
+
+/// Where the device is in its life.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Allocated, not registered yet. Configuration changes reported by the transport are
+    /// remembered and reported once the device is registered.
+    New { config_changed: bool },
+    /// Registered with the virtio core.
+    Registered,
+    /// Unregistered (or registration failed): nothing is reported any more.
+    Gone,
+}
+
+/// A virtqueue created by `find_vqs`.
+struct QueuePtr(NonNull<bindings::virtqueue>);
+
+// SAFETY: A `virtqueue` may be used from any thread; the virtio core serialises what needs it.
+unsafe impl Send for QueuePtr {}
+
+/// The allocation behind a device: the C `struct virtio_device`, the transport, and the state
+/// that makes callbacks safe.
+///
+/// Reference-counted: one reference belongs to the `struct device` (dropped by its release
+/// callback), the others to [`Handle`]s, [`Unregistered`] and [`Registration`].
+#[repr(C)]
+#[pin_data]
+struct Inner<T: Transport> {
+    /// Must stay the first field: `container_of` from the C callbacks relies on it.
+    #[pin]
+    vdev: Opaque<bindings::virtio_device>,
+    /// The queues created by `find_vqs`, by queue index.
+    #[pin]
+    queues: SpinLock<KVec<QueuePtr>>,
+    #[pin]
+    life: SpinLock<Life>,
+    transport: T,
+}
+
+// SAFETY: The C part is only touched through the virtio core's own locking or under `life`;
+// the Rust parts are `Send`/`Sync` themselves (`T: Transport` is `Send + Sync`).
+unsafe impl<T: Transport> Send for Inner<T> {}
+// SAFETY: See above.
+unsafe impl<T: Transport> Sync for Inner<T> {}
+
+impl<T: Transport> Inner<T> {
+    /// # Safety
+    ///
+    /// `vdev` must be the `vdev` field of a live `Inner<T>`.
+    unsafe fn from_vdev<'a>(vdev: *mut bindings::virtio_device) -> &'a Self {
+        // SAFETY: `vdev` is the first field of a `#[repr(C)]` `Inner<T>` and `Opaque` is
+        // transparent, so the pointers are equal; the caller guarantees it is alive.
+        unsafe { &*vdev.cast::<Self>() }
+    }
+
+    fn vdev(&self) -> *mut bindings::virtio_device {
+        self.vdev.get()
+    }
+
+    /// The device, for the transport's methods.
+    ///
+    /// # Safety
+    ///
+    /// The device's registration must have started (called from one of its config ops).
+    unsafe fn device(&self) -> &Device {
+        // SAFETY: Guaranteed by the caller.
+        unsafe { Device::from_raw(self.vdev()) }
+    }
+}
+
+/// A reference to a device, for routing what the device sends back to it.
+///
+/// Valid before, during and after registration; once the device is unregistered its methods
+/// do nothing.
+pub struct Handle<T: Transport>(Arc<Inner<T>>);
+
+impl<T: Transport> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: Transport> Handle<T> {
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.0.transport
+    }
+
+    /// Runs the callback of queue `index` for its used buffers. Returns whether the queue
+    /// exists (`false`: no such queue, or not created yet, or already deleted).
+    ///
+    /// Process context only (see the module documentation).
+    pub fn queue_interrupt(&self, index: u16) -> bool {
+        let queues = self.0.queues.lock();
+        let Some(vq) = queues.get(usize::from(index)) else {
+            return false;
+        };
+        // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock
+        // before deleting it. Bottom halves are disabled around the callback as in an
+        // interrupt, so that what it schedules (NAPI, say) runs when they are enabled again.
+        unsafe {
+            bindings::local_bh_disable();
+            bindings::vring_interrupt(0, vq.0.as_ptr().cast());
+            bindings::local_bh_enable();
+        }
+        true
+    }
+
+    /// Tells the driver that the configuration space changed.
+    ///
+    /// Before registration the change is remembered and reported when the device registers.
+    /// Process context only.
+    pub fn config_changed(&self) {
+        let mut life = self.0.life.lock();
+        match *life {
+            Life::New { .. } => {
+                *life = Life::New {
+                    config_changed: true,
+                }
+            }
+            // SAFETY: The device is registered: its `config_lock` is initialised. It stays
+            // registered while `life` is locked (`Registration::drop` takes the lock first).
+            Life::Registered => unsafe { bindings::virtio_config_changed(self.0.vdev()) },
+            Life::Gone => {}
+        }
+    }
+
+    /// Marks every virtqueue broken, so that drivers stop waiting for the device.
+    pub fn break_device(&self) {
+        let life = self.0.life.lock();
+        if *life == Life::Registered {
+            // SAFETY: Registered, so the device's locks are initialised (see above).
+            unsafe { Device::from_raw(self.0.vdev()) }.break_device();
+        }
+    }
+}
+
+/// A device that is allocated but not registered yet.
+pub struct Unregistered<T: Transport> {
+    inner: Arc<Inner<T>>,
+    /// The reference that the `struct device` owns once registration starts.
+    device_ref: Arc<Inner<T>>,
+    /// Keeps `vdev.dev.parent` valid until `device_add()` takes its own reference.
+    _parent: ARef<device::Device>,
+}
+
+impl<T: Transport> Unregistered<T> {
+    /// Allocates a device with `transport` behind it, as a child of `parent`.
+    ///
+    /// The virtqueues are allocated and DMA-mapped through `parent`, so the device must be
+    /// unregistered (its [`Registration`] dropped) before `parent`'s driver unbinds.
+    pub fn new(parent: &device::Device, id: DeviceId, transport: T) -> Result<Self> {
+        let inner = Arc::pin_init(
+            try_pin_init!(Inner::<T> {
+                vdev <- Opaque::ffi_init(|vdev: *mut bindings::virtio_device| {
+                    // SAFETY: `vdev` is valid for writes; an all-zero `virtio_device` is its
+                    // documented initial state (transports allocate it with `kzalloc`).
+                    unsafe {
+                        vdev.write_bytes(0, 1);
+                        (*vdev).dev.parent = parent.as_raw();
+                        (*vdev).dev.release = Some(release::<T>);
+                        (*vdev).config = &OpsTable::<T>::OPS;
+                        (*vdev).id.device = id.device;
+                        (*vdev).id.vendor = id.vendor;
+                    }
+                }),
+                queues <- new_spinlock!(KVec::new(), "virtio::transport::Inner::queues"),
+                life <- new_spinlock!(Life::New { config_changed: false }, "virtio::transport::Inner::life"),
+                transport,
+            }),
+            GFP_KERNEL,
+        )?;
+        Ok(Self {
+            device_ref: inner.clone(),
+            inner,
+            _parent: parent.into(),
+        })
+    }
+
+    /// A handle to route the device's messages, interrupts and configuration changes.
+    pub fn handle(&self) -> Handle<T> {
+        Handle(self.inner.clone())
+    }
+
+    /// Registers the device with the virtio core, which resets it, acknowledges it and binds
+    /// a driver if one matches, before returning.
+    pub fn register(self) -> Result<Registration<T>> {
+        let Self {
+            inner, device_ref, ..
+        } = self;
+        let vdev = inner.vdev();
+        // From here on, the `struct device` owns `device_ref`: its release callback drops it.
+        let _ = Arc::into_raw(device_ref);
+        // SAFETY: `vdev` is a fully initialised, unregistered `virtio_device` whose ops are
+        // implemented by `T`, and it lives as long as its `struct device` holds its reference.
+        let ret = unsafe { bindings::register_virtio_device(vdev) };
+        if ret != 0 {
+            *inner.life.lock() = Life::Gone;
+            // SAFETY: On failure the caller must drop the device reference with
+            // `put_device()` (which runs `release`), never free the device directly.
+            unsafe { bindings::put_device(&raw mut (*vdev).dev) };
+            return Err(Error::from_errno(ret));
+        }
+        let config_changed = {
+            let mut life = inner.life.lock();
+            let pending = matches!(
+                *life,
+                Life::New {
+                    config_changed: true
+                }
+            );
+            *life = Life::Registered;
+            pending
+        };
+        if config_changed {
+            Handle(inner.clone()).config_changed();
+        }
+        Ok(Registration { inner })
+    }
+}
+
+/// A device registered with the virtio core; dropping it unregisters the device.
+///
+/// The virtqueues do DMA through the parent: drop the registration before the parent's driver
+/// unbinds.
+pub struct Registration<T: Transport> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Transport> Registration<T> {
+    /// A handle to route the device's messages, interrupts and configuration changes.
+    pub fn handle(&self) -> Handle<T> {
+        Handle(self.inner.clone())
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.inner.transport
+    }
+}
+
+impl<T: Transport> Drop for Registration<T> {
+    fn drop(&mut self) {
+        // No configuration change is reported from here on (see `Handle::config_changed`).
+        *self.inner.life.lock() = Life::Gone;
+        // SAFETY: The device is registered (type invariant of `Registration`) and this is the
+        // only place that unregisters it. The driver's `remove` runs here and deletes the
+        // queues; the memory stays valid while `self.inner` holds its reference.
+        unsafe { bindings::unregister_virtio_device(self.inner.vdev()) };
+    }
+}
+
+/// `dev.release` of the `struct device`: drops the device's reference.
+///
+/// # Safety
+///
+/// Only called by the driver core, once, for a device allocated by [`Unregistered::new`] for
+/// `T`.
+unsafe extern "C" fn release<T: Transport>(dev: *mut bindings::device) {
+    // SAFETY: `dev` is embedded in the `vdev` field of an `Inner<T>` (see `Unregistered::new`).
+    let vdev = unsafe { crate::container_of!(dev, bindings::virtio_device, dev) };
+    // SAFETY: The `struct device` owns the reference leaked in `Unregistered::register`, and
+    // `release` runs once.
+    drop(unsafe { Arc::from_raw(vdev.cast::<Inner<T>>().cast_const()) });
+}
+
+struct OpsTable<T: Transport>(PhantomData<T>);
+
+impl<T: Transport> OpsTable<T> {
+    const OPS: bindings::virtio_config_ops = bindings::virtio_config_ops {
+        get: Some(Self::get),
+        set: Some(Self::set),
+        generation: Some(Self::generation),
+        get_status: Some(Self::get_status),
+        set_status: Some(Self::set_status),
+        reset: Some(Self::reset),
+        find_vqs: Some(Self::find_vqs),
+        del_vqs: Some(Self::del_vqs),
+        synchronize_cbs: Some(Self::synchronize_cbs),
+        get_features: Some(Self::get_features),
+        get_extended_features: Some(Self::get_extended_features),
+        finalize_features: Some(Self::finalize_features),
+        bus_name: None,
+        set_vq_affinity: None,
+        get_vq_affinity: None,
+        get_shm_region: Some(Self::get_shm_region),
+        disable_vq_and_reset: None,
+        enable_vq_after_reset: None,
+    };
+
+    /// # Safety
+    ///
+    /// `vdev` must be a device allocated by [`Unregistered::new`] for `T` whose registration
+    /// has started (true of every op the virtio core calls).
+    unsafe fn parts<'a>(vdev: *mut bindings::virtio_device) -> (&'a T, &'a Device) {
+        // SAFETY: Guaranteed by the caller.
+        let inner = unsafe { Inner::<T>::from_vdev(vdev) };
+        // SAFETY: Registration has started.
+        (&inner.transport, unsafe { inner.device() })
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn get(
+        vdev: *mut bindings::virtio_device,
+        offset: c_uint,
+        buf: *mut c_void,
+        len: c_uint,
+    ) {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        // SAFETY: The virtio core passes a buffer of `len` writable bytes.
+        let buf = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len as usize) };
+        t.get_config(dev, offset, buf);
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn set(
+        vdev: *mut bindings::virtio_device,
+        offset: c_uint,
+        buf: *const c_void,
+        len: c_uint,
+    ) {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        // SAFETY: The virtio core passes a buffer of `len` readable bytes.
+        let buf = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len as usize) };
+        t.set_config(dev, offset, buf);
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn generation(vdev: *mut bindings::virtio_device) -> u32 {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        t.generation(dev)
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn get_status(vdev: *mut bindings::virtio_device) -> u8 {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        t.get_status(dev)
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn set_status(vdev: *mut bindings::virtio_device, status: u8) {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        t.set_status(dev, status);
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn reset(vdev: *mut bindings::virtio_device) {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        t.reset(dev);
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn get_features(vdev: *mut bindings::virtio_device) -> u64 {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        t.get_features(dev).low64()
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn get_extended_features(
+        vdev: *mut bindings::virtio_device,
+        features: *mut u64,
+    ) {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        let f = t.get_features(dev);
+        // SAFETY: The virtio core passes an array of `VIRTIO_FEATURES_U64S` words.
+        unsafe { features.cast::<Features>().write_unaligned(f) };
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn finalize_features(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        // SAFETY: `vdev` is valid; this clears the transport feature bits this kernel's rings
+        // do not implement.
+        unsafe { bindings::vring_transport_features(vdev) };
+        from_result(|| {
+            t.finalize_features(dev)?;
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn get_shm_region(
+        vdev: *mut bindings::virtio_device,
+        region: *mut bindings::virtio_shm_region,
+        id: u8,
+    ) -> bool {
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        match t.shm_region(dev, id) {
+            Some(r) => {
+                // SAFETY: The virtio core passes a valid `virtio_shm_region` to fill.
+                unsafe {
+                    (*region).addr = r.addr;
+                    (*region).len = r.len;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn synchronize_cbs(vdev: *mut bindings::virtio_device) {
+        // SAFETY: Called by the virtio core on our device.
+        let inner = unsafe { Inner::<T>::from_vdev(vdev) };
+        // Every callback run by `Handle::queue_interrupt` holds this lock.
+        drop(inner.queues.lock());
+        // SAFETY: Called by the virtio core on our device.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        t.synchronize_cbs(dev);
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn notify(vq: *mut bindings::virtqueue) -> bool {
+        // SAFETY: `vq` is one of our queues, alive while the virtio core notifies it.
+        let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
+        // SAFETY: `vdev` is our device, whose queues are being used.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        let Ok(index) = u16::try_from(index) else {
+            return false;
+        };
+        let data = dev.has_feature(feature::NOTIFICATION_DATA).then(|| {
+            // SAFETY: `vq` is a valid queue.
+            let next = unsafe { bindings::vring_notification_data(vq) } >> 16;
+            if dev.has_feature(feature::RING_PACKED) {
+                NotificationData {
+                    offset: (next & 0x7fff) as u16,
+                    wrap: next & 0x8000 != 0,
+                }
+            } else {
+                NotificationData {
+                    offset: next as u16,
+                    wrap: false,
+                }
+            }
+        });
+        t.notify(index, data)
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn find_vqs(
+        vdev: *mut bindings::virtio_device,
+        nvqs: c_uint,
+        vqs: *mut *mut bindings::virtqueue,
+        infos: *mut bindings::virtqueue_info,
+        _desc: *mut bindings::irq_affinity,
+    ) -> c_int {
+        // SAFETY: Called by the virtio core on our device.
+        let inner = unsafe { Inner::<T>::from_vdev(vdev) };
+        from_result(|| {
+            let mut created = KVec::with_capacity(nvqs as usize, GFP_KERNEL)?;
+            for i in 0..nvqs as usize {
+                // SAFETY: The virtio core passes `nvqs` entries in `infos` and `vqs`.
+                let (info, slot) = unsafe { (&*infos.add(i), &mut *vqs.add(i)) };
+                *slot = core::ptr::null_mut();
+                // Queues the driver does not use have no name and take no index.
+                if info.name.is_null() {
+                    continue;
+                }
+                let index = u16::try_from(created.len()).map_err(|_| EINVAL)?;
+                // SAFETY: `info` describes a queue of our device, we are in `find_vqs`.
+                match unsafe { Self::create_queue(inner, index, info) } {
+                    Ok(vq) => {
+                        *slot = vq.0.as_ptr();
+                        created.push(vq, GFP_KERNEL)?;
+                    }
+                    Err(e) => {
+                        Self::delete_queues(created);
+                        return Err(e);
+                    }
+                }
+            }
+            *inner.queues.lock() = created;
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Called from `find_vqs` of `inner`'s device, with `info` from the virtio core.
+    unsafe fn create_queue(
+        inner: &Inner<T>,
+        index: u16,
+        info: &bindings::virtqueue_info,
+    ) -> Result<QueuePtr> {
+        // SAFETY: Registration has started (we are in an op).
+        let dev = unsafe { inner.device() };
+        let t = &inner.transport;
+        let max = t.queue_max_size(dev, index)?;
+        if max == 0 {
+            return Err(ENOENT);
+        }
+        // SAFETY: All pointers are valid; `info.name` and `info.callback` come from the driver
+        // and outlive the queue. The rings are allocated through the parent device.
+        let vq = unsafe {
+            bindings::vring_create_virtqueue(
+                index.into(),
+                max,
+                PAGE_SIZE as u32,
+                inner.vdev(),
+                true,
+                true,
+                info.ctx,
+                Some(Self::notify),
+                info.callback,
+                info.name.cast::<c_char>(),
+            )
+        };
+        let vq = QueuePtr(NonNull::new(vq).ok_or(ENOMEM)?);
+        let ptr = vq.0.as_ptr();
+        // SAFETY: `ptr` is the valid queue just created; the address getters only read it.
+        let config = unsafe {
+            (*ptr).num_max = max;
+            QueueConfig {
+                index,
+                size: bindings::virtqueue_get_vring_size(ptr),
+                desc: bindings::virtqueue_get_desc_addr(ptr),
+                driver: bindings::virtqueue_get_avail_addr(ptr),
+                device: bindings::virtqueue_get_used_addr(ptr),
+            }
+        };
+        if let Err(e) = t.queue_enable(dev, &config) {
+            // SAFETY: Not published anywhere yet.
+            unsafe { bindings::vring_del_virtqueue(ptr) };
+            return Err(e);
+        }
+        Ok(vq)
+    }
+
+    fn delete_queues(queues: KVec<QueuePtr>) {
+        for vq in queues {
+            // SAFETY: The queue was created by `create_queue` and is no longer reachable
+            // through `Inner::queues`, so no callback can run on it.
+            unsafe { bindings::vring_del_virtqueue(vq.0.as_ptr()) };
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a device allocated by [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn del_vqs(vdev: *mut bindings::virtio_device) {
+        // SAFETY: Called by the virtio core on our device.
+        let inner = unsafe { Inner::<T>::from_vdev(vdev) };
+        // Once out of the table, no callback can start on a queue, and none is running: they
+        // run under this lock.
+        let queues = core::mem::take(&mut *inner.queues.lock());
+        Self::delete_queues(queues);
+    }
+}
