@@ -52,10 +52,15 @@ kernel::module_auxiliary_driver! {
     params: {
         timeout_ms: u32 {
             default: 2000,
-            description: "How long to wait for a device's response, in milliseconds (a device that lets an essential request time out is marked broken)",
+            description: "How long to wait for a device's response, in milliseconds, 10 to 60000 (a device that lets an essential request time out is marked broken)",
         },
     },
 }
+
+/// Bounds of the `timeout_ms` parameter: long enough for a slow peer, short enough that a
+/// dead one cannot stall a driver for long.
+const MIN_TIMEOUT_MS: u32 = 10;
+const MAX_TIMEOUT_MS: u32 = 60_000;
 
 struct VirtioMsgDriver;
 
@@ -111,7 +116,11 @@ impl auxiliary::Driver for VirtioMsgDriver {
                 return Err(EINVAL);
             }
             let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
-            let timeout = *module_parameters::timeout_ms.value();
+            let timeout =
+                (*module_parameters::timeout_ms.value()).clamp(MIN_TIMEOUT_MS, MAX_TIMEOUT_MS);
+            if timeout != *module_parameters::timeout_ms.value() {
+                dev_warn!(dev, "timeout_ms out of range, using {timeout}\n");
+            }
             let handle = Arc::pin_init(
                 BusHandle::new(bus, dev.into(), timeout, stats.clone()),
                 GFP_KERNEL,

@@ -143,16 +143,18 @@ impl Features {
 ///
 /// # Invariants
 ///
-/// `self.0` is a `struct virtio_device` that [`transport::Registration`] has started to
-/// register: its locks and lists are initialised.
+/// `self.0` is a valid `struct virtio_device` allocated by [`transport::Unregistered::new`].
+/// Its locks and lists may not be initialised yet (the virtio core calls the status ops on the
+/// failure path of `register_virtio_device()` before initialising them), so nothing here uses
+/// them; see [`transport::Handle::break_device`] for what does.
 #[repr(transparent)]
 pub struct Device(Opaque<bindings::virtio_device>);
 
 impl Device {
     /// # Safety
     ///
-    /// `ptr` must point to a `virtio_device` whose registration has started (its locks are
-    /// initialised) and that stays valid for `'a`.
+    /// `ptr` must point to a valid `virtio_device` allocated by [`transport::Unregistered::new`]
+    /// that stays valid for `'a`.
     pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
         // SAFETY: `Device` is a transparent wrapper of `virtio_device`; validity is guaranteed
         // by the caller.
@@ -174,13 +176,6 @@ impl Device {
     /// Whether feature `bit` has been negotiated.
     pub fn has_feature(&self, bit: u32) -> bool {
         self.features().has(bit)
-    }
-
-    /// Marks every virtqueue of the device broken: drivers get errors instead of waiting for a
-    /// device that will not answer.
-    pub fn break_device(&self) {
-        // SAFETY: `as_raw()` is valid and its `vqs_list_lock` initialised, by the type invariant.
-        unsafe { bindings::virtio_break_device(self.as_raw()) };
     }
 }
 

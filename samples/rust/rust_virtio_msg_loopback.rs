@@ -418,6 +418,11 @@ impl Bus for RngDevice {
         MAX_MSG
     }
 
+    fn send_atomic(&self, msg: &[u8]) -> Result {
+        // `send` only takes spinlocks and allocates with GFP_ATOMIC.
+        self.send(msg)
+    }
+
     fn send(&self, msg: &[u8]) -> Result {
         let mut bytes = [0u8; MAX_MSG];
         bytes

@@ -13,6 +13,7 @@ use kernel::{
     alloc::KVec,
     device, new_mutex, new_spinlock,
     prelude::*,
+    revocable::Revocable,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
@@ -40,6 +41,10 @@ pub(crate) struct BusHandle {
     /// The bus; `None` once the transport let go of it.
     #[pin]
     bus: Mutex<Option<Arc<dyn Bus>>>,
+    /// The bus again, for kicks sent from atomic context (RCU, no lock); revoked together with
+    /// `bus`.
+    #[pin]
+    atomic_bus: Revocable<Arc<dyn Bus>>,
     max_msg_size: usize,
     timeout_ms: u32,
     /// Device for messages: the bus's auxiliary device.
@@ -59,6 +64,7 @@ impl BusHandle {
     ) -> impl PinInit<Self, Error> {
         let max_msg_size = bus.max_msg_size();
         try_pin_init!(Self {
+            atomic_bus <- Revocable::new(bus.clone()),
             bus <- new_mutex!(Some(bus)),
             max_msg_size,
             timeout_ms,
@@ -138,8 +144,21 @@ impl BusHandle {
         self.send_counted(msg)
     }
 
+    /// Sends an event from atomic context; [`EBUSY`] if the bus has no room right now.
+    pub(crate) fn send_event_atomic(&self, msg: &[u8], msg_id: u8) -> Result {
+        let result = self
+            .atomic_bus
+            .try_access_with(|bus| bus.send_atomic(msg))
+            .unwrap_or(Err(ENODEV));
+        if result.is_ok() {
+            self.stats.sent(msg_id);
+        }
+        result
+    }
+
     /// Lets go of the bus: nothing is sent any more.
     fn close(&self) {
+        self.atomic_bus.revoke();
         let bus = self.bus.lock().take();
         drop(bus);
     }

@@ -10,7 +10,7 @@
 //! | reset | SET_DEVICE_STATUS 0, then GET_DEVICE_STATUS until the device reads 0 |
 //! | configuration | GET_CONFIG / SET_CONFIG in chunks that fit a message, never past `config_size` |
 //! | queues | GET_VQUEUE (size limit) then SET_VQUEUE, only once FEATURES_OK was confirmed |
-//! | kick | EVENT_AVAIL, sent from a work item (kicks come in atomic context) |
+//! | kick | EVENT_AVAIL, sent at once from atomic context, or by a work item if the bus is full |
 //! | interrupts | EVENT_USED runs the queue's callback; EVENT_CONFIG reports a change |
 //!
 //! The status and the configuration generation are cached from the device's answers and
@@ -40,6 +40,8 @@ use crate::{
     wire::{self, AvailNext, DeviceInfo, Frame, Header, Kind, Message, VqueueConfig, Words},
 };
 
+/// Bytes of an encoded EVENT_AVAIL.
+const KICK_BYTES: usize = wire::HEADER_SIZE + 8;
 /// Largest configuration space accepted from a device (the virtio PCI limit is 4 KiB).
 const MAX_CONFIG_SIZE: u32 = 4096;
 /// Largest number of queues accepted from a device (virtio queue indexes are 16 bits).
@@ -64,10 +66,16 @@ const NO_INFO: DeviceInfo = DeviceInfo {
     admin_vq_count: 0,
 };
 
-/// Queues with a kick pending, and the notification data of the latest kick.
-struct Kicks {
-    pending: KVec<bool>,
-    data: KVec<u32>,
+/// Queues beyond this index cannot be used (their kicks have no slot).
+const MAX_KICKED_QUEUES: u32 = 1024;
+
+/// The kick state of one queue, touched from atomic context (even hard interrupts): atomics
+/// only, no lock.
+struct Kick {
+    /// A kick could not be sent at once and waits for the kick work.
+    pending: Atomic<bool>,
+    /// The notification data of the latest kick.
+    data: Atomic<u32>,
 }
 
 /// The state of one device, shared by its transport, its route on the bus and its kick work.
@@ -86,8 +94,8 @@ pub(crate) struct MsgDevice {
     /// device -> handle -> transport -> device).
     #[pin]
     handle: SpinLock<Option<Handle<MsgTransport>>>,
-    #[pin]
-    kicks: SpinLock<Kicks>,
+    /// By queue index.
+    kicks: KVec<Kick>,
     #[pin]
     kick_work: Work<MsgDevice>,
 }
@@ -107,6 +115,17 @@ impl WorkItem for MsgDevice {
 impl MsgDevice {
     fn new(bus: Arc<BusHandle>, dev_num: u16, info: DeviceInfo) -> Result<Arc<Self>> {
         let (max_msg_size, timeout_ms) = (bus.max_msg_size(), bus.timeout_ms());
+        let queues = info.max_virtqueues.min(MAX_KICKED_QUEUES) as usize;
+        let mut kicks = KVec::with_capacity(queues, GFP_KERNEL)?;
+        for _ in 0..queues {
+            kicks.push(
+                Kick {
+                    pending: Atomic::new(false),
+                    data: Atomic::new(0),
+                },
+                GFP_KERNEL,
+            )?;
+        }
         Arc::pin_init(
             try_pin_init!(Self {
                 req <- Requester::new(max_msg_size, timeout_ms),
@@ -116,7 +135,7 @@ impl MsgDevice {
                 status: Atomic::new(0),
                 generation: Atomic::new(0),
                 handle <- new_spinlock!(None),
-                kicks <- new_spinlock!(Kicks { pending: KVec::new(), data: KVec::new() }),
+                kicks,
                 kick_work <- new_work!("virtio_msg::MsgDevice::kick_work"),
             }),
             GFP_KERNEL,
@@ -261,10 +280,13 @@ impl MsgDevice {
                 generation,
                 ..
             } => {
-                self.status.store(device_status, Relaxed);
+                // An event may predate a reset: take only what a device raises on its own.
                 self.generation.store(generation, Relaxed);
                 let Some(h) = self.handle() else { return };
                 if device_status & u32::from(status::NEEDS_RESET) != 0 {
+                    let current = self.status.load(Relaxed);
+                    self.status
+                        .store(current | u32::from(status::NEEDS_RESET), Relaxed);
                     dev_err!(
                         self.bus.dev(),
                         "device {}: device needs a reset, marked broken\n",
@@ -360,8 +382,17 @@ impl MsgDevice {
     }
 
     pub(crate) fn reset(&self) {
+        // No kick may follow the reset: drop the pending ones and wait for a running one.
         self.clear_kicks();
+        self.flush_kicks();
         if self.req.is_broken() {
+            // The device may only be slow: ask it once more to stop using the rings the
+            // driver is about to free, but do not wait for it again if it stays silent.
+            let _ = self.request(
+                Message::SetDeviceStatus { status: 0 },
+                Policy::BestEffort,
+                |m| matches!(m, Message::DeviceStatusSet { .. }).then_some(()),
+            );
             self.status.store(0, Relaxed);
             return;
         }
@@ -533,13 +564,14 @@ impl MsgDevice {
     }
 
     fn queue_enable(&self, q: &QueueConfig) -> Result {
-        {
-            let mut kicks = self.kicks.lock();
-            let need = usize::from(q.index) + 1;
-            while kicks.pending.len() < need {
-                kicks.pending.push(false, GFP_ATOMIC)?;
-                kicks.data.push(0, GFP_ATOMIC)?;
-            }
+        if usize::from(q.index) >= self.kicks.len() {
+            dev_err!(
+                self.bus.dev(),
+                "device {}: queue {} not supported\n",
+                self.dev_num,
+                q.index
+            );
+            return Err(ENOSPC);
         }
         let msg = Message::SetVqueue(VqueueConfig {
             index: q.index.into(),
@@ -554,73 +586,75 @@ impl MsgDevice {
         Ok(())
     }
 
+    /// EVENT_AVAIL for queue `index` with notification data `raw`.
+    fn encode_kick(&self, index: usize, raw: u32, buf: &mut [u8; KICK_BYTES]) -> Option<usize> {
+        let next =
+            AvailNext::new(raw & 0x7fff_ffff, raw & 0x8000_0000 != 0).unwrap_or(AvailNext::NONE);
+        let msg = Message::EventAvail {
+            vq_index: index as u32,
+            next,
+        };
+        (Frame {
+            dev_num: self.dev_num,
+            token: 0,
+            msg,
+        })
+        .encode(buf)
+        .ok()
+    }
+
+    /// A kick, in atomic context: sent at once if the bus has room, else left to the kick work.
     fn notify(self: &Arc<Self>, index: u16, data: Option<NotificationData>) -> bool {
         if self.req.is_broken() {
             return false;
         }
-        {
-            let mut kicks = self.kicks.lock();
-            let i = usize::from(index);
-            let Some(pending) = kicks.pending.get_mut(i) else {
-                return false;
-            };
-            *pending = true;
-            let next = data.and_then(|d| AvailNext::new(u32::from(d.offset), d.wrap));
-            if let Some(slot) = kicks.data.get_mut(i) {
-                *slot = next.unwrap_or(AvailNext::NONE).raw();
+        let i = usize::from(index);
+        let Some(kick) = self.kicks.get(i) else {
+            return false;
+        };
+        let raw = data
+            .and_then(|d| AvailNext::new(u32::from(d.offset), d.wrap))
+            .unwrap_or(AvailNext::NONE)
+            .raw();
+        kick.data.store(raw, Relaxed);
+        let mut buf = [0u8; KICK_BYTES];
+        if let Some(len) = self.encode_kick(i, raw, &mut buf) {
+            if self
+                .bus
+                .send_event_atomic(&buf[..len], wire::transport_id::EVENT_AVAIL)
+                .is_ok()
+            {
+                return true;
             }
         }
+        kick.pending.store(true, Relaxed);
         // Already queued is fine: the pending work sends this kick too.
         let _ = workqueue::system_highpri().enqueue(self.clone());
         true
     }
 
     fn clear_kicks(&self) {
-        let mut kicks = self.kicks.lock();
-        kicks.pending.iter_mut().for_each(|p| *p = false);
+        for kick in self.kicks.iter() {
+            kick.pending.store(false, Relaxed);
+        }
     }
 
-    /// Sends an EVENT_AVAIL for every queue kicked since the last run.
+    /// Sends the EVENT_AVAIL of every queue whose kick could not be sent at once.
     fn send_kicks(&self) {
-        let mut index = 0;
-        loop {
-            let next = {
-                let mut kicks = self.kicks.lock();
-                let Kicks { pending, data } = &mut *kicks;
-                let found = pending
-                    .iter()
-                    .skip(index)
-                    .position(|&p| p)
-                    .map(|p| p + index);
-                found.map(|i| {
-                    pending[i] = false;
-                    (i, data.get(i).copied().unwrap_or(0))
-                })
-            };
-            let Some((i, raw)) = next else { break };
-            index = i + 1;
-            if self.req.is_broken() {
+        for (i, kick) in self.kicks.iter().enumerate() {
+            if !kick.pending.xchg(false, Relaxed) || self.req.is_broken() {
                 continue;
             }
-            let next = AvailNext::new(raw & 0x7fff_ffff, raw & 0x8000_0000 != 0)
-                .unwrap_or(AvailNext::NONE);
-            let frame = Frame {
-                dev_num: self.dev_num,
-                token: 0,
-                msg: Message::EventAvail {
-                    vq_index: i as u32,
-                    next,
-                },
+            let mut buf = [0u8; KICK_BYTES];
+            let Some(len) = self.encode_kick(i, kick.data.load(Relaxed), &mut buf) else {
+                continue;
             };
-            let mut buf = [0u8; wire::HEADER_SIZE + 8];
-            if let Ok(len) = frame.encode(&mut buf) {
-                if self.bus.send_event(&buf[..len]).is_err() {
-                    dev_warn!(
-                        self.bus.dev(),
-                        "device {}: kick of queue {i} not sent\n",
-                        self.dev_num
-                    );
-                }
+            if self.bus.send_event(&buf[..len]).is_err() {
+                dev_warn!(
+                    self.bus.dev(),
+                    "device {}: kick of queue {i} not sent\n",
+                    self.dev_num
+                );
             }
         }
     }

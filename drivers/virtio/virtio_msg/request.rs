@@ -36,6 +36,8 @@ pub(crate) enum Policy {
     Essential,
     /// The device may legitimately ignore the request: a timeout only fails it.
     Optional,
+    /// Sent even to a broken device (a last reset); a timeout only fails it.
+    BestEffort,
 }
 
 /// Why a request failed.
@@ -143,7 +145,7 @@ impl Requester {
         policy: Policy,
         parse: impl FnOnce(&Message<'_>) -> Option<R>,
     ) -> Result<R, Failure> {
-        if self.is_broken() {
+        if self.is_broken() && policy != Policy::BestEffort {
             return Err(Failure::Broken);
         }
         let mut tx = self.serial.lock();
@@ -201,7 +203,8 @@ impl Requester {
                 };
                 dst.copy_from_slice(bytes);
                 slot.state = SlotState::Done { len: bytes.len() };
-                drop(slot);
+                // Under the lock: once the waiter saw `Done`, no `complete()` of this response
+                // can still be on its way to the next request.
                 self.done.complete();
                 Match::Matched
             }

@@ -250,6 +250,11 @@ impl Bus for Fake {
         MAX_MSG
     }
 
+    fn send_atomic(&self, _msg: &[u8]) -> Result {
+        // Always "full": kicks take the deferred path, which `send` serves.
+        Err(EBUSY)
+    }
+
     fn send(&self, msg: &[u8]) -> Result {
         let frame = Frame::decode(msg).map_err(|_| EINVAL)?;
         let (_, _, msg_id) = frame.msg.id();

@@ -39,9 +39,16 @@ pub trait Bus: Send + Sync {
 
     /// Sends one encoded message to the device side.
     ///
-    /// Called in process context, one call at a time per bus (the transport serialises them).
-    /// May sleep for a bounded time waiting for room; must not wait forever.
+    /// Called in process context. May sleep for a bounded time waiting for room; must not wait
+    /// forever. A response must carry the token of its request's header unchanged: the
+    /// transport matches responses with it.
     fn send(&self, msg: &[u8]) -> Result;
+
+    /// Sends one encoded event (a virtqueue notification) from atomic context: drivers kick
+    /// their queues with spinlocks held, even from interrupt handlers. Must not sleep; returns
+    /// [`EBUSY`] if there is no room right now (the transport then sends it later with
+    /// [`Bus::send`]). May run concurrently with [`Bus::send`]: the bus serialises its producer.
+    fn send_atomic(&self, msg: &[u8]) -> Result;
 }
 
 /// What a bus delivers to: implemented by the transport.
@@ -51,7 +58,8 @@ pub trait Receiver: Send + Sync {
     fn receive(&self, msg: &[u8]);
 
     /// Device number `dev_num` appeared on the bus. Process context; may sleep (the transport
-    /// probes the device).
+    /// probes the device, so the bus must not call this from the context that delivers the
+    /// device's responses).
     fn device_added(&self, dev_num: u16);
 
     /// Device number `dev_num` went away. Process context; may sleep.

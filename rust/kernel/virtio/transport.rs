@@ -98,7 +98,7 @@ pub struct ShmRegion {
 ///
 /// Methods that cannot report an error to the virtio core (configuration access, status) must
 /// still return in bounded time: a transport whose device stopped answering breaks the device
-/// ([`Device::break_device`]) and returns something harmless (zeroes, status 0).
+/// ([`Handle::break_device`]) and returns something harmless (zeroes, status 0).
 pub trait Transport: Send + Sync + 'static {
     /// Reads `buf.len()` bytes of configuration space from `offset`.
     fn get_config(&self, dev: &Device, offset: u32, buf: &mut [u8]);
@@ -208,7 +208,7 @@ impl<T: Transport> Inner<T> {
     ///
     /// # Safety
     ///
-    /// The device's registration must have started (called from one of its config ops).
+    /// `self` must be alive for the returned lifetime (true in its config ops).
     unsafe fn device(&self) -> &Device {
         // SAFETY: Guaranteed by the caller.
         unsafe { Device::from_raw(self.vdev()) }
@@ -276,8 +276,9 @@ impl<T: Transport> Handle<T> {
     pub fn break_device(&self) {
         let life = self.0.life.lock();
         if *life == Life::Registered {
-            // SAFETY: Registered, so the device's locks are initialised (see above).
-            unsafe { Device::from_raw(self.0.vdev()) }.break_device();
+            // SAFETY: Registered, so the device's `vqs_list_lock` is initialised; it stays
+            // registered while `life` is locked.
+            unsafe { bindings::virtio_break_device(self.0.vdev()) };
         }
     }
 }

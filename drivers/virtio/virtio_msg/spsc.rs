@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! The single-producer single-consumer queues of the virtio-msg AMP PCI device.
+//!
+//! Each FIFO of the device (PCI 10ee:9039) is a pair of 4 KiB queues in shared memory (BAR1):
+//! the driver queue (driver to device) and the device queue (device to driver). A queue is a
+//! `head` index written only by its producer, a `tail` index written only by its consumer, and
+//! 62 slots of 64 bytes; one slot always stays empty, so `head == tail` means empty and
+//! `head + 1 == tail` (modulo 62) means full.
+//!
+//! Like `wire.rs`, this file uses `core` only: the kernel bus driver and the userspace device
+//! emulator share it, each with its own [`QueueMemory`] (MMIO accessors in the kernel, a memory
+//! mapping in the emulator), and it is tested with cargo.
+//!
+//! The other side is not trusted. Each side keeps private copies of both indexes and checks
+//! every value it reads from shared memory before using it: an index out of range, a peer index
+//! that moves backwards, or a consumer that overtakes the producer is reported as a
+//! [`QueueError`], and nothing is read or written with it. Messages are copied out of a slot
+//! before anyone parses them. Nothing ever resets the indexes: on start each side adopts what
+//! it finds in shared memory (the other side caches it), and a consumer discards stale
+//! messages by moving its tail, never by rewriting indexes to zero.
+
+/// Bytes of one queue.
+pub const QUEUE_BYTES: usize = 4096;
+/// Offset of the producer's index.
+pub const HEAD_OFFSET: usize = 0;
+/// Offset of the consumer's index.
+pub const TAIL_OFFSET: usize = 64;
+/// Offset of the first slot.
+pub const SLOTS_OFFSET: usize = 128;
+/// Bytes of one slot.
+pub const SLOT_BYTES: usize = 64;
+/// Number of slots; indexes run from 0 to `CAPACITY - 1`.
+pub const CAPACITY: u32 = ((QUEUE_BYTES - SLOTS_OFFSET) / SLOT_BYTES) as u32;
+
+/// Access to the shared memory of one queue. Offsets are below [`QUEUE_BYTES`].
+pub trait QueueMemory {
+    /// Reads a little-endian index; orders later reads of slots after it (acquire).
+    fn load_index(&self, offset: usize) -> u32;
+    /// Writes a little-endian index; orders earlier slot writes before it (release).
+    fn store_index(&self, offset: usize, value: u32);
+    /// Copies `out.len()` bytes from shared memory.
+    fn read(&self, offset: usize, out: &mut [u8]);
+    /// Copies `data` into shared memory.
+    fn write(&self, offset: usize, data: &[u8]);
+}
+
+/// Which index of a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Index {
+    /// The producer's.
+    Head,
+    /// The consumer's.
+    Tail,
+}
+
+/// What the other side did wrong, or why a message cannot be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// An index in shared memory is not below [`CAPACITY`].
+    OutOfRange {
+        /// Which index.
+        index: Index,
+        /// Its value.
+        value: u32,
+    },
+    /// The producer's head moved backwards: messages already announced disappeared.
+    HeadBackwards {
+        /// Head as last seen.
+        from: u32,
+        /// Head now.
+        to: u32,
+    },
+    /// The consumer's tail moved past the producer's head: it consumed messages that were never
+    /// produced.
+    TailOvertook {
+        /// Tail now.
+        tail: u32,
+        /// Our head.
+        head: u32,
+    },
+    /// The queue is full (the consumer is not keeping up).
+    Full,
+    /// The message does not fit a slot.
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+}
+
+fn checked(index: Index, value: u32) -> Result<u32, QueueError> {
+    if value < CAPACITY {
+        Ok(value)
+    } else {
+        Err(QueueError::OutOfRange { index, value })
+    }
+}
+
+/// Slots from `from` to `to`, going forward; both below [`CAPACITY`].
+const fn distance(from: u32, to: u32) -> u32 {
+    (to + CAPACITY - from) % CAPACITY
+}
+
+const fn next(index: u32) -> u32 {
+    (index + 1) % CAPACITY
+}
+
+const fn slot_offset(index: u32) -> usize {
+    SLOTS_OFFSET + index as usize * SLOT_BYTES
+}
+
+/// The producing side of a queue.
+pub struct Producer<M: QueueMemory> {
+    mem: M,
+    head: u32,
+    /// The consumer's tail as last seen.
+    tail: u32,
+}
+
+impl<M: QueueMemory> Producer<M> {
+    /// Takes over a queue as its producer, adopting the indexes found in shared memory.
+    pub fn adopt(mem: M) -> Result<Self, QueueError> {
+        let head = checked(Index::Head, mem.load_index(HEAD_OFFSET))?;
+        let tail = checked(Index::Tail, mem.load_index(TAIL_OFFSET))?;
+        Ok(Self { mem, head, tail })
+    }
+
+    /// Reads the consumer's tail and checks it against what it can be.
+    fn refresh_tail(&mut self) -> Result<u32, QueueError> {
+        let tail = checked(Index::Tail, self.mem.load_index(TAIL_OFFSET))?;
+        // The consumer can only have consumed what we produced since we last looked.
+        if distance(self.tail, tail) > distance(self.tail, self.head) {
+            return Err(QueueError::TailOvertook {
+                tail,
+                head: self.head,
+            });
+        }
+        self.tail = tail;
+        Ok(tail)
+    }
+
+    /// Slots free for [`Producer::push`].
+    pub fn free(&mut self) -> Result<u32, QueueError> {
+        let tail = self.refresh_tail()?;
+        Ok(CAPACITY - 1 - distance(tail, self.head))
+    }
+
+    /// Copies `msg` into the next slot (the rest of the slot is zeroed) and publishes it.
+    pub fn push(&mut self, msg: &[u8]) -> Result<(), QueueError> {
+        if msg.len() > SLOT_BYTES {
+            return Err(QueueError::TooLong { len: msg.len() });
+        }
+        let tail = self.refresh_tail()?;
+        if next(self.head) == tail {
+            return Err(QueueError::Full);
+        }
+        let mut slot = [0u8; SLOT_BYTES];
+        if let Some(dst) = slot.get_mut(..msg.len()) {
+            dst.copy_from_slice(msg);
+        }
+        self.mem.write(slot_offset(self.head), &slot);
+        self.head = next(self.head);
+        self.mem.store_index(HEAD_OFFSET, self.head);
+        Ok(())
+    }
+
+    /// Our head.
+    pub fn head(&self) -> u32 {
+        self.head
+    }
+
+    /// The shared memory.
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+}
+
+/// The consuming side of a queue.
+pub struct Consumer<M: QueueMemory> {
+    mem: M,
+    tail: u32,
+    /// The producer's head as last seen.
+    head: u32,
+}
+
+impl<M: QueueMemory> Consumer<M> {
+    /// Takes over a queue as its consumer, adopting the indexes found in shared memory.
+    pub fn adopt(mem: M) -> Result<Self, QueueError> {
+        let tail = checked(Index::Tail, mem.load_index(TAIL_OFFSET))?;
+        let head = checked(Index::Head, mem.load_index(HEAD_OFFSET))?;
+        Ok(Self { mem, tail, head })
+    }
+
+    /// Reads the producer's head and checks it against what it can be.
+    fn refresh_head(&mut self) -> Result<u32, QueueError> {
+        let head = checked(Index::Head, self.mem.load_index(HEAD_OFFSET))?;
+        // The producer only adds: what was available stays available until we consume it.
+        if distance(self.tail, head) < distance(self.tail, self.head) {
+            return Err(QueueError::HeadBackwards {
+                from: self.head,
+                to: head,
+            });
+        }
+        self.head = head;
+        Ok(head)
+    }
+
+    /// Messages waiting.
+    pub fn pending(&mut self) -> Result<u32, QueueError> {
+        let head = self.refresh_head()?;
+        Ok(distance(self.tail, head))
+    }
+
+    /// Copies the next message out of its slot into `out` and frees the slot. Returns `false`
+    /// if the queue is empty.
+    pub fn pop(&mut self, out: &mut [u8; SLOT_BYTES]) -> Result<bool, QueueError> {
+        let head = self.refresh_head()?;
+        if head == self.tail {
+            return Ok(false);
+        }
+        self.mem.read(slot_offset(self.tail), out);
+        self.tail = next(self.tail);
+        self.mem.store_index(TAIL_OFFSET, self.tail);
+        Ok(true)
+    }
+
+    /// Drops every message waiting (left over from before we took over). Returns how many.
+    pub fn discard(&mut self) -> Result<u32, QueueError> {
+        let head = self.refresh_head()?;
+        let n = distance(self.tail, head);
+        self.tail = head;
+        self.mem.store_index(TAIL_OFFSET, self.tail);
+        Ok(n)
+    }
+
+    /// Our tail.
+    pub fn tail(&self) -> u32 {
+        self.tail
+    }
+
+    /// The shared memory.
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+}

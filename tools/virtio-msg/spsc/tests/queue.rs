@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! The SPSC queue against a model, and against a hostile peer that writes indexes it must not.
+
+use proptest::prelude::*;
+use std::{cell::RefCell, collections::VecDeque, rc::Rc};
+use virtio_msg_spsc::{
+    Consumer, Index, Producer, QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, QUEUE_BYTES,
+    SLOT_BYTES, TAIL_OFFSET,
+};
+
+/// One queue's shared memory, shared by the two ends of a test.
+#[derive(Clone)]
+struct Mem(Rc<RefCell<[u8; QUEUE_BYTES]>>);
+
+impl Mem {
+    fn new() -> Self {
+        Mem(Rc::new(RefCell::new([0; QUEUE_BYTES])))
+    }
+
+    /// What a hostile peer does: write an index behind our back.
+    fn poke(&self, offset: usize, value: u32) {
+        self.store_index(offset, value);
+    }
+}
+
+impl QueueMemory for Mem {
+    fn load_index(&self, offset: usize) -> u32 {
+        let m = self.0.borrow();
+        u32::from_le_bytes(m[offset..offset + 4].try_into().unwrap())
+    }
+    fn store_index(&self, offset: usize, value: u32) {
+        self.0.borrow_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    fn read(&self, offset: usize, out: &mut [u8]) {
+        out.copy_from_slice(&self.0.borrow()[offset..offset + out.len()]);
+    }
+    fn write(&self, offset: usize, data: &[u8]) {
+        self.0.borrow_mut()[offset..offset + data.len()].copy_from_slice(data);
+    }
+}
+
+fn pair() -> (Producer<Mem>, Consumer<Mem>, Mem) {
+    let mem = Mem::new();
+    (
+        Producer::adopt(mem.clone()).unwrap(),
+        Consumer::adopt(mem.clone()).unwrap(),
+        mem,
+    )
+}
+
+fn msg(n: u8) -> [u8; 12] {
+    [n; 12]
+}
+
+#[test]
+fn layout() {
+    assert_eq!(CAPACITY, 62);
+}
+
+#[test]
+fn empty_then_one() {
+    let (mut p, mut c, _) = pair();
+    let mut out = [0u8; SLOT_BYTES];
+    assert_eq!(c.pop(&mut out), Ok(false));
+    p.push(&msg(7)).unwrap();
+    assert_eq!(c.pending(), Ok(1));
+    assert_eq!(c.pop(&mut out), Ok(true));
+    assert_eq!(&out[..12], &msg(7));
+    // The rest of the slot was zeroed by the producer.
+    assert!(out[12..].iter().all(|&b| b == 0));
+    assert_eq!(c.pop(&mut out), Ok(false));
+}
+
+#[test]
+fn full_keeps_one_slot_empty_and_wraps() {
+    let (mut p, mut c, _) = pair();
+    let mut out = [0u8; SLOT_BYTES];
+    for round in 0..5u8 {
+        for i in 0..CAPACITY - 1 {
+            p.push(&msg(round.wrapping_add(i as u8))).unwrap();
+        }
+        assert_eq!(p.free(), Ok(0));
+        assert_eq!(p.push(&msg(0)), Err(QueueError::Full));
+        for i in 0..CAPACITY - 1 {
+            assert_eq!(c.pop(&mut out), Ok(true));
+            assert_eq!(out[0], round.wrapping_add(i as u8));
+        }
+        assert_eq!(c.pop(&mut out), Ok(false));
+        assert_eq!(p.free(), Ok(CAPACITY - 1));
+    }
+}
+
+#[test]
+fn too_long() {
+    let (mut p, _, _) = pair();
+    assert_eq!(
+        p.push(&[0; SLOT_BYTES + 1]),
+        Err(QueueError::TooLong {
+            len: SLOT_BYTES + 1
+        })
+    );
+    assert_eq!(p.push(&[0; SLOT_BYTES]), Ok(()));
+}
+
+#[test]
+fn out_of_range_indexes_are_refused() {
+    let (mut p, mut c, mem) = pair();
+    let mut out = [0u8; SLOT_BYTES];
+    mem.poke(HEAD_OFFSET, CAPACITY);
+    assert_eq!(
+        c.pop(&mut out),
+        Err(QueueError::OutOfRange {
+            index: Index::Head,
+            value: CAPACITY
+        })
+    );
+    mem.poke(HEAD_OFFSET, 0);
+    mem.poke(TAIL_OFFSET, 0xffff_ffff);
+    assert_eq!(
+        p.push(&msg(1)),
+        Err(QueueError::OutOfRange {
+            index: Index::Tail,
+            value: 0xffff_ffff
+        })
+    );
+    // Adoption refuses them too.
+    assert!(Producer::adopt(mem.clone()).is_err());
+}
+
+#[test]
+fn head_moving_backwards_is_detected() {
+    let (mut p, mut c, mem) = pair();
+    for i in 0..5 {
+        p.push(&msg(i)).unwrap();
+    }
+    assert_eq!(c.pending(), Ok(5));
+    // The producer "takes back" two announced messages.
+    mem.poke(HEAD_OFFSET, 3);
+    let mut out = [0u8; SLOT_BYTES];
+    assert_eq!(
+        c.pop(&mut out),
+        Err(QueueError::HeadBackwards { from: 5, to: 3 })
+    );
+    // Nothing was consumed.
+    assert_eq!(c.tail(), 0);
+}
+
+#[test]
+fn tail_overtaking_head_is_detected() {
+    let (mut p, _, mem) = pair();
+    for i in 0..3 {
+        p.push(&msg(i)).unwrap();
+    }
+    // The consumer claims to have read 10 messages of the 3 produced.
+    mem.poke(TAIL_OFFSET, 10);
+    assert_eq!(
+        p.push(&msg(9)),
+        Err(QueueError::TailOvertook { tail: 10, head: 3 })
+    );
+    assert_eq!(p.head(), 3);
+}
+
+#[test]
+fn restart_adopts_indexes_and_discards_stale_messages() {
+    let (mut p, mut c, mem) = pair();
+    let mut out = [0u8; SLOT_BYTES];
+    for i in 0..70u8 {
+        p.push(&msg(i)).unwrap();
+        assert_eq!(c.pop(&mut out), Ok(true));
+    }
+    p.push(&msg(100)).unwrap();
+    p.push(&msg(101)).unwrap();
+    // A new consumer (driver reload) adopts the indexes, never zeroes them...
+    let mut c2 = Consumer::adopt(mem.clone()).unwrap();
+    assert_eq!(c2.tail(), 70 % CAPACITY);
+    // ...and drops what was left from before it.
+    assert_eq!(c2.discard(), Ok(2));
+    assert_eq!(mem.load_index(TAIL_OFFSET), 72 % CAPACITY);
+    assert_eq!(c2.pop(&mut out), Ok(false));
+    // The producer, which kept its position, goes on.
+    p.push(&msg(102)).unwrap();
+    assert_eq!(c2.pop(&mut out), Ok(true));
+    assert_eq!(out[0], 102);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Push(u8),
+    Pop,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Any interleaving of pushes and pops behaves like a bounded FIFO.
+    #[test]
+    fn behaves_like_a_bounded_fifo(ops in prop::collection::vec(prop_oneof![any::<u8>().prop_map(Op::Push), Just(Op::Pop)], 0..400)) {
+        let (mut p, mut c, _) = pair();
+        let mut model = VecDeque::new();
+        let mut out = [0u8; SLOT_BYTES];
+        for op in ops {
+            match op {
+                Op::Push(v) => {
+                    let r = p.push(&[v; 5]);
+                    if model.len() == (CAPACITY - 1) as usize {
+                        prop_assert_eq!(r, Err(QueueError::Full));
+                    } else {
+                        prop_assert_eq!(r, Ok(()));
+                        model.push_back(v);
+                    }
+                }
+                Op::Pop => {
+                    let got = c.pop(&mut out).unwrap();
+                    match model.pop_front() {
+                        Some(v) => { prop_assert!(got); prop_assert_eq!(out[0], v); }
+                        None => prop_assert!(!got),
+                    }
+                }
+            }
+            prop_assert_eq!(c.pending(), Ok(model.len() as u32));
+        }
+    }
+
+    /// Whatever a hostile peer writes into the indexes, nothing panics and nothing is read or
+    /// written outside the queue (the memory accessor would panic).
+    #[test]
+    fn hostile_indexes_never_panic(pokes in prop::collection::vec((any::<bool>(), any::<u32>()), 1..50)) {
+        let (mut p, mut c, mem) = pair();
+        let mut out = [0u8; SLOT_BYTES];
+        for (head, value) in pokes {
+            mem.poke(if head { HEAD_OFFSET } else { TAIL_OFFSET }, value);
+            let _ = p.push(&msg(1));
+            let _ = p.free();
+            let _ = c.pop(&mut out);
+            let _ = c.pending();
+        }
+    }
+}
