@@ -161,8 +161,19 @@ impl Device {
         unsafe { &*ptr.cast() }
     }
 
-    fn as_raw(&self) -> *mut bindings::virtio_device {
+    /// The C `struct virtio_device`.
+    pub fn as_raw(&self) -> *mut bindings::virtio_device {
         self.0.get()
+    }
+
+    /// Sets feature `bit` in the negotiated features; for transport bits the virtio core leaves
+    /// to the transport. Called from `finalize_features`, before the device is told.
+    pub(crate) fn set_feature(&self, bit: u32) {
+        let mut f = self.features();
+        f.set(bit);
+        // SAFETY: `as_raw()` is valid by the type invariant; the virtio core does not touch the
+        // features while it waits in `finalize_features`.
+        unsafe { (*self.as_raw()).__bindgen_anon_1.features_array = f.0 };
     }
 
     /// The features negotiated so far (what the driver accepted, once finalised).

@@ -10,6 +10,7 @@
 //! | reset | SET_DEVICE_STATUS 0, then GET_DEVICE_STATUS until the device reads 0 |
 //! | configuration | GET_CONFIG / SET_CONFIG in chunks that fit a message, never past `config_size` |
 //! | queues | GET_VQUEUE (size limit) then SET_VQUEUE, only once FEATURES_OK was confirmed |
+//! | queue reset | RESET_VQUEUE, then SET_VQUEUE again (with VIRTIO_F_RING_RESET) |
 //! | kick | EVENT_AVAIL, sent at once from atomic context, or by a work item if the bus is full |
 //! | interrupts | EVENT_USED runs the queue's callback; EVENT_CONFIG reports a change |
 //!
@@ -659,6 +660,21 @@ impl MsgDevice {
         }
     }
 
+    /// RESET_VQUEUE: the device forgets queue `index` (VIRTIO_F_RING_RESET).
+    fn queue_reset(&self, index: u16) -> Result {
+        if let Some(kick) = self.kicks.get(usize::from(index)) {
+            kick.pending.store(false, Relaxed);
+        }
+        self.request(
+            Message::ResetVqueue {
+                index: index.into(),
+            },
+            Policy::Essential,
+            |m| matches!(m, Message::VqueueReset).then_some(()),
+        )?;
+        Ok(())
+    }
+
     pub(crate) fn shm_region(&self, id: u8) -> Option<ShmRegion> {
         let index = u32::from(id);
         self.request(Message::GetShm { index }, Policy::Optional, |m| match *m {
@@ -746,5 +762,11 @@ impl Transport for MsgTransport {
 
     fn shm_region(&self, _dev: &Device, id: u8) -> Option<ShmRegion> {
         self.dev.shm_region(id)
+    }
+
+    const QUEUE_RESET: bool = true;
+
+    fn queue_reset(&self, _dev: &Device, index: u16) -> Result {
+        self.dev.queue_reset(index)
     }
 }

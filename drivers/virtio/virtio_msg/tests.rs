@@ -8,7 +8,9 @@
 
 use kernel::{
     alloc::KVec,
-    device, faux, new_mutex, new_spinlock,
+    bindings, device, faux,
+    ffi::c_void,
+    new_mutex, new_spinlock,
     prelude::*,
     str::CString,
     sync::{
@@ -88,8 +90,8 @@ impl Fake {
                         admin_vq_start: 0,
                         admin_vq_count: 0,
                     },
-                    // Bits 0, 32 (VERSION_1), 100 and 159.
-                    features: [1, 1, 0, 1 << 4, 1 << 31, 0, 0, 0],
+                    // Bits 0, 32 (VERSION_1), 40 (RING_RESET), 100 and 159.
+                    features: [1, 1 | 1 << 8, 0, 1 << 4, 1 << 31, 0, 0, 0],
                     driver_features: [0; 8],
                     status: 0,
                     config,
@@ -222,6 +224,7 @@ impl Fake {
                 reply(Message::Vqueue(q), out)
             }
             Message::SetVqueue(_) => reply(Message::VqueueSet, out),
+            Message::ResetVqueue { .. } => reply(Message::VqueueReset, out),
             _ => 0,
         }
     }
@@ -329,6 +332,9 @@ impl Drop for Setup {
     }
 }
 
+/// Buffers taken back from a reset queue: the driver (virtio-rng) owns their memory.
+unsafe extern "C" fn recycle(_vq: *mut bindings::virtqueue, _buf: *mut c_void) {}
+
 #[kunit_tests(virtio_msg_core)]
 mod tests {
     use super::*;
@@ -378,8 +384,25 @@ mod tests {
             }
         }
         assert!(log.get(..expected.len()) == Some(&expected[..]));
-        // Only the transport features the kernel implements were written back.
-        assert_eq!(t.fake.state.lock().driver_features[..4], [0, 1, 0, 0]);
+        // Only the transport features the kernel implements were written back: VERSION_1, and
+        // RING_RESET, which the transport offers on top of the rings' own.
+        assert_eq!(
+            t.fake.state.lock().driver_features[..4],
+            [0, 1 | 1 << 8, 0, 0]
+        );
+
+        // Reset the driver's live queue through the virtio core, as virtio-net does to resize.
+        let vdev = registration.device().as_raw();
+        // SAFETY: The device is registered and its driver bound with one queue; `list` is the
+        // first field of `struct virtqueue`, so the first entry of `vqs` is that queue.
+        let vq = unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() };
+        let before = t.fake.log().len();
+        // SAFETY: `vq` is a live queue of a bound driver; `recycle` only drops the buffers.
+        let ret = unsafe { bindings::virtqueue_reset(vq, Some(recycle), None) };
+        assert_eq!(ret, 0);
+        let log = t.fake.log();
+        let reset = [(id::RESET_VQUEUE, 0), (id::SET_VQUEUE, 0)];
+        assert!(log.get(before..before + 2) == Some(&reset[..]));
 
         drop(registration);
         dev.set_handle(None);

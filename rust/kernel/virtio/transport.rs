@@ -145,6 +145,18 @@ pub trait Transport: Send + Sync + 'static {
     fn shm_region(&self, _dev: &Device, _id: u8) -> Option<ShmRegion> {
         None
     }
+
+    /// Whether the transport can reset single queues. If so, and the device offers
+    /// `VIRTIO_F_RING_RESET`, the feature is negotiated and drivers may reset and re-enable a
+    /// queue (`virtqueue_reset()`, `virtqueue_resize()`): [`Transport::queue_reset`], then
+    /// [`Transport::queue_enable`] with the queue's (possibly new) rings.
+    const QUEUE_RESET: bool = false;
+
+    /// Resets queue `index`: the device stops using it and forgets its rings. Its callbacks
+    /// are already stopped.
+    fn queue_reset(&self, _dev: &Device, _index: u16) -> Result {
+        Err(ENOTSUPP)
+    }
 }
 
 /// Where the device is in its life.
@@ -162,6 +174,12 @@ enum Life {
 /// A virtqueue created by `find_vqs`.
 struct QueuePtr(NonNull<bindings::virtqueue>);
 
+/// A queue of the device, and whether its callbacks may run (not while it is reset).
+struct Queue {
+    vq: QueuePtr,
+    active: bool,
+}
+
 // SAFETY: A `virtqueue` may be used from any thread; the virtio core serialises what needs it.
 unsafe impl Send for QueuePtr {}
 
@@ -178,7 +196,7 @@ struct Inner<T: Transport> {
     vdev: Opaque<bindings::virtio_device>,
     /// The queues created by `find_vqs`, by queue index.
     #[pin]
-    queues: SpinLock<KVec<QueuePtr>>,
+    queues: SpinLock<KVec<Queue>>,
     #[pin]
     life: SpinLock<Life>,
     transport: T,
@@ -239,7 +257,7 @@ impl<T: Transport> Handle<T> {
     /// Process context only (see the module documentation).
     pub fn queue_interrupt(&self, index: u16) -> bool {
         let queues = self.0.queues.lock();
-        let Some(vq) = queues.get(usize::from(index)) else {
+        let Some(Queue { vq, active: true }) = queues.get(usize::from(index)) else {
             return false;
         };
         // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock
@@ -385,6 +403,12 @@ impl<T: Transport> Registration<T> {
     pub fn transport(&self) -> &T {
         &self.inner.transport
     }
+
+    /// The registered device.
+    pub fn device(&self) -> &Device {
+        // SAFETY: The device is registered and alive while `self.inner` holds its reference.
+        unsafe { self.inner.device() }
+    }
 }
 
 impl<T: Transport> Drop for Registration<T> {
@@ -432,8 +456,16 @@ impl<T: Transport> OpsTable<T> {
         set_vq_affinity: None,
         get_vq_affinity: None,
         get_shm_region: Some(Self::get_shm_region),
-        disable_vq_and_reset: None,
-        enable_vq_after_reset: None,
+        disable_vq_and_reset: if T::QUEUE_RESET {
+            Some(Self::disable_vq_and_reset)
+        } else {
+            None
+        },
+        enable_vq_after_reset: if T::QUEUE_RESET {
+            Some(Self::enable_vq_after_reset)
+        } else {
+            None
+        },
     };
 
     /// # Safety
@@ -544,9 +576,13 @@ impl<T: Transport> OpsTable<T> {
     unsafe extern "C" fn finalize_features(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: Called by the virtio core on our device.
         let (t, dev) = unsafe { Self::parts(vdev) };
+        let ring_reset = T::QUEUE_RESET && dev.has_feature(feature::RING_RESET);
         // SAFETY: `vdev` is valid; this clears the transport feature bits this kernel's rings
-        // do not implement.
+        // do not implement, among them RING_RESET, which is the transport's to offer.
         unsafe { bindings::vring_transport_features(vdev) };
+        if ring_reset {
+            dev.set_feature(feature::RING_RESET);
+        }
         from_result(|| {
             t.finalize_features(dev)?;
             Ok(0)
@@ -645,7 +681,7 @@ impl<T: Transport> OpsTable<T> {
                 match unsafe { Self::create_queue(inner, index, info) } {
                     Ok(vq) => {
                         *slot = vq.0.as_ptr();
-                        created.push(vq, GFP_KERNEL)?;
+                        created.push(Queue { vq, active: true }, GFP_KERNEL)?;
                     }
                     Err(e) => {
                         Self::delete_queues(created);
@@ -691,17 +727,10 @@ impl<T: Transport> OpsTable<T> {
         };
         let vq = QueuePtr(NonNull::new(vq).ok_or(ENOMEM)?);
         let ptr = vq.0.as_ptr();
-        // SAFETY: `ptr` is the valid queue just created; the address getters only read it.
-        let config = unsafe {
-            (*ptr).num_max = max;
-            QueueConfig {
-                index,
-                size: bindings::virtqueue_get_vring_size(ptr),
-                desc: bindings::virtqueue_get_desc_addr(ptr),
-                driver: bindings::virtqueue_get_avail_addr(ptr),
-                device: bindings::virtqueue_get_used_addr(ptr),
-            }
-        };
+        // SAFETY: `ptr` is the valid queue just created.
+        unsafe { (*ptr).num_max = max };
+        // SAFETY: As above.
+        let config = unsafe { Self::queue_config(ptr, index) };
         if let Err(e) = t.queue_enable(dev, &config) {
             // SAFETY: Not published anywhere yet.
             unsafe { bindings::vring_del_virtqueue(ptr) };
@@ -710,8 +739,95 @@ impl<T: Transport> OpsTable<T> {
         Ok(vq)
     }
 
-    fn delete_queues(queues: KVec<QueuePtr>) {
-        for vq in queues {
+    /// Where the rings of `vq` are.
+    ///
+    /// # Safety
+    ///
+    /// `vq` must be a valid queue created by `create_queue`.
+    unsafe fn queue_config(vq: *mut bindings::virtqueue, index: u16) -> QueueConfig {
+        // SAFETY: Guaranteed by the caller; the getters only read the queue.
+        unsafe {
+            QueueConfig {
+                index,
+                size: bindings::virtqueue_get_vring_size(vq),
+                desc: bindings::virtqueue_get_desc_addr(vq),
+                driver: bindings::virtqueue_get_avail_addr(vq),
+                device: bindings::virtqueue_get_used_addr(vq),
+            }
+        }
+    }
+
+    /// Marks the queue at `index` active or not; returns `false` if there is no such queue.
+    fn set_active(inner: &Inner<T>, index: u16, active: bool) -> bool {
+        let mut queues = inner.queues.lock();
+        match queues.get_mut(usize::from(index)) {
+            Some(q) => {
+                q.active = active;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a queue of a device allocated by
+    /// [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn disable_vq_and_reset(vq: *mut bindings::virtqueue) -> c_int {
+        // SAFETY: `vq` is one of our queues.
+        let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
+        // SAFETY: `vdev` is our device.
+        let inner = unsafe { Inner::<T>::from_vdev(vdev) };
+        // SAFETY: As above.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        from_result(|| {
+            let index = u16::try_from(index).map_err(|_| EINVAL)?;
+            if !dev.has_feature(feature::RING_RESET) {
+                return Err(ENOENT);
+            }
+            // Callbacks run under the `queues` lock: once inactive, none runs or will run.
+            if !Self::set_active(inner, index, false) {
+                return Err(ENOENT);
+            }
+            if let Err(e) = t.queue_reset(dev, index) {
+                Self::set_active(inner, index, true);
+                return Err(e);
+            }
+            // SAFETY: `vq` is valid; `reset` tells the virtio core the queue is in reset.
+            unsafe { (*vq).reset = true };
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core, on a queue of a device allocated by
+    /// [`Unregistered::new`] for `T`.
+    unsafe extern "C" fn enable_vq_after_reset(vq: *mut bindings::virtqueue) -> c_int {
+        // SAFETY: `vq` is one of our queues.
+        let (vdev, index, reset) = unsafe { ((*vq).vdev, (*vq).index, (*vq).reset) };
+        // SAFETY: `vdev` is our device.
+        let inner = unsafe { Inner::<T>::from_vdev(vdev) };
+        // SAFETY: As above.
+        let (t, dev) = unsafe { Self::parts(vdev) };
+        from_result(|| {
+            let index = u16::try_from(index).map_err(|_| EINVAL)?;
+            if !reset {
+                return Err(EBUSY);
+            }
+            // The rings may be new (`virtqueue_resize()`): tell the device where they are now.
+            // SAFETY: `vq` is a valid queue of ours.
+            let config = unsafe { Self::queue_config(vq, index) };
+            t.queue_enable(dev, &config)?;
+            Self::set_active(inner, index, true);
+            // SAFETY: `vq` is valid.
+            unsafe { (*vq).reset = false };
+            Ok(0)
+        })
+    }
+
+    fn delete_queues(queues: KVec<Queue>) {
+        for Queue { vq, .. } in queues {
             // SAFETY: The queue was created by `create_queue` and is no longer reachable
             // through `Inner::queues`, so no callback can run on it.
             unsafe { bindings::vring_del_virtqueue(vq.0.as_ptr()) };
