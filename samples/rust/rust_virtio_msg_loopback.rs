@@ -42,6 +42,12 @@ module! {
     authors: ["virtio-msg developers"],
     description: "Rust virtio-msg loopback sample: an in-kernel virtio-rng device on a virtio-msg bus",
     license: "GPL",
+    params: {
+        silent_after: u32 {
+            default: 0,
+            description: "Test fixture: the device stops answering after this many messages (0: never)",
+        },
+    },
 }
 
 /// Device number of the entropy device on the loopback bus.
@@ -226,6 +232,8 @@ impl Queue {
 struct RngState {
     status: u32,
     queue: Option<Queue>,
+    /// Messages still answered before the device goes silent (`None`: always).
+    answers_left: Option<u32>,
 }
 
 /// One message in flight from the driver side.
@@ -279,7 +287,14 @@ impl RngDevice {
     fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             inbox <- new_spinlock!(KVec::new()),
-            state <- new_mutex!(RngState { status: 0, queue: None }),
+            state <- new_mutex!(RngState {
+                status: 0,
+                queue: None,
+                answers_left: match *module_parameters::silent_after.value() {
+                    0 => None,
+                    n => Some(n),
+                },
+            }),
             link <- new_spinlock!(None),
             me <- new_spinlock!(None),
             work <- new_work!("RngDevice::work"),
@@ -313,6 +328,11 @@ impl RngDevice {
             return;
         }
         let mut state = self.state.lock();
+        match state.answers_left {
+            Some(0) => return,
+            Some(ref mut n) => *n -= 1,
+            None => {}
+        }
         let reply = match frame.msg {
             Message::GetDeviceInfo => Message::DeviceInfo(DeviceInfo {
                 device_id: VIRTIO_ID_RNG,
@@ -351,10 +371,8 @@ impl RngDevice {
             },
             Message::SetDeviceStatus { status } => {
                 if status == 0 {
-                    *state = RngState {
-                        status: 0,
-                        queue: None,
-                    };
+                    state.status = 0;
+                    state.queue = None;
                 } else {
                     state.status = status;
                 }

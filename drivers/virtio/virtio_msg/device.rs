@@ -234,7 +234,7 @@ impl MsgDevice {
                     self.bus.stats().broken();
                     dev_err!(
                         self.bus.dev(),
-                        "device {}: no response to {:?} in {} ms, device marked broken\n",
+                        "device {}: no response to message {:#04x} in {} ms, device marked broken\n",
                         self.dev_num,
                         msg.id().2,
                         self.bus.timeout_ms()
