@@ -139,7 +139,7 @@ impl auxiliary::Driver for VirtioMsgDriver {
                 // The devices the bus found before we connected; later ones arrive through
                 // `Receiver::device_added`.
                 for dev_num in devices {
-                    binding.core.device_added(dev_num);
+                    binding.core.add_initial(dev_num);
                 }
                 Ok(())
             }))

@@ -188,6 +188,14 @@ impl Sender for BusHandle {
     }
 }
 
+/// The devices of a bus, and device numbers removed before their initial probe.
+struct Devices {
+    registered: KVec<Entry>,
+    /// Reported removed while not registered: the devices listed at connection time may be
+    /// gone by the time their initial probe runs.
+    removed_early: KVec<u16>,
+}
+
 /// A registered virtio device of the bus.
 struct Entry {
     dev: Arc<MsgDevice>,
@@ -200,9 +208,9 @@ pub(crate) struct BusCore {
     handle: Arc<BusHandle>,
     /// Parent of the virtio devices, and the device their queues are DMA-mapped through.
     parent: ARef<device::Device>,
-    /// Registered devices; held while adding or removing one.
+    /// Held while adding or removing a device.
     #[pin]
-    devices: Mutex<KVec<Entry>>,
+    devices: Mutex<Devices>,
     closed: Atomic<bool>,
 }
 
@@ -211,7 +219,7 @@ impl BusCore {
         pin_init!(Self {
             handle,
             parent,
-            devices <- new_mutex!(KVec::new()),
+            devices <- new_mutex!(Devices { registered: KVec::new(), removed_early: KVec::new() }),
             closed: Atomic::new(false),
         })
     }
@@ -254,7 +262,7 @@ impl BusCore {
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Relaxed);
         let mut devices = self.devices.lock();
-        while let Some(entry) = devices.pop() {
+        while let Some(entry) = devices.registered.pop() {
             self.remove(entry);
         }
         drop(devices);
@@ -262,17 +270,22 @@ impl BusCore {
     }
 }
 
-impl Receiver for BusCore {
-    fn receive(&self, msg: &[u8]) {
-        self.handle.deliver(msg);
+impl BusCore {
+    /// Probes a device the bus listed when the transport connected, unless it was reported
+    /// removed since.
+    pub(crate) fn add_initial(&self, dev_num: u16) {
+        let mut devices = self.devices.lock();
+        if !devices.removed_early.contains(&dev_num) {
+            self.add_locked(&mut devices, dev_num);
+        }
     }
 
-    fn device_added(&self, dev_num: u16) {
-        let mut devices = self.devices.lock();
-        if self.closed.load(Relaxed) || devices.iter().any(|e| e.dev.dev_num() == dev_num) {
+    fn add_locked(&self, devices: &mut Devices, dev_num: u16) {
+        let registered = &mut devices.registered;
+        if self.closed.load(Relaxed) || registered.iter().any(|e| e.dev.dev_num() == dev_num) {
             return;
         }
-        if devices.reserve(1, GFP_KERNEL).is_err() {
+        if registered.reserve(1, GFP_KERNEL).is_err() {
             dev_err!(self.handle.dev(), "device {dev_num}: out of memory\n");
             return;
         }
@@ -287,17 +300,37 @@ impl Receiver for BusCore {
                     info.max_virtqueues
                 );
                 // Cannot fail: room was reserved above.
-                let _ = devices.push(entry, GFP_KERNEL);
+                let _ = registered.push(entry, GFP_KERNEL);
             }
             Err(e) => dev_warn!(self.handle.dev(), "device {dev_num}: not added ({e:?})\n"),
         }
     }
+}
+
+impl Receiver for BusCore {
+    fn receive(&self, msg: &[u8]) {
+        self.handle.deliver(msg);
+    }
+
+    fn device_added(&self, dev_num: u16) {
+        let mut devices = self.devices.lock();
+        devices.removed_early.retain(|d| *d != dev_num);
+        self.add_locked(&mut devices, dev_num);
+    }
 
     fn device_removed(&self, dev_num: u16) {
         let mut devices = self.devices.lock();
-        let pos = devices.iter().position(|e| e.dev.dev_num() == dev_num);
-        if let Some(Ok(entry)) = pos.map(|p| devices.remove(p)) {
-            self.remove(entry);
+        let pos = devices
+            .registered
+            .iter()
+            .position(|e| e.dev.dev_num() == dev_num);
+        match pos.map(|p| devices.registered.remove(p)) {
+            Some(Ok(entry)) => self.remove(entry),
+            _ => {
+                if !devices.removed_early.contains(&dev_num) {
+                    let _ = devices.removed_early.push(dev_num, GFP_KERNEL);
+                }
+            }
         }
     }
 }

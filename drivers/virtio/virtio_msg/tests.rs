@@ -18,14 +18,14 @@ use kernel::{
         Arc, Mutex, SpinLock,
     },
     virtio::{
-        msg::Bus,
+        msg::{Bus, Receiver},
         transport::{DeviceId, Unregistered},
         Features,
     },
 };
 
 use crate::{
-    bus::BusHandle,
+    bus::{BusCore, BusHandle},
     device::{MsgDevice, MsgTransport},
     request::Failure,
     stats::{Dropped, Stats},
@@ -585,6 +585,22 @@ mod tests {
         let n = used.encode(&mut out).map_err(|_| EINVAL)?;
         t.handle.deliver(&out[..n]);
         assert_eq!(t.stats.dropped_count(Dropped::NoQueue), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn device_removed_before_its_initial_probe_is_not_added() -> Result {
+        let t = Setup::new(1000)?;
+        let parent: &device::Device = t.faux.as_ref();
+        let core = Arc::pin_init(BusCore::new(t.handle.clone(), parent.into()), GFP_KERNEL)?;
+        // Listed at connection time, then removed before the initial probe ran.
+        core.device_removed(DEV);
+        core.add_initial(DEV);
+        assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 0);
+        // Announced again later: probed and registered.
+        core.device_added(DEV);
+        assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
+        core.shutdown();
         Ok(())
     }
 
