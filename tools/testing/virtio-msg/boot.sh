@@ -5,8 +5,9 @@
 #
 # Boots build/out/bzImage with build/out/initramfs.cpio.gz in QEMU (q35,
 # TCG: KVM is broken on these hosts). With --test, the guest runs
-# /tests/NAME.sh and powers off; the serial log goes to FILE and a guest
-# still running after SECONDS is killed (exit status 124). Without --test,
+# /tests/NAME.sh and powers off; the serial log goes to FILE, the guest's
+# result lines to FILE.results, and a guest still running after SECONDS is
+# killed (exit status 124). Without --test,
 # the serial console is this terminal (the demo shell).
 set -euo pipefail
 
@@ -36,7 +37,10 @@ if [ -n "$test" ]; then
 	: "${log:=$top/build/e2e/$test.log}"
 	mkdir -p "$(dirname "$log")"
 	rm -f "$log"
+	# Second serial port: the guest's result lines only (the kernel console on
+	# the first one could interleave with them).
+	rm -f "$log.results"
 	exec timeout --kill-after=10 "$timeout" "${qemu[@]}" -serial "file:$log" \
-		-append "$append vmsg.test=$test" "$@" </dev/null
+		-serial "file:$log.results" -append "$append vmsg.test=$test" "$@" </dev/null
 fi
 exec "${qemu[@]}" -serial mon:stdio -append "$append quiet" "$@"

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # e2e.sh [TEST...]: boot one guest per test (default: every guest/*.sh
-# except lib.sh and demo.sh), collect the guest's "e2e-result:" lines, and
+# except lib.sh and demo.sh), collect the guest's "e2e-result:" lines (from
+# its second serial port, see boot.sh), and
 # add one check of our own per boot: the guest finished, and the kernel log
 # holds no oops, BUG, WARNING or lockdep splat. Logs: build/e2e/TEST.log.
 #
@@ -37,9 +38,9 @@ for t in "$@"; do
 	while read -r name verdict reason; do
 		result "$t" "$name" "$verdict" "$reason"
 		n=$((n + 1))
-	done < <(tr -d '\r' <"$log" 2>/dev/null | sed -n 's/^.*e2e-result: //p')
+	done < <(tr -d '\r' <"$log.results" 2>/dev/null | sed -n 's/^e2e-result: //p')
 	[ $n -gt 0 ] || result "$t" results fail "(the guest reported nothing)"
-	if ! grep -q '^e2e: done' "$log" 2>/dev/null; then
+	if ! tr -d '\r' <"$log.results" 2>/dev/null | grep -qx 'e2e: done'; then
 		result "$t" finished fail "(the guest did not finish its test)"
 	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated' "$log"; then
 		result "$t" kernel_log_clean fail

@@ -2,12 +2,19 @@
 #
 # Helpers for guest-side tests. Every check prints one line
 #   e2e-result: NAME pass|fail [reason]
-# which the host-side runner (tools/testing/virtio-msg/e2e.sh) collects.
+# which the host-side runner (tools/testing/virtio-msg/e2e.sh) collects from
+# the second serial port.
 
 MODDIR=/lib/modules/virtio-msg
 
-pass() { echo "e2e-result: $1 pass"; }
-fail() { echo "e2e-result: $1 fail ${2:-}"; }
+# Results go to the console for the log, and to the second serial port
+# (ttyS1), which nothing else writes to, for the host-side runner.
+result() {
+	echo "e2e-result: $*"
+	[ -c /dev/ttyS1 ] && echo "e2e-result: $*" >/dev/ttyS1
+}
+pass() { result "$1 pass"; }
+fail() { result "$1 fail ${2:-}"; }
 
 # check NAME COMMAND...: pass if COMMAND succeeds
 check() {
