@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! The device side of virtio-msg, for the device emulator.
+//!
+//! [`transport::TransportDevice`] answers the transport messages of one device number on top of
+//! a [`Backend`] (the virtio device proper: entropy, block, network, console);
+//! [`bus::FifoBus`] answers the bus messages of one FIFO and routes transport messages to its
+//! devices. Both default to [`Mode::Compat`]: the observable behaviour of the QEMU device
+//! model `virtio-msg-amp-pci` (v2), quirks included, so that a driver that passes against the
+//! emulator passes against what users run.
+//!
+//! Everything the driver sends is untrusted: messages are decoded by the shared codec, and a
+//! request the device cannot serve gets no answer, exactly like the device model (whose
+//! silence the driver must survive with a timeout).
+
+pub mod bus;
+pub mod transport;
+
+/// How closely to follow the QEMU device model rather than the specification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The QEMU device model (v2): 48-byte messages, silence for what it cannot parse, no
+    /// GET_SHM, no SET_CONFIG generation check, EVENT_CONFIG only for a notification before
+    /// DRIVER_OK.
+    Compat,
+    /// The specification: larger messages, every message answered, generations checked.
+    Strict,
+}
+
+impl Mode {
+    /// Largest message the device side sends or accepts.
+    pub const fn max_msg_size(self) -> usize {
+        match self {
+            Mode::Compat => 48,
+            Mode::Strict => 64,
+        }
+    }
+}
+
+/// A virtio device, without its transport.
+pub trait Backend {
+    /// virtio device id (1 network, 2 block, 3 console, 4 entropy).
+    fn device_id(&self) -> u32;
+    /// Features the device offers (device-specific and transport bits, VERSION_1 included).
+    fn features(&self) -> u64;
+    /// Size of the configuration space.
+    fn config_size(&self) -> u32;
+    /// Reads configuration bytes; the range is within [`Backend::config_size`].
+    fn read_config(&self, offset: u32, out: &mut [u8]);
+    /// Writes configuration bytes; the range is within [`Backend::config_size`].
+    fn write_config(&mut self, offset: u32, data: &[u8]);
+    /// Number of virtqueues.
+    fn num_queues(&self) -> u32;
+    /// The driver made buffers available in queue `index` (the device is DRIVER_OK and the
+    /// queue set up). Returns whether buffers were used (an EVENT_USED is then sent).
+    fn queue_notified(&mut self, index: u32, queue: &transport::QueueState) -> bool;
+    /// The device was reset.
+    fn reset(&mut self);
+}
+
+/// A boxed backend is a backend, so that one bus can hold devices of every kind.
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn device_id(&self) -> u32 {
+        (**self).device_id()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
+    fn config_size(&self) -> u32 {
+        (**self).config_size()
+    }
+    fn read_config(&self, offset: u32, out: &mut [u8]) {
+        (**self).read_config(offset, out)
+    }
+    fn write_config(&mut self, offset: u32, data: &[u8]) {
+        (**self).write_config(offset, data)
+    }
+    fn num_queues(&self) -> u32 {
+        (**self).num_queues()
+    }
+    fn queue_notified(&mut self, index: u32, queue: &transport::QueueState) -> bool {
+        (**self).queue_notified(index, queue)
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+}
