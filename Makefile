@@ -55,12 +55,12 @@ kunit: provision
 	@support/kunit.sh
 
 cargo-test:
-	cd $(TOOLS) && cargo test --locked --release
+	cd $(TOOLS) && cargo test --release
 
 fuzz:
-	cd $(FUZZ) && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo build --locked --release --target $(FUZZ_TARGET) --bin decode
+	cd $(FUZZ) && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo build --release --target $(FUZZ_TARGET) --bin decode
 	rm -rf $(TOP)/build/fuzz && mkdir -p $(TOP)/build/fuzz/corpus
-	cd $(TOOLS) && cargo run --locked --release --quiet --example fuzz_seeds -- $(TOP)/build/fuzz/corpus
+	cd $(TOOLS) && cargo run --release --quiet --example fuzz_seeds -- $(TOP)/build/fuzz/corpus
 	$(FUZZ)/target/$(FUZZ_TARGET)/release/decode -runs=$(FUZZ_RUNS) -max_len=128 \
 		-artifact_prefix=$(TOP)/build/fuzz/ $(TOP)/build/fuzz/corpus 2>&1 | \
 		grep -vE '^#[0-9]+\s+(NEW|REDUCE|pulse)'; exit $${PIPESTATUS[0]}

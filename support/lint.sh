@@ -27,7 +27,7 @@ kernel_rs=$(find drivers rust samples -name '*.rs' 2>/dev/null | LC_ALL=C sort)
 # The kernel's own rustfmt settings (a copy lives in tools/virtio-msg).
 step rustfmt-kernel rustfmt --check --edition 2021 --config-path tools/virtio-msg/rustfmt.toml $kernel_rs
 step rustfmt-tools sh -c 'cd tools/virtio-msg && cargo fmt --all --check && cd wire/fuzz && cargo fmt --check'
-step clippy-tools sh -c 'cd tools/virtio-msg && cargo clippy --locked --release --all-targets -- -D warnings'
+step clippy-tools sh -c 'cd tools/virtio-msg && cargo clippy --release --all-targets -- -D warnings'
 
 # Rebuild our crates (only those) with CLIPPY=1 and fail on any warning.
 kernel_clippy() {
