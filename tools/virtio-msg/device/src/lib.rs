@@ -14,6 +14,7 @@
 //! silence the driver must survive with a timeout).
 
 pub mod bus;
+pub mod rng;
 pub mod transport;
 
 /// How closely to follow the QEMU device model rather than the specification.

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! The virtio entropy device: fills the buffers the driver makes available with bytes from a
+//! random source.
+//!
+//! Descriptor chains are walked by the rust-vmm `virtio-queue` crate over guest memory seen
+//! through `vm-memory`, so nothing here parses rings by hand; what the driver wrote is bounds
+//! checked by those crates (a descriptor outside guest memory is skipped, not followed).
+
+use crate::{transport::QueueState, Backend};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+/// virtio device id of an entropy device.
+const VIRTIO_ID_RNG: u32 = 4;
+/// VIRTIO_F_VERSION_1.
+const VERSION_1: u64 = 1 << 32;
+/// Largest number of bytes put in one buffer.
+const MAX_FILL: u32 = 64 * 1024;
+
+/// A source of random bytes.
+pub type Source = Box<dyn FnMut(&mut [u8]) + Send>;
+
+/// A virtio entropy device over guest memory `G`.
+pub struct Rng<G> {
+    mem: G,
+    source: Source,
+    /// The driver's queue as last configured, and the `virtio-queue` state walking it.
+    queue: Option<(QueueState, Queue)>,
+}
+
+impl<G: GuestMemory> Rng<G> {
+    /// An entropy device reading `source`, with the driver's memory `mem`.
+    pub fn new(mem: G, source: Source) -> Self {
+        Self {
+            mem,
+            source,
+            queue: None,
+        }
+    }
+
+    fn make_queue(mem: &G, q: &QueueState) -> Option<Queue> {
+        let size = u16::try_from(q.size).ok()?;
+        let mut vq = Queue::new(size).ok()?;
+        vq.set_size(size);
+        vq.try_set_desc_table_address(GuestAddress(q.desc)).ok()?;
+        vq.try_set_avail_ring_address(GuestAddress(q.driver)).ok()?;
+        vq.try_set_used_ring_address(GuestAddress(q.device)).ok()?;
+        vq.set_ready(true);
+        vq.is_valid(mem).then_some(vq)
+    }
+}
+
+impl<G: GuestMemory> Backend for Rng<G> {
+    fn device_id(&self) -> u32 {
+        VIRTIO_ID_RNG
+    }
+
+    fn features(&self) -> u64 {
+        VERSION_1
+    }
+
+    fn config_size(&self) -> u32 {
+        0
+    }
+
+    fn read_config(&self, _offset: u32, _out: &mut [u8]) {}
+
+    fn write_config(&mut self, _offset: u32, _data: &[u8]) {}
+
+    fn num_queues(&self) -> u32 {
+        1
+    }
+
+    fn queue_notified(&mut self, index: u32, q: &QueueState) -> bool {
+        let Self { mem, source, queue } = self;
+        let mem = &*mem;
+        if index != 0 {
+            return false;
+        }
+        // A queue set up anew (or for the first time) gets fresh walking state.
+        if queue.as_ref().map(|(state, _)| state) != Some(q) {
+            *queue = Self::make_queue(mem, q).map(|vq| (*q, vq));
+        }
+        let Some((_, vq)) = queue.as_mut() else {
+            return false;
+        };
+        let mut used = false;
+        while let Some(chain) = vq.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let mut written = 0u32;
+            for desc in chain.writable() {
+                let len = desc.len().min(MAX_FILL);
+                let mut bytes = vec![0u8; len as usize];
+                source(&mut bytes);
+                if mem.write_slice(&bytes, desc.addr()).is_ok() {
+                    written = written.saturating_add(len);
+                }
+            }
+            if vq.add_used(mem, head, written).is_err() {
+                break;
+            }
+            used = true;
+        }
+        used
+    }
+
+    fn reset(&mut self) {
+        self.queue = None;
+    }
+}

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! The entropy device against rings laid out in guest memory by virtio-queue's mock queue.
+
+use virtio_msg_device::{
+    rng::Rng,
+    transport::{QueueState, TransportDevice},
+    Backend, Mode,
+};
+use virtio_msg_wire::{AvailNext, Frame, Message, VqueueConfig, Words};
+use virtio_queue::{
+    desc::{split::Descriptor, RawDescriptor},
+    mock::MockSplitQueue,
+};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+const WRITE: u16 = 2;
+const NEXT: u16 = 1;
+const QUEUE_SIZE: u16 = 16;
+
+fn memory() -> GuestMemoryMmap<()> {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap()
+}
+
+fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
+}
+
+fn rng(mem: &GuestMemoryMmap<()>) -> Rng<GuestMemoryMmap<()>> {
+    Rng::new(mem.clone(), Box::new(|buf: &mut [u8]| buf.fill(0xab)))
+}
+
+fn state(q: &MockSplitQueue<'_, GuestMemoryMmap<()>>) -> QueueState {
+    QueueState {
+        size: QUEUE_SIZE.into(),
+        desc: q.desc_table_addr().0,
+        driver: q.avail_addr().0,
+        device: q.used_addr().0,
+    }
+}
+
+/// (id, len) of used ring entry `i`, and the used index.
+fn used(
+    mem: &GuestMemoryMmap<()>,
+    q: &MockSplitQueue<'_, GuestMemoryMmap<()>>,
+    i: u64,
+) -> ((u32, u32), u16) {
+    let base = q.used_addr().0;
+    let idx: u16 = mem.read_obj(GuestAddress(base + 2)).unwrap();
+    let id: u32 = mem.read_obj(GuestAddress(base + 4 + 8 * i)).unwrap();
+    let len: u32 = mem.read_obj(GuestAddress(base + 8 + 8 * i)).unwrap();
+    ((id, len), idx)
+}
+
+fn filled(mem: &GuestMemoryMmap<()>, addr: u64, len: usize) -> bool {
+    let mut buf = vec![0u8; len];
+    mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+    buf.iter().all(|&b| b == 0xab)
+}
+
+#[test]
+fn fills_every_writable_buffer_and_reports_its_length() {
+    let mem = memory();
+    let q = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let chains = [
+        desc(0x10_0000, 32, WRITE, 0),
+        desc(0x10_1000, 16, WRITE | NEXT, 2),
+        desc(0x10_2000, 8, WRITE, 0),
+        // A read-only buffer is not written.
+        desc(0x10_3000, 8, 0, 0),
+    ];
+    q.add_desc_chains(&chains, 0).unwrap();
+    let mut dev = rng(&mem);
+    assert!(dev.queue_notified(0, &state(&q)));
+    assert_eq!(used(&mem, &q, 0), ((0, 32), 3));
+    assert_eq!(used(&mem, &q, 1).0, (1, 24));
+    assert_eq!(used(&mem, &q, 2).0, (3, 0));
+    assert!(filled(&mem, 0x10_0000, 32));
+    assert!(filled(&mem, 0x10_1000, 16));
+    assert!(filled(&mem, 0x10_2000, 8));
+    assert!(!filled(&mem, 0x10_3000, 1));
+    // Nothing new: nothing used.
+    assert!(!dev.queue_notified(0, &state(&q)));
+}
+
+#[test]
+fn buffers_outside_guest_memory_are_skipped() {
+    let mem = memory();
+    let q = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    q.add_desc_chains(&[desc(0x1000_0000, 64, WRITE, 0)], 0)
+        .unwrap();
+    let mut dev = rng(&mem);
+    assert!(dev.queue_notified(0, &state(&q)));
+    assert_eq!(used(&mem, &q, 0), ((0, 0), 1));
+}
+
+#[test]
+fn rings_outside_guest_memory_are_refused() {
+    let mem = memory();
+    let mut dev = rng(&mem);
+    let bad = QueueState {
+        size: 16,
+        desc: 0x1000_0000,
+        driver: 0x1000_1000,
+        device: 0x1000_2000,
+    };
+    assert!(!dev.queue_notified(0, &bad));
+    assert!(!dev.queue_notified(1, &bad));
+}
+
+#[test]
+fn through_the_transport() {
+    let mem = memory();
+    let q = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    q.add_desc_chains(&[desc(0x10_0000, 32, WRITE, 0)], 0)
+        .unwrap();
+    let mut dev = TransportDevice::new(1, rng(&mem), Mode::Compat);
+    let mut send = |msg: Message<'_>| {
+        dev.handle(&Frame {
+            dev_num: 1,
+            token: 7,
+            msg,
+        })
+    };
+    send(Message::SetDeviceStatus { status: 3 });
+    send(Message::SetDriverFeatures {
+        block_index: 1,
+        features: Words::new(&[1]),
+    });
+    send(Message::SetDeviceStatus { status: 0xb });
+    let s = state(&q);
+    let cfg = VqueueConfig {
+        index: 0,
+        size: s.size,
+        desc_addr: s.desc,
+        driver_addr: s.driver,
+        device_addr: s.device,
+    };
+    send(Message::SetVqueue(cfg));
+    send(Message::SetDeviceStatus { status: 0xf });
+    let out = send(Message::EventAvail {
+        vq_index: 0,
+        next: AvailNext::NONE,
+    });
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        Frame::decode(&out[0]).unwrap().msg,
+        Message::EventUsed { vq_index: 0 }
+    );
+    assert!(filled(&mem, 0x10_0000, 32));
+}
