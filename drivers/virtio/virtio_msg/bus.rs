@@ -165,9 +165,8 @@ impl BusHandle {
 
     /// Decodes and routes one delivered message.
     pub(crate) fn deliver(&self, bytes: &[u8]) {
-        let (header, frame) = match (Header::decode(bytes), Frame::decode(bytes)) {
-            (Ok(h), Ok(f)) => (h, f),
-            _ => return self.stats.dropped(Dropped::Malformed),
+        let Ok((header, frame)) = Frame::decode_with_header(bytes) else {
+            return self.stats.dropped(Dropped::Malformed);
         };
         if header.class == Class::Bus {
             // Bus messages belong to the bus, which must not pass them on.

@@ -421,10 +421,20 @@ impl MsgDevice {
         self.status.store(0, Relaxed);
     }
 
-    /// Checks that `[offset, offset + len)` lies within the configuration space.
-    fn config_range(&self, offset: u32, len: usize) -> bool {
+    /// Checks that `[offset, offset + len)` lies within the configuration space; warns and
+    /// fails the `access` ("read" or "write") otherwise.
+    fn check_config_range(&self, access: &str, offset: u32, len: usize) -> Result<(), Failure> {
         let end = u64::from(offset) + len as u64;
-        end <= u64::from(self.info.config_size)
+        if end <= u64::from(self.info.config_size) {
+            return Ok(());
+        }
+        dev_warn!(
+            self.bus.dev(),
+            "device {}: config {access} of {len} bytes at {offset} beyond config size {}\n",
+            self.dev_num,
+            self.info.config_size
+        );
+        Err(Failure::BadResponse)
     }
 
     fn config_chunk(&self) -> usize {
@@ -454,16 +464,7 @@ impl MsgDevice {
     }
 
     pub(crate) fn get_config(&self, offset: u32, buf: &mut [u8]) -> Result<(), Failure> {
-        if !self.config_range(offset, buf.len()) {
-            dev_warn!(
-                self.bus.dev(),
-                "device {}: config read of {} bytes at {offset} beyond config size {}\n",
-                self.dev_num,
-                buf.len(),
-                self.info.config_size
-            );
-            return Err(Failure::BadResponse);
-        }
+        self.check_config_range("read", offset, buf.len())?;
         let chunk = self.config_chunk();
         for _ in 0..GET_CONFIG_ATTEMPTS {
             let mut first = None;
@@ -482,16 +483,7 @@ impl MsgDevice {
     }
 
     pub(crate) fn set_config(&self, offset: u32, buf: &[u8]) -> Result<(), Failure> {
-        if !self.config_range(offset, buf.len()) {
-            dev_warn!(
-                self.bus.dev(),
-                "device {}: config write of {} bytes at {offset} beyond config size {}\n",
-                self.dev_num,
-                buf.len(),
-                self.info.config_size
-            );
-            return Err(Failure::BadResponse);
-        }
+        self.check_config_range("write", offset, buf.len())?;
         let chunk = self.config_chunk();
         for (i, part) in buf.chunks(chunk).enumerate() {
             let at = offset + (i * chunk) as u32;

@@ -95,16 +95,20 @@ impl Stats {
         }
     }
 
-    pub(crate) fn dropped(&self, why: Dropped) {
-        let counter = match why {
+    /// The counter of messages dropped for `why`.
+    fn dropped_counter(&self, why: Dropped) -> &Atomic<u64> {
+        match why {
             Dropped::Malformed => &self.malformed,
             Dropped::Unsolicited => &self.unsolicited,
             Dropped::Late => &self.late,
             Dropped::NoDevice => &self.no_device,
             Dropped::NoQueue => &self.no_queue,
             Dropped::WrongDirection => &self.wrong_direction,
-        };
-        counter.add(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn dropped(&self, why: Dropped) {
+        self.dropped_counter(why).add(1, Relaxed);
     }
 
     pub(crate) fn timeout(&self) {
@@ -132,15 +136,7 @@ impl Stats {
     /// Messages dropped for `why` so far (for tests).
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn dropped_count(&self, why: Dropped) -> u64 {
-        match why {
-            Dropped::Malformed => &self.malformed,
-            Dropped::Unsolicited => &self.unsolicited,
-            Dropped::Late => &self.late,
-            Dropped::NoDevice => &self.no_device,
-            Dropped::NoQueue => &self.no_queue,
-            Dropped::WrongDirection => &self.wrong_direction,
-        }
-        .load(Relaxed)
+        self.dropped_counter(why).load(Relaxed)
     }
 
     /// Timeouts so far (for tests).

@@ -774,6 +774,12 @@ impl<'a> Frame<'a> {
     /// of fixed size) and the extra bytes are ignored. The message itself
     /// must be exactly as long as its fields say.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        Self::decode_with_header(buf).map(|(_, frame)| frame)
+    }
+
+    /// Like [`Frame::decode`], and also returns the header it decoded
+    /// (for the token, kind and `msg_size` of a received message).
+    pub fn decode_with_header(buf: &'a [u8]) -> Result<(Header, Self), DecodeError> {
         let header = Header::decode(buf)?;
         let payload = buf.get(HEADER_SIZE..usize::from(header.msg_size)).ok_or(
             DecodeError::MsgSizeBeyondBuffer {
@@ -792,11 +798,12 @@ impl<'a> Frame<'a> {
                 decode_bus(&header, payload)?
             }
         };
-        Ok(Frame {
+        let frame = Frame {
             dev_num: header.dev_num,
             token: header.token,
             msg,
-        })
+        };
+        Ok((header, frame))
     }
 
     /// Number of bytes [`Frame::encode`] writes.
