@@ -57,6 +57,17 @@ pub trait Backend {
     fn queue_notified(&mut self, index: u32, queue: &transport::QueueState) -> bool;
     /// The device was reset.
     fn reset(&mut self);
+    /// A file descriptor that becomes readable when the host side has work for the device (a
+    /// packet arrived, console input); `None` for a device that only acts when notified.
+    fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// The host side has work ([`Backend::host_fd`] is readable, or a poll interval passed).
+    /// `queues` are the virtqueues as the driver set them up (the device is DRIVER_OK). Returns
+    /// the indexes of the queues whose used rings changed (an EVENT_USED is sent for each).
+    fn host_ready(&mut self, _queues: &[transport::QueueState]) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// A boxed backend is a backend, so that one bus can hold devices of every kind.
@@ -84,5 +95,11 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn reset(&mut self) {
         (**self).reset()
+    }
+    fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).host_fd()
+    }
+    fn host_ready(&mut self, queues: &[transport::QueueState]) -> Vec<u32> {
+        (**self).host_ready(queues)
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::{transport::QueueState, Backend};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 
 /// virtio device id of an entropy device.
 const VIRTIO_ID_RNG: u32 = 4;
@@ -21,17 +21,18 @@ const MAX_FILL: u32 = 64 * 1024;
 /// A source of random bytes.
 pub type Source = Box<dyn FnMut(&mut [u8]) + Send>;
 
-/// A virtio entropy device over guest memory `G`.
-pub struct Rng<G> {
-    mem: G,
+/// A virtio entropy device over the driver's memory `M` (an address space, because the
+/// memory map can change while the device runs).
+pub struct Rng<M> {
+    mem: M,
     source: Source,
     /// The driver's queue as last configured, and the `virtio-queue` state walking it.
     queue: Option<(QueueState, Queue)>,
 }
 
-impl<G: GuestMemory> Rng<G> {
+impl<M: GuestAddressSpace> Rng<M> {
     /// An entropy device reading `source`, with the driver's memory `mem`.
-    pub fn new(mem: G, source: Source) -> Self {
+    pub fn new(mem: M, source: Source) -> Self {
         Self {
             mem,
             source,
@@ -39,7 +40,7 @@ impl<G: GuestMemory> Rng<G> {
         }
     }
 
-    fn make_queue(mem: &G, q: &QueueState) -> Option<Queue> {
+    fn make_queue(mem: &M::M, q: &QueueState) -> Option<Queue> {
         let size = u16::try_from(q.size).ok()?;
         let mut vq = Queue::new(size).ok()?;
         vq.set_size(size);
@@ -51,7 +52,7 @@ impl<G: GuestMemory> Rng<G> {
     }
 }
 
-impl<G: GuestMemory> Backend for Rng<G> {
+impl<M: GuestAddressSpace> Backend for Rng<M> {
     fn device_id(&self) -> u32 {
         VIRTIO_ID_RNG
     }
@@ -74,7 +75,8 @@ impl<G: GuestMemory> Backend for Rng<G> {
 
     fn queue_notified(&mut self, index: u32, q: &QueueState) -> bool {
         let Self { mem, source, queue } = self;
-        let mem = &*mem;
+        let guard = mem.memory();
+        let mem: &M::M = &guard;
         if index != 0 {
             return false;
         }

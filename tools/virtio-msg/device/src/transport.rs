@@ -334,4 +334,18 @@ impl<B: Backend> TransportDevice<B> {
             .into_iter()
             .collect()
     }
+
+    /// The host side of the backend has work (see [`Backend::host_ready`]); returns the
+    /// EVENT_USED messages to send. Nothing happens before DRIVER_OK.
+    pub fn host_ready(&mut self) -> Vec<Vec<u8>> {
+        if self.dead || self.status & DRIVER_OK == 0 {
+            return Vec::new();
+        }
+        let mut used = self.backend.host_ready(&self.queues);
+        used.sort_unstable();
+        used.dedup();
+        used.into_iter()
+            .filter_map(|vq_index| self.encode(0, Message::EventUsed { vq_index }))
+            .collect()
+    }
 }

@@ -2,6 +2,7 @@
 
 //! The entropy device against rings laid out in guest memory by virtio-queue's mock queue.
 
+use std::sync::Arc;
 use virtio_msg_device::{
     rng::Rng,
     transport::{QueueState, TransportDevice},
@@ -26,8 +27,11 @@ fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
     RawDescriptor::from(Descriptor::new(addr, len, flags, next))
 }
 
-fn rng(mem: &GuestMemoryMmap<()>) -> Rng<GuestMemoryMmap<()>> {
-    Rng::new(mem.clone(), Box::new(|buf: &mut [u8]| buf.fill(0xab)))
+fn rng(mem: &GuestMemoryMmap<()>) -> Rng<Arc<GuestMemoryMmap<()>>> {
+    Rng::new(
+        Arc::new(mem.clone()),
+        Box::new(|buf: &mut [u8]| buf.fill(0xab)),
+    )
 }
 
 fn state(q: &MockSplitQueue<'_, GuestMemoryMmap<()>>) -> QueueState {
