@@ -13,6 +13,7 @@
 //! request the device cannot serve gets no answer, exactly like the device model (whose
 //! silence the driver must survive with a timeout).
 
+pub mod blk;
 pub mod bus;
 pub mod rng;
 pub mod transport;
@@ -58,7 +59,10 @@ pub trait Backend {
     /// The device was reset.
     fn reset(&mut self);
     /// A file descriptor that becomes readable when the host side has work for the device (a
-    /// packet arrived, console input); `None` for a device that only acts when notified.
+    /// packet arrived, console input); `None` for a device that only acts when notified, and
+    /// while the device cannot make progress on host work (input waiting for receive buffers),
+    /// so that the worker does not spin on a readable fd. Asked again before every wait (the
+    /// answer changes with notifications and [`Backend::host_ready`]).
     fn host_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
