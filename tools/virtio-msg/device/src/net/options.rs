@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! The network device's options as the emulator's command line spells them, parsed in one
+//! place so that every front end accepts the same strings:
+//!
+//! - `tap=IFNAME[,host-ip=A.B.C.D/NN][,mac=52:54:00:12:34:56]`: a TAP interface (created if
+//!   needed; CAP_NET_ADMIN), optionally given a host address and set up.
+//! - `socket=PATH[,peer=PEER][,mac=...]`: a Unix datagram socket bound at PATH, one frame per
+//!   datagram, sending to the socket PEER, or without `peer` to whoever sent the last frame.
+
+use super::{HostIp, PacketIo, SocketIo, Tap};
+use std::{io, path::PathBuf, str::FromStr};
+
+/// The MAC address used when none is given (locally administered, unicast).
+pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+/// The host end of a network device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TAP interface.
+    Tap {
+        /// Interface name.
+        name: String,
+        /// Address given to the interface, which is then set up.
+        host_ip: Option<HostIp>,
+    },
+    /// A Unix datagram socket.
+    Socket {
+        /// Where the socket is bound.
+        path: PathBuf,
+        /// Where frames are sent; `None`: to the sender of the last frame received.
+        peer: Option<PathBuf>,
+    },
+}
+
+/// The options of one network device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetOptions {
+    /// The host end.
+    pub endpoint: Endpoint,
+    /// The MAC address offered to the driver.
+    pub mac: [u8; 6],
+}
+
+/// Parses a MAC address written as six hexadecimal bytes separated by colons.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("{s:?}: expected a MAC address like 52:54:00:12:34:56");
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let part = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+impl FromStr for NetOptions {
+    type Err = String;
+
+    /// Parses `key=value` pairs separated by commas (see the module documentation).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (mut tap, mut socket, mut host_ip, mut peer, mut mac) = (None, None, None, None, None);
+        for item in s.split(',') {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("net option {item:?}: expected key=value"))?;
+            let slot_taken = match key {
+                "tap" => tap.replace(value.to_string()).is_some(),
+                "socket" => socket.replace(PathBuf::from(value)).is_some(),
+                "peer" => peer.replace(PathBuf::from(value)).is_some(),
+                "host-ip" => host_ip.replace(value.parse::<HostIp>()?).is_some(),
+                "mac" => mac.replace(parse_mac(value)?).is_some(),
+                _ => return Err(format!("unknown net option {key:?}")),
+            };
+            if slot_taken {
+                return Err(format!("net option {key:?} given twice"));
+            }
+        }
+        let endpoint = match (tap, socket) {
+            (Some(name), None) if peer.is_none() => Endpoint::Tap { name, host_ip },
+            (None, Some(path)) if host_ip.is_none() => Endpoint::Socket { path, peer },
+            (Some(_), None) => return Err("peer= goes with socket=, not tap=".into()),
+            (None, Some(_)) => return Err("host-ip= goes with tap=, not socket=".into()),
+            _ => return Err("a net device needs exactly one of tap=IFNAME, socket=PATH".into()),
+        };
+        Ok(Self {
+            endpoint,
+            mac: mac.unwrap_or(DEFAULT_MAC),
+        })
+    }
+}
+
+impl NetOptions {
+    /// Opens the host end.
+    pub fn open(&self) -> io::Result<Box<dyn PacketIo + Send>> {
+        Ok(match &self.endpoint {
+            Endpoint::Tap { name, host_ip } => Box::new(Tap::open(name, *host_ip)?),
+            Endpoint::Socket { path, peer } => Box::new(SocketIo::bind(path, peer.as_deref())?),
+        })
+    }
+}
