@@ -59,6 +59,20 @@ impl FifoBus {
         self.devices.get_mut(usize::from(dev_num))?.as_mut()
     }
 
+    /// Every device with its number, for polling their host sides.
+    pub fn devices_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (u16, &mut TransportDevice<Box<dyn Backend + Send>>)> {
+        (0..DEVICES_PER_FIFO)
+            .zip(self.devices.iter_mut())
+            .filter_map(|(n, d)| Some((n, d.as_mut()?)))
+    }
+
+    /// Resets every device (the PCI function was reset).
+    pub fn reset(&mut self) {
+        self.devices_mut().for_each(|(_, d)| d.reset());
+    }
+
     /// What was dropped so far.
     pub fn stats(&self) -> BusStats {
         self.stats

@@ -121,7 +121,10 @@ impl<B: Backend> TransportDevice<B> {
             && u64::from(offset) + length as u64 <= u64::from(self.backend.config_size())
     }
 
-    fn reset(&mut self) {
+    /// Resets the device as a SET_DEVICE_STATUS of 0 would, and brings a dead device back (the
+    /// PCI function was reset); the configuration generation keeps counting.
+    pub fn reset(&mut self) {
+        self.dead = false;
         self.status = 0;
         self.driver_features = 0;
         self.queues
