@@ -15,6 +15,7 @@
 
 pub mod blk;
 pub mod bus;
+pub mod console;
 pub mod net;
 pub mod rng;
 pub mod transport;
