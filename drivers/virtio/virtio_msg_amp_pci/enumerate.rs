@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Enumeration of the device numbers behind a FIFO with GET_DEVICES.
+//!
+//! The driver asks for a window of device numbers (`offset`, `count`) and the device answers
+//! with a bitmap and where the next window starts (`next_offset`, 0 when there is none). Two
+//! versions of QEMU's device model are in use and they answer differently:
+//!
+//! - v2 answers the window asked for, clipped to its 32 slots, with `next_offset = offset +
+//!   count`; asked past its slots it answers an empty window.
+//! - v1 ignores the offset, reports at least 32 slots from 0, sets `next_offset` to 0 and may
+//!   misreport `msg_size`.
+//!
+//! So a reply is parsed leniently and bounded by what was really received, not by its own
+//! size fields: the bitmap is `ceil(count / 8)` bytes but never more than the received bytes
+//! hold, `msg_size` is not trusted, and the window the reply claims is what its bits mean.
+//! The walk stops when the device says so, when a reply makes no progress, after
+//! [`MAX_WINDOWS`] windows, or at [`MAX_DEVICE_NUMBER`]: a hostile device cannot keep the
+//! driver enumerating, nor make it register thousands of devices.
+
+use crate::wire::{bus_id, HEADER_SIZE};
+
+/// Device numbers asked for per GET_DEVICES request (the device model has 32 per FIFO).
+pub(crate) const WINDOW: u16 = 32;
+/// Device numbers from this one on are ignored.
+pub(crate) const MAX_DEVICE_NUMBER: u16 = 256;
+/// Most GET_DEVICES requests per enumeration.
+pub(crate) const MAX_WINDOWS: u32 = 16;
+
+/// Type byte of a bus response.
+const BUS_RESPONSE: u8 = 0b11;
+/// Bytes of the GET_DEVICES response payload before the bitmap.
+const FIXED_PAYLOAD: usize = 6;
+/// Bitmap bytes that fit the largest slot.
+const MAX_BITMAP: usize = 64 - HEADER_SIZE - FIXED_PAYLOAD;
+
+/// A GET_DEVICES reply, copied out of what was received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DevicesReply {
+    /// First device number of the window the bitmap describes.
+    pub(crate) offset: u16,
+    /// Device numbers in that window.
+    pub(crate) count: u16,
+    /// Where the next window starts; 0 when enumeration is complete.
+    pub(crate) next_offset: u16,
+    bitmap: [u8; MAX_BITMAP],
+    /// Bitmap bytes really received.
+    bitmap_len: usize,
+}
+
+/// Why a received message is no GET_DEVICES reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyError {
+    /// Fewer bytes than a header and the fixed payload.
+    Short,
+    /// Not a bus response to GET_DEVICES.
+    NotDevices,
+}
+
+fn le16(bytes: &[u8], at: usize) -> u16 {
+    match bytes.get(at..at + 2) {
+        Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
+        _ => 0,
+    }
+}
+
+impl DevicesReply {
+    /// Parses a reply from `received`, the bytes copied out of the queue (a slot's worth; the
+    /// header's `msg_size` is not trusted, see the module documentation).
+    pub(crate) fn parse(received: &[u8]) -> Result<Self, ReplyError> {
+        let fixed = HEADER_SIZE + FIXED_PAYLOAD;
+        if received.len() < fixed {
+            return Err(ReplyError::Short);
+        }
+        let (&[ty, msg_id], payload) = (
+            received.first_chunk::<2>().ok_or(ReplyError::Short)?,
+            received.get(fixed..).unwrap_or_default(),
+        );
+        if ty & BUS_RESPONSE != BUS_RESPONSE || msg_id != bus_id::GET_DEVICES {
+            return Err(ReplyError::NotDevices);
+        }
+        let count = le16(received, HEADER_SIZE + 2);
+        let mut bitmap = [0u8; MAX_BITMAP];
+        let claimed = usize::from(count).div_ceil(8);
+        // Bitmap bytes that were claimed, received and fit: the shortest of the three.
+        let mut bitmap_len = 0;
+        for (dst, &src) in bitmap.iter_mut().zip(payload).take(claimed) {
+            *dst = src;
+            bitmap_len += 1;
+        }
+        Ok(Self {
+            offset: le16(received, HEADER_SIZE),
+            count,
+            next_offset: le16(received, HEADER_SIZE + 4),
+            bitmap,
+            bitmap_len,
+        })
+    }
+
+    /// The device numbers present, in increasing order: bits within `count` and within the
+    /// received bitmap only.
+    pub(crate) fn present(&self) -> impl Iterator<Item = u16> + '_ {
+        let bits = usize::from(self.count).min(self.bitmap_len * 8);
+        (0..bits)
+            .filter(|&bit| self.bitmap.get(bit / 8).is_some_and(|byte| byte & (1 << (bit % 8)) != 0))
+            .filter_map(|bit| self.offset.checked_add(u16::try_from(bit).ok()?))
+    }
+}
+
+/// Device numbers found so far, as a bitmap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeviceSet([u64; MAX_DEVICE_NUMBER as usize / 64]);
+
+impl DeviceSet {
+    /// Adds `dev_num`; numbers from [`MAX_DEVICE_NUMBER`] on are ignored. Returns whether it
+    /// was added.
+    fn insert(&mut self, dev_num: u16) -> bool {
+        let Some(word) = self.0.get_mut(usize::from(dev_num) / 64) else {
+            return false;
+        };
+        *word |= 1 << (dev_num % 64);
+        true
+    }
+
+    /// Whether `dev_num` is in the set.
+    pub(crate) fn contains(&self, dev_num: u16) -> bool {
+        self.0
+            .get(usize::from(dev_num) / 64)
+            .is_some_and(|word| word & (1 << (dev_num % 64)) != 0)
+    }
+
+    /// The device numbers, in increasing order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..MAX_DEVICE_NUMBER).filter(|&n| self.contains(n))
+    }
+
+    /// How many device numbers the set holds.
+    pub(crate) fn len(&self) -> u32 {
+        self.0.iter().map(|word| word.count_ones()).sum()
+    }
+}
+
+/// The state of one enumeration: which window to ask for next, and what was found.
+#[derive(Debug)]
+pub(crate) struct Enumeration {
+    /// The window to ask for next; `None` when done.
+    next: Option<u16>,
+    windows: u32,
+    found: DeviceSet,
+    /// Device numbers a reply reported beyond [`MAX_DEVICE_NUMBER`].
+    ignored: u32,
+}
+
+impl Enumeration {
+    /// An enumeration that starts at device number 0.
+    pub(crate) fn new() -> Self {
+        Self {
+            next: Some(0),
+            windows: 0,
+            found: DeviceSet::default(),
+            ignored: 0,
+        }
+    }
+
+    /// The next GET_DEVICES request to send, as (`offset`, `count`); `None` when done.
+    pub(crate) fn request(&self) -> Option<(u16, u16)> {
+        self.next.map(|offset| (offset, WINDOW))
+    }
+
+    /// Takes the reply to the request last returned by [`Enumeration::request`].
+    pub(crate) fn reply(&mut self, reply: &DevicesReply) {
+        let Some(asked) = self.next else {
+            return;
+        };
+        for dev_num in reply.present() {
+            if !self.found.insert(dev_num) {
+                self.ignored += 1;
+            }
+        }
+        self.windows += 1;
+        let next = reply.next_offset;
+        // Done: the device says so (v1 always does), or it answered an empty window (v2 past
+        // its slots), or the reply would not move forward (a loop), or the limits are reached.
+        self.next = (next != 0
+            && reply.count != 0
+            && next > asked
+            && next < MAX_DEVICE_NUMBER
+            && self.windows < MAX_WINDOWS)
+            .then_some(next);
+    }
+
+    /// Gives up: the device did not answer.
+    pub(crate) fn abort(&mut self) {
+        self.next = None;
+    }
+
+    /// What was found.
+    pub(crate) fn found(&self) -> &DeviceSet {
+        &self.found
+    }
+
+    /// Device numbers reported beyond [`MAX_DEVICE_NUMBER`] (and ignored).
+    pub(crate) fn ignored(&self) -> u32 {
+        self.ignored
+    }
+}

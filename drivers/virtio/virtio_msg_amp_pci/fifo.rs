@@ -1,0 +1,473 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One FIFO of the AMP PCI device, as a virtio-msg bus.
+//!
+//! A FIFO is a driver queue (we produce, the device consumes), a device queue (the device
+//! produces, we consume), a doorbell and an MSI-X vector. Sending copies a message into the
+//! driver queue and rings the doorbell; the device raises the vector after putting messages on
+//! the device queue, and the threaded handler ([`FifoIrq`]) drains all of them in one go.
+//!
+//! Everything in the queues is written by the device side and is hostile input: indexes are
+//! checked by the shared queue code before use, a message is copied out of its slot before
+//! anything looks at it, and only whole, well-formed messages are handed on. A device that
+//! corrupts an index has broken the protocol for good: the FIFO stops (sends fail, nothing
+//! more is read), so the transport's requests time out and its devices are marked broken,
+//! instead of the driver acting on garbage.
+//!
+//! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_request`] sends one
+//! and waits, with a bound, for the reply that the interrupt handler routes back by token.
+
+use core::fmt;
+use kernel::{
+    bindings,
+    device::{Bound, Device},
+    devres::Devres,
+    io::{register::Array, Io},
+    irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
+    new_mutex, new_spinlock, pci,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        aref::ARef,
+        Arc, Completion, Mutex, SpinLock,
+    },
+    time::{delay::fsleep, msecs_to_jiffies, Delta},
+    virtio::msg::{Bus, BusLink},
+};
+
+use crate::{
+    enumerate::{DeviceSet, DevicesReply, Enumeration},
+    layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE},
+    regs,
+    shared::{SharedBar, SharedQueue},
+    spsc::{Consumer, Producer, QueueError, SLOT_BYTES},
+    wire::{bus_id, Frame, Header, Message},
+};
+
+/// BAR0, mapped.
+pub(crate) type RegsBar = Devres<pci::Bar<'static, { regs::BAR0_USED }>>;
+
+/// Largest message, header included: the device model copies 48 bytes of each slot.
+pub(crate) const MAX_MSG_SIZE: usize = 48;
+
+/// Type byte bits (PROTOCOL section 2).
+const TYPE_RESPONSE: u8 = 1 << 0;
+const TYPE_BUS: u8 = 1 << 1;
+
+/// How long a sender sleeps between looks at a full driver queue.
+const FULL_POLL: Delta = Delta::from_micros(200);
+
+/// What a FIFO counts; shown in debugfs.
+pub(crate) struct FifoStats {
+    sent: Atomic<u64>,
+    received: Atomic<u64>,
+    doorbells: Atomic<u64>,
+    interrupts: Atomic<u64>,
+    queue_full_waits: Atomic<u64>,
+    queue_full_failures: Atomic<u64>,
+    malformed: Atomic<u64>,
+    unexpected_bus: Atomic<u64>,
+    undelivered: Atomic<u64>,
+    index_errors: Atomic<u64>,
+    bus_timeouts: Atomic<u64>,
+    stale_discarded: Atomic<u64>,
+}
+
+impl FifoStats {
+    const fn new() -> Self {
+        Self {
+            sent: Atomic::new(0),
+            received: Atomic::new(0),
+            doorbells: Atomic::new(0),
+            interrupts: Atomic::new(0),
+            queue_full_waits: Atomic::new(0),
+            queue_full_failures: Atomic::new(0),
+            malformed: Atomic::new(0),
+            unexpected_bus: Atomic::new(0),
+            undelivered: Atomic::new(0),
+            index_errors: Atomic::new(0),
+            bus_timeouts: Atomic::new(0),
+            stale_discarded: Atomic::new(0),
+        }
+    }
+}
+
+fn inc(counter: &Atomic<u64>) {
+    counter.add(1, Relaxed);
+}
+
+/// The bus request waiting for its reply, and the reply.
+struct BusReply {
+    /// (message id, token) of the request waiting, if any.
+    awaiting: Option<(u8, u16)>,
+    /// The reply as copied out of its slot, once it arrived.
+    reply: Option<[u8; MAX_MSG_SIZE]>,
+}
+
+/// Runs `f` with bottom halves disabled on this CPU.
+///
+/// Virtio drivers kick their queues from softirq context too (NAPI, for one). A softirq
+/// that interrupted a sender holding the driver-queue lock on the same CPU would spin on it
+/// for ever, so the lock is only ever taken with bottom halves off.
+fn bh_disabled<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: Disabling bottom halves is allowed in process and softirq context, where senders
+    // run; it is undone right below.
+    unsafe { bindings::local_bh_disable() };
+    let r = f();
+    // SAFETY: Paired with the `local_bh_disable` above, in the same context.
+    unsafe { bindings::local_bh_enable() };
+    r
+}
+
+/// One FIFO.
+#[pin_data]
+pub(crate) struct Fifo {
+    index: u32,
+    dev: ARef<Device>,
+    regs: Arc<RegsBar>,
+    #[pin]
+    tx: SpinLock<Producer<SharedQueue>>,
+    #[pin]
+    rx: Mutex<Consumer<SharedQueue>>,
+    #[pin]
+    bus_reply: SpinLock<BusReply>,
+    #[pin]
+    bus_done: Completion,
+    next_token: Atomic<u32>,
+    /// The device broke the queue protocol, or the driver is going away: nothing more moves.
+    stopped: Atomic<bool>,
+    queue_wait_ms: u32,
+    bus_timeout_ms: u32,
+    stats: FifoStats,
+    /// Whether the device answered PING at probe (v1 of the device model does not).
+    answers_ping: Atomic<bool>,
+    #[pin]
+    devices: SpinLock<DeviceSet>,
+}
+
+/// How long a FIFO waits.
+#[derive(Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// For room in a full driver queue, in milliseconds.
+    pub(crate) queue_wait_ms: u32,
+    /// For the reply to a bus request, in milliseconds.
+    pub(crate) bus_ms: u32,
+}
+
+impl Fifo {
+    /// FIFO `index`, taking over its queues as they are: the device side keeps its own copies
+    /// of the indexes, so they are adopted, never reset, and messages left on the device queue
+    /// from before (answers to a previous driver's requests) are discarded.
+    pub(crate) fn new(
+        index: u32,
+        pdev: &pci::Device<Bound>,
+        regs: Arc<RegsBar>,
+        shm: &Arc<SharedBar>,
+        timeouts: Timeouts,
+    ) -> Result<impl PinInit<Self, Error>> {
+        let dev: &Device<Bound> = pdev.as_ref();
+        let adopt_err = |which: &str, e: QueueError| {
+            dev_err!(dev, "FIFO {index}: {which} queue unusable: {e:?}\n");
+            EIO
+        };
+        let driver_queue = SharedQueue::new(shm.clone(), queue_offset(index, DRIVER_QUEUE));
+        let device_queue = SharedQueue::new(shm.clone(), queue_offset(index, DEVICE_QUEUE));
+        let tx = Producer::adopt(driver_queue).map_err(|e| adopt_err("driver", e))?;
+        let mut rx = Consumer::adopt(device_queue).map_err(|e| adopt_err("device", e))?;
+        let stale = rx.discard().map_err(|e| adopt_err("device", e))?;
+        if stale > 0 {
+            dev_info!(dev, "FIFO {index}: discarded {stale} stale messages\n");
+        }
+        let stats = FifoStats::new();
+        stats.stale_discarded.store(u64::from(stale), Relaxed);
+        let dev: ARef<Device> = {
+            let dev: &Device = dev.as_ref();
+            dev.into()
+        };
+        Ok(try_pin_init!(Self {
+            index,
+            dev,
+            regs,
+            tx <- new_spinlock!(tx),
+            rx <- new_mutex!(rx),
+            bus_reply <- new_spinlock!(BusReply { awaiting: None, reply: None }),
+            bus_done <- Completion::new(),
+            next_token: Atomic::new(0),
+            stopped: Atomic::new(false),
+            queue_wait_ms: timeouts.queue_wait_ms,
+            bus_timeout_ms: timeouts.bus_ms,
+            stats,
+            answers_ping: Atomic::new(false),
+            devices <- new_spinlock!(DeviceSet::default()),
+        }? Error))
+    }
+
+    /// Stops the FIFO: from now on sends fail and nothing more is delivered.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Relaxed)
+    }
+
+    /// The device corrupted a queue index: count it, say so once, stop the FIFO.
+    fn index_error(&self, queue: &str, e: QueueError) {
+        inc(&self.stats.index_errors);
+        if !self.stopped.xchg(true, Relaxed) {
+            dev_err!(
+                self.dev,
+                "FIFO {}: device corrupted the {queue} queue ({e:?}); FIFO stopped\n",
+                self.index
+            );
+        }
+    }
+
+    /// Copies `msg` into the driver queue; does not ring the doorbell.
+    fn push(&self, msg: &[u8]) -> Result {
+        if msg.len() > MAX_MSG_SIZE {
+            return Err(EMSGSIZE);
+        }
+        if self.stopped() {
+            return Err(ENODEV);
+        }
+        match bh_disabled(|| self.tx.lock().push(msg)) {
+            Ok(()) => {
+                inc(&self.stats.sent);
+                Ok(())
+            }
+            Err(QueueError::Full) => Err(EBUSY),
+            Err(QueueError::TooLong { .. }) => Err(EMSGSIZE),
+            Err(e) => {
+                self.index_error("driver", e);
+                Err(EIO)
+            }
+        }
+    }
+
+    /// Rings the doorbell: the device looks at the driver queue.
+    fn ring(&self) {
+        let Some(loc) = regs::NOTIFY::try_at(self.index as usize) else {
+            return;
+        };
+        if let Some(bar) = self.regs.try_access() {
+            bar.write(loc, regs::NOTIFY::zeroed());
+            inc(&self.stats.doorbells);
+        }
+    }
+
+    /// Drains the device queue, handing every message on: transport messages to `link`, bus
+    /// replies to the waiting [`Fifo::bus_request`]. Called by the interrupt thread only.
+    fn drain(&self, link: &BusLink) {
+        let mut rx = self.rx.lock();
+        while !self.stopped() {
+            let mut slot = [0u8; SLOT_BYTES];
+            match rx.pop(&mut slot) {
+                Ok(true) => {
+                    let mut msg = [0u8; MAX_MSG_SIZE];
+                    msg.copy_from_slice(&slot[..MAX_MSG_SIZE]);
+                    self.dispatch(link, &msg);
+                }
+                Ok(false) => break,
+                Err(e) => self.index_error("device", e),
+            }
+        }
+    }
+
+    /// One message copied out of the device queue (a slot's worth of bytes).
+    fn dispatch(&self, link: &BusLink, msg: &[u8; MAX_MSG_SIZE]) {
+        inc(&self.stats.received);
+        if msg[0] & TYPE_BUS != 0 {
+            self.bus_message(msg);
+            return;
+        }
+        match Header::decode(msg) {
+            Ok(header) => {
+                let len = usize::from(header.msg_size);
+                if !link.deliver(msg.get(..len).unwrap_or_default()) {
+                    inc(&self.stats.undelivered);
+                }
+            }
+            Err(_) => inc(&self.stats.malformed),
+        }
+    }
+
+    /// A bus message from the device. Only replies to our own request are expected; they are
+    /// matched by id and token, not by their size fields (see `enumerate.rs`).
+    fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE]) {
+        let token = u16::from_le_bytes([msg[4], msg[5]]);
+        let mut pending = self.bus_reply.lock();
+        if msg[0] & TYPE_RESPONSE != 0 && pending.awaiting == Some((msg[1], token)) {
+            pending.awaiting = None;
+            pending.reply = Some(*msg);
+            drop(pending);
+            self.bus_done.complete();
+        } else {
+            inc(&self.stats.unexpected_bus);
+        }
+    }
+
+    /// Sends bus request `msg` (id `msg_id`) and waits, with a bound, for its reply.
+    fn bus_request(&self, msg: Message<'_>, msg_id: u8) -> Result<[u8; MAX_MSG_SIZE]> {
+        let token = self.next_token.fetch_add(1, Relaxed) as u16;
+        let mut buf = [0u8; MAX_MSG_SIZE];
+        let frame = Frame {
+            dev_num: 0,
+            token,
+            msg,
+        };
+        let len = frame.encode(&mut buf).map_err(|_| EINVAL)?;
+        *self.bus_reply.lock() = BusReply {
+            awaiting: Some((msg_id, token)),
+            reply: None,
+        };
+        self.bus_done.reinit();
+        let sent = self.send(buf.get(..len).unwrap_or_default());
+        if sent.is_ok() {
+            // Whether it timed out is decided below, under the lock: the reply may arrive
+            // right after the wait ended.
+            let _ = self
+                .bus_done
+                .wait_for_completion_timeout(msecs_to_jiffies(self.bus_timeout_ms));
+        }
+        let mut pending = self.bus_reply.lock();
+        pending.awaiting = None;
+        sent?;
+        pending.reply.take().ok_or_else(|| {
+            inc(&self.stats.bus_timeouts);
+            ETIMEDOUT
+        })
+    }
+
+    /// Checks the device answers PING. v1 of the device model does not, which is fine: the
+    /// result only shows in debugfs, nothing depends on it.
+    pub(crate) fn ping(&self) -> bool {
+        const DATA: u32 = 0x7669_6d73;
+        let answered = self
+            .bus_request(Message::Ping { data: DATA }, bus_id::PING)
+            .is_ok_and(|reply| {
+                matches!(Frame::decode(&reply), Ok(Frame { msg: Message::Pong { data: DATA }, .. }))
+            });
+        self.answers_ping.store(answered, Relaxed);
+        answered
+    }
+
+    /// Enumerates the device numbers behind this FIFO with GET_DEVICES windows.
+    pub(crate) fn enumerate(&self) -> Enumeration {
+        let mut walk = Enumeration::new();
+        while let Some((offset, count)) = walk.request() {
+            let reply = self
+                .bus_request(Message::GetDevices { offset, count }, bus_id::GET_DEVICES)
+                .and_then(|raw| DevicesReply::parse(&raw).map_err(|_| EINVAL));
+            match reply {
+                Ok(reply) => walk.reply(&reply),
+                Err(e) => {
+                    dev_warn!(
+                        self.dev,
+                        "FIFO {}: GET_DEVICES at {offset} failed ({e:?})\n",
+                        self.index
+                    );
+                    walk.abort();
+                }
+            }
+        }
+        *self.devices.lock() = *walk.found();
+        walk
+    }
+}
+
+impl Bus for Fifo {
+    fn max_msg_size(&self) -> usize {
+        MAX_MSG_SIZE
+    }
+
+    fn send(&self, msg: &[u8]) -> Result {
+        let mut waited_us = 0u64;
+        loop {
+            match self.push(msg) {
+                Ok(()) => {
+                    self.ring();
+                    return Ok(());
+                }
+                Err(e) if e == EBUSY => {
+                    if waited_us == 0 {
+                        inc(&self.stats.queue_full_waits);
+                    }
+                    if waited_us >= u64::from(self.queue_wait_ms) * 1000 {
+                        inc(&self.stats.queue_full_failures);
+                        return Err(EBUSY);
+                    }
+                    fsleep(FULL_POLL);
+                    waited_us += FULL_POLL.as_micros_ceil() as u64;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn send_atomic(&self, msg: &[u8]) -> Result {
+        self.push(msg)?;
+        self.ring();
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fifo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        writeln!(f, "fifo: {}", self.index)?;
+        writeln!(f, "stopped: {}", self.stopped())?;
+        writeln!(f, "answers_ping: {}", self.answers_ping.load(Relaxed))?;
+        write!(f, "devices:")?;
+        let devices = *self.devices.lock();
+        for dev_num in devices.iter() {
+            write!(f, " {dev_num}")?;
+        }
+        writeln!(f)?;
+        let counters = [
+            ("sent", &s.sent),
+            ("received", &s.received),
+            ("doorbells", &s.doorbells),
+            ("interrupts", &s.interrupts),
+            ("queue_full_waits", &s.queue_full_waits),
+            ("queue_full_failures", &s.queue_full_failures),
+            ("malformed", &s.malformed),
+            ("unexpected_bus", &s.unexpected_bus),
+            ("undelivered", &s.undelivered),
+            ("index_errors", &s.index_errors),
+            ("timeouts", &s.bus_timeouts),
+            ("stale_discarded", &s.stale_discarded),
+        ];
+        for (name, c) in counters {
+            writeln!(f, "{name}: {}", c.load(Relaxed))?;
+        }
+        Ok(())
+    }
+}
+
+/// The interrupt handler of one FIFO: the only consumer of its device queue.
+pub(crate) struct FifoIrq {
+    fifo: Arc<Fifo>,
+    link: Arc<BusLink>,
+}
+
+impl FifoIrq {
+    /// The handler of `fifo`, delivering to `link`.
+    pub(crate) fn new(fifo: Arc<Fifo>, link: Arc<BusLink>) -> Self {
+        Self { fifo, link }
+    }
+}
+
+impl ThreadedHandler for FifoIrq {
+    fn handle(&self, _dev: &Device<Bound>) -> ThreadedIrqReturn {
+        inc(&self.fifo.stats.interrupts);
+        ThreadedIrqReturn::WakeThread
+    }
+
+    /// Delivering runs the transport's response and virtqueue handling, which may sleep
+    /// briefly: it belongs in the thread, not in hard interrupt context.
+    fn handle_threaded(&self, _dev: &Device<Bound>) -> IrqReturn {
+        self.fifo.drain(&self.link);
+        IrqReturn::Handled
+    }
+}
