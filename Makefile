@@ -10,6 +10,8 @@
 #
 #   make kunit      KUnit suites (kunit.py run --arch=x86_64)
 #   make cargo-test cargo tests of tools/virtio-msg
+#   make emulator   build virtio-msg-emulator (release), the AMP PCI device
+#                   served to QEMU over vfio-user (boot.sh --emulator)
 #   make fuzz       fuzz the wire codec for FUZZ_RUNS inputs
 #   make e2e        QEMU end-to-end tests (E2E="test ..." to pick some)
 #   make lint       rustfmt check, clippy on the kernel code and the tools
@@ -34,9 +36,9 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
 	-Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing
 
-.PHONY: all provision kernel initramfs run kunit cargo-test fuzz e2e check lint clean
+.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e check lint clean
 
-all: kernel initramfs
+all: kernel initramfs emulator
 
 provision:
 	@support/provision.sh
@@ -47,6 +49,9 @@ kernel: provision
 initramfs: kernel
 	@tools/testing/virtio-msg/mkinitramfs.sh $(OUT)/initramfs.cpio.gz $(wildcard $(OUT)/modules/*.ko)
 	@echo "initramfs: $(OUT)/initramfs.cpio.gz"
+
+emulator: provision
+	cd $(TOOLS) && cargo build --release -p virtio-msg-emulator
 
 run: all
 	@tools/testing/virtio-msg/boot.sh

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# boot.sh [--test NAME --log FILE --timeout SECONDS] [-- QEMU-ARGS...]
+# boot.sh [--test NAME --log FILE --timeout SECONDS] [--emulator "ARGS"]...
+#         [-- QEMU-ARGS...]
 #
 # Boots build/out/bzImage with build/out/initramfs.cpio.gz in QEMU (q35,
 # TCG: KVM is broken on these hosts). With --test, the guest runs
@@ -9,16 +10,27 @@
 # result lines to FILE.results, and a guest still running after SECONDS is
 # killed (exit status 124). Without --test,
 # the serial console is this terminal (the demo shell).
+#
+# With --emulator (repeatable; the ARGS of all of them are joined), the
+# virtio-msg AMP PCI device is served by virtio-msg-emulator (build it with
+# 'make emulator'): ARGS are its --fifos/--mode/--log-level/--device options
+# (see 'virtio-msg-emulator --help'); the socket lives in a private temporary
+# directory. The emulator's log goes to FILE.emulator (--test) or to
+# build/run/emulator.log; guest RAM becomes a shared memfd so the emulator can
+# reach the virtqueues. The emulator is stopped (SIGTERM) after QEMU exits,
+# and the exit status is QEMU's. Exit status 2 if the emulator does not start.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 out=$top/build/out
 test= log= timeout=180
+emulator_args=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--test) test=$2; shift 2 ;;
 	--log) log=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
+	--emulator) read -ra words <<<"$2"; emulator_args+=("${words[@]}"); shift 2 ;;
 	--) shift; break ;;
 	*) echo "boot.sh: unknown option $1" >&2; exit 2 ;;
 	esac
@@ -28,10 +40,65 @@ for f in "$out/bzImage" "$out/initramfs.cpio.gz"; do
 	[ -f "$f" ] || { echo "boot.sh: $f missing: run 'make'" >&2; exit 2; }
 done
 
-qemu=("$top/support/qemu" -machine q35 -accel tcg -cpu max -smp 2 -m 512M
+machine=q35
+memory=()
+if [ ${#emulator_args[@]} -gt 0 ]; then
+	machine=q35,memory-backend=mem
+	memory=(-object memory-backend-memfd,id=mem,size=512M,share=on)
+fi
+qemu=("$top/support/qemu" -machine "$machine" "${memory[@]}" -accel tcg -cpu max -smp 2 -m 512M
 	-kernel "$out/bzImage" -initrd "$out/initramfs.cpio.gz"
 	-no-reboot -display none -monitor none)
 append="console=ttyS0 panic=-1 oops=panic"
+
+if [ ${#emulator_args[@]} -gt 0 ]; then
+	emulator=$top/tools/virtio-msg/target/release/virtio-msg-emulator
+	[ -x "$emulator" ] || { echo "boot.sh: $emulator missing: run 'make emulator'" >&2; exit 2; }
+	if [ -n "$test" ]; then
+		: "${log:=$top/build/e2e/$test.log}"
+		emulator_log=$log.emulator
+	else
+		emulator_log=$top/build/run/emulator.log
+	fi
+	mkdir -p "$(dirname "$emulator_log")"
+	sockdir=$(mktemp -d "${TMPDIR:-/tmp}/vmsg-emulator.XXXXXX")
+	socket=$sockdir/amp-pci.sock
+	"$emulator" --socket "$socket" "${emulator_args[@]}" >"$emulator_log" 2>&1 </dev/null &
+	emulator_pid=$!
+	trap 'kill -TERM $emulator_pid 2>/dev/null || true; rm -rf "$sockdir"' EXIT
+	for _ in $(seq 100); do
+		[ -S "$socket" ] && break
+		kill -0 $emulator_pid 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ ! -S "$socket" ]; then
+		echo "boot.sh: the emulator did not start ($emulator ${emulator_args[*]}):" >&2
+		tail -n 20 "$emulator_log" >&2
+		exit 2
+	fi
+	qemu+=(-device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$socket\"}}")
+	rc=0
+	if [ -n "$test" ]; then
+		mkdir -p "$(dirname "$log")"
+		rm -f "$log" "$log.results"
+		timeout --kill-after=10 "$timeout" "${qemu[@]}" -serial "file:$log" \
+			-serial "file:$log.results" -append "$append vmsg.test=$test" "$@" </dev/null || rc=$?
+	else
+		"${qemu[@]}" -serial mon:stdio -append "$append quiet" "$@" || rc=$?
+	fi
+	# QEMU's disconnect usually ends the emulator already; make sure, bounded.
+	kill -TERM $emulator_pid 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 $emulator_pid 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 $emulator_pid 2>/dev/null; then
+		echo "boot.sh: the emulator did not stop; killed" >&2
+		kill -KILL $emulator_pid 2>/dev/null || true
+	fi
+	wait $emulator_pid 2>/dev/null || echo "boot.sh: the emulator exited with status $? (log $emulator_log)" >&2
+	exit $rc
+fi
 
 if [ -n "$test" ]; then
 	: "${log:=$top/build/e2e/$test.log}"

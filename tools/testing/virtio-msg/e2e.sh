@@ -9,6 +9,9 @@
 #
 # Prints "e2e: TEST CHECK pass|fail" per check and ends with
 # "e2e: N passed, N failed"; exits non-zero on any failure.
+#
+# A guest script with a line "# e2e-emulator: ARGS" is booted with the AMP
+# PCI device served by virtio-msg-emulator: boot.sh --emulator "ARGS".
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -28,7 +31,8 @@ result() {
 for t in "$@"; do
 	log=$top/build/e2e/$t.log
 	start=$(date +%s)
-	"$here/boot.sh" --test "$t" --log "$log" --timeout "$timeout"
+	emulator=$(sed -n 's/^# e2e-emulator: //p' "$here/guest/$t.sh" 2>/dev/null | head -n 1)
+	"$here/boot.sh" --test "$t" --log "$log" --timeout "$timeout" ${emulator:+--emulator "$emulator"}
 	rc=$?
 	echo "e2e: $t: guest ran $(($(date +%s) - start)) s (log $log)"
 	if [ $rc = 124 ] || [ $rc = 137 ]; then

@@ -4,8 +4,8 @@
 # mkinitramfs.sh OUT.cpio.gz MODULE.ko...
 #
 # A busybox initramfs for the test guest: busybox-static, the /init of
-# guest/init, the guest-side test scripts of guest/, and our modules in
-# /lib/modules/virtio-msg/.
+# guest/init, the guest-side test scripts of guest/, the helpers of
+# guest/*.c (built static), and our modules in /lib/modules/virtio-msg/.
 set -euo pipefail
 
 out=$1
@@ -22,6 +22,12 @@ for applet in $("$busybox" --list); do
 	[ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done
 cp "$here/guest/init" "$root/init"
+# Small static helpers the tests need (guest/NAME.c becomes /bin/NAME).
+for c in "$here"/guest/*.c; do
+	[ -e "$c" ] || continue
+	gcc -static -O2 -Wall -o "$root/bin/$(basename "$c" .c)" "$c" ||
+		{ echo "mkinitramfs: cannot build $c (gcc with a static libc)" >&2; exit 1; }
+done
 cp "$here"/guest/*.sh "$root/tests/"
 chmod +x "$root/init" "$root"/tests/*.sh
 for ko in "$@"; do cp "$ko" "$root/lib/modules/virtio-msg/"; done

@@ -21,8 +21,8 @@ use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_DATA_EVENTFD,
     VFIO_IRQ_SET_DATA_NONE, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_PCI_BAR0_REGION_INDEX,
     VFIO_PCI_BAR1_REGION_INDEX, VFIO_PCI_BAR2_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
-    VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS, VFIO_REGION_INFO_FLAG_MMAP,
-    VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_PCI_ERR_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 use vm_memory::{
@@ -75,15 +75,20 @@ pub fn regions(bar1: &SharedMem) -> Vec<ServerRegion> {
         .collect()
 }
 
-/// The interrupts: MSI-X only, one vector per FIFO.
+/// The interrupts: MSI-X, one vector per FIFO. The error notification exists (one eventfd
+/// that is never signalled) only because QEMU warns about a device without one.
 pub fn irqs(fifos: usize) -> Vec<IrqInfo> {
     (0..VFIO_PCI_NUM_IRQS)
         .map(|index| {
-            let msix = index == VFIO_PCI_MSIX_IRQ_INDEX;
+            let count = match index {
+                VFIO_PCI_MSIX_IRQ_INDEX => fifos as u32,
+                VFIO_PCI_ERR_IRQ_INDEX => 1,
+                _ => 0,
+            };
             IrqInfo {
                 index,
-                flags: if msix { VFIO_IRQ_INFO_EVENTFD } else { 0 },
-                count: if msix { fifos as u32 } else { 0 },
+                flags: if count > 0 { VFIO_IRQ_INFO_EVENTFD } else { 0 },
+                count,
             }
         })
         .collect()
@@ -190,7 +195,7 @@ impl ServerBackend for Device {
         match fd {
             None => debug!("DMA_MAP {range} ({flags:?}) without a file: not reachable by DMA"),
             Some(file) => match self.map(offset, address, size, file) {
-                Ok(()) => info!("DMA_MAP {range} (file offset {offset:#x})"),
+                Ok(()) => debug!("DMA_MAP {range} (file offset {offset:#x})"),
                 // A map QEMU made that we cannot follow only limits what the devices reach.
                 Err(e) => warn!("DMA_MAP {range}: {e}"),
             },
@@ -201,7 +206,7 @@ impl ServerBackend for Device {
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> io::Result<()> {
         let all = flags.contains(DmaUnmapFlags::UNMAP_ALL);
         match self.unmap(all, address, size) {
-            Ok(()) => info!("DMA_UNMAP {address:#x}+{size:#x}"),
+            Ok(()) => debug!("DMA_UNMAP {address:#x}+{size:#x}"),
             // Ranges QEMU mapped without a file were never in the map.
             Err(e) => debug!("DMA_UNMAP {address:#x}+{size:#x}: {e}"),
         }

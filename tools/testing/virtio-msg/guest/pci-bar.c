@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pci-bar FILE OFFSET [VALUE]: reads (prints 0x%08x) or writes one 32-bit
+ * word at OFFSET of a PCI memory BAR, through its sysfs resource file
+ * (/sys/bus/pci/devices/D/resourceN), which can only be mmap()ed. The test
+ * guest's kernel has no /dev/mem (CONFIG_DEVMEM is off), so busybox devmem
+ * cannot do this. Built statically into the test initramfs by
+ * mkinitramfs.sh.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: pci-bar FILE OFFSET [VALUE]\n");
+	return 2;
+}
+
+static int number(const char *s, unsigned long long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(s, &end, 0);
+	return errno || !*s || *end ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long long offset, value = 0;
+	volatile uint32_t *word;
+	struct stat st;
+	void *map;
+	int fd;
+
+	if (argc < 3 || argc > 4 || number(argv[2], &offset) ||
+	    (argc == 4 && number(argv[3], &value)) || value > UINT32_MAX)
+		return usage();
+	fd = open(argv[1], argc == 4 ? O_RDWR : O_RDONLY);
+	if (fd < 0 || fstat(fd, &st)) {
+		fprintf(stderr, "pci-bar: %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	if (offset % 4 || offset + 4 > (unsigned long long)st.st_size) {
+		fprintf(stderr, "pci-bar: offset %#llx outside %s (%lld bytes) or unaligned\n",
+			offset, argv[1], (long long)st.st_size);
+		return 1;
+	}
+	map = mmap(NULL, st.st_size, argc == 4 ? PROT_READ | PROT_WRITE : PROT_READ,
+		   MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		fprintf(stderr, "pci-bar: mmap %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	word = (volatile uint32_t *)((char *)map + offset);
+	if (argc == 4)
+		*word = (uint32_t)value;
+	else
+		printf("0x%08x\n", *word);
+	munmap(map, st.st_size);
+	close(fd);
+	return 0;
+}
