@@ -8,7 +8,13 @@ use crate::cli::Kind;
 use crate::server::GuestMem;
 use std::fs::File;
 use std::io::Read;
-use virtio_msg_device::{rng::Rng, Backend};
+use virtio_msg_device::{
+    blk::Blk,
+    console::{Console, ConsoleHost},
+    net::{Endpoint, Net},
+    rng::Rng,
+    Backend,
+};
 
 /// The host's random source for `rng` devices.
 pub const RANDOM_SOURCE: &str = "/dev/urandom";
@@ -32,12 +38,37 @@ pub fn build(kind: &Kind, mem: &GuestMem) -> Result<BoxedBackend, String> {
             });
             Ok(Box::new(Rng::new(mem.clone(), source)))
         }
-        Kind::Blk { .. } => Err(not_available("blk")),
-        Kind::Net { .. } => Err(not_available("net")),
-        Kind::Console { .. } => Err(not_available("console")),
+        Kind::Blk {
+            file,
+            read_only,
+            serial,
+        } => {
+            let blk = Blk::open(mem.clone(), file, *read_only)
+                .map_err(|e| format!("blk image {}: {e}", file.display()))?;
+            Ok(match serial {
+                Some(s) => Box::new(blk.with_serial(s)),
+                None => Box::new(blk),
+            })
+        }
+        Kind::Net(opts) => {
+            let io = opts.open().map_err(|e| match &opts.endpoint {
+                Endpoint::Tap { name, .. } => {
+                    format!("net tap {name:?}: {e} (a TAP interface needs root or CAP_NET_ADMIN)")
+                }
+                Endpoint::Socket { path, .. } => format!("net socket {}: {e}", path.display()),
+            })?;
+            Ok(Box::new(Net::new(mem.clone(), io, opts.mac)))
+        }
+        Kind::Console { socket } => {
+            let host = match socket {
+                Some(path) => ConsoleHost::Socket(path.clone()),
+                None => ConsoleHost::Pty,
+            };
+            let console = Console::new(mem.clone(), host).map_err(|e| match socket {
+                Some(path) => format!("console socket {}: {e}", path.display()),
+                None => format!("console pty: {e}"),
+            })?;
+            Ok(Box::new(console))
+        }
     }
-}
-
-fn not_available(kind: &str) -> String {
-    format!("the {kind} backend is not available in this build of the emulator")
 }

@@ -5,7 +5,7 @@
 
 use crate::pci::MAX_FIFOS;
 use std::path::{Path, PathBuf};
-use virtio_msg_device::{bus::DEVICES_PER_FIFO, Mode};
+use virtio_msg_device::{bus::DEVICES_PER_FIFO, net::NetOptions, Mode};
 
 /// The usage text of `--help`.
 pub const USAGE: &str = "\
@@ -58,12 +58,8 @@ pub enum Kind {
         /// Serial number reported to the driver.
         serial: Option<String>,
     },
-    /// A network device; the options (`tap=...` or `socket=...`) as given, parsed by the
-    /// network backend.
-    Net {
-        /// `key=value` pairs, comma separated.
-        options: String,
-    },
+    /// A network device (`tap=...` or `socket=...`, parsed by the network backend's parser).
+    Net(NetOptions),
     /// A console on a Unix stream socket (`Some`) or a new pseudo-terminal (`None`).
     Console {
         /// The socket path.
@@ -178,9 +174,7 @@ fn parse_kind(kind: &str, opts: &str) -> Result<Kind, String> {
             if opts.is_empty() {
                 return Err("net needs tap=IFNAME or socket=PATH".into());
             }
-            Ok(Kind::Net {
-                options: opts.to_string(),
-            })
+            Ok(Kind::Net(opts.parse()?))
         }
         "console" => {
             let (mut socket, mut pty) = (None, false);
@@ -384,9 +378,7 @@ mod tests {
                 DeviceSpec {
                     fifo: 0,
                     num: 5,
-                    kind: Kind::Net {
-                        options: "tap=t0,mac=52:54:00:00:00:01".into()
-                    }
+                    kind: Kind::Net("tap=t0,mac=52:54:00:00:00:01".parse().unwrap())
                 },
                 DeviceSpec {
                     fifo: 1,
@@ -462,6 +454,15 @@ mod tests {
                 "unknown blk option",
             ),
             ("--socket s --device 0:1:net", "net needs tap=IFNAME"),
+            ("--socket s --device 0:1:net,tap=t,mac=1:2", "MAC address"),
+            (
+                "--socket s --device 0:1:net,tap=t,host-ip=1.2.3.4",
+                "A.B.C.D/NN",
+            ),
+            (
+                "--socket s --device 0:1:net,tap=t,speed=9",
+                "unknown net option",
+            ),
             ("--socket s --device 0:1:console", "exactly one of"),
             (
                 "--socket s --device 0:1:console,socket=a,pty",
