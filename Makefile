@@ -4,8 +4,10 @@
 #
 #   make            provision what is missing, build the guest kernel and
 #                   our modules (build/out/), and the test initramfs
-#   make run        the demo: boot the guest with our modules, shell on
-#                   this terminal (leave with "poweroff -f")
+#   make run        the demo: the guest with our modules driving an entropy,
+#                   a block, a console and a network device served by the
+#                   emulator; shell on this terminal (leave with
+#                   "poweroff -f"; needs root for the TAP interface)
 #   make check      every test suite; ends with "check: N passed, N failed"
 #
 #   make kunit      KUnit suites (kunit.py run --arch=x86_64)
@@ -54,7 +56,7 @@ emulator: provision
 	cd $(TOOLS) && cargo build --release -p virtio-msg-emulator
 
 run: all
-	@tools/testing/virtio-msg/boot.sh
+	@tools/testing/virtio-msg/run-demo.sh
 
 kunit: provision
 	@support/kunit.sh

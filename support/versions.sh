@@ -18,7 +18,7 @@ BINDGEN_VERSION=0.72.1
 BINDGEN=$VMSG_CACHE/cargo/bin/bindgen
 LIBCLANG_PATH=/usr/lib/llvm-19/lib
 
-HOST_PACKAGES="make gcc flex bison bc cpio xz-utils patch rsync libelf-dev libclang-19-dev busybox-static mmdebstrap"
+HOST_PACKAGES="make gcc libc6-dev python3 flex bison bc cpio xz-utils patch rsync libelf-dev libclang-19-dev busybox-static mmdebstrap"
 QEMU_PACKAGES="qemu-system-x86 qemu-system-common qemu-system-data seabios"
 QEMU_ROOT=$VMSG_CACHE/qemu-root
 

@@ -65,6 +65,7 @@ pub(crate) struct FifoStats {
     interrupts: Atomic<u64>,
     queue_full_waits: Atomic<u64>,
     queue_full_failures: Atomic<u64>,
+    doorbells_shared: Atomic<u64>,
     malformed: Atomic<u64>,
     unexpected_bus: Atomic<u64>,
     undelivered: Atomic<u64>,
@@ -82,6 +83,7 @@ impl FifoStats {
             interrupts: Atomic::new(0),
             queue_full_waits: Atomic::new(0),
             queue_full_failures: Atomic::new(0),
+            doorbells_shared: Atomic::new(0),
             malformed: Atomic::new(0),
             unexpected_bus: Atomic::new(0),
             undelivered: Atomic::new(0),
@@ -94,6 +96,19 @@ impl FifoStats {
 
 fn inc(counter: &Atomic<u64>) {
     counter.add(1, Relaxed);
+}
+
+/// The producing side of the driver queue, and who rings the doorbell.
+///
+/// Doorbells trap to the device and are slow (a round trip to another process under
+/// emulation). Senders combine them: the first sender to find no doorbell in progress rings
+/// it, and keeps ringing while others queued messages meanwhile (`more`); those others return
+/// at once. Every message is still followed by a doorbell that starts after it was queued,
+/// so the device always sees it, and messages queued during a doorbell share the next one.
+struct Tx {
+    queue: Producer<SharedQueue>,
+    ringing: bool,
+    more: bool,
 }
 
 /// The bus request waiting for its reply, and the reply.
@@ -126,7 +141,7 @@ pub(crate) struct Fifo {
     dev: ARef<Device>,
     regs: Arc<RegsBar>,
     #[pin]
-    tx: SpinLock<Producer<SharedQueue>>,
+    tx: SpinLock<Tx>,
     #[pin]
     rx: Mutex<Consumer<SharedQueue>>,
     #[pin]
@@ -172,7 +187,11 @@ impl Fifo {
         };
         let driver_queue = SharedQueue::new(shm.clone(), queue_offset(index, DRIVER_QUEUE));
         let device_queue = SharedQueue::new(shm.clone(), queue_offset(index, DEVICE_QUEUE));
-        let tx = Producer::adopt(driver_queue).map_err(|e| adopt_err("driver", e))?;
+        let tx = Tx {
+            queue: Producer::adopt(driver_queue).map_err(|e| adopt_err("driver", e))?,
+            ringing: false,
+            more: false,
+        };
         let mut rx = Consumer::adopt(device_queue).map_err(|e| adopt_err("device", e))?;
         let stale = rx.discard().map_err(|e| adopt_err("device", e))?;
         if stale > 0 {
@@ -223,18 +242,33 @@ impl Fifo {
         }
     }
 
-    /// Copies `msg` into the driver queue; does not ring the doorbell.
-    fn push(&self, msg: &[u8]) -> Result {
+    /// Copies `msg` into the driver queue. Returns whether the caller must ring the doorbell
+    /// (with [`Fifo::ring`]); otherwise a doorbell in progress elsewhere will cover it.
+    fn push(&self, msg: &[u8]) -> Result<bool> {
         if msg.len() > MAX_MSG_SIZE {
             return Err(EMSGSIZE);
         }
         if self.stopped() {
             return Err(ENODEV);
         }
-        match bh_disabled(|| self.tx.lock().push(msg)) {
-            Ok(()) => {
+        let pushed = bh_disabled(|| {
+            let mut tx = self.tx.lock();
+            tx.queue.push(msg)?;
+            if tx.ringing {
+                tx.more = true;
+                Ok(false)
+            } else {
+                tx.ringing = true;
+                Ok(true)
+            }
+        });
+        match pushed {
+            Ok(ring) => {
                 inc(&self.stats.sent);
-                Ok(())
+                if !ring {
+                    inc(&self.stats.doorbells_shared);
+                }
+                Ok(ring)
             }
             Err(QueueError::Full) => Err(EBUSY),
             Err(QueueError::TooLong { .. }) => Err(EMSGSIZE),
@@ -245,14 +279,25 @@ impl Fifo {
         }
     }
 
-    /// Rings the doorbell: the device looks at the driver queue.
+    /// Rings the doorbell, again as long as other senders queued messages meanwhile (see
+    /// [`Tx`]): the device looks at the driver queue after the last of them.
     fn ring(&self) {
-        let Some(loc) = regs::NOTIFY::try_at(self.index as usize) else {
-            return;
-        };
-        if let Some(bar) = self.regs.try_access() {
-            bar.write(loc, regs::NOTIFY::zeroed());
-            inc(&self.stats.doorbells);
+        loop {
+            if let (Some(loc), Some(bar)) = (
+                regs::NOTIFY::try_at(self.index as usize),
+                self.regs.try_access(),
+            ) {
+                bar.write(loc, regs::NOTIFY::zeroed());
+                inc(&self.stats.doorbells);
+            }
+            let again = bh_disabled(|| {
+                let mut tx = self.tx.lock();
+                tx.ringing = core::mem::take(&mut tx.more);
+                tx.ringing
+            });
+            if !again {
+                return;
+            }
         }
     }
 
@@ -385,8 +430,10 @@ impl Bus for Fifo {
         let mut waited_us = 0u64;
         loop {
             match self.push(msg) {
-                Ok(()) => {
-                    self.ring();
+                Ok(ring) => {
+                    if ring {
+                        self.ring();
+                    }
                     return Ok(());
                 }
                 Err(e) if e == EBUSY => {
@@ -406,8 +453,9 @@ impl Bus for Fifo {
     }
 
     fn send_atomic(&self, msg: &[u8]) -> Result {
-        self.push(msg)?;
-        self.ring();
+        if self.push(msg)? {
+            self.ring();
+        }
         Ok(())
     }
 }
@@ -428,6 +476,7 @@ impl fmt::Debug for Fifo {
             ("sent", &s.sent),
             ("received", &s.received),
             ("doorbells", &s.doorbells),
+            ("doorbells_shared", &s.doorbells_shared),
             ("interrupts", &s.interrupts),
             ("queue_full_waits", &s.queue_full_waits),
             ("queue_full_failures", &s.queue_full_failures),

@@ -12,6 +12,10 @@
 #
 # A guest script with a line "# e2e-emulator: ARGS" is booted with the AMP
 # PCI device served by virtio-msg-emulator: boot.sh --emulator "ARGS".
+# A test with a host side, host/TEST.sh, gets its emulator arguments from
+# "host/TEST.sh setup DIR" (which also starts what the devices talk to on
+# this host), and "host/TEST.sh verify DIR RESULTS" adds its own
+# "e2e-result:" lines after the guest ran (DIR: build/e2e/TEST.host).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -32,8 +36,16 @@ for t in "$@"; do
 	log=$top/build/e2e/$t.log
 	start=$(date +%s)
 	emulator=$(sed -n 's/^# e2e-emulator: //p' "$here/guest/$t.sh" 2>/dev/null | head -n 1)
+	host=$here/host/$t.sh hostdir=$top/build/e2e/$t.host
+	if [ -x "$host" ]; then
+		mkdir -p "$hostdir"
+		emulator=$("$host" setup "$hostdir")
+	fi
 	"$here/boot.sh" --test "$t" --log "$log" --timeout "$timeout" ${emulator:+--emulator "$emulator"}
 	rc=$?
+	if [ -x "$host" ]; then
+		"$host" verify "$hostdir" "$log.results" >>"$log.results"
+	fi
 	echo "e2e: $t: guest ran $(($(date +%s) - start)) s (log $log)"
 	if [ $rc = 124 ] || [ $rc = 137 ]; then
 		result "$t" boot fail "(guest killed after ${timeout}s)"

@@ -24,3 +24,35 @@ check() {
 }
 
 load() { insmod "$MODDIR/$1.ko" "$@"; }
+
+# data NAME VALUE...: a fact for the host-side check (tools/testing/virtio-msg/host/)
+data() {
+	echo "e2e-data: $*"
+	[ -c /dev/ttyS1 ] && echo "e2e-data: $*" >/dev/ttyS1
+}
+
+# virtio_dev ID: the first virtio device of device id ID (decimal), bound to a driver,
+# waiting up to 10 s for it; empty if there is none.
+virtio_dev() {
+	want=$(printf '0x%04x' "$1")
+	for _ in $(seq 100); do
+		for d in /sys/bus/virtio/devices/*; do
+			[ -e "$d/device" ] && [ "$(cat "$d/device")" = "$want" ] && [ -e "$d/driver" ] && {
+				echo "$d"
+				return
+			}
+		done
+		sleep 0.1
+	done
+}
+
+# wait_for COUNT: wait up to 20 s until COUNT virtio devices have a driver
+wait_for() {
+	for _ in $(seq 200); do
+		n=0
+		for d in /sys/bus/virtio/devices/*; do [ -e "$d/driver" ] && n=$((n + 1)); done
+		[ "$n" -ge "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
