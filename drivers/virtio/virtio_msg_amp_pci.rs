@@ -28,7 +28,7 @@ use kernel::{
     str::CString,
     sync::Arc,
     types::ForLt,
-    virtio::msg::{BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
+    virtio::msg::{new_bus_id, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
 };
 
 // A module crate's root is resolved like `lib.rs`: name the files of `virtio_msg_amp_pci/`.
@@ -92,7 +92,7 @@ struct AmpPci<'bound> {
     /// One interrupt handler per FIFO, freed after the buses are gone.
     irqs: KVec<Pin<KBox<ThreadedRegistration<FifoIrq>>>>,
     fifos: KVec<Arc<Fifo>>,
-    /// debugfs: `virtio_msg_amp_pci/<PCI device>/fifoN`.
+    /// debugfs: `virtio_msg_amp_pci-<PCI device>/fifoN`.
     _files: KVec<Pin<KBox<File<Arc<Fifo>>>>>,
     _debugfs: Dir,
 }
@@ -111,25 +111,10 @@ impl Drop for AmpPci<'_> {
     }
 }
 
-/// Auxiliary device id of FIFO `fifo` of `pdev`: unique among all AMP PCI devices (bus,
-/// device and function number, then the FIFO).
-fn bus_id(pdev: &pci::Device<Bound>, fifo: u32) -> u32 {
-    (u32::from(pdev.dev_id()) << 3) | fifo
-}
-
-/// Takes one MSI-X vector per FIFO: as many as the device has, up to `fifos`.
-fn msix_vectors(
-    pdev: &pci::Device<Bound>,
-    fifos: u32,
-) -> Result<RangeInclusive<IrqVector<'_>>> {
-    let msix = IrqTypes::default().with(IrqType::MsiX);
-    // The PCI abstraction does not tell the MSI-X table size: try from the most.
-    for n in (1..=fifos).rev() {
-        if let Ok(vectors) = pdev.alloc_irq_vectors(n, n, msix) {
-            return Ok(vectors);
-        }
-    }
-    Err(ENODEV)
+/// Takes one MSI-X vector per FIFO: as many as the device has (its MSI-X table has one per
+/// FIFO), up to `fifos`.
+fn msix_vectors(pdev: &pci::Device<Bound>, fifos: u32) -> Result<RangeInclusive<IrqVector<'_>>> {
+    pdev.alloc_irq_vectors(1, fifos, IrqTypes::default().with(IrqType::MsiX))
 }
 
 impl AmpPciDriver {
@@ -163,82 +148,110 @@ impl pci::Driver for AmpPciDriver {
 
 impl AmpPciDriver {
     fn setup<'bound>(pdev: &'bound pci::Device<Core<'_>>) -> Result<AmpPci<'bound>> {
-        {
-            let dev: &kernel::device::Device = pdev.as_ref();
-            pdev.enable_device_mem()?;
-            pdev.set_master();
+        let dev: &kernel::device::Device = pdev.as_ref();
+        pdev.enable_device_mem()?;
+        pdev.set_master();
 
-            let regs = pdev.iomap_region_sized::<{ regs::BAR0_USED }>(0, c"virtio_msg_amp_pci")?;
-            let version = regs.read(regs::VERSION).version().get();
-            if version != regs::SUPPORTED_VERSION {
-                dev_err!(dev, "register interface version {version}, only 1 is supported\n");
-                return Err(ENODEV);
+        let regs = pdev.iomap_region_sized::<{ regs::BAR0_USED }>(0, c"virtio_msg_amp_pci")?;
+        let version = regs.read(regs::VERSION).version().get();
+        if version != regs::SUPPORTED_VERSION {
+            dev_err!(
+                dev,
+                "register interface version {version}, only 1 is supported\n"
+            );
+            return Err(ENODEV);
+        }
+        let features = regs.read(regs::FEATURES).features().get();
+        let regs: Arc<RegsBar> = Arc::new(regs.into_devres()?, GFP_KERNEL)?;
+
+        let shm_len = pdev.resource_len(1)?;
+        let in_bar = layout::fifos_in_bar(shm_len).map_err(|e| {
+            dev_err!(dev, "BAR1 of {shm_len} bytes holds no FIFOs ({e:?})\n");
+            ENODEV
+        })?;
+        let shm = pdev.iomap_region(1, c"virtio_msg_amp_pci")?;
+        let shm: Arc<SharedBar> = Arc::new(shm.into_devres()?, GFP_KERNEL)?;
+        let vectors = msix_vectors(pdev, in_bar).inspect_err(|e| {
+            dev_err!(
+                dev,
+                "no MSI-X vectors ({e:?}); the device signals with MSI-X only\n"
+            );
+        })?;
+        let nfifos = IrqVector::all(&vectors).count();
+        dev_info!(
+            dev,
+            "version {version}, features {features:#x}, {nfifos} FIFOs ({} KiB shared memory)\n",
+            shm_len / 1024
+        );
+
+        let debugfs = Dir::new(&CString::try_from_fmt(fmt!(
+            "virtio_msg_amp_pci-{}",
+            dev.name()
+        ))?);
+        let timeouts = Self::timeouts(dev);
+        let mut data = AmpPci {
+            buses: KVec::with_capacity(nfifos, GFP_KERNEL)?,
+            irqs: KVec::with_capacity(nfifos, GFP_KERNEL)?,
+            fifos: KVec::with_capacity(nfifos, GFP_KERNEL)?,
+            _files: KVec::with_capacity(nfifos, GFP_KERNEL)?,
+            _debugfs: debugfs,
+        };
+        // On an error below, dropping `data` undoes what was done so far, in order.
+        for (index, vector) in (0u32..).zip(IrqVector::all(&vectors)) {
+            let fifo = Arc::pin_init(
+                Fifo::new(index, pdev, regs.clone(), &shm, timeouts)?,
+                GFP_KERNEL,
+            )?;
+            let link = Arc::pin_init(BusLink::new(fifo.clone()), GFP_KERNEL)?;
+            let handler = Ok::<_, Error>(FifoIrq::new(fifo.clone(), link.clone()));
+            let irq = pdev.request_threaded_irq(
+                vector,
+                irq::Flags::TRIGGER_NONE,
+                c"virtio_msg_amp_pci",
+                handler,
+            );
+            data.irqs
+                .push(KBox::pin_init(irq, GFP_KERNEL)?, GFP_KERNEL)?;
+            data.fifos.push(fifo.clone(), GFP_KERNEL)?;
+            let name = CString::try_from_fmt(fmt!("fifo{index}"))?;
+            let file = KBox::pin_init(
+                data._debugfs.read_only_file(&name, fifo.clone()),
+                GFP_KERNEL,
+            )?;
+            data._files.push(file, GFP_KERNEL)?;
+
+            let walk = fifo.enumerate();
+            let answers_ping = fifo.ping();
+            for dev_num in walk.found().iter() {
+                link.add_device(dev_num)?;
             }
-            let features = regs.read(regs::FEATURES).features().get();
-            let regs: Arc<RegsBar> = Arc::new(regs.into_devres()?, GFP_KERNEL)?;
-
-            let shm_len = pdev.resource_len(1)?;
-            let in_bar = layout::fifos_in_bar(shm_len).map_err(|e| {
-                dev_err!(dev, "BAR1 of {shm_len} bytes holds no FIFOs ({e:?})\n");
-                ENODEV
-            })?;
-            let shm = pdev.iomap_region(1, c"virtio_msg_amp_pci")?;
-            let shm: Arc<SharedBar> = Arc::new(shm.into_devres()?, GFP_KERNEL)?;
-            let vectors = msix_vectors(pdev, in_bar).inspect_err(|_| {
-                dev_err!(dev, "no MSI-X vectors (the device signals with MSI-X only)\n");
-            })?;
-            let nfifos = IrqVector::all(&vectors).count();
+            if walk.ignored() > 0 {
+                dev_warn!(
+                    dev,
+                    "FIFO {index}: ignored {} device numbers from {} on\n",
+                    walk.ignored(),
+                    enumerate::MAX_DEVICE_NUMBER
+                );
+            }
             dev_info!(
                 dev,
-                "version {version}, features {features:#x}, {nfifos} FIFOs ({} KiB shared memory)\n",
-                shm_len / 1024
+                "FIFO {index}: {} devices, PING {}\n",
+                walk.found().len(),
+                if answers_ping {
+                    "answered"
+                } else {
+                    "not answered"
+                }
             );
-
-            let debugfs = Dir::new(&CString::try_from_fmt(fmt!("virtio_msg_amp_pci-{}", dev.name()))?);
-            let timeouts = Self::timeouts(dev);
-            let mut data = AmpPci {
-                buses: KVec::with_capacity(nfifos, GFP_KERNEL)?,
-                irqs: KVec::with_capacity(nfifos, GFP_KERNEL)?,
-                fifos: KVec::with_capacity(nfifos, GFP_KERNEL)?,
-                _files: KVec::with_capacity(nfifos, GFP_KERNEL)?,
-                _debugfs: debugfs,
-            };
-            // On an error below, dropping `data` undoes what was done so far, in order.
-            for (index, vector) in (0u32..).zip(IrqVector::all(&vectors)) {
-                let fifo = Arc::pin_init(Fifo::new(index, pdev, regs.clone(), &shm, timeouts)?, GFP_KERNEL)?;
-                let link = Arc::pin_init(BusLink::new(fifo.clone()), GFP_KERNEL)?;
-                let handler = Ok::<_, Error>(FifoIrq::new(fifo.clone(), link.clone()));
-                let irq = pdev.request_threaded_irq(vector, irq::Flags::TRIGGER_NONE, c"virtio_msg_amp_pci", handler);
-                data.irqs.push(KBox::pin_init(irq, GFP_KERNEL)?, GFP_KERNEL)?;
-                data.fifos.push(fifo.clone(), GFP_KERNEL)?;
-                let name = CString::try_from_fmt(fmt!("fifo{index}"))?;
-                let file = KBox::pin_init(data._debugfs.read_only_file(&name, fifo.clone()), GFP_KERNEL)?;
-                data._files.push(file, GFP_KERNEL)?;
-
-                let answers_ping = fifo.ping();
-                let walk = fifo.enumerate();
-                for dev_num in walk.found().iter() {
-                    link.add_device(dev_num)?;
-                }
-                if walk.ignored() > 0 {
-                    dev_warn!(dev, "FIFO {index}: ignored {} device numbers from {} on\n", walk.ignored(), enumerate::MAX_DEVICE_NUMBER);
-                }
-                dev_info!(
-                    dev,
-                    "FIFO {index}: {} devices, PING {}\n",
-                    walk.found().len(),
-                    if answers_ping { "answered" } else { "not answered" }
-                );
-                let bus = auxiliary::Registration::new(
-                    pdev.as_ref(),
-                    AUXILIARY_NAME,
-                    bus_id(pdev, index),
-                    AUXILIARY_MODNAME,
-                    link,
-                )?;
-                data.buses.push(bus, GFP_KERNEL)?;
-            }
-            Ok(data)
+            let bus = auxiliary::Registration::new(
+                pdev.as_ref(),
+                AUXILIARY_NAME,
+                new_bus_id(),
+                AUXILIARY_MODNAME,
+                link,
+            )?;
+            data.buses.push(bus, GFP_KERNEL)?;
         }
+        Ok(data)
     }
 }

@@ -26,7 +26,7 @@ use kernel::{
     prelude::*,
     sync::{Arc, Mutex, SpinLock},
     types::ForLt,
-    virtio::msg::{Bus, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
+    virtio::msg::{new_bus_id, Bus, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
     workqueue::{self, Work, WorkItem},
 };
 
@@ -494,7 +494,7 @@ impl kernel::Module for LoopbackModule {
         let bus = auxiliary::Registration::new(
             parent,
             AUXILIARY_NAME,
-            0,
+            new_bus_id(),
             AUXILIARY_MODNAME,
             link.clone(),
         )?;

@@ -34,9 +34,9 @@ pub const HEADER_SIZE: usize = 8;
 pub const MAX_MSG_SIZE: usize = u16::MAX as usize;
 
 /// Bit 0 of the header's type byte: the message is a response.
-const TYPE_RESPONSE: u8 = 1 << 0;
+pub const TYPE_RESPONSE: u8 = 1 << 0;
 /// Bit 1 of the header's type byte: the message is a bus message.
-const TYPE_BUS: u8 = 1 << 1;
+pub const TYPE_BUS: u8 = 1 << 1;
 
 /// Message ids of transport messages (header type bit 1 clear).
 pub mod transport_id {

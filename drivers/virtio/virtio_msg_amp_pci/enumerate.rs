@@ -18,7 +18,7 @@
 //! [`MAX_WINDOWS`] windows, or at [`MAX_DEVICE_NUMBER`]: a hostile device cannot keep the
 //! driver enumerating, nor make it register thousands of devices.
 
-use crate::wire::{bus_id, HEADER_SIZE};
+use crate::wire::{bus_id, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE};
 
 /// Device numbers asked for per GET_DEVICES request (the device model has 32 per FIFO).
 pub(crate) const WINDOW: u16 = 32;
@@ -28,7 +28,7 @@ pub(crate) const MAX_DEVICE_NUMBER: u16 = 256;
 pub(crate) const MAX_WINDOWS: u32 = 16;
 
 /// Type byte of a bus response.
-const BUS_RESPONSE: u8 = 0b11;
+const BUS_RESPONSE: u8 = TYPE_BUS | TYPE_RESPONSE;
 /// Bytes of the GET_DEVICES response payload before the bitmap.
 const FIXED_PAYLOAD: usize = 6;
 /// Bitmap bytes that fit the largest slot.
@@ -102,7 +102,11 @@ impl DevicesReply {
     pub(crate) fn present(&self) -> impl Iterator<Item = u16> + '_ {
         let bits = usize::from(self.count).min(self.bitmap_len * 8);
         (0..bits)
-            .filter(|&bit| self.bitmap.get(bit / 8).is_some_and(|byte| byte & (1 << (bit % 8)) != 0))
+            .filter(|&bit| {
+                self.bitmap
+                    .get(bit / 8)
+                    .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
+            })
             .filter_map(|bit| self.offset.checked_add(u16::try_from(bit).ok()?))
     }
 }

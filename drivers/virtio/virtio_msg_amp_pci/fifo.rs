@@ -19,7 +19,6 @@
 
 use core::fmt;
 use kernel::{
-    bindings,
     device::{Bound, Device},
     devres::Devres,
     io::{register::Array, Io},
@@ -27,12 +26,12 @@ use kernel::{
     new_mutex, new_spinlock, pci,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
         aref::ARef,
+        atomic::{Atomic, Relaxed},
         Arc, Completion, Mutex, SpinLock,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta},
-    virtio::msg::{Bus, BusLink},
+    virtio::msg::{with_irqs_disabled, Bus, BusLink},
 };
 
 use crate::{
@@ -40,8 +39,8 @@ use crate::{
     layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE},
     regs,
     shared::{SharedBar, SharedQueue},
-    spsc::{Consumer, Producer, QueueError, SLOT_BYTES},
-    wire::{bus_id, Frame, Header, Message},
+    spsc::{Consumer, Producer, QueueError, CAPACITY, SLOT_BYTES},
+    wire::{bus_id, Frame, Header, Message, TYPE_BUS, TYPE_RESPONSE},
 };
 
 /// BAR0, mapped.
@@ -50,9 +49,15 @@ pub(crate) type RegsBar = Devres<pci::Bar<'static, { regs::BAR0_USED }>>;
 /// Largest message, header included: the device model copies 48 bytes of each slot.
 pub(crate) const MAX_MSG_SIZE: usize = 48;
 
-/// Type byte bits (PROTOCOL section 2).
-const TYPE_RESPONSE: u8 = 1 << 0;
-const TYPE_BUS: u8 = 1 << 1;
+/// Most messages one run of the interrupt thread takes off the device queue. More than the
+/// queue holds: a device that filled it again meanwhile raised the interrupt again, so the
+/// thread runs again for the rest, and a device that never stops cannot keep it for ever.
+const DRAIN_BUDGET: u32 = 4 * CAPACITY;
+/// Doorbells one sender rings for others before it leaves the rest to them (see [`Tx`]).
+const RING_ROUNDS: u32 = 8;
+/// How long to wait for the answer to PING: it only shows in debugfs, and v1 of the device
+/// model never answers.
+const PING_TIMEOUT_MS: u32 = 250;
 
 /// How long a sender sleeps between looks at a full driver queue.
 const FULL_POLL: Delta = Delta::from_micros(200);
@@ -105,6 +110,10 @@ fn inc(counter: &Atomic<u64>) {
 /// it, and keeps ringing while others queued messages meanwhile (`more`); those others return
 /// at once. Every message is still followed by a doorbell that starts after it was queued,
 /// so the device always sees it, and messages queued during a doorbell share the next one.
+/// A sender rings at most [`RING_ROUNDS`] times; then whoever queues next rings.
+///
+/// Kicks come with interrupts disabled, even from interrupt handlers, so the lock is only
+/// taken with interrupts disabled ([`with_irqs_disabled`]).
 struct Tx {
     queue: Producer<SharedQueue>,
     ringing: bool,
@@ -117,21 +126,6 @@ struct BusReply {
     awaiting: Option<(u8, u16)>,
     /// The reply as copied out of its slot, once it arrived.
     reply: Option<[u8; MAX_MSG_SIZE]>,
-}
-
-/// Runs `f` with bottom halves disabled on this CPU.
-///
-/// Virtio drivers kick their queues from softirq context too (NAPI, for one). A softirq
-/// that interrupted a sender holding the driver-queue lock on the same CPU would spin on it
-/// for ever, so the lock is only ever taken with bottom halves off.
-fn bh_disabled<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: Disabling bottom halves is allowed in process and softirq context, where senders
-    // run; it is undone right below.
-    unsafe { bindings::local_bh_disable() };
-    let r = f();
-    // SAFETY: Paired with the `local_bh_disable` above, in the same context.
-    unsafe { bindings::local_bh_enable() };
-    r
 }
 
 /// One FIFO.
@@ -251,7 +245,7 @@ impl Fifo {
         if self.stopped() {
             return Err(ENODEV);
         }
-        let pushed = bh_disabled(|| {
+        let pushed = with_irqs_disabled(|| {
             let mut tx = self.tx.lock();
             tx.queue.push(msg)?;
             if tx.ringing {
@@ -279,23 +273,34 @@ impl Fifo {
         }
     }
 
+    /// Writes the doorbell register.
+    fn doorbell(&self) {
+        if let (Some(loc), Some(bar)) = (
+            regs::NOTIFY::try_at(self.index as usize),
+            self.regs.try_access(),
+        ) {
+            bar.write(loc, regs::NOTIFY::zeroed());
+            inc(&self.stats.doorbells);
+        }
+    }
+
     /// Rings the doorbell, again as long as other senders queued messages meanwhile (see
     /// [`Tx`]): the device looks at the driver queue after the last of them.
     fn ring(&self) {
-        loop {
-            if let (Some(loc), Some(bar)) = (
-                regs::NOTIFY::try_at(self.index as usize),
-                self.regs.try_access(),
-            ) {
-                bar.write(loc, regs::NOTIFY::zeroed());
-                inc(&self.stats.doorbells);
-            }
-            let again = bh_disabled(|| {
+        for round in 1.. {
+            self.doorbell();
+            let (again, more) = with_irqs_disabled(|| {
                 let mut tx = self.tx.lock();
-                tx.ringing = core::mem::take(&mut tx.more);
-                tx.ringing
+                let more = core::mem::take(&mut tx.more);
+                // Past the last round, give up the doorbell: whoever queues next rings.
+                tx.ringing = more && round < RING_ROUNDS;
+                (tx.ringing, more)
             });
             if !again {
+                if more {
+                    // Messages queued during the last doorbell: one more covers them.
+                    self.doorbell();
+                }
                 return;
             }
         }
@@ -305,7 +310,10 @@ impl Fifo {
     /// replies to the waiting [`Fifo::bus_request`]. Called by the interrupt thread only.
     fn drain(&self, link: &BusLink) {
         let mut rx = self.rx.lock();
-        while !self.stopped() {
+        for _ in 0..DRAIN_BUDGET {
+            if self.stopped() {
+                break;
+            }
             let mut slot = [0u8; SLOT_BYTES];
             match rx.pop(&mut slot) {
                 Ok(true) => {
@@ -345,16 +353,25 @@ impl Fifo {
         if msg[0] & TYPE_RESPONSE != 0 && pending.awaiting == Some((msg[1], token)) {
             pending.awaiting = None;
             pending.reply = Some(*msg);
-            drop(pending);
+            // Under the lock: a later request re-arms the completion under it too, so this
+            // cannot wake the wrong one.
             self.bus_done.complete();
         } else {
             inc(&self.stats.unexpected_bus);
         }
     }
 
-    /// Sends bus request `msg` (id `msg_id`) and waits, with a bound, for its reply.
-    fn bus_request(&self, msg: Message<'_>, msg_id: u8) -> Result<[u8; MAX_MSG_SIZE]> {
-        let token = self.next_token.fetch_add(1, Relaxed) as u16;
+    /// Sends bus request `msg` (id `msg_id`) and waits up to `timeout_ms` for its reply.
+    fn bus_request(
+        &self,
+        msg: Message<'_>,
+        msg_id: u8,
+        timeout_ms: u32,
+    ) -> Result<[u8; MAX_MSG_SIZE]> {
+        // Never 0, the token of events; a new probe starts anew, so a reply left over from
+        // before it is unlikely to match (and is a well-formed reply of the same kind if it
+        // does).
+        let token = (self.next_token.fetch_add(1, Relaxed) % u32::from(u16::MAX)) as u16 + 1;
         let mut buf = [0u8; MAX_MSG_SIZE];
         let frame = Frame {
             dev_num: 0,
@@ -362,18 +379,21 @@ impl Fifo {
             msg,
         };
         let len = frame.encode(&mut buf).map_err(|_| EINVAL)?;
-        *self.bus_reply.lock() = BusReply {
-            awaiting: Some((msg_id, token)),
-            reply: None,
-        };
-        self.bus_done.reinit();
+        {
+            let mut pending = self.bus_reply.lock();
+            *pending = BusReply {
+                awaiting: Some((msg_id, token)),
+                reply: None,
+            };
+            self.bus_done.reinit();
+        }
         let sent = self.send(buf.get(..len).unwrap_or_default());
         if sent.is_ok() {
             // Whether it timed out is decided below, under the lock: the reply may arrive
             // right after the wait ended.
             let _ = self
                 .bus_done
-                .wait_for_completion_timeout(msecs_to_jiffies(self.bus_timeout_ms));
+                .wait_for_completion_timeout(msecs_to_jiffies(timeout_ms));
         }
         let mut pending = self.bus_reply.lock();
         pending.awaiting = None;
@@ -389,9 +409,15 @@ impl Fifo {
     pub(crate) fn ping(&self) -> bool {
         const DATA: u32 = 0x7669_6d73;
         let answered = self
-            .bus_request(Message::Ping { data: DATA }, bus_id::PING)
+            .bus_request(Message::Ping { data: DATA }, bus_id::PING, PING_TIMEOUT_MS)
             .is_ok_and(|reply| {
-                matches!(Frame::decode(&reply), Ok(Frame { msg: Message::Pong { data: DATA }, .. }))
+                matches!(
+                    Frame::decode(&reply),
+                    Ok(Frame {
+                        msg: Message::Pong { data: DATA },
+                        ..
+                    })
+                )
             });
         self.answers_ping.store(answered, Relaxed);
         answered
@@ -402,7 +428,11 @@ impl Fifo {
         let mut walk = Enumeration::new();
         while let Some((offset, count)) = walk.request() {
             let reply = self
-                .bus_request(Message::GetDevices { offset, count }, bus_id::GET_DEVICES)
+                .bus_request(
+                    Message::GetDevices { offset, count },
+                    bus_id::GET_DEVICES,
+                    self.bus_timeout_ms,
+                )
                 .and_then(|raw| DevicesReply::parse(&raw).map_err(|_| EINVAL));
             match reply {
                 Ok(reply) => walk.reply(&reply),

@@ -33,7 +33,9 @@ pub(crate) fn fifos_in_bar(len: u64) -> Result<u32, LayoutError> {
     if len % FIFO_WINDOW != 0 {
         return Err(LayoutError::Unaligned);
     }
-    Ok(u32::try_from(len / FIFO_WINDOW).unwrap_or(u32::MAX).min(MAX_FIFOS))
+    Ok(u32::try_from(len / FIFO_WINDOW)
+        .unwrap_or(u32::MAX)
+        .min(MAX_FIFOS))
 }
 
 /// Offset in BAR1 of queue `queue` ([`DRIVER_QUEUE`] or [`DEVICE_QUEUE`]) of FIFO `fifo`.

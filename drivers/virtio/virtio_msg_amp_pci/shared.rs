@@ -33,7 +33,7 @@ impl SharedQueue {
     }
 
     fn at(&self, offset: usize) -> usize {
-        self.base + offset.min(QUEUE_BYTES)
+        self.base + offset.min(QUEUE_BYTES - 4)
     }
 }
 
@@ -46,7 +46,9 @@ impl QueueMemory for SharedQueue {
     }
 
     fn store_index(&self, offset: usize, value: u32) {
-        let _ = self.bar.try_access_with(|bar| bar.try_write32(value, self.at(offset)));
+        let _ = self
+            .bar
+            .try_access_with(|bar| bar.try_write32(value, self.at(offset)));
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) {

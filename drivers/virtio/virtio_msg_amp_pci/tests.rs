@@ -37,9 +37,7 @@ fn parse(slot: &[u8]) -> Result<DevicesReply> {
 
 /// Runs an enumeration against `device`, which answers a request (offset, count) with a
 /// reply; returns the device numbers found and the requests made.
-fn walk(
-    device: impl Fn(u16, u16) -> [u8; MAX_MSG_SIZE],
-) -> Result<(KVec<u16>, KVec<(u16, u16)>)> {
+fn walk(device: impl Fn(u16, u16) -> [u8; MAX_MSG_SIZE]) -> Result<(KVec<u16>, KVec<(u16, u16)>)> {
     let mut e = Enumeration::new();
     let mut requests = KVec::new();
     while let Some((offset, count)) = e.request() {
@@ -67,7 +65,11 @@ mod tests {
         let slots: u32 = 1 | 1 << 5 | 1 << 31;
         let (found, requests) = walk(|offset, count| {
             let count = count.min(32u16.saturating_sub(offset));
-            let bits = if offset == 0 { slots.to_le_bytes() } else { [0; 4] };
+            let bits = if offset == 0 {
+                slots.to_le_bytes()
+            } else {
+                [0; 4]
+            };
             let len = usize::from(count).div_ceil(8);
             reply(14 + len as u16, offset, count, offset + count, &bits[..len])
         })?;
@@ -102,7 +104,10 @@ mod tests {
         assert_eq!(&present[..], &[8, 9, 10]);
 
         // 10 bytes received in all: 14 needed before the bitmap even starts.
-        assert_eq!(DevicesReply::parse(&[0b11, 2, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ReplyError::Short));
+        assert_eq!(
+            DevicesReply::parse(&[0b11, 2, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(ReplyError::Short)
+        );
         // Not a bus response.
         let mut slot = reply(16, 0, 8, 0, &[1]);
         slot[0] = 0b10;
@@ -128,7 +133,13 @@ mod tests {
 
         // A window that starts near the end of the numbers: nothing at or beyond the limit.
         let mut e = Enumeration::new();
-        e.reply(&parse(&reply(18, MAX_DEVICE_NUMBER - 8, 32, 0, &[0xff; 4]))?);
+        e.reply(&parse(&reply(
+            18,
+            MAX_DEVICE_NUMBER - 8,
+            32,
+            0,
+            &[0xff; 4],
+        ))?);
         assert_eq!(e.found().len(), 8);
         assert_eq!(e.ignored(), 24);
         assert_eq!(e.request(), None);
@@ -156,7 +167,10 @@ mod tests {
         assert_eq!(fifos_in_bar(1 << 30), Ok(8));
         assert_eq!(fifos_in_bar(FIFO_WINDOW / 2), Err(LayoutError::TooSmall));
         assert_eq!(fifos_in_bar(0), Err(LayoutError::TooSmall));
-        assert_eq!(fifos_in_bar(FIFO_WINDOW + 4096), Err(LayoutError::Unaligned));
+        assert_eq!(
+            fifos_in_bar(FIFO_WINDOW + 4096),
+            Err(LayoutError::Unaligned)
+        );
         Ok(())
     }
 }

@@ -21,9 +21,12 @@
 
 use crate::{
     alloc::KVec,
-    new_condvar, new_mutex,
+    bindings, new_condvar, new_mutex,
     prelude::*,
-    sync::{Arc, CondVar, Mutex},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, CondVar, Mutex,
+    },
 };
 
 /// The `modname` part of the auxiliary device name of every virtio-msg bus.
@@ -47,8 +50,31 @@ pub trait Bus: Send + Sync {
     /// Sends one encoded event (a virtqueue notification) from atomic context: drivers kick
     /// their queues with spinlocks held, even from interrupt handlers. Must not sleep; returns
     /// [`EBUSY`] if there is no room right now (the transport then sends it later with
-    /// [`Bus::send`]). May run concurrently with [`Bus::send`]: the bus serialises its producer.
+    /// [`Bus::send`]). May run concurrently with [`Bus::send`]: the bus serialises its producer
+    /// (see [`with_irqs_disabled`]). Called with interrupts enabled or disabled.
     fn send_atomic(&self, msg: &[u8]) -> Result;
+}
+
+/// A new id for the auxiliary device of a bus, unique among all virtio-msg buses of every bus
+/// module (the auxiliary bus refuses two devices with the same `modname.name.id`).
+pub fn new_bus_id() -> u32 {
+    static NEXT: Atomic<u32> = Atomic::new(0);
+    NEXT.fetch_add(1, Relaxed)
+}
+
+/// Runs `f` with interrupts disabled on this CPU.
+///
+/// [`Bus::send_atomic`] is called in any context, with interrupts disabled included: drivers
+/// kick their queues under `spin_lock_irqsave()`, some from their virtqueue callbacks. A bus
+/// that serialises its producer with a spinlock must hold it with interrupts disabled, or an
+/// interrupt that kicks on the same CPU would spin on the lock for ever; this is how.
+pub fn with_irqs_disabled<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: Saving and disabling interrupts is allowed in every context.
+    let flags = unsafe { bindings::local_irq_save() };
+    let r = f();
+    // SAFETY: `flags` are the ones saved above, restored in the same context.
+    unsafe { bindings::local_irq_restore(flags) };
+    r
 }
 
 /// What a bus delivers to: implemented by the transport.

@@ -5,7 +5,8 @@
 # console) and two on FIFO 1 (network, entropy). The stock virtio drivers move
 # real data; the host side checks the other end (the disk image, the bytes the
 # network peer received, the console line). Then both modules are unloaded,
-# loaded again, and the devices work again.
+# loaded again, and the devices work again; finally they are unloaded while
+# the entropy and block devices are busy.
 . /tests/lib.sh
 
 HOST_IP=10.77.0.1
@@ -102,5 +103,18 @@ blk=$(for b in /sys/block/vd*; do [ -e "$b" ] && basename $b; done | head -n1)
 check blk_after_reload sh -c "dd if=/dev/$blk bs=4096 skip=256 count=64 iflag=direct 2>/dev/null | cmp - /tmp/pattern"
 check net_after_reload sh -c "ip link set eth0 up && ip addr add $GUEST_IP/24 dev eth0 && ping -c 2 -W 5 $HOST_IP"
 
-# The other order: the transport first, then the bus.
-check unload_other_order sh -c 'rmmod virtio_msg && rmmod virtio_msg_amp_pci'
+# Unbind under load, in the other order (the transport first, then the bus):
+# the entropy and block devices are busy reading while they go away. Their
+# readers end with an error or finish; nothing hangs.
+(while dd if=/dev/hwrng of=/dev/null bs=64 count=200 2>/dev/null; do :; done) &
+rng_reader=$!
+(while dd if=/dev/$blk of=/dev/null bs=4096 count=1024 iflag=direct 2>/dev/null; do :; done) &
+blk_reader=$!
+sleep 2
+check unbind_under_load_transport timeout 60 rmmod virtio_msg
+# A reader that ended is a zombie until reaped: "running" means not that.
+running() { [ -e /proc/$1 ] && [ "$(cut -d' ' -f3 /proc/$1/stat)" != Z ]; }
+readers_stopped() { sleep 2; ! running $rng_reader && ! running $blk_reader; }
+check readers_stopped readers_stopped
+kill $rng_reader $blk_reader 2>/dev/null
+check unbind_bus timeout 60 rmmod virtio_msg_amp_pci
