@@ -194,7 +194,7 @@ impl Fifo {
         let stats = FifoStats::new();
         stats.stale_discarded.store(u64::from(stale), Relaxed);
         let dev: ARef<Device> = {
-            let dev: &Device = dev.as_ref();
+            let dev: &Device = dev;
             dev.into()
         };
         Ok(try_pin_init!(Self {

@@ -599,3 +599,80 @@ fn bus_ping_and_routing() {
     assert_eq!(bus.stats().malformed, 1);
     assert_eq!(bus.stats().no_device, 1);
 }
+
+/// Requests the device cannot parse get no answer at all (the device model's behaviour, which
+/// the driver must survive with a timeout), are counted, and change nothing.
+#[test]
+fn malformed_requests_get_no_answer() {
+    let mut bus = FifoBus::new(Mode::Compat);
+    bus.attach(0, Box::new(Fake::default())).unwrap();
+    let encode = |msg: Message<'_>| {
+        let mut buf = [0u8; 64];
+        let n = Frame {
+            dev_num: 0,
+            token: 9,
+            msg,
+        }
+        .encode(&mut buf)
+        .unwrap();
+        buf[..n].to_vec()
+    };
+    let info = encode(Message::GetDeviceInfo);
+    let set_vqueue = encode(Message::SetVqueue(VqueueConfig {
+        index: 0,
+        size: 64,
+        desc_addr: 0x1000,
+        driver_addr: 0x2000,
+        device_addr: 0x3000,
+    }));
+    let with_size = |bytes: &[u8], size: u16| {
+        let mut b = bytes.to_vec();
+        b[6..8].copy_from_slice(&size.to_le_bytes());
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("short header", info[..7].to_vec()),
+        ("msg_size below the header", with_size(&info, 7)),
+        ("msg_size beyond what arrived", with_size(&info, 9)),
+        ("payload where none belongs", {
+            let mut b = with_size(&info, 12);
+            b.extend_from_slice(&[0; 4]);
+            b
+        }),
+        ("unknown transport id", {
+            let mut b = info.clone();
+            b[1] = 0x3f;
+            b
+        }),
+        ("bus message for a device number", {
+            let mut b = encode(Message::Ping { data: 1 });
+            b[2] = 1;
+            b
+        }),
+        // The C prototype's SET_VQUEUE without its reserved field (44 bytes): the device
+        // model drops it, and so do we.
+        ("SET_VQUEUE of 44 bytes", {
+            let mut b = set_vqueue[..44].to_vec();
+            b[6..8].copy_from_slice(&44u16.to_le_bytes());
+            b
+        }),
+        ("truncated GET_CONFIG", {
+            let mut b = encode(Message::GetConfig {
+                offset: 0,
+                length: 4,
+            });
+            b.truncate(12);
+            b[6..8].copy_from_slice(&12u16.to_le_bytes());
+            b
+        }),
+    ];
+    for (what, bytes) in &cases {
+        assert!(bus.handle(bytes).is_empty(), "{what}: answered");
+    }
+    assert_eq!(bus.stats().malformed, cases.len() as u64);
+    // The queue was not set up by the short SET_VQUEUE.
+    assert_eq!(bus.device(0).unwrap().queue(0).unwrap().size, 0);
+    // Well-formed requests still work afterwards.
+    assert_eq!(bus.handle(&info).len(), 1);
+}
