@@ -9,7 +9,7 @@ echo
 echo "virtio-msg demo guest: Linux $(uname -r)"
 insmod $MODDIR/virtio_msg.ko && echo "loaded virtio_msg (the transport)"
 insmod $MODDIR/virtio_msg_amp_pci.ko && echo "loaded virtio_msg_amp_pci (the AMP PCI bus)"
-wait_for 5 || echo "(not every device came up: see dmesg)"
+wait_for 4 || echo "(not every device came up: see dmesg)"
 for d in /sys/bus/virtio/devices/*; do
 	[ -e "$d/device" ] || continue
 	echo "  $(basename $d): virtio device id $(cat $d/device), driver $(basename "$(readlink $d/driver)")"
