@@ -312,7 +312,12 @@ impl<M: GuestAddressSpace> Backend for Blk<M> {
             return false;
         };
         let mut used = false;
-        while let Some(chain) = vq.pop_descriptor_chain(mem) {
+        // At most a ring's worth per call: a guest that keeps making buffers available cannot
+        // keep the device here (what it adds meanwhile comes with its next notification).
+        for _ in 0..vq.size() {
+            let Some(chain) = vq.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let len = self.serve(mem, chain);
             if vq.add_used(mem, head, len).is_err() {

@@ -239,7 +239,11 @@ impl<M: GuestAddressSpace> Console<M> {
             return false;
         };
         let mut used = false;
-        while !self.pending.is_empty() {
+        // At most a ring's worth per call, even if the guest offers buffers that hold nothing.
+        for _ in 0..vq.size() {
+            if self.pending.is_empty() {
+                break;
+            }
             let Some(chain) = vq.pop_descriptor_chain(mem) else {
                 self.starved = true;
                 break;
@@ -340,7 +344,12 @@ impl<M: GuestAddressSpace> Console<M> {
         };
         self.accept();
         let mut used = false;
-        while let Some(chain) = vq.pop_descriptor_chain(mem) {
+        // At most a ring's worth per call: a guest that keeps making buffers available cannot
+        // keep the device here (what it adds meanwhile comes with its next notification).
+        for _ in 0..vq.size() {
+            let Some(chain) = vq.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             if let Ok(mut data) = Reader::new(mem, chain) {
                 let total = data.available_bytes();

@@ -15,7 +15,7 @@ use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 const VIRTIO_ID_RNG: u32 = 4;
 /// VIRTIO_F_VERSION_1.
 const VERSION_1: u64 = 1 << 32;
-/// Largest number of bytes put in one buffer.
+/// Largest number of bytes put in one buffer (one descriptor chain).
 const MAX_FILL: u32 = 64 * 1024;
 
 /// A source of random bytes.
@@ -88,11 +88,20 @@ impl<M: GuestAddressSpace> Backend for Rng<M> {
             return false;
         };
         let mut used = false;
-        while let Some(chain) = vq.pop_descriptor_chain(mem) {
+        // At most a ring's worth per call: a guest that keeps making buffers available cannot
+        // keep the device here (what it adds meanwhile comes with its next notification).
+        for _ in 0..vq.size() {
+            let Some(chain) = vq.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let mut written = 0u32;
             for desc in chain.writable() {
-                let len = desc.len().min(MAX_FILL);
+                // At most MAX_FILL bytes per buffer, however many descriptors it has.
+                let len = desc.len().min(MAX_FILL - written);
+                if len == 0 {
+                    break;
+                }
                 let mut bytes = vec![0u8; len as usize];
                 source(&mut bytes);
                 if mem.write_slice(&bytes, desc.addr()).is_ok() {

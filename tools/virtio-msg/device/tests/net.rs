@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 use virtio_msg_device::{
-    net::{Endpoint, HostIp, Net, NetOptions, NetStats, PacketIo, SocketIo, DEFAULT_MAC},
+    net::{default_mac, Endpoint, HostIp, Net, NetOptions, NetStats, PacketIo, SocketIo},
     transport::{QueueState, TransportDevice},
     Backend, Mode,
 };
@@ -564,7 +564,7 @@ fn options_parse() {
                     prefix: 24
                 }),
             },
-            mac: [0x52, 0x54, 0, 0xaa, 0xbb, 0x0c],
+            mac: Some([0x52, 0x54, 0, 0xaa, 0xbb, 0x0c]),
         }
     );
     let o: NetOptions = "socket=/tmp/a,peer=/tmp/b".parse().unwrap();
@@ -575,9 +575,11 @@ fn options_parse() {
                 path: PathBuf::from("/tmp/a"),
                 peer: Some(PathBuf::from("/tmp/b")),
             },
-            mac: DEFAULT_MAC,
+            mac: None,
         }
     );
+    assert_ne!(default_mac(0, 3), default_mac(1, 3));
+    assert_ne!(default_mac(0, 3), default_mac(0, 4));
     for bad in [
         "",
         "tap=a,socket=b",

@@ -88,6 +88,25 @@ fn fills_every_writable_buffer_and_reports_its_length() {
 }
 
 #[test]
+fn at_most_64_kib_per_buffer() {
+    let mem = memory();
+    let q = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    // Four descriptors of 64 KiB in one chain: a guest asking for 256 KiB at once.
+    let chain: Vec<RawDescriptor> = (0..4u16)
+        .map(|i| {
+            let flags = if i < 3 { WRITE | NEXT } else { WRITE };
+            desc(0x10_0000 + u64::from(i) * 0x1_0000, 0x1_0000, flags, i + 1)
+        })
+        .collect();
+    q.add_desc_chains(&chain, 0).unwrap();
+    let mut dev = rng(&mem);
+    assert!(dev.queue_notified(0, &state(&q)));
+    assert_eq!(used(&mem, &q, 0), ((0, 0x1_0000), 1));
+    assert!(filled(&mem, 0x10_0000, 0x1_0000));
+    assert!(!filled(&mem, 0x11_0000, 1));
+}
+
+#[test]
 fn buffers_outside_guest_memory_are_skipped() {
     let mem = memory();
     let q = MockSplitQueue::new(&mem, QUEUE_SIZE);

@@ -11,7 +11,7 @@ use std::io::Read;
 use virtio_msg_device::{
     blk::Blk,
     console::{Console, ConsoleHost},
-    net::{Endpoint, Net},
+    net::{default_mac, Endpoint, Net},
     rng::Rng,
     Backend,
 };
@@ -22,8 +22,9 @@ pub const RANDOM_SOURCE: &str = "/dev/urandom";
 /// A boxed backend of any kind.
 pub type BoxedBackend = Box<dyn Backend + Send>;
 
-/// Builds the backend `kind`, reaching guest memory through `mem`.
-pub fn build(kind: &Kind, mem: &GuestMem) -> Result<BoxedBackend, String> {
+/// Builds the backend `kind` for device number `num` of FIFO `fifo`, reaching guest memory
+/// through `mem`.
+pub fn build(kind: &Kind, fifo: usize, num: u16, mem: &GuestMem) -> Result<BoxedBackend, String> {
     match kind {
         Kind::Rng => {
             let mut random =
@@ -57,7 +58,8 @@ pub fn build(kind: &Kind, mem: &GuestMem) -> Result<BoxedBackend, String> {
                 }
                 Endpoint::Socket { path, .. } => format!("net socket {}: {e}", path.display()),
             })?;
-            Ok(Box::new(Net::new(mem.clone(), io, opts.mac)))
+            let mac = opts.mac.unwrap_or_else(|| default_mac(fifo as u8, num));
+            Ok(Box::new(Net::new(mem.clone(), io, mac)))
         }
         Kind::Console { socket } => {
             let host = match socket {

@@ -83,7 +83,8 @@ fn run(opts: Options) -> Result<(), String> {
     let mut buses: Vec<FifoBus> = (0..opts.fifos).map(|_| FifoBus::new(opts.mode)).collect();
     for d in &opts.devices {
         let what = format!("--device {}:{}", d.fifo, d.num);
-        let backend = backends::build(&d.kind, &mem).map_err(|e| format!("{what}: {e}"))?;
+        let backend =
+            backends::build(&d.kind, d.fifo, d.num, &mem).map_err(|e| format!("{what}: {e}"))?;
         let bus = buses
             .get_mut(d.fifo)
             .ok_or_else(|| format!("{what}: no such FIFO"))?;

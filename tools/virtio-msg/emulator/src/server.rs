@@ -123,6 +123,13 @@ impl Device {
 
     fn map(&self, offset: u64, address: u64, size: u64, file: File) -> Result<(), String> {
         let len = usize::try_from(size).map_err(|_| "size too large".to_string())?;
+        // Mapping past the end of the file would make a guest access there kill us (SIGBUS).
+        let file_len = file.metadata().map_err(|e| format!("fstat: {e}"))?.len();
+        if offset.checked_add(size).is_none_or(|end| end > file_len) {
+            return Err(format!(
+                "file offset {offset:#x}+{size:#x} beyond the file ({file_len:#x} bytes)"
+            ));
+        }
         let region = MmapRegion::from_file(FileOffset::new(file, offset), len)
             .map_err(|e| format!("mmap: {e}"))?;
         let region = GuestRegionMmap::new(region, GuestAddress(address))
@@ -244,7 +251,15 @@ impl ServerBackend for Device {
             self.fifos.iter().for_each(|f| f.set_irq(None));
         } else if data == VFIO_IRQ_SET_DATA_EVENTFD {
             let mut fds = fds.into_iter();
-            for n in start..start.saturating_add(count) {
+            // Vectors beyond the FIFOs do not exist: no need to walk up to `count` of them.
+            let end = start.saturating_add(count).min(self.fifos.len() as u32);
+            if start.saturating_add(count) > end {
+                warn!(
+                    "SET_IRQS for vectors {start}+{count}: only {} exist",
+                    self.fifos.len()
+                );
+            }
+            for n in start..end {
                 let fd = fds.next();
                 debug!(
                     "MSI-X vector {n}: {}",

@@ -304,6 +304,16 @@ impl Worker {
                     self.outbox.clear();
                     self.muted.clear();
                     self.adopt();
+                    // Requests queued before the reset are not for the device after it (the
+                    // device model answers them inside the doorbell write, so none is left).
+                    if let Some(Ok(n)) = self.rx.as_mut().map(|rx| rx.discard()) {
+                        if n > 0 {
+                            info!(
+                                "FIFO {}: {n} requests from before the reset dropped",
+                                self.index
+                            );
+                        }
+                    }
                     let _ = ack.send(());
                 }
                 Err(mpsc::TryRecvError::Empty) => return true,

@@ -17,7 +17,7 @@ fn scratch(name: &str) -> PathBuf {
 fn build_spec(spec: &str) -> Result<u32, String> {
     let mem: GuestMem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let d = parse_device(spec)?;
-    build(&d.kind, &mem).map(|b| b.device_id())
+    build(&d.kind, d.fifo, d.num, &mem).map(|b| b.device_id())
 }
 
 #[test]

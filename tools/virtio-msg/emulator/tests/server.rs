@@ -34,7 +34,7 @@ fn device() -> (Device, Arc<SharedMem>, GuestMem) {
     let handles = (0..FIFOS)
         .map(|n| {
             let mut bus = FifoBus::new(Mode::Compat);
-            bus.attach(1, backends::build(&Kind::Rng, &mem).unwrap())
+            bus.attach(1, backends::build(&Kind::Rng, 0, 1, &mem).unwrap())
                 .unwrap();
             FifoHandle::spawn(n, bus, Mode::Compat, bar1.clone()).unwrap()
         })

@@ -24,7 +24,7 @@ mod options;
 mod tap;
 
 pub use io::{PacketIo, SocketIo};
-pub use options::{parse_mac, Endpoint, NetOptions, DEFAULT_MAC};
+pub use options::{default_mac, parse_mac, Endpoint, NetOptions};
 pub use tap::{HostIp, Tap};
 
 use crate::{transport::QueueState, Backend};
@@ -234,7 +234,12 @@ impl<M: GuestAddressSpace> Net<M> {
             return false;
         };
         let mut used = false;
-        while let Some(chain) = vq.pop_descriptor_chain(mem) {
+        // At most a ring's worth per call: a guest that keeps making buffers available cannot
+        // keep the device here (what it adds meanwhile comes with its next notification).
+        for _ in 0..vq.size() {
+            let Some(chain) = vq.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             match gather(mem, chain, &mut self.tx_buf).and_then(|len| self.tx_buf.get(..len)) {
                 Some(data) if data.len() >= HDR_LEN + MIN_FRAME => {

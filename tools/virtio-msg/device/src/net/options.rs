@@ -11,8 +11,12 @@
 use super::{HostIp, PacketIo, SocketIo, Tap};
 use std::{io, path::PathBuf, str::FromStr};
 
-/// The MAC address used when none is given (locally administered, unicast).
-pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// The MAC address of network device `dev_num` on FIFO `fifo` when none is given: different for
+/// every device of an emulator, so that several can share a guest.
+pub fn default_mac(fifo: u8, dev_num: u16) -> [u8; 6] {
+    let [_, num] = dev_num.to_be_bytes();
+    [0x52, 0x54, 0x00, 0x4d, fifo, num]
+}
 
 /// The host end of a network device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,8 +42,8 @@ pub enum Endpoint {
 pub struct NetOptions {
     /// The host end.
     pub endpoint: Endpoint,
-    /// The MAC address offered to the driver.
-    pub mac: [u8; 6],
+    /// The MAC address offered to the driver; `None`: [`default_mac`].
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Parses a MAC address written as six hexadecimal bytes separated by colons.
@@ -86,10 +90,7 @@ impl FromStr for NetOptions {
             (None, Some(_)) => return Err("host-ip= goes with tap=, not socket=".into()),
             _ => return Err("a net device needs exactly one of tap=IFNAME, socket=PATH".into()),
         };
-        Ok(Self {
-            endpoint,
-            mac: mac.unwrap_or(DEFAULT_MAC),
-        })
+        Ok(Self { endpoint, mac })
     }
 }
 
