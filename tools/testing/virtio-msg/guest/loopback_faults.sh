@@ -5,17 +5,8 @@
 # must not hang). The kernel log must stay free of warnings throughout.
 . /tests/lib.sh
 
-rng_bound() {
-	for d in /sys/bus/virtio/devices/*; do
-		[ -e "$d/driver" ] && [ "$(basename "$(readlink "$d/driver")")" = virtio_rng ] && return 0
-	done
-	return 1
-}
-
-wait_bound() {
-	for _ in $(seq 50); do rng_bound && return 0; sleep 0.1; done
-	return 1
-}
+# The entropy device (virtio device id 4) is up, its driver bound.
+wait_bound() { [ -n "$(virtio_dev 4)" ]; }
 
 # 1. Unbind under load: a reader keeps the queue busy while the bus goes away.
 check core_load insmod $MODDIR/virtio_msg.ko

@@ -12,15 +12,8 @@ kmemleak=/sys/kernel/debug/kmemleak
 check core_load insmod $MODDIR/virtio_msg.ko
 check loopback_load insmod $MODDIR/rust_virtio_msg_loopback.ko
 
-# Find the virtio device of id 4 (entropy) and wait for its driver.
-dev=
-for _ in $(seq 50); do
-	for d in /sys/bus/virtio/devices/*; do
-		[ -e "$d/device" ] && [ "$(cat $d/device)" = 0x0004 ] && dev=$d
-	done
-	[ -n "$dev" ] && [ -e "$dev/driver" ] && break
-	sleep 0.1
-done
+# The virtio device of id 4 (entropy), once its driver is bound.
+dev=$(virtio_dev 4)
 check rng_device_registered test -n "$dev"
 check rng_driver_bound test "$(basename "$(readlink "$dev/driver" 2>/dev/null)")" = virtio_rng
 echo "  device $dev: vendor $(cat $dev/vendor 2>/dev/null), status $(cat $dev/status 2>/dev/null)"

@@ -267,6 +267,10 @@ impl<M: GuestAddressSpace> Blk<M> {
 }
 
 impl<M: GuestAddressSpace> Backend for Blk<M> {
+    fn wants_used_event(&self, queue: &QueueState) -> bool {
+        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
+    }
+
     fn device_id(&self) -> u32 {
         VIRTIO_ID_BLOCK
     }

@@ -382,6 +382,10 @@ impl<M> Drop for Console<M> {
 }
 
 impl<M: GuestAddressSpace> Backend for Console<M> {
+    fn wants_used_event(&self, queue: &QueueState) -> bool {
+        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
+    }
+
     fn device_id(&self) -> u32 {
         VIRTIO_ID_CONSOLE
     }

@@ -74,6 +74,30 @@ pub trait Backend {
     fn host_ready(&mut self, _queues: &[transport::QueueState]) -> Vec<u32> {
         Vec::new()
     }
+    /// Whether the driver wants an EVENT_USED for `queue` now. Drivers set
+    /// VRING_AVAIL_F_NO_INTERRUPT while they poll a queue, and the device model then stays
+    /// quiet; backends answer with [`driver_wants_interrupt`]. The default always says yes.
+    fn wants_used_event(&self, _queue: &transport::QueueState) -> bool {
+        true
+    }
+}
+
+/// VRING_AVAIL_F_NO_INTERRUPT: the driver does not want to be told about used buffers.
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Whether the driver of `queue` wants to be told about the used buffers just added: the
+/// `flags` of its available ring, read after them (a ring outside guest memory: yes).
+pub fn driver_wants_interrupt<M: vm_memory::GuestMemory>(
+    mem: &M,
+    queue: &transport::QueueState,
+) -> bool {
+    use vm_memory::Bytes;
+    // The used ring entries are written before the driver's flags are looked at.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    mem.read_obj::<u16>(vm_memory::GuestAddress(queue.driver))
+        .map_or(true, |flags| {
+            u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT == 0
+        })
 }
 
 /// A boxed backend is a backend, so that one bus can hold devices of every kind.
@@ -107,5 +131,8 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn host_ready(&mut self, queues: &[transport::QueueState]) -> Vec<u32> {
         (**self).host_ready(queues)
+    }
+    fn wants_used_event(&self, queue: &transport::QueueState) -> bool {
+        (**self).wants_used_event(queue)
     }
 }

@@ -53,6 +53,10 @@ impl<M: GuestAddressSpace> Rng<M> {
 }
 
 impl<M: GuestAddressSpace> Backend for Rng<M> {
+    fn wants_used_event(&self, queue: &QueueState) -> bool {
+        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
+    }
+
     fn device_id(&self) -> u32 {
         VIRTIO_ID_RNG
     }

@@ -330,7 +330,10 @@ impl<B: Backend> TransportDevice<B> {
         let Some(q) = self.queues.get(index as usize).copied() else {
             return Vec::new();
         };
-        if q.size == 0 || !self.backend.queue_notified(index, &q) {
+        if q.size == 0
+            || !self.backend.queue_notified(index, &q)
+            || !self.backend.wants_used_event(&q)
+        {
             return Vec::new();
         }
         self.encode(0, Message::EventUsed { vq_index: index })
@@ -348,6 +351,11 @@ impl<B: Backend> TransportDevice<B> {
         used.sort_unstable();
         used.dedup();
         used.into_iter()
+            .filter(|&vq_index| {
+                self.queues
+                    .get(vq_index as usize)
+                    .is_some_and(|q| self.backend.wants_used_event(q))
+            })
             .filter_map(|vq_index| self.encode(0, Message::EventUsed { vq_index }))
             .collect()
     }

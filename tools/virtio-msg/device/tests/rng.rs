@@ -171,4 +171,16 @@ fn through_the_transport() {
         Message::EventUsed { vq_index: 0 }
     );
     assert!(filled(&mem, 0x10_0000, 32));
+
+    // A driver that polls (VRING_AVAIL_F_NO_INTERRUPT) gets its buffers filled, but no event.
+    mem.write_obj(1u16.to_le(), q.avail_addr()).unwrap();
+    q.add_desc_chains(&[desc(0x10_1000, 16, WRITE, 0)], 1)
+        .unwrap();
+    let out = send(Message::EventAvail {
+        vq_index: 0,
+        next: AvailNext::NONE,
+    });
+    assert!(out.is_empty());
+    assert!(filled(&mem, 0x10_1000, 16));
+    assert_eq!(used(&mem, &q, 1), ((1, 16), 2));
 }

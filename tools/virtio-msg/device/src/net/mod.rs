@@ -336,6 +336,10 @@ where
 }
 
 impl<M: GuestAddressSpace> Backend for Net<M> {
+    fn wants_used_event(&self, queue: &QueueState) -> bool {
+        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
+    }
+
     fn device_id(&self) -> u32 {
         VIRTIO_ID_NET
     }
