@@ -7,7 +7,8 @@
 # add one check of our own per boot: the guest finished, and the kernel log
 # holds no oops, BUG, WARNING or lockdep splat. Logs: build/e2e/TEST.log.
 #
-# Prints "e2e: TEST CHECK pass|fail" per check and ends with
+# Prints "e2e: TEST CHECK pass|fail" per check, one line per virtio device
+# type ("e2e: virtio-blk: pass (N checks)"), and ends with
 # "e2e: N passed, N failed"; exits non-zero on any failure.
 #
 # A guest script with a line "# e2e-emulator: ARGS" is booted with the AMP
@@ -27,9 +28,31 @@ if [ $# -eq 0 ]; then
 fi
 
 passed=0 failed=0
+all=()
 result() {
 	echo "e2e: $1 $2 $3${4:+ $4}"
+	all+=("$2 $3")
 	if [ "$3" = pass ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+
+# One line per virtio device type, from the checks named after it (rng_*,
+# blk_*, net_*, console_*, and their host_* counterparts); not counted again.
+by_device() {
+	local dev n bad
+	for dev in rng blk net console; do
+		n=0 bad=0
+		for r in "${all[@]}"; do
+			case ${r%% *} in
+			"${dev}"_* | host_"${dev}"_*) n=$((n + 1)); [ "${r#* }" = pass ] || bad=$((bad + 1)) ;;
+			esac
+		done
+		[ $n -gt 0 ] || continue
+		if [ $bad = 0 ]; then
+			echo "e2e: virtio-$dev: pass ($n checks)"
+		else
+			echo "e2e: virtio-$dev: fail ($bad of $n checks failed)"
+		fi
+	done
 }
 
 for t in "$@"; do
@@ -65,5 +88,6 @@ for t in "$@"; do
 	fi
 done
 
+by_device
 echo "e2e: $passed passed, $failed failed"
 [ $failed = 0 ]
