@@ -64,6 +64,7 @@ for t in "$@"; do
 		mkdir -p "$hostdir"
 		emulator=$("$host" setup "$hostdir")
 	fi
+	rm -f "$log.emulator"
 	"$here/boot.sh" --test "$t" --log "$log" --timeout "$timeout" ${emulator:+--emulator "$emulator"}
 	rc=$?
 	if [ -x "$host" ]; then
@@ -79,6 +80,14 @@ for t in "$@"; do
 		n=$((n + 1))
 	done < <(tr -d '\r' <"$log.results" 2>/dev/null | sed -n 's/^e2e-result: //p')
 	[ $n -gt 0 ] || result "$t" results fail "(the guest reported nothing)"
+	if [ -f "$log.emulator" ]; then
+		# The device side must not have seen anything wrong either.
+		if grep -nE ' (ERROR|WARN) ' "$log.emulator"; then
+			result "$t" emulator_log_clean fail
+		else
+			result "$t" emulator_log_clean pass
+		fi
+	fi
 	if ! tr -d '\r' <"$log.results" 2>/dev/null | grep -qx 'e2e: done'; then
 		result "$t" finished fail "(the guest did not finish its test)"
 	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated' "$log"; then
