@@ -16,13 +16,16 @@
 //! crate is not published in a version built on `virtio-queue` 0.18, hence the request handling
 //! here.
 
-use crate::{transport::QueueState, Backend};
+use crate::{
+    transport::{walk_queue, QueueState},
+    Backend,
+};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemory};
+use vm_memory::{GuestAddressSpace, GuestMemory};
 
 /// virtio device id of a block device.
 const VIRTIO_ID_BLOCK: u32 = 2;
@@ -140,17 +143,6 @@ impl<M: GuestAddressSpace> Blk<M> {
     /// Whether the disk refuses writes.
     pub fn is_read_only(&self) -> bool {
         self.read_only
-    }
-
-    fn make_queue(mem: &M::M, q: &QueueState) -> Option<Queue> {
-        let size = u16::try_from(q.size).ok()?;
-        let mut vq = Queue::new(size).ok()?;
-        vq.set_size(size);
-        vq.try_set_desc_table_address(GuestAddress(q.desc)).ok()?;
-        vq.try_set_avail_ring_address(GuestAddress(q.driver)).ok()?;
-        vq.try_set_used_ring_address(GuestAddress(q.device)).ok()?;
-        vq.set_ready(true);
-        vq.is_valid(mem).then_some(vq)
     }
 
     /// Serves one request; returns the number of bytes written into the driver's buffers.
@@ -308,10 +300,7 @@ impl<M: GuestAddressSpace> Backend for Blk<M> {
         }
         let guard = self.mem.memory();
         let mem: &M::M = &guard;
-        // A queue set up anew (or for the first time) gets fresh walking state.
-        if self.queue.as_ref().map(|(state, _)| state) != Some(q) {
-            self.queue = Self::make_queue(mem, q).map(|vq| (*q, vq));
-        }
+        walk_queue(&mut self.queue, mem, q);
         let Some((state, mut vq)) = self.queue.take() else {
             return false;
         };

@@ -23,7 +23,10 @@
 //! memory is consumed with nothing written, and a transmit chain longer than [`TX_MAX`] bytes is
 //! cut there (the rest counted as dropped).
 
-use crate::{transport::QueueState, Backend};
+use crate::{
+    transport::{walk_queue, QueueState},
+    Backend,
+};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -33,7 +36,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use virtio_queue::{Queue, QueueT, Reader, Writer};
-use vm_memory::{GuestAddress, GuestAddressSpace};
+use vm_memory::GuestAddressSpace;
 
 /// virtio device id of a console.
 const VIRTIO_ID_CONSOLE: u32 = 3;
@@ -162,26 +165,6 @@ impl<M: GuestAddressSpace> Console<M> {
     /// Host input waiting for receive buffers, in bytes.
     pub fn pending_input(&self) -> usize {
         self.pending.len()
-    }
-
-    fn make_queue(mem: &M::M, q: &QueueState) -> Option<Queue> {
-        let size = u16::try_from(q.size).ok()?;
-        let mut vq = Queue::new(size).ok()?;
-        vq.set_size(size);
-        vq.try_set_desc_table_address(GuestAddress(q.desc)).ok()?;
-        vq.try_set_avail_ring_address(GuestAddress(q.driver)).ok()?;
-        vq.try_set_used_ring_address(GuestAddress(q.device)).ok()?;
-        vq.set_ready(true);
-        vq.is_valid(mem).then_some(vq)
-    }
-
-    /// Brings the walking state of `slot` in line with the driver's queue `q`.
-    fn sync_queue(mem: &M::M, slot: &mut Option<(QueueState, Queue)>, q: &QueueState) {
-        if q.size == 0 {
-            *slot = None;
-        } else if slot.as_ref().map(|(state, _)| state) != Some(q) {
-            *slot = Self::make_queue(mem, q).map(|vq| (*q, vq));
-        }
     }
 
     /// Takes a waiting client, if there is none yet.
@@ -413,13 +396,13 @@ impl<M: GuestAddressSpace> Backend for Console<M> {
         let mem: &M::M = &guard;
         match index {
             RX => {
-                Self::sync_queue(mem, &mut self.rx, q);
+                walk_queue(&mut self.rx, mem, q);
                 // New buffers: pending input may go on, and the host end is watched again.
                 self.starved = false;
                 self.deliver(mem)
             }
             TX => {
-                Self::sync_queue(mem, &mut self.tx, q);
+                walk_queue(&mut self.tx, mem, q);
                 self.transmit(mem)
             }
             _ => false,
@@ -456,7 +439,7 @@ impl<M: GuestAddressSpace> Backend for Console<M> {
         let Some(q) = queues.get(RX as usize) else {
             return Vec::new();
         };
-        Self::sync_queue(mem, &mut self.rx, q);
+        walk_queue(&mut self.rx, mem, q);
         if self.rx.is_none() || self.starved {
             return Vec::new();
         }

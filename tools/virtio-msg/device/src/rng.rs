@@ -7,9 +7,12 @@
 //! through `vm-memory`, so nothing here parses rings by hand; what the driver wrote is bounds
 //! checked by those crates (a descriptor outside guest memory is skipped, not followed).
 
-use crate::{transport::QueueState, Backend};
+use crate::{
+    transport::{walk_queue, QueueState},
+    Backend,
+};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
+use vm_memory::{Bytes, GuestAddressSpace};
 
 /// virtio device id of an entropy device.
 const VIRTIO_ID_RNG: u32 = 4;
@@ -38,17 +41,6 @@ impl<M: GuestAddressSpace> Rng<M> {
             source,
             queue: None,
         }
-    }
-
-    fn make_queue(mem: &M::M, q: &QueueState) -> Option<Queue> {
-        let size = u16::try_from(q.size).ok()?;
-        let mut vq = Queue::new(size).ok()?;
-        vq.set_size(size);
-        vq.try_set_desc_table_address(GuestAddress(q.desc)).ok()?;
-        vq.try_set_avail_ring_address(GuestAddress(q.driver)).ok()?;
-        vq.try_set_used_ring_address(GuestAddress(q.device)).ok()?;
-        vq.set_ready(true);
-        vq.is_valid(mem).then_some(vq)
     }
 }
 
@@ -84,11 +76,7 @@ impl<M: GuestAddressSpace> Backend for Rng<M> {
         if index != 0 {
             return false;
         }
-        // A queue set up anew (or for the first time) gets fresh walking state.
-        if queue.as_ref().map(|(state, _)| state) != Some(q) {
-            *queue = Self::make_queue(mem, q).map(|vq| (*q, vq));
-        }
-        let Some((_, vq)) = queue.as_mut() else {
+        let Some(vq) = walk_queue(queue, mem, q) else {
             return false;
         };
         let mut used = false;

@@ -6,6 +6,8 @@ use crate::{Backend, Mode};
 use virtio_msg_wire::{
     max_config_chunk, max_feature_blocks, DeviceInfo, Frame, Message, VqueueInfo, Words,
 };
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddress, GuestMemory};
 
 /// Device status bits.
 const DRIVER_OK: u32 = 4;
@@ -32,6 +34,32 @@ pub struct QueueState {
     pub driver: u64,
     /// Guest address of the device area.
     pub device: u64,
+}
+
+/// The `virtio-queue` state walking the driver's queue `q`, kept in `slot`: created anew when
+/// the driver set the queue up anew (other size or addresses, or for the first time), and
+/// `None` while the queue is not usable (not set up, rings outside guest memory). Every
+/// backend keeps one per virtqueue.
+pub fn walk_queue<'a, G: GuestMemory>(
+    slot: &'a mut Option<(QueueState, Queue)>,
+    mem: &G,
+    q: &QueueState,
+) -> Option<&'a mut Queue> {
+    if slot.as_ref().map(|(state, _)| state) != Some(q) {
+        *slot = new_queue(mem, q).map(|vq| (*q, vq));
+    }
+    slot.as_mut().map(|(_, vq)| vq)
+}
+
+fn new_queue<G: GuestMemory>(mem: &G, q: &QueueState) -> Option<Queue> {
+    let size = u16::try_from(q.size).ok()?;
+    let mut vq = Queue::new(size).ok()?;
+    vq.set_size(size);
+    vq.try_set_desc_table_address(GuestAddress(q.desc)).ok()?;
+    vq.try_set_avail_ring_address(GuestAddress(q.driver)).ok()?;
+    vq.try_set_used_ring_address(GuestAddress(q.device)).ok()?;
+    vq.set_ready(true);
+    vq.is_valid(mem).then_some(vq)
 }
 
 /// The device side of one device number.

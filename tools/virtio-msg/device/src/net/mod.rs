@@ -27,10 +27,13 @@ pub use io::{PacketIo, SocketIo};
 pub use options::{default_mac, parse_mac, Endpoint, NetOptions};
 pub use tap::{HostIp, Tap};
 
-use crate::{transport::QueueState, Backend};
+use crate::{
+    transport::{walk_queue, QueueState},
+    Backend,
+};
 use std::os::fd::RawFd;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemory};
 
 /// virtio device id of a network device.
 const VIRTIO_ID_NET: u32 = 1;
@@ -151,19 +154,6 @@ impl<M: GuestAddressSpace> Net<M> {
         self.rx_stopped
     }
 
-    /// The `virtio-queue` state for `q`, created anew when the driver set the queue up anew;
-    /// `None` if the queue is not usable (unconfigured, rings outside guest memory).
-    fn queue<'a>(
-        slot: &'a mut Option<(QueueState, Queue)>,
-        mem: &M::M,
-        q: &QueueState,
-    ) -> Option<&'a mut Queue> {
-        if slot.as_ref().map(|(state, _)| state) != Some(q) {
-            *slot = make_queue(mem, q).map(|vq| (*q, vq));
-        }
-        slot.as_mut().map(|(_, vq)| vq)
-    }
-
     /// Moves frames from the host into receive buffers: the pending frame first, then what the
     /// endpoint has, until it is empty, the driver has no buffer left, or the budget is spent.
     /// Returns whether a used ring entry was added.
@@ -189,7 +179,7 @@ impl<M: GuestAddressSpace> Net<M> {
                     }
                 },
             };
-            let Some(vq) = Self::queue(&mut self.rx, mem, q) else {
+            let Some(vq) = walk_queue(&mut self.rx, mem, q) else {
                 self.pending = Some(len);
                 break;
             };
@@ -230,7 +220,7 @@ impl<M: GuestAddressSpace> Net<M> {
     fn pump_tx(&mut self, q: &QueueState) -> bool {
         let guard = self.mem.memory();
         let mem: &M::M = &guard;
-        let Some(vq) = Self::queue(&mut self.tx, mem, q) else {
+        let Some(vq) = walk_queue(&mut self.tx, mem, q) else {
             return false;
         };
         let mut used = false;
@@ -272,17 +262,6 @@ fn rx_buffer() -> Vec<u8> {
 }
 
 /// A `virtio-queue` queue walking the rings of `q`, if they are in guest memory.
-fn make_queue<G: GuestMemory>(mem: &G, q: &QueueState) -> Option<Queue> {
-    let size = u16::try_from(q.size).ok()?;
-    let mut vq = Queue::new(size).ok()?;
-    vq.set_size(size);
-    vq.try_set_desc_table_address(GuestAddress(q.desc)).ok()?;
-    vq.try_set_avail_ring_address(GuestAddress(q.driver)).ok()?;
-    vq.try_set_used_ring_address(GuestAddress(q.device)).ok()?;
-    vq.set_ready(true);
-    vq.is_valid(mem).then_some(vq)
-}
-
 /// Writes `data` (a `virtio_net_hdr` and a frame) into the writable buffers of `chain`.
 fn write_frame<G, T>(mem: &G, chain: DescriptorChain<T>, data: &[u8]) -> Delivery
 where
