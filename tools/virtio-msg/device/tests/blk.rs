@@ -3,23 +3,20 @@
 //! The block device against a temporary image and rings laid out in guest memory by
 //! virtio-queue's mock queue.
 
+mod rings;
+
+use rings::{desc, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
 use std::path::PathBuf;
 use std::sync::Arc;
 use virtio_msg_device::{
     blk::{Blk, ID_BYTES, SEG_MAX},
-    transport::{QueueState, TransportDevice},
+    transport::TransportDevice,
     Backend, Mode,
 };
 use virtio_msg_wire::{Frame, Message};
-use virtio_queue::{
-    desc::{split::Descriptor, RawDescriptor},
-    mock::MockSplitQueue,
-};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress};
 
-const WRITE: u16 = 2;
-const NEXT: u16 = 1;
-const QUEUE_SIZE: u16 = 16;
 const SECTORS: u64 = 64;
 
 const T_IN: u32 = 0;
@@ -35,10 +32,8 @@ const HDR: u64 = 0x10_0000;
 const DATA: u64 = 0x11_0000;
 const STATUS: u64 = 0x18_0000;
 
-type Mem = GuestMemoryMmap<()>;
-
 fn memory() -> Mem {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap()
+    rings::memory(0x20_0000)
 }
 
 /// A temporary image file, removed on drop.
@@ -64,10 +59,6 @@ impl Drop for Image {
     }
 }
 
-fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
-}
-
 fn header(mem: &Mem, slot: u64, request: u32, sector: u64) -> u64 {
     let addr = HDR + 0x100 * slot;
     let mut h = [0u8; 16];
@@ -75,24 +66,6 @@ fn header(mem: &Mem, slot: u64, request: u32, sector: u64) -> u64 {
     h[8..].copy_from_slice(&sector.to_le_bytes());
     mem.write_slice(&h, GuestAddress(addr)).unwrap();
     addr
-}
-
-fn state(q: &MockSplitQueue<'_, Mem>) -> QueueState {
-    QueueState {
-        size: QUEUE_SIZE.into(),
-        desc: q.desc_table_addr().0,
-        driver: q.avail_addr().0,
-        device: q.used_addr().0,
-    }
-}
-
-/// (id, len) of used ring entry `i`, and the used index.
-fn used(mem: &Mem, q: &MockSplitQueue<'_, Mem>, i: u64) -> ((u32, u32), u16) {
-    let base = q.used_addr().0;
-    let idx: u16 = mem.read_obj(GuestAddress(base + 2)).unwrap();
-    let id: u32 = mem.read_obj(GuestAddress(base + 4 + 8 * i)).unwrap();
-    let len: u32 = mem.read_obj(GuestAddress(base + 8 + 8 * i)).unwrap();
-    ((id, len), idx)
 }
 
 fn status(mem: &Mem, slot: u64) -> u8 {

@@ -3,6 +3,9 @@
 //! The console device against rings laid out in guest memory by virtio-queue's mock queue, with
 //! real host ends: a listening socket in a temporary directory, and a pseudo-terminal.
 
+mod rings;
+
+use rings::{desc, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -15,45 +18,15 @@ use virtio_msg_device::{
     Backend, Mode,
 };
 use virtio_msg_wire::{Frame, Message};
-use virtio_queue::{
-    desc::{split::Descriptor, RawDescriptor},
-    mock::MockSplitQueue,
-};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress};
 
-const WRITE: u16 = 2;
-const NEXT: u16 = 1;
-const QUEUE_SIZE: u16 = 16;
 /// Receive buffers and transmit data.
 const RX_BUF: u64 = 0x10_0000;
 const TX_BUF: u64 = 0x20_0000;
 
-type Mem = GuestMemoryMmap<()>;
-
 fn memory() -> Mem {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
-}
-
-fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
-}
-
-fn state(q: &MockSplitQueue<'_, Mem>) -> QueueState {
-    QueueState {
-        size: QUEUE_SIZE.into(),
-        desc: q.desc_table_addr().0,
-        driver: q.avail_addr().0,
-        device: q.used_addr().0,
-    }
-}
-
-/// (id, len) of used ring entry `i`, and the used index.
-fn used(mem: &Mem, q: &MockSplitQueue<'_, Mem>, i: u64) -> ((u32, u32), u16) {
-    let base = q.used_addr().0;
-    let idx: u16 = mem.read_obj(GuestAddress(base + 2)).unwrap();
-    let id: u32 = mem.read_obj(GuestAddress(base + 4 + 8 * i)).unwrap();
-    let len: u32 = mem.read_obj(GuestAddress(base + 8 + 8 * i)).unwrap();
-    ((id, len), idx)
+    rings::memory(0x40_0000)
 }
 
 fn read_guest(mem: &Mem, addr: u64, len: usize) -> Vec<u8> {

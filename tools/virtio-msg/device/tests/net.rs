@@ -3,6 +3,9 @@
 //! The network device against rings laid out in guest memory by virtio-queue's mock queue,
 //! with a socket pair as the host end.
 
+mod rings;
+
+use rings::{desc, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
 use std::{
     io::ErrorKind,
     os::unix::net::UnixDatagram,
@@ -16,27 +19,16 @@ use virtio_msg_device::{
     Backend, Mode,
 };
 use virtio_msg_wire::{AvailNext, Frame, Message, VqueueConfig, Words};
-use virtio_queue::{
-    desc::{split::Descriptor, RawDescriptor},
-    mock::MockSplitQueue,
-};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress};
 
-const WRITE: u16 = 2;
-const NEXT: u16 = 1;
-const QUEUE_SIZE: u16 = 16;
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
 const HDR: usize = 12;
 
-type Mem = GuestMemoryMmap<()>;
 type Dev = Net<Arc<Mem>>;
 
 fn memory() -> Mem {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap()
-}
-
-fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
+    rings::memory(0x20_0000)
 }
 
 /// The receive queue at 0x1000 and the transmit queue at 0x2000.
@@ -47,30 +39,12 @@ fn queues(mem: &Mem) -> (MockSplitQueue<'_, Mem>, MockSplitQueue<'_, Mem>) {
     )
 }
 
-fn state(q: &MockSplitQueue<'_, Mem>) -> QueueState {
-    QueueState {
-        size: QUEUE_SIZE.into(),
-        desc: q.desc_table_addr().0,
-        driver: q.avail_addr().0,
-        device: q.used_addr().0,
-    }
-}
-
 /// A device whose host end is one side of a socket pair; the other side is returned.
 fn device(mem: &Mem) -> (Dev, UnixDatagram) {
     let (ours, peer) = UnixDatagram::pair().unwrap();
     peer.set_nonblocking(true).unwrap();
     let io = SocketIo::connected(ours).unwrap();
     (Net::new(Arc::new(mem.clone()), Box::new(io), MAC), peer)
-}
-
-/// (id, len) of used ring entry `i`, and the used index.
-fn used(mem: &Mem, q: &MockSplitQueue<'_, Mem>, i: u64) -> ((u32, u32), u16) {
-    let base = q.used_addr().0;
-    let idx: u16 = mem.read_obj(GuestAddress(base + 2)).unwrap();
-    let id: u32 = mem.read_obj(GuestAddress(base + 4 + 8 * i)).unwrap();
-    let len: u32 = mem.read_obj(GuestAddress(base + 8 + 8 * i)).unwrap();
-    ((id, len), idx)
 }
 
 fn used_idx(mem: &Mem, q: &MockSplitQueue<'_, Mem>) -> u16 {

@@ -2,6 +2,9 @@
 
 //! The entropy device against rings laid out in guest memory by virtio-queue's mock queue.
 
+mod rings;
+
+use rings::{desc, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
 use std::sync::Arc;
 use virtio_msg_device::{
     rng::Rng,
@@ -9,54 +12,21 @@ use virtio_msg_device::{
     Backend, Mode,
 };
 use virtio_msg_wire::{AvailNext, Frame, Message, VqueueConfig, Words};
-use virtio_queue::{
-    desc::{split::Descriptor, RawDescriptor},
-    mock::MockSplitQueue,
-};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_queue::{desc::RawDescriptor, mock::MockSplitQueue};
+use vm_memory::{Bytes, GuestAddress};
 
-const WRITE: u16 = 2;
-const NEXT: u16 = 1;
-const QUEUE_SIZE: u16 = 16;
-
-fn memory() -> GuestMemoryMmap<()> {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap()
+fn memory() -> Mem {
+    rings::memory(0x20_0000)
 }
 
-fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
-}
-
-fn rng(mem: &GuestMemoryMmap<()>) -> Rng<Arc<GuestMemoryMmap<()>>> {
+fn rng(mem: &Mem) -> Rng<Arc<Mem>> {
     Rng::new(
         Arc::new(mem.clone()),
         Box::new(|buf: &mut [u8]| buf.fill(0xab)),
     )
 }
 
-fn state(q: &MockSplitQueue<'_, GuestMemoryMmap<()>>) -> QueueState {
-    QueueState {
-        size: QUEUE_SIZE.into(),
-        desc: q.desc_table_addr().0,
-        driver: q.avail_addr().0,
-        device: q.used_addr().0,
-    }
-}
-
-/// (id, len) of used ring entry `i`, and the used index.
-fn used(
-    mem: &GuestMemoryMmap<()>,
-    q: &MockSplitQueue<'_, GuestMemoryMmap<()>>,
-    i: u64,
-) -> ((u32, u32), u16) {
-    let base = q.used_addr().0;
-    let idx: u16 = mem.read_obj(GuestAddress(base + 2)).unwrap();
-    let id: u32 = mem.read_obj(GuestAddress(base + 4 + 8 * i)).unwrap();
-    let len: u32 = mem.read_obj(GuestAddress(base + 8 + 8 * i)).unwrap();
-    ((id, len), idx)
-}
-
-fn filled(mem: &GuestMemoryMmap<()>, addr: u64, len: usize) -> bool {
+fn filled(mem: &Mem, addr: u64, len: usize) -> bool {
     let mut buf = vec![0u8; len];
     mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
     buf.iter().all(|&b| b == 0xab)
