@@ -18,3 +18,7 @@ pub use wire::*;
 /// The known-answer vectors shared with the KUnit suite `virtio_msg_wire`.
 #[path = "../../../../drivers/virtio/virtio_msg/wire_vectors.rs"]
 pub mod wire_vectors;
+
+/// Reader of the device model recordings, shared with the KUnit replay suites.
+#[path = "../../../../drivers/virtio/virtio_msg/recording.rs"]
+pub mod recording;
