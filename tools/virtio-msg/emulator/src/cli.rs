@@ -4,12 +4,14 @@
 //! every mistake gets a message that says what was expected.
 
 use crate::pci::MAX_FIFOS;
+use crate::tokens::TokenMode;
 use std::path::{Path, PathBuf};
 use virtio_msg_device::{bus::DEVICES_PER_FIFO, net::NetOptions, Mode};
 
 /// The usage text of `--help`.
 pub const USAGE: &str = "\
 usage: virtio-msg-emulator --socket PATH [--fifos N] [--mode compat|strict]
+                           [--tokens model|zero|scramble]
                            [--log-level error|warn|info|debug]
                            --device FIFO:NUM:KIND[,key=value...] [--device ...]
 
@@ -24,6 +26,13 @@ Options:
   --mode MODE        compat: behave like QEMU's virtio-msg-amp-pci device model
                      (48-byte messages, its quirks); strict: the specification
                      (default compat)
+  --tokens MODE      the token of every message the device sends (the bus owns
+                     tokens; a driver must not rely on them): model: transport
+                     responses echo the request's token, bus replies and events
+                     carry 0, as the device model does (default); zero: every
+                     message carries 0; scramble: every response carries a
+                     token other than its request's, varying from message to
+                     message, and events arbitrary ones
   --log-level LEVEL  error, warn, info (default) or debug; the log goes to stderr
   --device SPEC      a device on FIFO FIFO (below --fifos) with device number NUM
                      (0 to 31); repeat for more devices. KIND and its options:
@@ -95,6 +104,8 @@ pub struct Options {
     pub fifos: usize,
     /// Device model or specification behaviour.
     pub mode: Mode,
+    /// What becomes of the tokens of what the device sends.
+    pub tokens: TokenMode,
     /// How much to log.
     pub log_level: log::LevelFilter,
     /// The devices.
@@ -232,6 +243,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     }
     let mut args = args.into_iter();
     let (mut socket, mut fifos, mut mode, mut log_level) = (None, None, None, None);
+    let mut tokens = None;
     let mut devices = Vec::new();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -240,7 +252,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         };
         if !matches!(
             name.as_str(),
-            "--socket" | "--fifos" | "--mode" | "--log-level" | "--device"
+            "--socket" | "--fifos" | "--mode" | "--tokens" | "--log-level" | "--device"
         ) {
             return Err(format!("unknown option {arg:?} (see --help)"));
         }
@@ -275,6 +287,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
                     "strict" => Mode::Strict,
                     _ => return Err(format!("--mode {value:?}: expected compat or strict")),
                 });
+            }
+            "--tokens" => {
+                twice(tokens.is_some())?;
+                tokens = Some(value.parse::<TokenMode>()?);
             }
             "--log-level" => {
                 twice(log_level.is_some())?;
@@ -328,6 +344,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         socket,
         fifos,
         mode: mode.unwrap_or(Mode::Compat),
+        tokens: tokens.unwrap_or_default(),
         log_level: log_level.unwrap_or(log::LevelFilter::Info),
         devices,
     }))
@@ -350,13 +367,16 @@ mod tests {
 
     #[test]
     fn a_full_command_line() {
-        let o = run("--socket /tmp/s --fifos=2 --mode strict --log-level debug \
+        let o = run(
+            "--socket /tmp/s --fifos=2 --mode strict --tokens scramble --log-level debug \
                      --device 0:0:rng --device 1:31:blk,file=/x.img,readonly \
-                     --device 0:5:net,tap=t0,mac=52:54:00:00:00:01 --device 1:2:console,socket=/c")
+                     --device 0:5:net,tap=t0,mac=52:54:00:00:00:01 --device 1:2:console,socket=/c",
+        )
         .unwrap();
         assert_eq!(o.socket, PathBuf::from("/tmp/s"));
         assert_eq!(o.fifos, 2);
         assert_eq!(o.mode, Mode::Strict);
+        assert_eq!(o.tokens, TokenMode::Scramble);
         assert_eq!(o.log_level, log::LevelFilter::Debug);
         assert_eq!(
             o.devices,
@@ -395,6 +415,13 @@ mod tests {
     fn defaults_and_help() {
         let o = run("--socket s --device 0:3:rng").unwrap();
         assert_eq!((o.fifos, o.mode), (1, Mode::Compat));
+        assert_eq!(o.tokens, TokenMode::Model);
+        assert_eq!(
+            run("--socket s --device 0:3:rng --tokens=zero")
+                .unwrap()
+                .tokens,
+            TokenMode::Zero
+        );
         assert_eq!(o.log_level, log::LevelFilter::Info);
         // --help wins wherever it is.
         assert_eq!(
@@ -417,6 +444,14 @@ mod tests {
             (
                 "--socket s --device 0:0:rng --mode fast",
                 "expected compat or strict",
+            ),
+            (
+                "--socket s --device 0:0:rng --tokens echo",
+                "expected model, zero or scramble",
+            ),
+            (
+                "--socket s --device 0:0:rng --tokens zero --tokens model",
+                "--tokens given twice",
             ),
             (
                 "--socket s --device 0:0:rng --log-level loud",

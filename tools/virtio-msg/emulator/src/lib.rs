@@ -6,8 +6,8 @@
 //! - [`pci`]: configuration space and BAR layout;
 //! - [`shm`]: BAR1, the FIFO queues, shared with the guest through a memfd;
 //! - [`server`]: the vfio-user requests (BAR accesses, MSI-X eventfds, guest memory maps);
-//! - [`worker`]: one thread per FIFO running the SPSC queues and the virtio-msg bus of the
-//!   device crate;
+//! - [`worker`]: one thread per FIFO running the SPSC queues ([`queues`]) and the virtio-msg
+//!   bus of the device crate, with the tokens of what it sends set as [`tokens`] says;
 //! - [`backends`], [`cli`], [`logger`]: the program around them.
 //!
 //! The split between the vfio-user thread and the workers keeps every guest-visible reaction
@@ -17,6 +17,8 @@ pub mod backends;
 pub mod cli;
 pub mod logger;
 pub mod pci;
+pub mod queues;
 pub mod server;
 pub mod shm;
+pub mod tokens;
 pub mod worker;

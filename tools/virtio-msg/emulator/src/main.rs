@@ -19,7 +19,7 @@ use virtio_msg_emulator::{
     logger, pci,
     server::{self, Device, GuestMem, Workers},
     shm::SharedMem,
-    worker::FifoHandle,
+    worker::{Fifo, FifoHandle},
 };
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
@@ -104,10 +104,9 @@ fn run(opts: Options) -> Result<(), String> {
     );
     let mut handles = Vec::new();
     for (n, bus) in buses.into_iter().enumerate() {
-        handles.push(
-            FifoHandle::spawn(n, bus, opts.mode, bar1.clone())
-                .map_err(|e| format!("FIFO {n} worker: {e}"))?,
-        );
+        let fifo = Fifo::new(n, bus, opts.mode, opts.tokens, bar1.clone())
+            .map_err(|e| format!("FIFO {n}: {e}"))?;
+        handles.push(FifoHandle::spawn(fifo).map_err(|e| format!("FIFO {n} worker: {e}"))?);
     }
     let workers: Workers = Arc::new(Mutex::new(handles));
     let server = vfio_user::Server::new(
@@ -119,10 +118,11 @@ fn run(opts: Options) -> Result<(), String> {
     .map_err(|e| format!("--socket {}: {e}", opts.socket.display()))?;
     spawn_signal_thread(workers.clone(), &opts.socket)?;
     info!(
-        "listening on {} ({} FIFOs, {:?} mode)",
+        "listening on {} ({} FIFOs, {:?} mode, tokens {:?})",
         opts.socket.display(),
         opts.fifos,
-        opts.mode
+        opts.mode,
+        opts.tokens
     );
 
     let mut device = Device::new(workers.clone(), bar1, mem);

@@ -5,15 +5,19 @@
 //! The vfio-user message loop must stay responsive (QEMU waits for it on every trapped
 //! access), so a doorbell only signals the FIFO's eventfd and the worker does the work. The
 //! worker waits in poll(2) on: a control eventfd (reset, stop), the doorbell, and the host side
-//! of every attached backend (a tap device, a console socket). It owns the bus and both queue
-//! ends; what it puts on the device queue in one wake-up is announced with a single MSI-X
-//! interrupt.
+//! of every attached backend (a tap device, a console socket). It owns a [`Fifo`]: the bus and
+//! both queue ends; what it puts on the device queue in one wake-up is announced with a single
+//! MSI-X interrupt. [`Fifo`] works without the thread too, so that tests can ring a doorbell
+//! and look at the device queue once it has been answered, as with the device model.
 //!
-//! The guest owns half of each queue and is not trusted: a queue index that makes no sense
-//! stops the FIFO (logged once) until the next doorbell adopts the indexes again; nothing here
-//! panics on what the guest wrote.
+//! The guest owns half of each queue and is not trusted: in strict mode a queue index that
+//! makes no sense stops the FIFO (logged once) until the next doorbell adopts the indexes
+//! again; compat mode takes indexes modulo the queue size as the device model does (see
+//! [`crate::queues`]). Nothing here panics on what the guest wrote.
 
+use crate::queues::{DeviceQueue, DriverQueue};
 use crate::shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE};
+use crate::tokens::{Stamper, TokenMode};
 use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -23,7 +27,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use virtio_msg_device::{bus::FifoBus, Mode};
-use virtio_msg_spsc::{Consumer, Producer, QueueError, CAPACITY, SLOT_BYTES};
+use virtio_msg_spsc::{QueueError, CAPACITY, SLOT_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// How often every backend's host side is looked at even without a readable fd.
@@ -31,7 +35,7 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Retry interval while a full device queue holds messages back (strict mode).
 const RETRY: Duration = Duration::from_millis(10);
 /// Driver-queue messages handled per wake-up before other sources get a turn.
-const BATCH: u32 = 4 * CAPACITY;
+pub const BATCH: u32 = 4 * CAPACITY;
 /// Device status bit DRIVER_OK.
 const DRIVER_OK: u32 = 4;
 
@@ -82,6 +86,237 @@ enum Control {
     Stop,
 }
 
+/// One FIFO without its thread: the bus with its devices and the device's ends of both queues.
+///
+/// The worker thread drives it; tests drive it directly, one doorbell at a time, the way the
+/// device model answers a doorbell before the doorbell write returns.
+pub struct Fifo {
+    index: usize,
+    mode: Mode,
+    bus: FifoBus,
+    rx: DriverQueue,
+    tx: DeviceQueue,
+    /// A queue index was corrupt (strict mode); reported once, until the queues are adopted
+    /// again.
+    broken: bool,
+    /// Strict mode: messages waiting for room in the device queue.
+    outbox: VecDeque<Vec<u8>>,
+    /// Messages dropped: the device queue was full (compat mode) or stopped.
+    dropped: u64,
+    tokens: Stamper,
+}
+
+/// What a call on a [`Fifo`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Messages put on the device queue.
+    pub sent: u32,
+    /// Whether driver messages may be left for another call.
+    pub more: bool,
+}
+
+impl Fifo {
+    /// FIFO `index` of the device, with its queues in `mem`, answering through `bus`; the
+    /// queues run as the device model runs them in compat mode, checked in strict mode, and
+    /// `tokens` says what becomes of the tokens of what the device sends.
+    pub fn new(
+        index: usize,
+        bus: FifoBus,
+        mode: Mode,
+        tokens: TokenMode,
+        mem: Arc<SharedMem>,
+    ) -> io::Result<Self> {
+        let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "FIFO outside BAR1");
+        let model = mode == Mode::Compat;
+        let driver = QueueWindow::new(mem.clone(), index, DRIVER_QUEUE).ok_or_else(invalid)?;
+        let device = QueueWindow::new(mem, index, DEVICE_QUEUE).ok_or_else(invalid)?;
+        let mut fifo = Self {
+            index,
+            mode,
+            bus,
+            rx: DriverQueue::new(driver, model),
+            tx: DeviceQueue::new(device, model),
+            broken: false,
+            outbox: VecDeque::new(),
+            dropped: 0,
+            tokens: Stamper::new(tokens),
+        };
+        fifo.adopt();
+        Ok(fifo)
+    }
+
+    /// The bus and its devices.
+    pub fn bus_mut(&mut self) -> &mut FifoBus {
+        &mut self.bus
+    }
+
+    /// Messages dropped so far because the device queue was full or stopped.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Takes over both queues with the indexes found in shared memory.
+    fn adopt(&mut self) {
+        match self.rx.adopt().and_then(|()| self.tx.adopt()) {
+            Ok(()) => {
+                if self.broken {
+                    info!("FIFO {}: queues adopted again", self.index);
+                }
+                self.broken = false;
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The guest corrupted a queue: stop until the next doorbell.
+    fn fail(&mut self, e: QueueError) {
+        if !self.broken {
+            warn!(
+                "FIFO {}: queue error {e:?}: stopped until the next doorbell",
+                self.index
+            );
+        } else {
+            debug!("FIFO {}: still broken: {e:?}", self.index);
+        }
+        self.broken = true;
+        self.rx.stop();
+        self.tx.stop();
+        self.outbox.clear();
+    }
+
+    /// Resets every device and takes the queues over again; requests queued before the reset
+    /// are dropped (they are not for the device after it; the device model answers them
+    /// inside the doorbell write, so none is left there).
+    pub fn reset(&mut self) {
+        self.bus.reset();
+        self.outbox.clear();
+        self.adopt();
+        match self.rx.discard() {
+            Ok(0) => {}
+            Ok(n) => info!(
+                "FIFO {}: {n} requests from before the reset dropped",
+                self.index
+            ),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The driver rang the doorbell: queues stopped by a bad index are adopted again, then
+    /// [`Fifo::work`].
+    pub fn doorbell(&mut self) -> Pass {
+        if self.broken {
+            self.adopt();
+        }
+        self.work()
+    }
+
+    /// Retries what a full device queue held back, then handles what waits in the driver
+    /// queue, up to [`BATCH`] messages.
+    pub fn work(&mut self) -> Pass {
+        let mut pass = Pass {
+            sent: self.flush(),
+            more: false,
+        };
+        pass.more = self.drain(&mut pass.sent);
+        pass
+    }
+
+    /// The host side of device `n` has work (or a tick passed); returns whether it produced
+    /// messages, and how many were put on the device queue.
+    pub fn host_ready(&mut self, n: u16) -> (bool, u32) {
+        let msgs = self
+            .bus
+            .device(n)
+            .map(|dev| dev.host_ready())
+            .unwrap_or_default();
+        let produced = !msgs.is_empty();
+        let mut sent = 0;
+        self.send(msgs, None, &mut sent);
+        (produced, sent)
+    }
+
+    /// Handles driver messages, up to [`BATCH`]; returns whether there may be more to do.
+    fn drain(&mut self, sent: &mut u32) -> bool {
+        let len = self.mode.max_msg_size().min(SLOT_BYTES);
+        for _ in 0..BATCH {
+            if !self.outbox.is_empty() {
+                // Strict mode, device queue full: leave requests where they are.
+                return true;
+            }
+            let mut slot = [0u8; SLOT_BYTES];
+            match self.rx.pop(&mut slot) {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    self.fail(e);
+                    return false;
+                }
+            }
+            let request_token = u16::from_le_bytes([slot[4], slot[5]]);
+            let replies = self.bus.handle(&slot[..len]);
+            self.send(replies, Some(request_token), sent);
+        }
+        true
+    }
+
+    /// Puts messages on the device queue, answering the request with `request_token` (`None`
+    /// for what the host side produced).
+    fn send(&mut self, msgs: Vec<Vec<u8>>, request_token: Option<u16>, sent: &mut u32) {
+        for mut msg in msgs {
+            self.tokens.stamp(&mut msg, request_token);
+            if !self.outbox.is_empty() {
+                self.outbox.push_back(msg);
+                continue;
+            }
+            self.push(msg, sent);
+        }
+    }
+
+    /// Retries what a full device queue held back; returns how many went out.
+    pub fn flush(&mut self) -> u32 {
+        let mut sent = 0;
+        while let Some(msg) = self.outbox.pop_front() {
+            let left = self.outbox.len();
+            self.push(msg, &mut sent);
+            if self.outbox.len() > left {
+                // It went back to the front: still full.
+                break;
+            }
+        }
+        sent
+    }
+
+    /// Whether messages wait for room in the device queue.
+    pub fn held_back(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    fn push(&mut self, msg: Vec<u8>, sent: &mut u32) {
+        match self.tx.push(&msg) {
+            Ok(true) => *sent += 1,
+            Ok(false) => self.dropped += 1,
+            Err(QueueError::Full) => match self.mode {
+                Mode::Compat => {
+                    self.dropped += 1;
+                    debug!(
+                        "FIFO {}: device queue full, message dropped ({} so far)",
+                        self.index, self.dropped
+                    );
+                }
+                Mode::Strict => self.outbox.push_front(msg),
+            },
+            Err(QueueError::TooLong { len }) => {
+                self.dropped += 1;
+                debug!(
+                    "FIFO {}: {len}-byte message does not fit a slot",
+                    self.index
+                );
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
 /// A running FIFO worker.
 pub struct FifoHandle {
     index: usize,
@@ -91,29 +326,17 @@ pub struct FifoHandle {
 }
 
 impl FifoHandle {
-    /// Starts the worker of FIFO `index` over `bus`, with the queues in `mem`.
-    pub fn spawn(index: usize, bus: FifoBus, mode: Mode, mem: Arc<SharedMem>) -> io::Result<Self> {
-        let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "FIFO outside BAR1");
-        let driver = QueueWindow::new(mem.clone(), index, DRIVER_QUEUE).ok_or_else(invalid)?;
-        let device = QueueWindow::new(mem, index, DEVICE_QUEUE).ok_or_else(invalid)?;
+    /// Starts a worker thread for `fifo`.
+    pub fn spawn(fifo: Fifo) -> io::Result<Self> {
+        let index = fifo.index;
         let shared = Arc::new(FifoShared::new()?);
         let (ctl, rx) = mpsc::channel();
-        let mut worker = Worker {
-            index,
-            mode,
-            bus,
-            driver,
-            device,
-            rx: None,
-            tx: None,
-            broken: false,
-            outbox: VecDeque::new(),
-            dropped: 0,
+        let worker = Worker {
+            fifo,
             shared: shared.clone(),
             ctl: rx,
             muted: Vec::new(),
         };
-        worker.adopt();
         let thread = std::thread::Builder::new()
             .name(format!("fifo{index}"))
             .spawn(move || worker.run())?;
@@ -152,20 +375,7 @@ impl FifoHandle {
 }
 
 struct Worker {
-    index: usize,
-    mode: Mode,
-    bus: FifoBus,
-    driver: QueueWindow,
-    device: QueueWindow,
-    /// Driver queue (we consume), device queue (we produce); `None` while broken.
-    rx: Option<Consumer<QueueWindow>>,
-    tx: Option<Producer<QueueWindow>>,
-    /// A queue index was corrupt; reported once, until the queues are adopted again.
-    broken: bool,
-    /// Strict mode: messages waiting for room in the device queue.
-    outbox: VecDeque<Vec<u8>>,
-    /// Compat mode: messages dropped because the device queue was full.
-    dropped: u64,
+    fifo: Fifo,
     shared: Arc<FifoShared>,
     ctl: mpsc::Receiver<Control>,
     /// Devices whose host fd was ready but gave nothing: left out of poll until the next
@@ -173,48 +383,7 @@ struct Worker {
     muted: Vec<u16>,
 }
 
-/// Outcome of one wake-up.
-#[derive(Default)]
-struct Batch {
-    /// Messages put on the device queue.
-    sent: u32,
-}
-
 impl Worker {
-    /// Takes over both queues with the indexes found in shared memory.
-    fn adopt(&mut self) {
-        match (
-            Consumer::adopt(self.driver.clone()),
-            Producer::adopt(self.device.clone()),
-        ) {
-            (Ok(rx), Ok(tx)) => {
-                if self.broken {
-                    info!("FIFO {}: queues adopted again", self.index);
-                }
-                self.rx = Some(rx);
-                self.tx = Some(tx);
-                self.broken = false;
-            }
-            (Err(e), _) | (_, Err(e)) => self.fail(e),
-        }
-    }
-
-    /// The guest corrupted a queue: stop until the next doorbell.
-    fn fail(&mut self, e: QueueError) {
-        if !self.broken {
-            warn!(
-                "FIFO {}: queue error {e:?}: stopped until the next doorbell",
-                self.index
-            );
-        } else {
-            debug!("FIFO {}: still broken: {e:?}", self.index);
-        }
-        self.broken = true;
-        self.rx = None;
-        self.tx = None;
-        self.outbox.clear();
-    }
-
     fn run(mut self) {
         let mut more = false;
         let mut last_tick = Instant::now();
@@ -224,7 +393,7 @@ impl Worker {
                 pollfd(self.shared.doorbell.as_raw_fd()),
             ];
             let mut owners = Vec::new();
-            for (n, dev) in self.bus.devices_mut() {
+            for (n, dev) in self.fifo.bus_mut().devices_mut() {
                 if dev.status() & DRIVER_OK == 0 || self.muted.contains(&n) {
                     continue;
                 }
@@ -233,7 +402,7 @@ impl Worker {
                     owners.push(n);
                 }
             }
-            let wait = if !self.outbox.is_empty() {
+            let wait = if self.fifo.held_back() {
                 RETRY
             } else if more {
                 Duration::ZERO
@@ -246,49 +415,50 @@ impl Worker {
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
-                    warn!("FIFO {}: poll: {e}", self.index);
+                    warn!("FIFO {}: poll: {e}", self.fifo.index);
                     std::thread::sleep(RETRY);
                 }
                 continue;
             }
-            let mut batch = Batch::default();
+            let mut sent = 0;
             if fds[0].revents != 0 {
                 let _ = self.shared.control.read();
                 if !self.control() {
                     return;
                 }
             }
-            let rung = fds[1].revents != 0;
-            if rung {
+            let pass = if fds[1].revents != 0 {
                 let _ = self.shared.doorbell.read();
                 self.muted.clear();
-                if self.broken {
-                    self.adopt();
+                self.fifo.doorbell()
+            } else if more {
+                self.fifo.work()
+            } else {
+                Pass {
+                    sent: self.fifo.flush(),
+                    more: false,
                 }
-            }
-            self.flush(&mut batch);
-            if rung || more {
-                more = self.drain(&mut batch);
-            }
+            };
+            sent += pass.sent;
+            more = pass.more;
             for (pfd, n) in fds[2..].iter().zip(owners) {
                 if pfd.revents != 0 {
-                    let msgs = self.host_ready(n);
-                    if msgs.is_empty() {
+                    let (produced, n_sent) = self.fifo.host_ready(n);
+                    if !produced {
                         self.muted.push(n);
                     }
-                    self.send(msgs, &mut batch);
+                    sent += n_sent;
                 }
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.muted.clear();
-                let nums: Vec<u16> = self.bus.devices_mut().map(|(n, _)| n).collect();
+                let nums: Vec<u16> = self.fifo.bus_mut().devices_mut().map(|(n, _)| n).collect();
                 for n in nums {
-                    let msgs = self.host_ready(n);
-                    self.send(msgs, &mut batch);
+                    sent += self.fifo.host_ready(n).1;
                 }
             }
-            if batch.sent > 0 {
+            if sent > 0 {
                 self.shared.raise();
             }
         }
@@ -300,109 +470,12 @@ impl Worker {
             match self.ctl.try_recv() {
                 Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Ok(Control::Reset(ack)) => {
-                    self.bus.reset();
-                    self.outbox.clear();
+                    self.fifo.reset();
                     self.muted.clear();
-                    self.adopt();
-                    // Requests queued before the reset are not for the device after it (the
-                    // device model answers them inside the doorbell write, so none is left).
-                    if let Some(Ok(n)) = self.rx.as_mut().map(|rx| rx.discard()) {
-                        if n > 0 {
-                            info!(
-                                "FIFO {}: {n} requests from before the reset dropped",
-                                self.index
-                            );
-                        }
-                    }
                     let _ = ack.send(());
                 }
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
-        }
-    }
-
-    fn host_ready(&mut self, n: u16) -> Vec<Vec<u8>> {
-        self.bus
-            .device(n)
-            .map(|dev| dev.host_ready())
-            .unwrap_or_default()
-    }
-
-    /// Handles what waits in the driver queue, up to [`BATCH`] messages; returns whether there
-    /// may be more to do.
-    fn drain(&mut self, batch: &mut Batch) -> bool {
-        let len = self.mode.max_msg_size().min(SLOT_BYTES);
-        for _ in 0..BATCH {
-            if !self.outbox.is_empty() {
-                // Strict mode, device queue full: leave requests where they are.
-                return true;
-            }
-            let Some(rx) = self.rx.as_mut() else {
-                return false;
-            };
-            let mut slot = [0u8; SLOT_BYTES];
-            match rx.pop(&mut slot) {
-                Ok(true) => {}
-                Ok(false) => return false,
-                Err(e) => {
-                    self.fail(e);
-                    return false;
-                }
-            }
-            let replies = self.bus.handle(&slot[..len]);
-            self.send(replies, batch);
-        }
-        true
-    }
-
-    /// Puts messages on the device queue.
-    fn send(&mut self, msgs: Vec<Vec<u8>>, batch: &mut Batch) {
-        for msg in msgs {
-            if !self.outbox.is_empty() {
-                self.outbox.push_back(msg);
-                continue;
-            }
-            self.push(msg, batch);
-        }
-    }
-
-    /// Retries what a full device queue held back.
-    fn flush(&mut self, batch: &mut Batch) {
-        while let Some(msg) = self.outbox.pop_front() {
-            let left = self.outbox.len();
-            self.push(msg, batch);
-            if self.outbox.len() > left {
-                // It went back to the front: still full.
-                return;
-            }
-        }
-    }
-
-    fn push(&mut self, msg: Vec<u8>, batch: &mut Batch) {
-        let Some(tx) = self.tx.as_mut() else {
-            self.dropped += 1;
-            return;
-        };
-        match tx.push(&msg) {
-            Ok(()) => batch.sent += 1,
-            Err(QueueError::Full) => match self.mode {
-                Mode::Compat => {
-                    self.dropped += 1;
-                    debug!(
-                        "FIFO {}: device queue full, message dropped ({} so far)",
-                        self.index, self.dropped
-                    );
-                }
-                Mode::Strict => self.outbox.push_front(msg),
-            },
-            Err(QueueError::TooLong { len }) => {
-                self.dropped += 1;
-                debug!(
-                    "FIFO {}: {len}-byte message does not fit a slot",
-                    self.index
-                );
-            }
-            Err(e) => self.fail(e),
         }
     }
 }

@@ -11,7 +11,8 @@ use virtio_msg_device::{bus::FifoBus, transport::QueueState, Backend, Mode};
 use virtio_msg_emulator::{
     pci::bar1_size,
     shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE},
-    worker::{FifoHandle, TICK},
+    tokens::TokenMode,
+    worker::{Fifo, FifoHandle, TICK},
 };
 use virtio_msg_spsc::{Consumer, Producer, QueueMemory, CAPACITY, HEAD_OFFSET, SLOT_BYTES};
 use virtio_msg_wire::{Frame, Message};
@@ -56,7 +57,8 @@ fn start(mode: Mode, devices: &[u16]) -> Guest {
     for &n in devices {
         bus.attach(n, Box::new(Quiet)).unwrap();
     }
-    let fifo = FifoHandle::spawn(0, bus, mode, mem.clone()).unwrap();
+    let fifo = Fifo::new(0, bus, mode, TokenMode::Model, mem.clone()).unwrap();
+    let fifo = FifoHandle::spawn(fifo).unwrap();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     // SAFETY: the descriptor is a fresh duplicate that nothing else owns.
     let file = unsafe { File::from_raw_fd(irq.try_clone().unwrap().into_raw_fd()) };
@@ -180,8 +182,8 @@ fn no_interrupt_without_an_eventfd() {
 }
 
 #[test]
-fn a_corrupt_index_stops_the_fifo_until_the_next_doorbell() {
-    let mut g = start(Mode::Compat, &[0]);
+fn strict_mode_stops_on_a_corrupt_index_until_the_next_doorbell() {
+    let mut g = start(Mode::Strict, &[0]);
     let driver = QueueWindow::new(g.mem.clone(), 0, DRIVER_QUEUE).unwrap();
     // The guest writes nonsense as its head.
     driver.store_index(HEAD_OFFSET, 1000);
@@ -209,6 +211,22 @@ fn a_corrupt_index_stops_the_fifo_until_the_next_doorbell() {
     g.ping(5, 6);
     g.fifo.shared().ring();
     assert_eq!(g.interrupts(), 0);
+    assert!(g.fifo.stop(), "the worker must not panic");
+}
+
+#[test]
+fn compat_mode_takes_indexes_modulo_the_capacity() {
+    // As the device model: an index out of range is not an error, it names the slot it is
+    // congruent to, and the worker goes on.
+    let mut g = start(Mode::Compat, &[0]);
+    let driver = QueueWindow::new(g.mem.clone(), 0, DRIVER_QUEUE).unwrap();
+    g.ping(3, 4);
+    // Head 1 + 62: the same slot as head 1.
+    driver.store_index(HEAD_OFFSET, 1 + CAPACITY);
+    g.fifo.shared().ring();
+    assert_eq!(g.wait_pending(1), 1);
+    assert_eq!(g.pong(), Some((3, 4)));
+    assert_eq!(driver.load_index(64), 1, "the device's tail, reduced");
     assert!(g.fifo.stop(), "the worker must not panic");
 }
 

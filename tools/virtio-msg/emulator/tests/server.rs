@@ -19,7 +19,8 @@ use virtio_msg_emulator::{
     pci::bar1_size,
     server::{irqs, regions, Device, GuestMem},
     shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE},
-    worker::FifoHandle,
+    tokens::TokenMode,
+    worker::{Fifo, FifoHandle},
 };
 use virtio_msg_spsc::{Consumer, Producer, SLOT_BYTES};
 use virtio_msg_wire::{Frame, Message};
@@ -36,7 +37,8 @@ fn device() -> (Device, Arc<SharedMem>, GuestMem) {
             let mut bus = FifoBus::new(Mode::Compat);
             bus.attach(1, backends::build(&Kind::Rng, 0, 1, &mem).unwrap())
                 .unwrap();
-            FifoHandle::spawn(n, bus, Mode::Compat, bar1.clone()).unwrap()
+            let fifo = Fifo::new(n, bus, Mode::Compat, TokenMode::Model, bar1.clone()).unwrap();
+            FifoHandle::spawn(fifo).unwrap()
         })
         .collect();
     let dev = Device::new(Arc::new(Mutex::new(handles)), bar1.clone(), mem.clone());
