@@ -32,12 +32,18 @@ use kernel::{
 };
 
 // A module crate's root is resolved like `lib.rs`: name the files of `virtio_msg_amp_pci/`.
+#[path = "virtio_msg_amp_pci/correlate.rs"]
+mod correlate;
 #[path = "virtio_msg_amp_pci/enumerate.rs"]
 mod enumerate;
 #[path = "virtio_msg_amp_pci/fifo.rs"]
 mod fifo;
 #[path = "virtio_msg_amp_pci/layout.rs"]
 mod layout;
+/// Reader of the device model recordings that the KUnit suite replays.
+#[cfg(CONFIG_VIRTIO_MSG_AMP_PCI_KUNIT_TEST)]
+#[path = "virtio_msg/recording.rs"]
+pub mod recording;
 #[path = "virtio_msg_amp_pci/regs.rs"]
 mod regs;
 #[path = "virtio_msg_amp_pci/shared.rs"]
@@ -220,8 +226,10 @@ impl AmpPciDriver {
             )?;
             data._files.push(file, GFP_KERNEL)?;
 
-            let walk = fifo.enumerate();
+            // PING first: its answer is also the barrier behind which whatever a previous
+            // driver left in flight has been dropped (see `Fifo::sync`).
             let answers_ping = fifo.ping();
+            let walk = fifo.enumerate();
             for dev_num in walk.found().iter() {
                 link.add_device(dev_num)?;
             }

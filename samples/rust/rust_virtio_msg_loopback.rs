@@ -24,7 +24,11 @@ use kernel::{
     ffi::c_ulong,
     impl_has_work, new_mutex, new_spinlock, new_work,
     prelude::*,
-    sync::{Arc, Mutex, SpinLock},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, Mutex, SpinLock,
+    },
+    time::{delay::fsleep, Delta},
     types::ForLt,
     virtio::msg::{new_bus_id, Bus, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
     workqueue::{self, Work, WorkItem},
@@ -56,6 +60,9 @@ const DEV_NUM: u16 = 1;
 const MAX_MSG: usize = 48;
 /// Messages queued towards the device side before `send` reports the bus busy.
 const INBOX_LIMIT: usize = 256;
+/// How often, and how long each time, [`Bus::sync`] looks whether the device side caught up.
+const SYNC_POLLS: u32 = 1000;
+const SYNC_POLL: Delta = Delta::from_millis(1);
 /// The entropy device's only queue, and its largest size.
 const QUEUE_MAX: u32 = 64;
 /// Largest buffer filled at once.
@@ -257,6 +264,11 @@ struct RngDevice {
     me: SpinLock<Option<Arc<RngDevice>>>,
     #[pin]
     work: Work<RngDevice>,
+    /// Messages queued by `send`, and messages the device side has handled: they are handled
+    /// in order, so once `handled` reaches a value `queued` had, every answer to what was
+    /// queued until then has been delivered (see [`Bus::sync`]).
+    queued: Atomic<u64>,
+    handled: Atomic<u64>,
 }
 
 impl_has_work! {
@@ -279,6 +291,7 @@ impl WorkItem for RngDevice {
                 }
             };
             this.handle(msg.bytes.get(..msg.len).unwrap_or(&[]));
+            this.handled.add(1, Relaxed);
         }
     }
 }
@@ -298,6 +311,8 @@ impl RngDevice {
             link <- new_spinlock!(None),
             me <- new_spinlock!(None),
             work <- new_work!("RngDevice::work"),
+            queued: Atomic::new(0),
+            handled: Atomic::new(0),
         })
     }
 
@@ -458,12 +473,24 @@ impl Bus for RngDevice {
             },
             GFP_ATOMIC,
         )?;
+        self.queued.add(1, Relaxed);
         drop(inbox);
         if let Some(me) = self.me.lock().clone() {
             // Already queued is fine: the queued run sees this message too.
             let _ = workqueue::system_long().enqueue(me);
         }
         Ok(())
+    }
+
+    fn sync(&self) -> Result {
+        let target = self.queued.load(Relaxed);
+        for _ in 0..SYNC_POLLS {
+            if self.handled.load(Relaxed) >= target {
+                return Ok(());
+            }
+            fsleep(SYNC_POLL);
+        }
+        Err(ETIMEDOUT)
     }
 }
 

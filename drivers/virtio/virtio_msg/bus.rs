@@ -185,6 +185,16 @@ impl Sender for BusHandle {
     fn send(&self, msg: &[u8]) -> Result {
         self.send_counted(msg)
     }
+
+    fn sync(&self) -> Result {
+        // Not under the lock: the barrier waits for the device, and sends go on meanwhile.
+        let bus = self.bus.lock().clone().ok_or(ENODEV)?;
+        bus.sync()
+    }
+
+    fn synced(&self, supported: bool) {
+        self.stats.barrier(supported);
+    }
 }
 
 /// The devices of a bus, and device numbers removed before their initial probe.

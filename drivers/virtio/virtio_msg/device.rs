@@ -192,6 +192,12 @@ impl MsgDevice {
         self.req.last_token()
     }
 
+    /// Whether the next request waits for a barrier first (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn out_of_step(&self) -> bool {
+        self.req.out_of_step()
+    }
+
     pub(crate) fn info(&self) -> &DeviceInfo {
         &self.info
     }

@@ -50,10 +50,20 @@ impl core::fmt::Debug for Bytes {
 pub enum Record<'a> {
     /// A fresh device model with this set-up (the QEMU arguments after `qemu`).
     Setup(Setup<'a>),
-    /// A request written to FIFO `fifo`'s driver queue, followed by one doorbell.
-    Request { fifo: u8, msg: Bytes },
-    /// One reply on FIFO `fifo`'s device queue to the latest request.
-    Reply { fifo: u8, msg: Bytes },
+    /// A request written to a FIFO's driver queue, followed by one doorbell.
+    Request {
+        /// The FIFO.
+        fifo: u8,
+        /// The request, `msg_size` bytes (a whole header if that is less).
+        msg: Bytes,
+    },
+    /// One reply on a FIFO's device queue to the latest request.
+    Reply {
+        /// The FIFO.
+        fifo: u8,
+        /// The reply, `msg_size` bytes.
+        msg: Bytes,
+    },
     /// The latest request got no reply.
     NoReply,
 }
@@ -131,7 +141,10 @@ fn append_hex(msg: &mut Bytes, word: &str) -> Result<(), &'static str> {
     }
     for pair in digits.chunks_exact(2) {
         let byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-        let dst = msg.buf.get_mut(msg.len).ok_or("message longer than a slot")?;
+        let dst = msg
+            .buf
+            .get_mut(msg.len)
+            .ok_or("message longer than a slot")?;
         *dst = byte;
         msg.len += 1;
     }
@@ -164,11 +177,6 @@ pub struct SetupDevice<'a> {
 }
 
 impl<'a> Setup<'a> {
-    /// The arguments as recorded.
-    pub fn args(&self) -> &'a str {
-        self.args
-    }
-
     fn devices_args(&self) -> impl Iterator<Item = &'a str> {
         let mut words = self.args.split_ascii_whitespace();
         core::iter::from_fn(move || loop {

@@ -9,9 +9,27 @@
 //! that is gone. An optional request (GET_SHM, which the device model does not implement) only
 //! fails.
 //!
-//! A response is matched by message id and by the token of the request, which is a per-device
-//! sequence number: a response that arrives after its request timed out, or one that answers
-//! nothing, is counted and dropped, never taken for the answer to a later request.
+//! # Correlation without trusting the token
+//!
+//! The token belongs to the bus: the specification lets a bus insert or overwrite it and
+//! forbids a driver to rely on its value, and QEMU's device model answers bus requests with
+//! token 0. So a response is matched by what the device cannot get wrong without breaking the
+//! protocol: it is for this device (the bus routed it by device number), it is a response, and
+//! its message id is the id of the one request in flight. That alone cannot tell a late
+//! response (its request timed out) or a duplicate from the answer to a later request of the
+//! same id, so two mechanisms keep the two apart:
+//!
+//! - **Barrier.** Whenever a response may still be on its way that is not the answer to the
+//!   next request (after a timeout, after a response nobody waited for), the requester is *out
+//!   of step*. Before its next request it calls the bus's [`Sender::sync`], an ordering barrier:
+//!   once it returns, everything the device side sent before it has been delivered (and dropped
+//!   here as late). The requester is in step again.
+//! - **Tokens as a bonus.** The requester still puts a sequence number in the token. If the
+//!   device echoed it in a response, the device is taken to echo tokens, and from then on a
+//!   response with a non-zero token that is not the awaited one is dropped as late at once. A
+//!   device that answers with 0 or with other values (a bus that rewrites tokens) is matched by
+//!   id alone, and the barrier keeps it right. What the device did with tokens is learnt anew
+//!   after every barrier.
 
 use kernel::{
     alloc::KVec,
@@ -74,12 +92,33 @@ pub(crate) enum Match {
 
 enum SlotState {
     Idle,
-    Waiting { msg_id: u8, token: u16 },
-    Done { len: usize },
+    /// Waiting for the bus's barrier: whatever arrives predates it.
+    Syncing,
+    Waiting {
+        msg_id: u8,
+        token: u16,
+    },
+    Done {
+        len: usize,
+    },
+}
+
+/// What the device's tokens are worth, as learnt since the last barrier.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tokens {
+    /// No response matched yet.
+    Unknown,
+    /// The device echoed the request's token: a different non-zero token means a late response.
+    Echoed,
+    /// The device (or its bus) answered with another token: tokens are ignored.
+    Opaque,
 }
 
 struct Slot {
     state: SlotState,
+    /// No response from before the latest request can still arrive (see the module docs).
+    in_step: bool,
+    tokens: Tokens,
     /// The response, copied out of the bus's buffer.
     buf: KVec<u8>,
 }
@@ -99,9 +138,18 @@ pub(crate) struct Requester {
     timeout_ms: u32,
 }
 
-/// Sends a message on the bus: implemented by the bus handle.
+/// The bus as the requester uses it: implemented by the bus handle.
 pub(crate) trait Sender {
+    /// Sends one encoded message.
     fn send(&self, msg: &[u8]) -> Result;
+
+    /// The bus's ordering barrier (`kernel::virtio::msg::Bus::sync`): returns once everything
+    /// the device side sent before the call has been delivered. [`ENOTSUPP`] if the bus
+    /// cannot tell.
+    fn sync(&self) -> Result;
+
+    /// Counts one barrier, and one request sent out of step because the bus has none.
+    fn synced(&self, supported: bool);
 }
 
 impl Requester {
@@ -111,6 +159,8 @@ impl Requester {
             serial <- new_mutex!(KVec::from_elem(0u8, max_msg_size, GFP_KERNEL)?),
             slot <- new_spinlock!(Slot {
                 state: SlotState::Idle,
+                in_step: true,
+                tokens: Tokens::Unknown,
                 buf: KVec::from_elem(0u8, max_msg_size, GFP_KERNEL)?,
             }),
             done <- Completion::new(),
@@ -135,6 +185,53 @@ impl Requester {
         self.next_token.load(Relaxed).wrapping_sub(1) as u16
     }
 
+    /// Whether a barrier is due before the next request (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn out_of_step(&self) -> bool {
+        !self.slot.lock().in_step
+    }
+
+    /// A fresh token; never 0, which devices use for "no token".
+    fn token(&self) -> u16 {
+        loop {
+            let token = self.next_token.fetch_add(1, Relaxed) as u16;
+            if token != 0 {
+                return token;
+            }
+        }
+    }
+
+    /// Brings the requester back in step with the device, if it is not: runs the bus's barrier,
+    /// dropping whatever arrives meanwhile. A bus without one is noted and the request goes
+    /// ahead unprotected; a barrier that fails is a device that does not answer.
+    fn sync(&self, sender: &dyn Sender) -> Result<(), Failure> {
+        {
+            let mut slot = self.slot.lock();
+            if slot.in_step {
+                return Ok(());
+            }
+            slot.state = SlotState::Syncing;
+        }
+        let synced = sender.sync();
+        let mut slot = self.slot.lock();
+        slot.state = SlotState::Idle;
+        match synced {
+            Ok(()) => {
+                slot.in_step = true;
+                slot.tokens = Tokens::Unknown;
+                drop(slot);
+                sender.synced(true);
+                Ok(())
+            }
+            Err(e) if e == ENOTSUPP => {
+                drop(slot);
+                sender.synced(false);
+                Ok(())
+            }
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
     /// Sends `msg` to device `dev_num` and waits for its response, which `parse` turns into
     /// the result. On [`Failure::Timeout`] with [`Policy::Essential`], the device is broken.
     pub(crate) fn request<R>(
@@ -149,42 +246,55 @@ impl Requester {
             return Err(Failure::Broken);
         }
         let mut tx = self.serial.lock();
-        let token = self.next_token.fetch_add(1, Relaxed) as u16;
-        let frame = Frame {
-            dev_num,
-            token,
-            msg,
-        };
-        let len = frame.encode(&mut tx).map_err(|_| Failure::Send(EMSGSIZE))?;
-        let (_, _, msg_id) = msg.id();
+        let result = self.sync(sender).and_then(|()| {
+            let token = self.token();
+            let frame = Frame {
+                dev_num,
+                token,
+                msg,
+            };
+            let len = frame.encode(&mut tx).map_err(|_| Failure::Send(EMSGSIZE))?;
+            self.exchange(sender, &tx[..len], msg.id().2, token, parse)
+        });
+        if matches!(result, Err(Failure::Timeout)) && policy == Policy::Essential {
+            self.set_broken();
+        }
+        result
+    }
 
+    /// Sends the encoded request `bytes` and waits for the response.
+    fn exchange<R>(
+        &self,
+        sender: &dyn Sender,
+        bytes: &[u8],
+        msg_id: u8,
+        token: u16,
+        parse: impl FnOnce(&Message<'_>) -> Option<R>,
+    ) -> Result<R, Failure> {
         self.slot.lock().state = SlotState::Waiting { msg_id, token };
         // A `complete()` of an earlier, timed-out request may still be counted: forget it.
         self.done.reinit();
-        if let Err(e) = sender.send(&tx[..len]) {
+        if let Err(e) = sender.send(bytes) {
             self.slot.lock().state = SlotState::Idle;
             return Err(Failure::Send(e));
         }
 
-        let waited = self
+        // Whether it timed out is decided below, under the lock: the response may arrive
+        // right after the wait ended.
+        let _ = self
             .done
             .wait_for_completion_timeout(msecs_to_jiffies(self.timeout_ms));
         let mut slot = self.slot.lock();
-        let state = core::mem::replace(&mut slot.state, SlotState::Idle);
-        match (waited, state) {
-            (_, SlotState::Done { len }) => {
-                let result = slot
-                    .buf
-                    .get(..len)
-                    .and_then(|b| Frame::decode(b).ok())
-                    .and_then(|f| parse(&f.msg));
-                result.ok_or(Failure::BadResponse)
-            }
+        match core::mem::replace(&mut slot.state, SlotState::Idle) {
+            SlotState::Done { len } => slot
+                .buf
+                .get(..len)
+                .and_then(|b| Frame::decode(b).ok())
+                .and_then(|f| parse(&f.msg))
+                .ok_or(Failure::BadResponse),
             _ => {
-                drop(slot);
-                if policy == Policy::Essential {
-                    self.set_broken();
-                }
+                // The response may still come, and must not answer the next request.
+                slot.in_step = false;
                 Err(Failure::Timeout)
             }
         }
@@ -194,30 +304,48 @@ impl Requester {
     /// waiter if it is the awaited one.
     pub(crate) fn complete(&self, header: &Header, bytes: &[u8]) -> Match {
         let mut slot = self.slot.lock();
-        match slot.state {
-            SlotState::Waiting { msg_id, token }
-                if msg_id == header.msg_id && token == header.token =>
-            {
-                let Some(dst) = slot.buf.get_mut(..bytes.len()) else {
-                    return Match::Dropped(Dropped::Malformed);
-                };
-                dst.copy_from_slice(bytes);
-                slot.state = SlotState::Done { len: bytes.len() };
-                // Under the lock: once the waiter saw `Done`, no `complete()` of this response
-                // can still be on its way to the next request.
-                self.done.complete();
-                Match::Matched
+        let (awaited, token) = match slot.state {
+            SlotState::Waiting { msg_id, token } => (msg_id, token),
+            // From before the barrier, or from before a timeout that still awaits its barrier.
+            SlotState::Syncing => return Match::Dropped(Dropped::Late),
+            SlotState::Idle | SlotState::Done { .. } if !slot.in_step => {
+                return Match::Dropped(Dropped::Late)
             }
-            _ => {
-                drop(slot);
-                // Tokens are handed out in order: one issued already is a late answer.
-                let next = self.next_token.load(Relaxed) as u16;
-                if next.wrapping_sub(header.token).wrapping_sub(1) < 0x8000 {
-                    Match::Dropped(Dropped::Late)
-                } else {
-                    Match::Dropped(Dropped::Unsolicited)
-                }
+            // Nothing asked for it (a duplicate, say): whatever sent it may send more, so the
+            // next request waits for a barrier first.
+            SlotState::Idle | SlotState::Done { .. } => {
+                slot.in_step = false;
+                return Match::Dropped(Dropped::Unsolicited);
             }
+        };
+        if header.msg_id != awaited {
+            let why = if slot.in_step {
+                Dropped::Unsolicited
+            } else {
+                Dropped::Late
+            };
+            slot.in_step = false;
+            return Match::Dropped(why);
         }
+        if slot.tokens == Tokens::Echoed && header.token != 0 && header.token != token {
+            // An echoing device answering an earlier request.
+            return Match::Dropped(Dropped::Late);
+        }
+        let Some(dst) = slot.buf.get_mut(..bytes.len()) else {
+            return Match::Dropped(Dropped::Malformed);
+        };
+        dst.copy_from_slice(bytes);
+        slot.state = SlotState::Done { len: bytes.len() };
+        if slot.tokens == Tokens::Unknown {
+            slot.tokens = if header.token == token {
+                Tokens::Echoed
+            } else {
+                Tokens::Opaque
+            };
+        }
+        // Under the lock: once the waiter saw `Done`, no `complete()` of this response can
+        // still be on its way to the next request.
+        self.done.complete();
+        Match::Matched
     }
 }

@@ -37,9 +37,10 @@ fn slot(msg_id: u8) -> Option<usize> {
 pub(crate) enum Dropped {
     /// Did not decode (see `wire::DecodeError`).
     Malformed,
-    /// A response nobody waits for (no request with that id and token).
+    /// A response nobody waits for (no request of this device with that id in flight).
     Unsolicited,
-    /// A response to a request that already timed out.
+    /// A response from before the device's latest barrier (its request timed out, or it was
+    /// a duplicate), or one whose echoed token names an earlier request.
     Late,
     /// For a device number with no device.
     NoDevice,
@@ -63,6 +64,8 @@ pub(crate) struct Stats {
     send_errors: Atomic<u64>,
     broken_devices: Atomic<u64>,
     config_retries: Atomic<u64>,
+    barriers: Atomic<u64>,
+    unprotected: Atomic<u64>,
 }
 
 impl Stats {
@@ -80,6 +83,8 @@ impl Stats {
             send_errors: Atomic::new(0),
             broken_devices: Atomic::new(0),
             config_retries: Atomic::new(0),
+            barriers: Atomic::new(0),
+            unprotected: Atomic::new(0),
         }
     }
 
@@ -127,6 +132,23 @@ impl Stats {
         self.config_retries.add(1, Relaxed);
     }
 
+    /// A requester was out of step: it ran the bus's barrier (`supported`), or the bus has
+    /// none and its request went out unprotected.
+    pub(crate) fn barrier(&self, supported: bool) {
+        let counter = if supported {
+            &self.barriers
+        } else {
+            &self.unprotected
+        };
+        counter.add(1, Relaxed);
+    }
+
+    /// Barriers run so far (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn barrier_count(&self) -> u64 {
+        self.barriers.load(Relaxed)
+    }
+
     /// Messages of `msg_id` sent so far (for tests).
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn sent_count(&self, msg_id: u8) -> u64 {
@@ -164,6 +186,8 @@ impl fmt::Debug for Stats {
             ("send_errors", &self.send_errors),
             ("broken_devices", &self.broken_devices),
             ("config_retries", &self.config_retries),
+            ("barriers", &self.barriers),
+            ("unprotected_requests", &self.unprotected),
         ];
         for (name, c) in counters {
             writeln!(f, "{name}: {}", c.load(Relaxed))?;

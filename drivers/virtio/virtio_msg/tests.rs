@@ -4,7 +4,9 @@
 //!
 //! The fake device is a [`Bus`] that answers synchronously from its state, logs every message
 //! it receives, and can be told to misbehave: stay silent on some messages, reject SET_CONFIG,
-//! change its configuration generation in the middle of a read.
+//! change its configuration generation in the middle of a read, answer with token 0 or with
+//! tokens that are not the request's, answer late (the held answer comes before the answer
+//! to the next message, as on an ordered bus, or at the barrier) or twice.
 
 use kernel::{
     alloc::KVec,
@@ -36,8 +38,37 @@ const MAX_MSG: usize = 48;
 const DEV: u16 = 1;
 const CONFIG_SIZE: usize = 100;
 
+/// What the fake puts in the token of its answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tokens {
+    /// The request's.
+    Echo,
+    /// Always 0 (QEMU's device model does this for bus replies).
+    Zero,
+    /// Never the request's (a bus that rewrites tokens).
+    Scramble,
+}
+
+/// An answer, encoded.
+#[derive(Clone, Copy)]
+struct Answer {
+    bytes: [u8; MAX_MSG],
+    len: usize,
+}
+
 struct FakeState {
     info: DeviceInfo,
+    tokens: Tokens,
+    /// Message ids whose next answer is held back (a device answering late).
+    hold: KVec<u8>,
+    /// Message ids whose next answer is sent twice.
+    twice: KVec<u8>,
+    /// Answers held back, sent before the answer to the next message or at the barrier.
+    held: KVec<Answer>,
+    /// Barriers run.
+    syncs: u32,
+    /// The length GET_SHM reports.
+    shm_length: u32,
     features: [u32; 8],
     driver_features: [u32; 8],
     status: u32,
@@ -81,6 +112,12 @@ impl Fake {
         Arc::pin_init(
             pin_init!(Self {
                 state <- new_mutex!(FakeState {
+                    tokens: Tokens::Echo,
+                    hold: KVec::new(),
+                    twice: KVec::new(),
+                    held: KVec::new(),
+                    syncs: 0,
+                    shm_length: 0x1000,
                     info: DeviceInfo {
                         device_id: 0x7fff,
                         vendor_id: 0x554d_4551,
@@ -109,10 +146,15 @@ impl Fake {
 
     /// The answer to `frame`, encoded into `out`; 0 for no answer.
     fn answer(s: &mut FakeState, frame: &Frame<'_>, out: &mut [u8]) -> usize {
+        let token = match s.tokens {
+            Tokens::Echo => frame.token,
+            Tokens::Zero => 0,
+            Tokens::Scramble => frame.token ^ 0xa5c3,
+        };
         let reply = |msg: Message<'_>, out: &mut [u8]| {
             (Frame {
                 dev_num: frame.dev_num,
-                token: frame.token,
+                token,
                 msg,
             })
             .encode(out)
@@ -225,6 +267,14 @@ impl Fake {
             }
             Message::SetVqueue(_) => reply(Message::VqueueSet, out),
             Message::ResetVqueue { .. } => reply(Message::VqueueReset, out),
+            Message::GetShm { index } => reply(
+                Message::Shm {
+                    index,
+                    length: s.shm_length,
+                    address: 0x8000_0000,
+                },
+                out,
+            ),
             _ => 0,
         }
     }
@@ -261,23 +311,57 @@ impl Bus for Fake {
     fn send(&self, msg: &[u8]) -> Result {
         let frame = Frame::decode(msg).map_err(|_| EINVAL)?;
         let (_, _, msg_id) = frame.msg.id();
-        let mut out = [0u8; MAX_MSG];
-        let n = {
+        let mut answer = Answer {
+            bytes: [0u8; MAX_MSG],
+            len: 0,
+        };
+        let (late, copies) = {
             let mut s = self.state.lock();
             s.log.push((msg_id, first_word(&frame.msg)), GFP_KERNEL)?;
-            if s.silent.contains(&msg_id) {
-                0
-            } else {
-                Self::answer(&mut s, &frame, &mut out)
+            // Whatever was held back is ahead of this message's answer.
+            let late = core::mem::take(&mut s.held);
+            if !s.silent.contains(&msg_id) {
+                answer.len = Self::answer(&mut s, &frame, &mut answer.bytes);
             }
+            let mut copies = usize::from(answer.len > 0);
+            if let Some(i) = s.hold.iter().position(|&h| h == msg_id) {
+                let _ = s.hold.remove(i);
+                s.held.push(answer, GFP_KERNEL)?;
+                copies = 0;
+            } else if let Some(i) = s.twice.iter().position(|&h| h == msg_id) {
+                let _ = s.twice.remove(i);
+                copies *= 2;
+            }
+            (late, copies)
         };
-        if n > 0 {
-            let handle = self.handle.lock().clone();
-            if let Some(h) = handle {
-                h.deliver(&out[..n]);
-            }
+        for a in late.iter() {
+            self.deliver(a);
+        }
+        for _ in 0..copies {
+            self.deliver(&answer);
         }
         Ok(())
+    }
+
+    fn sync(&self) -> Result {
+        let late = {
+            let mut s = self.state.lock();
+            s.syncs += 1;
+            core::mem::take(&mut s.held)
+        };
+        for a in late.iter() {
+            self.deliver(a);
+        }
+        Ok(())
+    }
+}
+
+impl Fake {
+    fn deliver(&self, answer: &Answer) {
+        let handle = self.handle.lock().clone();
+        if let (Some(h), Some(bytes)) = (handle, answer.bytes.get(..answer.len)) {
+            h.deliver(bytes);
+        }
     }
 }
 
@@ -521,6 +605,7 @@ mod tests {
     fn optional_request_timeout_does_not_break() -> Result {
         let t = Setup::new(30)?;
         let dev = t.probe()?;
+        t.silence(id::GET_SHM)?;
         assert!(dev.shm_region(0).is_none());
         assert_eq!(t.stats.timeout_count(), 1);
         assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
@@ -537,7 +622,7 @@ mod tests {
             .deliver(&[0x01, 0x07, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00]);
         assert_eq!(t.stats.dropped_count(Dropped::Malformed), 2);
 
-        // A response with a token never issued.
+        // A response nobody asked for.
         let mut out = [0u8; MAX_MSG];
         let unsolicited = Frame {
             dev_num: DEV,
@@ -585,6 +670,95 @@ mod tests {
         let n = used.encode(&mut out).map_err(|_| EINVAL)?;
         t.handle.deliver(&out[..n]);
         assert_eq!(t.stats.dropped_count(Dropped::NoQueue), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn responses_are_matched_whatever_their_token() -> Result {
+        for tokens in [Tokens::Zero, Tokens::Scramble, Tokens::Echo] {
+            let t = Setup::new(1000)?;
+            t.fake.state.lock().tokens = tokens;
+            let dev = t.probe()?;
+            assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+            let mut buf = [0u8; 40];
+            dev.get_config(10, &mut buf).map_err(Error::from)?;
+            assert!(buf
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i as u8 + 10) ^ 0x5a));
+            assert_eq!(dev.shm_region(2).map(|r| r.len), Some(0x1000));
+            assert_eq!(t.stats.timeout_count(), 0);
+            assert_eq!(t.stats.dropped_count(Dropped::Late), 0);
+            assert_eq!(t.stats.dropped_count(Dropped::Unsolicited), 0);
+            assert_eq!(t.fake.state.lock().syncs, 0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn late_response_never_answers_a_later_request() -> Result {
+        // With token 0 nothing but the barrier tells the late answer from the next one: without
+        // it, the late answer (first in line at the next request) would be taken.
+        for tokens in [Tokens::Zero, Tokens::Scramble, Tokens::Echo] {
+            let t = Setup::new(30)?;
+            t.fake.state.lock().tokens = tokens;
+            let dev = t.probe()?;
+            // GET_SHM may go unanswered (optional): its answer comes only after the timeout.
+            t.fake.state.lock().hold.push(id::GET_SHM, GFP_KERNEL)?;
+            assert!(dev.shm_region(0).is_none());
+            assert_eq!(t.stats.timeout_count(), 1);
+            // The device changed its mind meanwhile; the next answer says so.
+            t.fake.state.lock().shm_length = 0x2000;
+            assert_eq!(dev.shm_region(0).map(|r| r.len), Some(0x2000));
+            assert_eq!(t.fake.state.lock().syncs, 1);
+            assert_eq!(t.stats.barrier_count(), 1);
+            assert_eq!(t.stats.dropped_count(Dropped::Late), 1);
+            // In step again: no more barriers.
+            assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+            assert_eq!(t.fake.state.lock().syncs, 1);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_response_is_dropped_and_resynchronises() -> Result {
+        let t = Setup::new(1000)?;
+        t.fake.state.lock().tokens = Tokens::Zero;
+        let dev = t.probe()?;
+        t.fake.state.lock().twice.push(id::GET_SHM, GFP_KERNEL)?;
+        assert_eq!(dev.shm_region(0).map(|r| r.len), Some(0x1000));
+        assert_eq!(t.stats.dropped_count(Dropped::Unsolicited), 1);
+        assert!(dev.out_of_step());
+        // A second copy may mean more to come: the next request waits for a barrier.
+        t.fake.state.lock().shm_length = 0x3000;
+        assert_eq!(dev.shm_region(0).map(|r| r.len), Some(0x3000));
+        assert_eq!(t.fake.state.lock().syncs, 1);
+        assert!(!dev.out_of_step());
+        Ok(())
+    }
+
+    #[test]
+    fn echoed_tokens_drop_an_earlier_answer_at_once() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        // The device echoed the token of its first answers: tokens are trusted from now on.
+        assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+        // An answer naming an earlier request sits ahead of the next answer, with nothing
+        // to tell the requester it is out of step: the token alone drops it.
+        let mut stale = Answer {
+            bytes: [0u8; MAX_MSG],
+            len: 0,
+        };
+        stale.len = (Frame {
+            dev_num: DEV,
+            token: dev.last_token(),
+            msg: Message::DeviceStatusSet { status: 0x40 },
+        })
+        .encode(&mut stale.bytes)
+        .map_err(|_| EINVAL)?;
+        t.fake.state.lock().held.push(stale, GFP_KERNEL)?;
+        assert_eq!(dev.set_status(3).map_err(Error::from)?, 3);
+        assert_eq!(t.stats.dropped_count(Dropped::Late), 1);
         Ok(())
     }
 

@@ -14,8 +14,10 @@
 //! more is read), so the transport's requests time out and its devices are marked broken,
 //! instead of the driver acting on garbage.
 //!
-//! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_request`] sends one
-//! and waits, with a bound, for the reply that the interrupt handler routes back by token.
+//! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_exchange`] sends one
+//! and waits, with a bound, for the reply that the interrupt handler hands back. Replies are
+//! matched without the token (`correlate.rs`); a PING with fresh data is the FIFO's barrier,
+//! for its own GET_DEVICES and, as [`Bus::sync`], for the transport after a timeout.
 
 use core::fmt;
 use kernel::{
@@ -35,19 +37,20 @@ use kernel::{
 };
 
 use crate::{
+    correlate::{Awaited, BusReplies, Offered},
     enumerate::{DeviceSet, DevicesReply, Enumeration},
     layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE},
     regs,
     shared::{SharedBar, SharedQueue},
     spsc::{Consumer, Producer, QueueError, CAPACITY, SLOT_BYTES},
-    wire::{bus_id, Frame, Header, Message, TYPE_BUS, TYPE_RESPONSE},
+    wire::{Frame, Header, Message, TYPE_BUS},
 };
 
 /// BAR0, mapped.
 pub(crate) type RegsBar = Devres<pci::Bar<'static, { regs::BAR0_USED }>>;
 
 /// Largest message, header included: the device model copies 48 bytes of each slot.
-pub(crate) const MAX_MSG_SIZE: usize = 48;
+pub(crate) const MAX_MSG_SIZE: usize = crate::correlate::REPLY_BYTES;
 
 /// Most messages one run of the interrupt thread takes off the device queue. More than the
 /// queue holds: a device that filled it again meanwhile raised the interrupt again, so the
@@ -73,6 +76,8 @@ pub(crate) struct FifoStats {
     doorbells_shared: Atomic<u64>,
     malformed: Atomic<u64>,
     unexpected_bus: Atomic<u64>,
+    late_bus: Atomic<u64>,
+    barriers: Atomic<u64>,
     undelivered: Atomic<u64>,
     index_errors: Atomic<u64>,
     bus_timeouts: Atomic<u64>,
@@ -91,6 +96,8 @@ impl FifoStats {
             doorbells_shared: Atomic::new(0),
             malformed: Atomic::new(0),
             unexpected_bus: Atomic::new(0),
+            late_bus: Atomic::new(0),
+            barriers: Atomic::new(0),
             undelivered: Atomic::new(0),
             index_errors: Atomic::new(0),
             bus_timeouts: Atomic::new(0),
@@ -120,14 +127,6 @@ struct Tx {
     more: bool,
 }
 
-/// The bus request waiting for its reply, and the reply.
-struct BusReply {
-    /// (message id, token) of the request waiting, if any.
-    awaiting: Option<(u8, u16)>,
-    /// The reply as copied out of its slot, once it arrived.
-    reply: Option<[u8; MAX_MSG_SIZE]>,
-}
-
 /// One FIFO.
 #[pin_data]
 pub(crate) struct Fifo {
@@ -139,10 +138,15 @@ pub(crate) struct Fifo {
     #[pin]
     rx: Mutex<Consumer<SharedQueue>>,
     #[pin]
-    bus_reply: SpinLock<BusReply>,
+    bus_replies: SpinLock<BusReplies>,
     #[pin]
     bus_done: Completion,
+    /// One bus request at a time: held from sending to the end of the wait.
+    #[pin]
+    bus_serial: Mutex<()>,
     next_token: Atomic<u32>,
+    /// Data of the next PING, so that every barrier is told from every earlier one.
+    next_ping: Atomic<u32>,
     /// The device broke the queue protocol, or the driver is going away: nothing more moves.
     stopped: Atomic<bool>,
     queue_wait_ms: u32,
@@ -203,9 +207,11 @@ impl Fifo {
             regs,
             tx <- new_spinlock!(tx),
             rx <- new_mutex!(rx),
-            bus_reply <- new_spinlock!(BusReply { awaiting: None, reply: None }),
+            bus_replies <- new_spinlock!(BusReplies::new()),
             bus_done <- Completion::new(),
+            bus_serial <- new_mutex!(()),
             next_token: Atomic::new(0),
+            next_ping: Atomic::new(0x7669_6d73),
             stopped: Atomic::new(false),
             queue_wait_ms: timeouts.queue_wait_ms,
             bus_timeout_ms: timeouts.bus_ms,
@@ -307,7 +313,7 @@ impl Fifo {
     }
 
     /// Drains the device queue, handing every message on: transport messages to `link`, bus
-    /// replies to the waiting [`Fifo::bus_request`]. Called by the interrupt thread only.
+    /// replies to the waiting [`Fifo::bus_exchange`]. Called by the interrupt thread only.
     fn drain(&self, link: &BusLink) {
         let mut rx = self.rx.lock();
         for _ in 0..DRAIN_BUDGET {
@@ -345,32 +351,27 @@ impl Fifo {
         }
     }
 
-    /// A bus message from the device. Only replies to our own request are expected; they are
-    /// matched by id and token, not by their size fields (see `enumerate.rs`).
+    /// A bus message from the device: only replies to our own request are expected.
     fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE]) {
-        let token = u16::from_le_bytes([msg[4], msg[5]]);
-        let mut pending = self.bus_reply.lock();
-        if msg[0] & TYPE_RESPONSE != 0 && pending.awaiting == Some((msg[1], token)) {
-            pending.awaiting = None;
-            pending.reply = Some(*msg);
+        let mut replies = self.bus_replies.lock();
+        match replies.offer(msg) {
             // Under the lock: a later request re-arms the completion under it too, so this
             // cannot wake the wrong one.
-            self.bus_done.complete();
-        } else {
-            inc(&self.stats.unexpected_bus);
+            Offered::Matched => self.bus_done.complete(),
+            Offered::Late => inc(&self.stats.late_bus),
+            Offered::Unexpected => inc(&self.stats.unexpected_bus),
         }
     }
 
-    /// Sends bus request `msg` (id `msg_id`) and waits up to `timeout_ms` for its reply.
-    fn bus_request(
+    /// Sends bus request `msg` and waits up to `timeout_ms` for the reply `awaited`. The
+    /// caller holds `bus_serial`.
+    fn bus_exchange(
         &self,
         msg: Message<'_>,
-        msg_id: u8,
+        awaited: Awaited,
         timeout_ms: u32,
     ) -> Result<[u8; MAX_MSG_SIZE]> {
-        // Never 0, the token of events; a new probe starts anew, so a reply left over from
-        // before it is unlikely to match (and is a well-formed reply of the same kind if it
-        // does).
+        // Our own sequence, for whoever reads the queues; nothing depends on it coming back.
         let token = (self.next_token.fetch_add(1, Relaxed) % u32::from(u16::MAX)) as u16 + 1;
         let mut buf = [0u8; MAX_MSG_SIZE];
         let frame = Frame {
@@ -380,11 +381,8 @@ impl Fifo {
         };
         let len = frame.encode(&mut buf).map_err(|_| EINVAL)?;
         {
-            let mut pending = self.bus_reply.lock();
-            *pending = BusReply {
-                awaiting: Some((msg_id, token)),
-                reply: None,
-            };
+            let mut replies = self.bus_replies.lock();
+            replies.arm(awaited);
             self.bus_done.reinit();
         }
         let sent = self.send(buf.get(..len).unwrap_or_default());
@@ -395,30 +393,53 @@ impl Fifo {
                 .bus_done
                 .wait_for_completion_timeout(msecs_to_jiffies(timeout_ms));
         }
-        let mut pending = self.bus_reply.lock();
-        pending.awaiting = None;
+        let reply = self.bus_replies.lock().finish();
         sent?;
-        pending.reply.take().ok_or_else(|| {
+        reply.ok_or_else(|| {
             inc(&self.stats.bus_timeouts);
             ETIMEDOUT
         })
     }
 
-    /// Checks the device answers PING. v1 of the device model does not, which is fine: the
-    /// result only shows in debugfs, nothing depends on it.
+    /// The barrier: a PING with data never used before, and its answer. The device answers in
+    /// order, so once it is back, every reply to what was sent before it has been handed on
+    /// (or dropped). The caller holds `bus_serial`.
+    fn barrier(&self, timeout_ms: u32) -> Result {
+        let data = self.next_ping.fetch_add(1, Relaxed);
+        inc(&self.stats.barriers);
+        self.bus_exchange(Message::Ping { data }, Awaited::Pong(data), timeout_ms)?;
+        self.bus_replies.lock().set_in_step();
+        Ok(())
+    }
+
+    /// Sends GET_DEVICES for the window (`offset`, `count`) and returns its reply, after a
+    /// barrier if a GET_DEVICES reply may still be on its way.
+    fn get_devices(&self, offset: u16, count: u16) -> Result<[u8; MAX_MSG_SIZE]> {
+        let _serial = self.bus_serial.lock();
+        if self.bus_replies.lock().needs_barrier() {
+            if !self.answers_ping.load(Relaxed) {
+                // v1 of the device model has no PING: nothing can put the FIFO back in step.
+                return Err(ENOTSUPP);
+            }
+            self.barrier(self.bus_timeout_ms)?;
+        }
+        self.bus_exchange(
+            Message::GetDevices { offset, count },
+            Awaited::Devices,
+            self.bus_timeout_ms,
+        )
+    }
+
+    /// Checks the device answers PING, which is also the FIFO's first barrier. v1 of the
+    /// device model does not answer, which is fine: then replies left from a previous driver
+    /// were discarded at adoption, and what comes later cannot be told apart.
     pub(crate) fn ping(&self) -> bool {
-        const DATA: u32 = 0x7669_6d73;
-        let answered = self
-            .bus_request(Message::Ping { data: DATA }, bus_id::PING, PING_TIMEOUT_MS)
-            .is_ok_and(|reply| {
-                matches!(
-                    Frame::decode(&reply),
-                    Ok(Frame {
-                        msg: Message::Pong { data: DATA },
-                        ..
-                    })
-                )
-            });
+        let _serial = self.bus_serial.lock();
+        let answered = self.barrier(PING_TIMEOUT_MS).is_ok();
+        if !answered {
+            // Nothing better to go on: take the FIFO as it is.
+            self.bus_replies.lock().set_in_step();
+        }
         self.answers_ping.store(answered, Relaxed);
         answered
     }
@@ -428,11 +449,7 @@ impl Fifo {
         let mut walk = Enumeration::new();
         while let Some((offset, count)) = walk.request() {
             let reply = self
-                .bus_request(
-                    Message::GetDevices { offset, count },
-                    bus_id::GET_DEVICES,
-                    self.bus_timeout_ms,
-                )
+                .get_devices(offset, count)
                 .and_then(|raw| DevicesReply::parse(&raw).map_err(|_| EINVAL));
             match reply {
                 Ok(reply) => walk.reply(&reply),
@@ -488,6 +505,14 @@ impl Bus for Fifo {
         }
         Ok(())
     }
+
+    fn sync(&self) -> Result {
+        if !self.answers_ping.load(Relaxed) {
+            return Err(ENOTSUPP);
+        }
+        let _serial = self.bus_serial.lock();
+        self.barrier(self.bus_timeout_ms)
+    }
 }
 
 impl fmt::Debug for Fifo {
@@ -512,6 +537,8 @@ impl fmt::Debug for Fifo {
             ("queue_full_failures", &s.queue_full_failures),
             ("malformed", &s.malformed),
             ("unexpected_bus", &s.unexpected_bus),
+            ("late_bus", &s.late_bus),
+            ("barriers", &s.barriers),
             ("undelivered", &s.undelivered),
             ("index_errors", &s.index_errors),
             ("timeouts", &s.bus_timeouts),

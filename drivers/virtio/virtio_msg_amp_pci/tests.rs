@@ -3,16 +3,117 @@
 //! KUnit suite `virtio_msg_amp_pci`: what the bus driver makes of what the device reports.
 //!
 //! GET_DEVICES replies are built byte by byte the way each version of QEMU's device model
-//! sends them (see `enumerate.rs`), plus hostile ones; the FIFO count is checked against the
-//! BAR1 sizes a device can have. The queues themselves are covered by `virtio_msg_spsc`.
+//! sends them (see `enumerate.rs`), plus hostile ones, and replayed from the recording of the
+//! device model's answers (`virtio_msg/device-model/01-enumeration.txt`) through the same
+//! reply matching as the FIFO uses; the FIFO count is checked against the BAR1 sizes a device
+//! can have. The queues themselves are covered by `virtio_msg_spsc`.
 
 use kernel::prelude::*;
 
 use crate::{
+    correlate::{Awaited, BusReplies, Offered},
     enumerate::{DevicesReply, Enumeration, ReplyError, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
     fifo::MAX_MSG_SIZE,
     layout::{fifos_in_bar, LayoutError, FIFO_WINDOW},
+    recording::{records, Record},
+    wire::{Frame, Message},
 };
+
+/// The device model's answers to GET_DEVICES windows and PING on two FIFOs.
+const ENUMERATION: &str = include_str!("../virtio_msg/device-model/01-enumeration.txt");
+
+/// The replies `recording` has on FIFO `fifo` to the GET_DEVICES window (`offset`, `count`).
+///
+/// The recorded requests carry their own tokens, so requests are compared with the token
+/// left out. A window the recording does not have exactly is answered as the device model
+/// answers every window: the recorded reply for the same offset whose window, clipped to its
+/// 32 device numbers, is the same (`None` if there is none: the device stays silent).
+fn recorded_devices_reply(
+    recording: &str,
+    fifo: u8,
+    offset: u16,
+    count: u16,
+) -> Result<Option<[u8; MAX_MSG_SIZE]>> {
+    let clipped = count.min(32u16.saturating_sub(offset));
+    let mut asked = None;
+    let mut found = None;
+    for record in records(recording) {
+        let (_, record) = record.map_err(|_| EINVAL)?;
+        match record {
+            Record::Request { fifo: f, msg } if f == fifo => {
+                asked = match Frame::decode(msg.as_slice()) {
+                    Ok(Frame {
+                        msg:
+                            Message::GetDevices {
+                                offset: o,
+                                count: c,
+                            },
+                        ..
+                    }) if o == offset => Some(c),
+                    _ => None,
+                };
+            }
+            Record::Reply { fifo: f, msg } if f == fifo => {
+                let Some(c) = asked.take() else { continue };
+                let reply = DevicesReply::parse(msg.as_slice()).map_err(|_| EINVAL)?;
+                if c == count || (found.is_none() && reply.count == clipped) {
+                    let mut slot = [0u8; MAX_MSG_SIZE];
+                    slot.get_mut(..msg.as_slice().len())
+                        .ok_or(EINVAL)?
+                        .copy_from_slice(msg.as_slice());
+                    found = Some(slot);
+                    if c == count {
+                        break;
+                    }
+                }
+            }
+            Record::NoReply => asked = None,
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Enumerates FIFO `fifo` of `recording` as the FIFO does: each request armed, each recorded
+/// reply offered to the reply matching, the matched one parsed. Returns the device numbers
+/// found and how the walk went.
+fn replay_enumeration(recording: &str, fifo: u8) -> Result<(KVec<u16>, u32)> {
+    let mut walk = Enumeration::new();
+    let mut replies = BusReplies::new();
+    replies.set_in_step();
+    let mut windows = 0;
+    while let Some((offset, count)) = walk.request() {
+        replies.arm(Awaited::Devices);
+        if let Some(slot) = recorded_devices_reply(recording, fifo, offset, count)? {
+            // Recorded with token 0, never the request's: matched all the same.
+            assert_eq!(&slot[4..6], &[0, 0]);
+            assert_eq!(replies.offer(&slot), Offered::Matched);
+        }
+        match replies.finish() {
+            Some(slot) => walk.reply(&parse(&slot)?),
+            None => walk.abort(),
+        }
+        windows += 1;
+    }
+    let mut found = KVec::new();
+    for n in walk.found().iter() {
+        found.push(n, GFP_KERNEL)?;
+    }
+    Ok((found, windows))
+}
+
+/// A bus reply slot: `ty`, `msg_id`, token `token`, then `payload`.
+fn bus_slot(ty: u8, msg_id: u8, token: u16, payload: &[u8]) -> [u8; MAX_MSG_SIZE] {
+    let mut slot = [0u8; MAX_MSG_SIZE];
+    slot[0] = ty;
+    slot[1] = msg_id;
+    slot[4..6].copy_from_slice(&token.to_le_bytes());
+    slot[6..8].copy_from_slice(&(8 + payload.len() as u16).to_le_bytes());
+    for (dst, &src) in slot[8..].iter_mut().zip(payload) {
+        *dst = src;
+    }
+    slot
+}
 
 /// A GET_DEVICES reply as copied out of a slot: `msg_size` as given (the device may lie),
 /// the bitmap bytes as given, the rest of the slot zero.
@@ -147,6 +248,124 @@ mod tests {
     }
 
     /// A device that does not answer: the walk ends with what was found.
+    #[test]
+    fn recorded_enumeration_finds_every_device() -> Result {
+        let Some(Ok((_, Record::Setup(setup)))) = records(ENUMERATION).next() else {
+            return Err(EINVAL);
+        };
+        let fifos = setup.num_fifos().ok_or(EINVAL)?;
+        assert_eq!(fifos, 2);
+        for fifo in 0..fifos {
+            // The devices the recording placed behind this FIFO (in increasing order there).
+            let mut placed = KVec::new();
+            for d in setup.devices().filter(|d| d.fifo == fifo) {
+                placed.push(d.dev_num, GFP_KERNEL)?;
+            }
+            let (found, windows) = replay_enumeration(ENUMERATION, fifo)?;
+            assert!(!found.is_empty());
+            assert_eq!(found, placed);
+            // One window for the device model's 32 numbers, one empty window past them.
+            assert_eq!(windows, 2);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn recorded_malformed_enumerations_end() -> Result {
+        // No reply at all: nothing found, no second request.
+        let silent = "> fifo=0 0202000001010c00 00002000\n= no reply\n";
+        let (found, windows) = replay_enumeration(silent, 0)?;
+        assert!(found.is_empty());
+        assert_eq!(windows, 1);
+        // Short windows: asked for 32, answered 8 at a time (next_offset never 0), then
+        // silence; what was found before the silence is kept.
+        let short = "\
+> fifo=0 0202000001010c00 00002000
+< fifo=0 0302000000000f00 00000800080021
+> fifo=0 0202000002010c00 08002000
+< fifo=0 0302000000000f00 08000800100001
+> fifo=0 0202000003010c00 10002000
+= no reply
+";
+        let (found, windows) = replay_enumeration(short, 0)?;
+        assert_eq!(&found[..], &[0, 5, 8]);
+        assert_eq!(windows, 3);
+        // A reply whose next_offset stops moving on: no loop.
+        let stuck = "\
+> fifo=0 0202000001010c00 00002000
+< fifo=0 0302000000000f00 00000800080001
+> fifo=0 0202000002010c00 08002000
+< fifo=0 0302000000000f00 08000800080001
+";
+        let (found, windows) = replay_enumeration(stuck, 0)?;
+        assert_eq!(&found[..], &[0, 8]);
+        assert_eq!(windows, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn bus_replies_are_matched_without_the_token() -> Result {
+        let mut replies = BusReplies::new();
+        replies.set_in_step();
+        // GET_DEVICES by id, whatever the token (the device model sends 0).
+        for token in [0, 0x1234] {
+            replies.arm(Awaited::Devices);
+            let slot = bus_slot(0b11, 0x02, token, &[0, 0, 8, 0, 8, 0, 1]);
+            assert_eq!(replies.offer(&slot), Offered::Matched);
+            assert_eq!(replies.finish(), Some(slot));
+        }
+        // PING by the data it echoes.
+        replies.arm(Awaited::Pong(0x1122_3344));
+        let other = bus_slot(0b11, 0x03, 0, &0x1122_3343u32.to_le_bytes());
+        assert_eq!(replies.offer(&other), Offered::Late);
+        let pong = bus_slot(0b11, 0x03, 0, &0x1122_3344u32.to_le_bytes());
+        assert_eq!(replies.offer(&pong), Offered::Matched);
+        assert_eq!(replies.finish(), Some(pong));
+        // A late PING answer does not put GET_DEVICES out of step; requests and events do
+        // not count as replies.
+        assert!(!replies.needs_barrier());
+        assert_eq!(
+            replies.offer(&bus_slot(0b10, 0x02, 0, &[])),
+            Offered::Unexpected
+        );
+        assert_eq!(
+            replies.offer(&bus_slot(0b10, 0x40, 0, &[0, 0, 1, 0])),
+            Offered::Unexpected
+        );
+        assert!(!replies.needs_barrier());
+        Ok(())
+    }
+
+    #[test]
+    fn late_or_doubled_get_devices_reply_needs_a_barrier() -> Result {
+        let reply = bus_slot(0b11, 0x02, 0, &[0, 0, 8, 0, 8, 0, 1]);
+        // A new FIFO may have a previous driver's request in flight.
+        let mut replies = BusReplies::new();
+        assert!(replies.needs_barrier());
+        replies.set_in_step();
+        // Timed out: its reply arrives later, is dropped, and the next GET_DEVICES must wait
+        // for a barrier, during which GET_DEVICES replies are not taken.
+        replies.arm(Awaited::Devices);
+        assert_eq!(replies.finish(), None);
+        assert!(replies.needs_barrier());
+        replies.arm(Awaited::Pong(7));
+        assert_eq!(replies.offer(&reply), Offered::Late);
+        assert_eq!(
+            replies.offer(&bus_slot(0b11, 0x03, 0, &7u32.to_le_bytes())),
+            Offered::Matched
+        );
+        assert!(replies.finish().is_some());
+        replies.set_in_step();
+        // Answered twice: the second copy is dropped and a barrier is due.
+        replies.arm(Awaited::Devices);
+        assert_eq!(replies.offer(&reply), Offered::Matched);
+        assert_eq!(replies.finish(), Some(reply));
+        assert!(!replies.needs_barrier());
+        assert_eq!(replies.offer(&reply), Offered::Late);
+        assert!(replies.needs_barrier());
+        Ok(())
+    }
+
     #[test]
     fn abort_keeps_what_was_found() -> Result {
         let mut e = Enumeration::new();

@@ -43,9 +43,22 @@ pub trait Bus: Send + Sync {
     /// Sends one encoded message to the device side.
     ///
     /// Called in process context. May sleep for a bounded time waiting for room; must not wait
-    /// forever. A response must carry the token of its request's header unchanged: the
-    /// transport matches responses with it.
+    /// forever. The header's token is the bus's: it may keep or overwrite it, and the transport
+    /// never relies on a response carrying it back.
     fn send(&self, msg: &[u8]) -> Result;
+
+    /// An ordering barrier: returns once every message the device side sent before the call
+    /// has been delivered (and so dropped, if the transport no longer waits for it).
+    ///
+    /// The transport matches a response to its request by device number and message id, as
+    /// the token is not its own; after a timeout it calls this before the next request, so a
+    /// late response cannot pass for the answer to a later one. A bus whose device side
+    /// answers in order implements it with a round trip (a request whose answer it can
+    /// recognise, such as PING with fresh data) and, as it is called after a timeout, must
+    /// bound the wait. A bus that delivers synchronously returns at once. A bus that cannot
+    /// tell returns [`ENOTSUPP`]; any other error means the device side did not answer.
+    /// Process context; may sleep.
+    fn sync(&self) -> Result;
 
     /// Sends one encoded event (a virtqueue notification) from atomic context: drivers kick
     /// their queues with spinlocks held, even from interrupt handlers. Must not sleep; returns
