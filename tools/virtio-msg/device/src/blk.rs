@@ -15,36 +15,56 @@
 //! no room for a status, with nothing written) and never a panic. The rust-vmm `virtio-blk`
 //! crate is not published in a version built on `virtio-queue` 0.18, hence the request handling
 //! here.
+//!
+//! The device offers what QEMU's `virtio-blk-device` offers behind the device model, and its
+//! configuration space has the same 57 bytes with the same values for the same image, so that
+//! the emulator answers the recorded probe byte for byte and a driver meets the same device:
+//! geometry and topology (informative), a write cache the driver can switch
+//! (VIRTIO_BLK_F_CONFIG_WCE: with `writeback` 0 every write reaches the image before it
+//! completes), discard and write zeroes (one range per request; the range is deallocated in the
+//! image where the file system can, and written with zeros where it cannot, so it always reads
+//! back as zeros).
 
 use crate::{
-    transport::{walk_queue, QueueState},
-    Backend,
+    transport::{serve_chains, walk_queue, wants_used_event, QueueState},
+    Backend, TRANSPORT_FEATURES,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
+use virtio_queue::{DescriptorChain, Queue, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemory};
 
 /// virtio device id of a block device.
 const VIRTIO_ID_BLOCK: u32 = 2;
-/// VIRTIO_F_VERSION_1.
-const VERSION_1: u64 = 1 << 32;
 /// VIRTIO_BLK_F_SEG_MAX: `seg_max` in the configuration is valid.
 const F_SEG_MAX: u64 = 1 << 2;
+/// VIRTIO_BLK_F_GEOMETRY: `geometry` in the configuration is valid.
+const F_GEOMETRY: u64 = 1 << 4;
 /// VIRTIO_BLK_F_RO: the disk is read-only.
 const F_RO: u64 = 1 << 5;
 /// VIRTIO_BLK_F_BLK_SIZE: `blk_size` in the configuration is valid.
 const F_BLK_SIZE: u64 = 1 << 6;
 /// VIRTIO_BLK_F_FLUSH: the device handles VIRTIO_BLK_T_FLUSH.
 const F_FLUSH: u64 = 1 << 9;
+/// VIRTIO_BLK_F_TOPOLOGY: the topology fields of the configuration are valid.
+const F_TOPOLOGY: u64 = 1 << 10;
+/// VIRTIO_BLK_F_CONFIG_WCE: `writeback` in the configuration can be written.
+const F_CONFIG_WCE: u64 = 1 << 11;
+/// VIRTIO_BLK_F_DISCARD: the device handles VIRTIO_BLK_T_DISCARD.
+const F_DISCARD: u64 = 1 << 13;
+/// VIRTIO_BLK_F_WRITE_ZEROES: the device handles VIRTIO_BLK_T_WRITE_ZEROES.
+const F_WRITE_ZEROES: u64 = 1 << 14;
 
 /// Request types.
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
+const T_DISCARD: u32 = 11;
+const T_WRITE_ZEROES: u32 = 13;
 
 /// Request status values.
 const S_OK: u8 = 0;
@@ -53,10 +73,17 @@ const S_UNSUPP: u8 = 2;
 
 /// Size of a sector, the unit of `capacity` and of request positions.
 pub const SECTOR_SIZE: u64 = 512;
-/// Largest number of data segments in one request (`seg_max`): two descriptors of a request
-/// are its header and status, and a queue of 128 entries (without indirect descriptors) must
-/// hold a whole request.
-pub const SEG_MAX: u32 = 126;
+/// Largest number of data segments in one request (`seg_max`): what QEMU reports for its
+/// default queue of 256 entries, two of which a request needs for its header and status
+/// (drivers use indirect descriptors, which the device offers, for longer requests).
+pub const SEG_MAX: u32 = 254;
+/// Largest discard or write-zeroes range, in sectors (`max_discard_sectors`,
+/// `max_write_zeroes_sectors`), as QEMU reports it.
+pub const MAX_ZEROING_SECTORS: u32 = 0x3f_ffff;
+/// Bytes of one discard or write-zeroes range: sector le64, num_sectors le32, flags le32.
+const RANGE_LEN: usize = 16;
+/// VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP: the range may be deallocated.
+const FLAG_UNMAP: u32 = 1;
 /// Largest data transfer of one request; larger requests fail with an I/O error. Linux sends
 /// at most a few MiB per request.
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
@@ -67,12 +94,27 @@ const CHUNK: usize = 128 << 10;
 /// Length of the request header: type le32, reserved le32, sector le64.
 const HEADER_LEN: usize = 16;
 
-/// Configuration layout: capacity le64 at 0, size_max le32 at 8, seg_max le32 at 12, geometry
-/// (cylinders le16, heads u8, sectors u8) at 16, blk_size le32 at 20. Later fields belong to
-/// features not offered.
+/// Configuration layout (offsets): capacity le64, size_max le32 (0: no limit offered),
+/// seg_max le32, geometry (cylinders le16, heads u8, sectors u8), blk_size le32, topology
+/// (physical_block_exp u8, alignment_offset u8, min_io_size le16, opt_io_size le32: all 0),
+/// writeback u8, a reserved byte, num_queues le16, max_discard_sectors le32,
+/// max_discard_seg le32, discard_sector_alignment le32, max_write_zeroes_sectors le32,
+/// max_write_zeroes_seg le32, write_zeroes_may_unmap u8.
 const CONFIG_SEG_MAX: usize = 12;
+const CONFIG_GEOMETRY: usize = 16;
 const CONFIG_BLK_SIZE: usize = 20;
-const CONFIG_SIZE: usize = 24;
+const CONFIG_WRITEBACK: usize = 32;
+const CONFIG_NUM_QUEUES: usize = 34;
+const CONFIG_DISCARD: usize = 36;
+const CONFIG_WRITE_ZEROES: usize = 48;
+const CONFIG_MAY_UNMAP: usize = 56;
+const CONFIG_SIZE: usize = 57;
+
+/// Heads and sectors per track of the geometry QEMU guesses for a disk without a partition
+/// table; the cylinders follow from the capacity, between 2 and 16383.
+const HEADS: u8 = 16;
+const SECTORS_PER_TRACK: u8 = 63;
+const MAX_CYLINDERS: u64 = 16383;
 
 /// A virtio block device backed by a raw image, over the driver's memory `M` (an address
 /// space, because the memory map can change while the device runs).
@@ -85,6 +127,9 @@ pub struct Blk<M> {
     serial: Vec<u8>,
     /// The driver's request queue as last configured, and the `virtio-queue` state walking it.
     queue: Option<(QueueState, Queue)>,
+    /// The write cache is on: writes complete before they reach the image (flushes order
+    /// them); off, every write is synced first.
+    writeback: bool,
 }
 
 impl<M: GuestAddressSpace> Blk<M> {
@@ -114,6 +159,7 @@ impl<M: GuestAddressSpace> Blk<M> {
             capacity: size / SECTOR_SIZE,
             serial: Vec::new(),
             queue: None,
+            writeback: true,
         };
         blk.set_serial(&serial);
         Ok(blk)
@@ -143,6 +189,11 @@ impl<M: GuestAddressSpace> Blk<M> {
     /// Whether the disk refuses writes.
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Whether the write cache is on (see [`Blk`]'s module documentation).
+    pub fn writeback(&self) -> bool {
+        self.writeback
     }
 
     /// Serves one request; returns the number of bytes written into the driver's buffers.
@@ -187,14 +238,24 @@ impl<M: GuestAddressSpace> Blk<M> {
             T_IN => self
                 .range(sector, data_out.available_bytes())
                 .and_then(|offset| self.read_into(offset, data_out)),
-            T_OUT if self.read_only => None,
+            T_OUT | T_DISCARD | T_WRITE_ZEROES if self.read_only => None,
             T_OUT => self
                 .range(sector, data_in.available_bytes())
-                .and_then(|offset| self.write_from(offset, data_in)),
+                .and_then(|offset| self.write_from(offset, data_in))
+                .and_then(|()| self.write_through()),
             T_FLUSH => self.image.sync_data().ok(),
             T_GET_ID => {
                 let len = self.serial.len().min(data_out.available_bytes());
                 data_out.write_all(&self.serial[..len]).ok()
+            }
+            T_DISCARD | T_WRITE_ZEROES => {
+                let mut range = [0u8; RANGE_LEN];
+                // One range per request (max_discard_seg, max_write_zeroes_seg).
+                if data_in.available_bytes() != RANGE_LEN || data_in.read_exact(&mut range).is_err()
+                {
+                    return S_UNSUPP;
+                }
+                return self.zero_range(request, range);
             }
             _ => return S_UNSUPP,
         };
@@ -202,6 +263,62 @@ impl<M: GuestAddressSpace> Blk<M> {
             Some(()) => S_OK,
             None => S_IOERR,
         }
+    }
+
+    /// Without the write cache, a write is on the image before it completes.
+    fn write_through(&self) -> Option<()> {
+        if self.writeback {
+            Some(())
+        } else {
+            self.image.sync_data().ok()
+        }
+    }
+
+    /// VIRTIO_BLK_T_DISCARD or VIRTIO_BLK_T_WRITE_ZEROES of the range `range` (sector le64,
+    /// num_sectors le32, flags le32). A discard only allows the device to forget the data;
+    /// both deallocate the range where the file system can, and write zeroes also writes zeros
+    /// where it cannot, so that the range reads as zeros either way.
+    fn zero_range(&self, request: u32, range: [u8; RANGE_LEN]) -> u8 {
+        let [s0, s1, s2, s3, s4, s5, s6, s7, n0, n1, n2, n3, f0, f1, f2, f3] = range;
+        let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
+        let sectors = u32::from_le_bytes([n0, n1, n2, n3]);
+        let flags = u32::from_le_bytes([f0, f1, f2, f3]);
+        let allowed_flags = if request == T_WRITE_ZEROES {
+            FLAG_UNMAP
+        } else {
+            0
+        };
+        if flags & !allowed_flags != 0 {
+            return S_UNSUPP;
+        }
+        let Some(offset) = self.range(sector, 0).filter(|_| {
+            sectors <= MAX_ZEROING_SECTORS
+                && sector.saturating_add(u64::from(sectors)) <= self.capacity
+        }) else {
+            return S_IOERR;
+        };
+        let len = u64::from(sectors) * SECTOR_SIZE;
+        let punched = punch_hole(&self.image, offset, len);
+        let done = match request {
+            T_DISCARD => true,
+            _ => punched || self.write_zeros(offset, len).is_some(),
+        };
+        match done && self.write_through().is_some() {
+            true => S_OK,
+            false => S_IOERR,
+        }
+    }
+
+    /// Writes `len` zero bytes at `offset`, a chunk at a time.
+    fn write_zeros(&self, mut offset: u64, len: u64) -> Option<()> {
+        let zeros = vec![0u8; CHUNK];
+        let end = offset.checked_add(len)?;
+        while offset < end {
+            let n = (end - offset).min(CHUNK as u64) as usize;
+            self.image.write_all_at(&zeros[..n], offset).ok()?;
+            offset += n as u64;
+        }
+        Some(())
     }
 
     /// The byte offset of a transfer of `len` bytes at `sector`, if it is whole sectors, within
@@ -250,26 +367,74 @@ impl<M: GuestAddressSpace> Blk<M> {
 
     fn config(&self) -> [u8; CONFIG_SIZE] {
         let mut config = [0u8; CONFIG_SIZE];
-        config[..8].copy_from_slice(&self.capacity.to_le_bytes());
-        config[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&SEG_MAX.to_le_bytes());
-        config[CONFIG_BLK_SIZE..CONFIG_BLK_SIZE + 4]
-            .copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        let mut put = |at: usize, bytes: &[u8]| config[at..at + bytes.len()].copy_from_slice(bytes);
+        put(0, &self.capacity.to_le_bytes());
+        put(CONFIG_SEG_MAX, &SEG_MAX.to_le_bytes());
+        let cylinders = (self.capacity / (u64::from(HEADS) * u64::from(SECTORS_PER_TRACK)))
+            .clamp(2, MAX_CYLINDERS) as u16;
+        put(CONFIG_GEOMETRY, &cylinders.to_le_bytes());
+        put(CONFIG_GEOMETRY + 2, &[HEADS, SECTORS_PER_TRACK]);
+        put(CONFIG_BLK_SIZE, &(SECTOR_SIZE as u32).to_le_bytes());
+        put(CONFIG_WRITEBACK, &[u8::from(self.writeback)]);
+        put(CONFIG_NUM_QUEUES, &1u16.to_le_bytes());
+        // Discard and write zeroes: one range of up to MAX_ZEROING_SECTORS; discards aligned
+        // to a sector (the alignment is counted in sectors).
+        put(CONFIG_DISCARD, &MAX_ZEROING_SECTORS.to_le_bytes());
+        put(CONFIG_DISCARD + 4, &1u32.to_le_bytes());
+        put(CONFIG_DISCARD + 8, &1u32.to_le_bytes());
+        put(CONFIG_WRITE_ZEROES, &MAX_ZEROING_SECTORS.to_le_bytes());
+        put(CONFIG_WRITE_ZEROES + 4, &1u32.to_le_bytes());
+        put(CONFIG_MAY_UNMAP, &[1]);
         config
     }
 }
 
-impl<M: GuestAddressSpace> Backend for Blk<M> {
-    fn wants_used_event(&self, queue: &QueueState) -> bool {
-        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
+/// Deallocates `len` bytes at `offset` of `image`, which then read as zeros; whether the file
+/// system did it (block devices and some file systems cannot).
+fn punch_hole(image: &File, offset: u64, len: u64) -> bool {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return false;
+    };
+    if len == 0 {
+        return true;
     }
+    // SAFETY: fallocate takes no pointers; the descriptor is the open image.
+    let rc = unsafe {
+        libc::fallocate(
+            image.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    };
+    rc == 0
+}
 
+impl<M: GuestAddressSpace> Backend for Blk<M> {
     fn device_id(&self) -> u32 {
         VIRTIO_ID_BLOCK
     }
 
     fn features(&self) -> u64 {
         let ro = if self.read_only { F_RO } else { 0 };
-        VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | ro
+        TRANSPORT_FEATURES
+            | F_SEG_MAX
+            | F_GEOMETRY
+            | F_BLK_SIZE
+            | F_FLUSH
+            | F_TOPOLOGY
+            | F_CONFIG_WCE
+            | F_DISCARD
+            | F_WRITE_ZEROES
+            | ro
+    }
+
+    /// Without VIRTIO_BLK_F_CONFIG_WCE the write cache is on exactly when flushes were
+    /// negotiated (a driver that cannot flush gets every write synced).
+    fn set_driver_features(&mut self, features: u64) {
+        if features & F_CONFIG_WCE == 0 {
+            self.writeback = features & F_FLUSH != 0;
+        }
     }
 
     fn config_size(&self) -> u32 {
@@ -287,42 +452,44 @@ impl<M: GuestAddressSpace> Backend for Blk<M> {
         }
     }
 
-    /// Nothing in the configuration is writable (VIRTIO_BLK_F_CONFIG_WCE is not offered).
-    fn write_config(&mut self, _offset: u32, _data: &[u8]) {}
+    /// Only `writeback` is writable (VIRTIO_BLK_F_CONFIG_WCE); the rest ignores writes.
+    fn write_config(&mut self, offset: u32, data: &[u8]) {
+        let at = (CONFIG_WRITEBACK as u32).checked_sub(offset);
+        if let Some(&value) = at.and_then(|i| data.get(i as usize)) {
+            if !self.writeback || value != 0 {
+                // Switching the cache off first puts what it holds on the image.
+                let _ = self.image.sync_data();
+            }
+            self.writeback = value != 0;
+        }
+    }
 
     fn num_queues(&self) -> u32 {
         1
     }
 
-    fn queue_notified(&mut self, index: u32, q: &QueueState) -> bool {
-        if index != 0 {
-            return false;
-        }
+    fn queue_notified(&mut self, index: u32, queues: &[QueueState]) -> Vec<u32> {
+        let Some(q) = queues.first().filter(|_| index == 0) else {
+            return Vec::new();
+        };
         let guard = self.mem.memory();
         let mem: &M::M = &guard;
         walk_queue(&mut self.queue, mem, q);
         let Some((state, mut vq)) = self.queue.take() else {
-            return false;
+            return Vec::new();
         };
-        let mut used = false;
-        // At most a ring's worth per call: a guest that keeps making buffers available cannot
-        // keep the device here (what it adds meanwhile comes with its next notification).
-        for _ in 0..vq.size() {
-            let Some(chain) = vq.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let len = self.serve(mem, chain);
-            if vq.add_used(mem, head, len).is_err() {
-                break;
-            }
-            used = true;
-        }
+        let used = serve_chains(&mut vq, mem, |chain| self.serve(mem, chain));
+        let notify = used && wants_used_event(&mut vq, mem, q);
         self.queue = Some((state, vq));
-        used
+        if notify {
+            vec![0]
+        } else {
+            Vec::new()
+        }
     }
 
     fn reset(&mut self) {
         self.queue = None;
+        self.writeback = true;
     }
 }

@@ -1,7 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! The virtio console device: one port (no multiport, no size), connected to the host through
-//! a unix stream socket or a pseudo-terminal.
+//! The virtio console device: one port, connected to the host through a unix stream socket or a
+//! pseudo-terminal.
+//!
+//! The device offers what QEMU's `virtio-serial-device` offers behind the device model, with
+//! the same configuration space (no size, 31 ports at most, emergency write), so that the
+//! emulator answers the recorded probe byte for byte and a driver meets the same device. With
+//! VIRTIO_CONSOLE_F_MULTIPORT (which drivers take) the device has 64 queues, but only port 0
+//! exists: when the driver says it is ready on the control queue, the device adds port 0, and
+//! when the driver has set the port up, the device makes it the console and opens it; other
+//! control messages are taken and ignored. A character written to `emerg_wr`
+//! (VIRTIO_CONSOLE_F_EMERG_WRITE) goes to the host like output.
 //!
 //! The device thread must never wait for a person: host input is read only when the host side
 //! is readable ([`Backend::host_fd`]), output is written without blocking (a client that does
@@ -24,8 +33,8 @@
 //! cut there (the rest counted as dropped).
 
 use crate::{
-    transport::{walk_queue, QueueState},
-    Backend,
+    transport::{rearm, serve_chains, walk_queue, wants_used_event, QueueState},
+    Backend, TRANSPORT_FEATURES,
 };
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -40,12 +49,35 @@ use vm_memory::GuestAddressSpace;
 
 /// virtio device id of a console.
 const VIRTIO_ID_CONSOLE: u32 = 3;
-/// VIRTIO_F_VERSION_1.
-const VERSION_1: u64 = 1 << 32;
-/// receiveq: device -> driver (host input).
+/// VIRTIO_CONSOLE_F_MULTIPORT: ports, set up through the control queues.
+pub const F_MULTIPORT: u64 = 1 << 1;
+/// VIRTIO_CONSOLE_F_EMERG_WRITE: `emerg_wr` in the configuration.
+pub const F_EMERG_WRITE: u64 = 1 << 2;
+/// Ports the configuration allows (`max_nr_ports`), as QEMU's device reports; each has a
+/// receive and a transmit queue, and the control queues come after port 0's.
+pub const MAX_PORTS: u32 = 31;
+/// port 0's receiveq: device -> driver (host input).
 const RX: u32 = 0;
-/// transmitq: driver -> device (output).
+/// port 0's transmitq: driver -> device (output).
 const TX: u32 = 1;
+/// control receiveq: device -> driver (control messages).
+const CTRL_RX: u32 = 2;
+/// control transmitq: driver -> device.
+const CTRL_TX: u32 = 3;
+/// Configuration: cols le16, rows le16, max_nr_ports le32, emerg_wr le32.
+const CONFIG_MAX_PORTS: usize = 4;
+const CONFIG_EMERG_WR: u32 = 8;
+const CONFIG_SIZE: usize = 12;
+/// A control message: port id le32, event le16, value le16.
+const CONTROL_LEN: usize = 8;
+/// Control events.
+const DEVICE_READY: u16 = 0;
+const DEVICE_ADD: u16 = 1;
+const PORT_READY: u16 = 3;
+const CONSOLE_PORT: u16 = 4;
+const PORT_OPEN: u16 = 6;
+/// Control messages waiting for control receive buffers, at most (a handful are ever sent).
+const CONTROL_BACKLOG: usize = 16;
 /// Host input read but not yet delivered to the driver, at most.
 pub const INPUT_MAX: usize = 64 << 10;
 /// Output bytes taken from one transmit chain, at most.
@@ -103,6 +135,12 @@ pub struct Console<M> {
     /// The driver's queues as last configured, and the `virtio-queue` state walking them.
     rx: Option<(QueueState, Queue)>,
     tx: Option<(QueueState, Queue)>,
+    ctrl_rx: Option<(QueueState, Queue)>,
+    ctrl_tx: Option<(QueueState, Queue)>,
+    /// The driver negotiated VIRTIO_CONSOLE_F_MULTIPORT.
+    multiport: bool,
+    /// Control messages for the driver, waiting for control receive buffers.
+    control_out: VecDeque<[u8; CONTROL_LEN]>,
 }
 
 impl<M: GuestAddressSpace> Console<M> {
@@ -139,6 +177,10 @@ impl<M: GuestAddressSpace> Console<M> {
             stats: ConsoleStats::default(),
             rx: None,
             tx: None,
+            ctrl_rx: None,
+            ctrl_tx: None,
+            multiport: false,
+            control_out: VecDeque::new(),
         })
     }
 
@@ -216,18 +258,26 @@ impl<M: GuestAddressSpace> Console<M> {
         }
     }
 
-    /// Moves pending input into receive buffers; returns whether buffers were used.
-    fn deliver(&mut self, mem: &M::M) -> bool {
+    /// Moves pending input into port 0's receive buffers; returns whether to send an
+    /// EVENT_USED for the queue (`q`).
+    fn deliver(&mut self, mem: &M::M, q: &QueueState) -> bool {
         let Some((_, vq)) = self.rx.as_mut() else {
             return false;
         };
         let mut used = false;
+        let mut retried = false;
         // At most a ring's worth per call, even if the guest offers buffers that hold nothing.
         for _ in 0..vq.size() {
             if self.pending.is_empty() {
                 break;
             }
             let Some(chain) = vq.pop_descriptor_chain(mem) else {
+                // The driver is told to notify when it adds a buffer; if it added some
+                // meanwhile they are taken at once.
+                if !retried && rearm(vq, mem) {
+                    retried = true;
+                    continue;
+                }
                 self.starved = true;
                 break;
             };
@@ -252,7 +302,95 @@ impl<M: GuestAddressSpace> Console<M> {
             }
             used = true;
         }
-        used
+        rearm(vq, mem);
+        used && wants_used_event(vq, mem, q)
+    }
+
+    /// Moves waiting control messages into control receive buffers; returns whether to send an
+    /// EVENT_USED for the queue (`q`, if the driver set it up).
+    fn deliver_control(&mut self, mem: &M::M, q: Option<&QueueState>) -> bool {
+        let Some(vq) = q.and_then(|q| walk_queue(&mut self.ctrl_rx, mem, q)) else {
+            return false;
+        };
+        let mut used = false;
+        let mut retried = false;
+        while let Some(&msg) = self.control_out.front() {
+            let Some(chain) = vq.pop_descriptor_chain(mem) else {
+                if !retried && rearm(vq, mem) {
+                    retried = true;
+                    continue;
+                }
+                break;
+            };
+            let head = chain.head_index();
+            // A buffer too small for a control message is returned empty; the message waits
+            // for the next.
+            let written = match Writer::new(mem, chain) {
+                Ok(mut out) if out.available_bytes() >= CONTROL_LEN => {
+                    out.write_all(&msg).map_or(0, |()| CONTROL_LEN as u32)
+                }
+                _ => 0,
+            };
+            if written > 0 {
+                self.control_out.pop_front();
+            }
+            if vq.add_used(mem, head, written).is_err() {
+                break;
+            }
+            used = true;
+        }
+        rearm(vq, mem);
+        q.is_some_and(|q| used && wants_used_event(vq, mem, q))
+    }
+
+    /// Queues a control message for the driver.
+    fn control(&mut self, event: u16, value: u16) {
+        if self.control_out.len() >= CONTROL_BACKLOG {
+            return;
+        }
+        let mut msg = [0u8; CONTROL_LEN];
+        // Port 0 is the only port.
+        msg[4..6].copy_from_slice(&event.to_le_bytes());
+        msg[6..].copy_from_slice(&value.to_le_bytes());
+        self.control_out.push_back(msg);
+    }
+
+    /// Takes the driver's control messages; returns whether to send an EVENT_USED for the
+    /// control transmit queue (`q`).
+    fn take_control(&mut self, mem: &M::M, q: &QueueState) -> bool {
+        walk_queue(&mut self.ctrl_tx, mem, q);
+        let Some((state, mut vq)) = self.ctrl_tx.take() else {
+            return false;
+        };
+        let mut received = Vec::new();
+        let used = serve_chains(&mut vq, mem, |chain| {
+            let mut msg = [0u8; CONTROL_LEN];
+            if let Ok(mut r) = Reader::new(mem, chain) {
+                if r.read_exact(&mut msg).is_ok() {
+                    received.push(msg);
+                }
+            }
+            0
+        });
+        let notify = used && wants_used_event(&mut vq, mem, q);
+        self.ctrl_tx = Some((state, vq));
+        for msg in received {
+            let [i0, i1, i2, i3, e0, e1, v0, v1] = msg;
+            let port = u32::from_le_bytes([i0, i1, i2, i3]);
+            let (event, value) = (u16::from_le_bytes([e0, e1]), u16::from_le_bytes([v0, v1]));
+            match event {
+                // The driver is set up: here is the one port.
+                DEVICE_READY if value == 1 => self.control(DEVICE_ADD, 1),
+                // Port 0 is set up: it is the console, and the host end is open.
+                PORT_READY if port == 0 && value == 1 => {
+                    self.control(CONSOLE_PORT, 1);
+                    self.control(PORT_OPEN, 1);
+                }
+                // The driver opened or closed the port, or failed to set something up.
+                _ => {}
+            }
+        }
+        notify
     }
 
     /// Sends `data` to the host end without blocking for long; what it does not take is
@@ -320,20 +458,14 @@ impl<M: GuestAddressSpace> Console<M> {
         }
     }
 
-    /// Passes every transmit chain on to the host end; returns whether buffers were used.
-    fn transmit(&mut self, mem: &M::M) -> bool {
+    /// Passes every transmit chain on to the host end; returns whether to send an EVENT_USED
+    /// for the queue (`q`).
+    fn transmit(&mut self, mem: &M::M, q: &QueueState) -> bool {
         let Some((state, mut vq)) = self.tx.take() else {
             return false;
         };
         self.accept();
-        let mut used = false;
-        // At most a ring's worth per call: a guest that keeps making buffers available cannot
-        // keep the device here (what it adds meanwhile comes with its next notification).
-        for _ in 0..vq.size() {
-            let Some(chain) = vq.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
+        let used = serve_chains(&mut vq, mem, |chain| {
             if let Ok(mut data) = Reader::new(mem, chain) {
                 let total = data.available_bytes();
                 let mut bytes = vec![0u8; total.min(TX_MAX)];
@@ -345,13 +477,11 @@ impl<M: GuestAddressSpace> Console<M> {
                     Err(_) => self.stats.output_dropped += total as u64,
                 }
             }
-            if vq.add_used(mem, head, 0).is_err() {
-                break;
-            }
-            used = true;
-        }
+            0
+        });
+        let notify = used && wants_used_event(&mut vq, mem, q);
         self.tx = Some((state, vq));
-        used
+        notify
     }
 }
 
@@ -365,53 +495,96 @@ impl<M> Drop for Console<M> {
 }
 
 impl<M: GuestAddressSpace> Backend for Console<M> {
-    fn wants_used_event(&self, queue: &QueueState) -> bool {
-        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
-    }
-
     fn device_id(&self) -> u32 {
         VIRTIO_ID_CONSOLE
     }
 
     fn features(&self) -> u64 {
-        VERSION_1
+        TRANSPORT_FEATURES | F_MULTIPORT | F_EMERG_WRITE
     }
 
-    /// No configuration: without VIRTIO_CONSOLE_F_SIZE, F_MULTIPORT and F_EMERG_WRITE the Linux
-    /// driver reads none of it, so none costs no config messages.
+    fn set_driver_features(&mut self, features: u64) {
+        self.multiport = features & F_MULTIPORT != 0;
+    }
+
     fn config_size(&self) -> u32 {
-        0
+        CONFIG_SIZE as u32
     }
 
-    fn read_config(&self, _offset: u32, _out: &mut [u8]) {}
+    /// No size (cols, rows 0), [`MAX_PORTS`] ports, `emerg_wr` reads as 0.
+    fn read_config(&self, offset: u32, out: &mut [u8]) {
+        let mut config = [0u8; CONFIG_SIZE];
+        config[CONFIG_MAX_PORTS..CONFIG_MAX_PORTS + 4].copy_from_slice(&MAX_PORTS.to_le_bytes());
+        let start = offset as usize;
+        if let Some(src) = start
+            .checked_add(out.len())
+            .and_then(|end| config.get(start..end))
+        {
+            out.copy_from_slice(src);
+        }
+    }
 
-    fn write_config(&mut self, _offset: u32, _data: &[u8]) {}
+    /// A write that reaches the low byte of `emerg_wr` sends that character to the host; the
+    /// rest of the configuration is read-only.
+    fn write_config(&mut self, offset: u32, data: &[u8]) {
+        let byte = CONFIG_EMERG_WR.checked_sub(offset);
+        if let Some(&c) = byte.and_then(|i| data.get(i as usize)) {
+            self.accept();
+            self.send(&[c]);
+        }
+    }
 
+    /// Port 0's two queues, the control queues, and two for each further port.
     fn num_queues(&self) -> u32 {
-        2
+        2 * (MAX_PORTS + 1)
     }
 
-    fn queue_notified(&mut self, index: u32, q: &QueueState) -> bool {
+    fn queue_notified(&mut self, index: u32, queues: &[QueueState]) -> Vec<u32> {
         let guard = self.mem.memory();
         let mem: &M::M = &guard;
+        let Some(q) = queues.get(index as usize) else {
+            return Vec::new();
+        };
+        let mut notify = Vec::new();
         match index {
             RX => {
                 walk_queue(&mut self.rx, mem, q);
                 // New buffers: pending input may go on, and the host end is watched again.
                 self.starved = false;
-                self.deliver(mem)
+                if self.deliver(mem, q) {
+                    notify.push(RX);
+                }
             }
             TX => {
                 walk_queue(&mut self.tx, mem, q);
-                self.transmit(mem)
+                if self.transmit(mem, q) {
+                    notify.push(TX);
+                }
             }
-            _ => false,
+            CTRL_TX if self.multiport => {
+                if self.take_control(mem, q) {
+                    notify.push(CTRL_TX);
+                }
+                if self.deliver_control(mem, queues.get(CTRL_RX as usize)) {
+                    notify.push(CTRL_RX);
+                }
+            }
+            CTRL_RX if self.multiport && self.deliver_control(mem, Some(q)) => {
+                notify.push(CTRL_RX);
+            }
+            // Ports that do not exist.
+            _ => {}
         }
+        notify
     }
 
     fn reset(&mut self) {
         self.rx = None;
         self.tx = None;
+        self.ctrl_rx = None;
+        self.ctrl_tx = None;
+        self.multiport = false;
+        self.control_out.clear();
         self.starved = false;
         self.stats.input_dropped += self.pending.len() as u64;
         self.pending.clear();
@@ -445,7 +618,7 @@ impl<M: GuestAddressSpace> Backend for Console<M> {
         }
         self.accept();
         self.read_input();
-        if self.deliver(mem) {
+        if self.deliver(mem, q) {
             vec![RX]
         } else {
             Vec::new()

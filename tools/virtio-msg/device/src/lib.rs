@@ -23,9 +23,10 @@ pub mod transport;
 /// How closely to follow the QEMU device model rather than the specification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// The QEMU device model (v2): 48-byte messages, silence for what it cannot parse, no
-    /// GET_SHM, no SET_CONFIG generation check, EVENT_CONFIG only for a notification before
-    /// DRIVER_OK.
+    /// The QEMU device model (v2), as recorded in `drivers/virtio/virtio_msg/device-model/`:
+    /// 48-byte messages, silence for what it cannot parse, no GET_SHM, no SET_CONFIG
+    /// generation check, EVENT_CONFIG only for a notification before DRIVER_OK, and its other
+    /// quirks (see [`bus`] and [`transport`]).
     Compat,
     /// The specification: larger messages, every message answered, generations checked.
     Strict,
@@ -55,9 +56,16 @@ pub trait Backend {
     fn write_config(&mut self, offset: u32, data: &[u8]);
     /// Number of virtqueues.
     fn num_queues(&self) -> u32;
+    /// The driver accepted `features` (FEATURES_OK was set with them), before any queue is set
+    /// up. Backends whose behaviour depends on negotiated features keep them from here.
+    fn set_driver_features(&mut self, _features: u64) {}
     /// The driver made buffers available in queue `index` (the device is DRIVER_OK and the
-    /// queue set up). Returns whether buffers were used (an EVENT_USED is then sent).
-    fn queue_notified(&mut self, index: u32, queue: &transport::QueueState) -> bool;
+    /// queue set up); `queues` are all the virtqueues as the driver set them up (serving one
+    /// queue may use buffers of another: a console answers control messages on its control
+    /// receive queue). Returns the queues to send an EVENT_USED for: buffers were used and the
+    /// driver wants to hear of it ([`transport::wants_used_event`]). Before it stops taking
+    /// buffers from a queue, the backend calls [`transport::rearm`].
+    fn queue_notified(&mut self, index: u32, queues: &[transport::QueueState]) -> Vec<u32>;
     /// The device was reset.
     fn reset(&mut self);
     /// A file descriptor that becomes readable when the host side has work for the device (a
@@ -70,24 +78,33 @@ pub trait Backend {
     }
     /// The host side has work ([`Backend::host_fd`] is readable, or a poll interval passed).
     /// `queues` are the virtqueues as the driver set them up (the device is DRIVER_OK). Returns
-    /// the indexes of the queues whose used rings changed (an EVENT_USED is sent for each).
+    /// the indexes of the queues to send an EVENT_USED for (used buffers the driver wants to
+    /// hear of, as for [`Backend::queue_notified`]).
     fn host_ready(&mut self, _queues: &[transport::QueueState]) -> Vec<u32> {
         Vec::new()
     }
-    /// Whether the driver wants an EVENT_USED for `queue` now. Drivers set
-    /// VRING_AVAIL_F_NO_INTERRUPT while they poll a queue, and the device model then stays
-    /// quiet; backends answer with [`driver_wants_interrupt`]. The default always says yes.
-    fn wants_used_event(&self, _queue: &transport::QueueState) -> bool {
-        true
-    }
 }
+
+/// VIRTIO_F_INDIRECT_DESC: descriptor tables in a descriptor (walked by `virtio-queue`).
+pub const INDIRECT_DESC: u64 = 1 << 28;
+/// VIRTIO_F_EVENT_IDX: `used_event` and `avail_event` ([`transport::rearm`],
+/// [`transport::wants_used_event`]).
+pub const EVENT_IDX: u64 = 1 << 29;
+/// VIRTIO_F_VERSION_1.
+pub const VERSION_1: u64 = 1 << 32;
+/// VIRTIO_F_RING_RESET: RESET_VQUEUE.
+pub const RING_RESET: u64 = 1 << 40;
+/// The transport features every device offers, as every device of the device model does.
+pub const TRANSPORT_FEATURES: u64 = INDIRECT_DESC | EVENT_IDX | VERSION_1 | RING_RESET;
 
 /// VRING_AVAIL_F_NO_INTERRUPT: the driver does not want to be told about used buffers.
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
-/// Whether the driver of `queue` wants to be told about the used buffers just added: the
-/// `flags` of its available ring, read after them (a ring outside guest memory: yes).
-pub fn driver_wants_interrupt<M: vm_memory::GuestMemory>(
+/// Whether the driver of `queue` (without EVENT_IDX) wants to be told about the used buffers
+/// just added: the `flags` of its available ring, read after them (a ring outside guest
+/// memory: yes). Drivers set VRING_AVAIL_F_NO_INTERRUPT while they poll a queue, and the device
+/// model then stays quiet.
+fn driver_wants_interrupt<M: vm_memory::GuestMemory>(
     mem: &M,
     queue: &transport::QueueState,
 ) -> bool {
@@ -120,8 +137,11 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn num_queues(&self) -> u32 {
         (**self).num_queues()
     }
-    fn queue_notified(&mut self, index: u32, queue: &transport::QueueState) -> bool {
-        (**self).queue_notified(index, queue)
+    fn set_driver_features(&mut self, features: u64) {
+        (**self).set_driver_features(features)
+    }
+    fn queue_notified(&mut self, index: u32, queues: &[transport::QueueState]) -> Vec<u32> {
+        (**self).queue_notified(index, queues)
     }
     fn reset(&mut self) {
         (**self).reset()
@@ -131,8 +151,5 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn host_ready(&mut self, queues: &[transport::QueueState]) -> Vec<u32> {
         (**self).host_ready(queues)
-    }
-    fn wants_used_event(&self, queue: &transport::QueueState) -> bool {
-        (**self).wants_used_event(queue)
     }
 }

@@ -8,16 +8,14 @@
 //! checked by those crates (a descriptor outside guest memory is skipped, not followed).
 
 use crate::{
-    transport::{walk_queue, QueueState},
-    Backend,
+    transport::{serve_chains, walk_queue, wants_used_event, QueueState},
+    Backend, TRANSPORT_FEATURES,
 };
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddressSpace};
 
 /// virtio device id of an entropy device.
 const VIRTIO_ID_RNG: u32 = 4;
-/// VIRTIO_F_VERSION_1.
-const VERSION_1: u64 = 1 << 32;
 /// Largest number of bytes put in one buffer (one descriptor chain).
 const MAX_FILL: u32 = 64 * 1024;
 
@@ -45,16 +43,13 @@ impl<M: GuestAddressSpace> Rng<M> {
 }
 
 impl<M: GuestAddressSpace> Backend for Rng<M> {
-    fn wants_used_event(&self, queue: &QueueState) -> bool {
-        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
-    }
-
     fn device_id(&self) -> u32 {
         VIRTIO_ID_RNG
     }
 
+    /// No device-specific features; the transport features of every device model device.
     fn features(&self) -> u64 {
-        VERSION_1
+        TRANSPORT_FEATURES
     }
 
     fn config_size(&self) -> u32 {
@@ -69,24 +64,17 @@ impl<M: GuestAddressSpace> Backend for Rng<M> {
         1
     }
 
-    fn queue_notified(&mut self, index: u32, q: &QueueState) -> bool {
+    fn queue_notified(&mut self, index: u32, queues: &[QueueState]) -> Vec<u32> {
         let Self { mem, source, queue } = self;
         let guard = mem.memory();
         let mem: &M::M = &guard;
-        if index != 0 {
-            return false;
-        }
-        let Some(vq) = walk_queue(queue, mem, q) else {
-            return false;
+        let Some(q) = queues.first().filter(|_| index == 0) else {
+            return Vec::new();
         };
-        let mut used = false;
-        // At most a ring's worth per call: a guest that keeps making buffers available cannot
-        // keep the device here (what it adds meanwhile comes with its next notification).
-        for _ in 0..vq.size() {
-            let Some(chain) = vq.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
+        let Some(vq) = walk_queue(queue, mem, q) else {
+            return Vec::new();
+        };
+        let used = serve_chains(vq, mem, |chain| {
             let mut written = 0u32;
             for desc in chain.writable() {
                 // At most MAX_FILL bytes per buffer, however many descriptors it has.
@@ -100,12 +88,13 @@ impl<M: GuestAddressSpace> Backend for Rng<M> {
                     written = written.saturating_add(len);
                 }
             }
-            if vq.add_used(mem, head, written).is_err() {
-                break;
-            }
-            used = true;
+            written
+        });
+        if used && wants_used_event(vq, mem, q) {
+            vec![0]
+        } else {
+            Vec::new()
         }
-        used
     }
 
     fn reset(&mut self) {

@@ -1,27 +1,42 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
 //! One device number: the transport messages, answered on top of a [`Backend`].
+//!
+//! Strict mode follows the specification. Compat mode answers as QEMU's device model does
+//! (recorded in `drivers/virtio/virtio_msg/device-model/`): configuration reads beyond the
+//! configuration space give 0xff bytes, SET_CONFIG echoes its data and never checks the
+//! generation, a queue that is not set up reports 1024 entries, RESET_VQUEUE is answered for any
+//! index, at most 8 feature blocks are answered, and a notification the device cannot take (a
+//! queue not set up, or before DRIVER_OK) is a device error: DEVICE_NEEDS_RESET is set (once
+//! VERSION_1 is negotiated) and notifications are ignored until the next reset, and one before
+//! DRIVER_OK is also answered with EVENT_CONFIG.
 
-use crate::{Backend, Mode};
+use crate::{Backend, Mode, EVENT_IDX, VERSION_1};
 use virtio_msg_wire::{
     max_config_chunk, max_feature_blocks, DeviceInfo, Frame, Message, VqueueInfo, Words,
 };
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory};
 
 /// Device status bits.
 const DRIVER_OK: u32 = 4;
 const FEATURES_OK: u32 = 8;
-/// VIRTIO_F_VERSION_1.
-const VERSION_1: u64 = 1 << 32;
+const NEEDS_RESET: u32 = 0x40;
+/// Largest status the device model stores (it keeps a byte, and aborts on more).
+const COMPAT_STATUS_MAX: u32 = 0xff;
 /// Vendor id the QEMU device model reports ("QEMU").
 pub const VENDOR_QEMU: u32 = 0x554d_4551;
 /// Feature bits the device model reports.
-const FEATURE_BITS: u32 = 64;
-/// Largest queue size the device model accepts.
+pub const FEATURE_BITS: u32 = 64;
+/// Largest queue size the device model accepts, and the size it reports for a queue not set up.
 pub const QUEUE_MAX_SIZE: u32 = 1024;
-/// Size the device model reports for a queue not set up yet.
-pub const QUEUE_DEFAULT_SIZE: u32 = 256;
+/// Queue indexes the device model knows (its VIRTIO_QUEUE_MAX); notifications for higher ones
+/// are device errors.
+const COMPAT_QUEUE_INDEXES: u32 = 1024;
+/// Feature blocks the device model answers at most.
+const COMPAT_FEATURE_BLOCKS: u32 = 8;
+/// What a configuration read beyond the configuration space gives in compat mode.
+const CONFIG_BEYOND: u8 = 0xff;
 
 /// A virtqueue as the driver configured it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +49,9 @@ pub struct QueueState {
     pub driver: u64,
     /// Guest address of the device area.
     pub device: u64,
+    /// The driver negotiated VIRTIO_F_EVENT_IDX: the rings carry `used_event` and
+    /// `avail_event`.
+    pub event_idx: bool,
 }
 
 /// The `virtio-queue` state walking the driver's queue `q`, kept in `slot`: created anew when
@@ -58,8 +76,69 @@ fn new_queue<G: GuestMemory>(mem: &G, q: &QueueState) -> Option<Queue> {
     vq.try_set_desc_table_address(GuestAddress(q.desc)).ok()?;
     vq.try_set_avail_ring_address(GuestAddress(q.driver)).ok()?;
     vq.try_set_used_ring_address(GuestAddress(q.device)).ok()?;
+    vq.set_event_idx(q.event_idx);
     vq.set_ready(true);
     vq.is_valid(mem).then_some(vq)
+}
+
+/// Publishes how far the device got in `vq` (with EVENT_IDX: `avail_event`, so that the
+/// driver notifies for the next buffer it adds) and says whether buffers were added meanwhile,
+/// which the device must then take without waiting for a notification. Backends call it when
+/// they stop taking buffers from a queue.
+pub fn rearm<G: GuestMemory>(vq: &mut Queue, mem: &G) -> bool {
+    vq.enable_notification(mem).unwrap_or(false)
+}
+
+/// Chains a backend serves in one go at most, across re-checks after [`rearm`]: a guest that
+/// keeps adding buffers as fast as they are used cannot hold the device forever (what it adds
+/// beyond waits for its next notification).
+pub const CHAIN_BUDGET: usize = 1 << 16;
+
+/// Serves every chain the driver made available in `vq`: `serve` handles one and returns how
+/// many bytes it wrote into it, and the chain goes to the used ring. Re-checks after
+/// [`rearm`], so that buffers added meanwhile are not left waiting for a notification that
+/// the driver (with EVENT_IDX) will not send; a re-check that finds nothing to take twice in a
+/// row (an available index that makes no sense) ends it. Returns whether chains were used.
+pub fn serve_chains<'m, G, F>(vq: &mut Queue, mem: &'m G, mut serve: F) -> bool
+where
+    G: GuestMemory,
+    F: FnMut(DescriptorChain<&'m G>) -> u32,
+{
+    let mut used = false;
+    let mut budget = CHAIN_BUDGET;
+    let mut idle_rounds = 0;
+    loop {
+        let mut served = false;
+        while let Some(chain) = vq.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let len = serve(chain);
+            if vq.add_used(mem, head, len).is_err() {
+                return used;
+            }
+            used = true;
+            served = true;
+            budget -= 1;
+            if budget == 0 {
+                rearm(vq, mem);
+                return used;
+            }
+        }
+        idle_rounds = if served { 0 } else { idle_rounds + 1 };
+        if idle_rounds > 1 || !rearm(vq, mem) {
+            return used;
+        }
+    }
+}
+
+/// Whether the driver wants an EVENT_USED for the buffers the device just used in `vq` (`q` as
+/// the driver set it up): with EVENT_IDX its `used_event` says so, without it its
+/// VRING_AVAIL_F_NO_INTERRUPT flag.
+pub fn wants_used_event<G: GuestMemory>(vq: &mut Queue, mem: &G, q: &QueueState) -> bool {
+    if q.event_idx {
+        vq.needs_notification(mem).unwrap_or(true)
+    } else {
+        crate::driver_wants_interrupt(mem, q)
+    }
 }
 
 /// The device side of one device number.
@@ -74,6 +153,9 @@ pub struct TransportDevice<B> {
     /// Compat mode: the device model aborts on some driver errors; the emulated device goes
     /// silent instead.
     dead: bool,
+    /// Compat mode: a notification the device could not take; the device ignores notifications
+    /// and does no queue work until it is reset.
+    broken: bool,
 }
 
 impl<B: Backend> TransportDevice<B> {
@@ -89,6 +171,7 @@ impl<B: Backend> TransportDevice<B> {
             generation: 0,
             queues,
             dead: false,
+            broken: false,
         }
     }
 
@@ -149,10 +232,29 @@ impl<B: Backend> TransportDevice<B> {
             && u64::from(offset) + length as u64 <= u64::from(self.backend.config_size())
     }
 
+    /// The part of `offset..offset + length` that lies in the configuration space, as a range
+    /// relative to `offset` (compat mode reads and writes byte by byte, and bytes beyond the
+    /// space read as 0xff and take no writes).
+    fn config_part(&self, offset: u32, length: usize) -> std::ops::Range<usize> {
+        let size = u64::from(self.backend.config_size());
+        let inside = size.saturating_sub(u64::from(offset)).min(length as u64);
+        0..inside as usize
+    }
+
+    /// Compat mode: what the device model does with a notification it cannot take: it sets
+    /// DEVICE_NEEDS_RESET (once VERSION_1 is negotiated) and stops working until it is reset.
+    fn device_error(&mut self) {
+        if self.status & FEATURES_OK != 0 && self.driver_features & VERSION_1 != 0 {
+            self.status |= NEEDS_RESET;
+        }
+        self.broken = true;
+    }
+
     /// Resets the device as a SET_DEVICE_STATUS of 0 would, and brings a dead device back (the
     /// PCI function was reset); the configuration generation keeps counting.
     pub fn reset(&mut self) {
         self.dead = false;
+        self.broken = false;
         self.status = 0;
         self.driver_features = 0;
         self.queues
@@ -166,6 +268,11 @@ impl<B: Backend> TransportDevice<B> {
             self.reset();
             return 0;
         }
+        if self.mode == Mode::Compat && status > COMPAT_STATUS_MAX {
+            // The device model stores a byte and aborts when it does not read back as written.
+            self.dead = true;
+            return self.status;
+        }
         let newly_ok = status & FEATURES_OK != 0 && self.status & FEATURES_OK == 0;
         let acceptable = self.driver_features & !self.backend.features() == 0
             && self.driver_features & VERSION_1 != 0;
@@ -176,6 +283,8 @@ impl<B: Backend> TransportDevice<B> {
                 Mode::Compat => self.dead = true,
                 Mode::Strict => self.status &= !FEATURES_OK,
             }
+        } else if newly_ok {
+            self.backend.set_driver_features(self.driver_features);
         }
         self.status
     }
@@ -189,6 +298,7 @@ impl<B: Backend> TransportDevice<B> {
         let token = frame.token;
         let reply = |this: &Self, msg: Message<'_>| this.encode(token, msg).into_iter().collect();
         let max_blocks = max_feature_blocks(self.mode.max_msg_size());
+        let compat = self.mode == Mode::Compat;
         match frame.msg {
             Message::GetDeviceInfo => {
                 let info = DeviceInfo {
@@ -205,7 +315,9 @@ impl<B: Backend> TransportDevice<B> {
             Message::GetDeviceFeatures {
                 block_index,
                 num_blocks,
-            } if num_blocks as usize <= max_blocks => {
+            } if compat || num_blocks as usize <= max_blocks => {
+                // The device model answers more than 8 blocks with 8.
+                let num_blocks = num_blocks.min(COMPAT_FEATURE_BLOCKS);
                 let features = self.backend.features();
                 let words: Vec<u32> = (0..num_blocks)
                     .map(|i| match block_index.checked_add(i) {
@@ -237,6 +349,23 @@ impl<B: Backend> TransportDevice<B> {
                 }
                 reply(self, Message::DriverFeaturesSet)
             }
+            Message::GetConfig { offset, length }
+                if compat && length as usize <= max_config_chunk(self.mode.max_msg_size()) =>
+            {
+                let mut data = vec![CONFIG_BEYOND; length as usize];
+                let inside = self.config_part(offset, data.len());
+                if !inside.is_empty() {
+                    self.backend.read_config(offset, &mut data[inside]);
+                }
+                reply(
+                    self,
+                    Message::Config {
+                        generation: self.generation,
+                        offset,
+                        data: &data,
+                    },
+                )
+            }
             Message::GetConfig { offset, length } if self.config_fits(offset, length as usize) => {
                 let mut data = vec![0u8; length as usize];
                 self.backend.read_config(offset, &mut data);
@@ -249,12 +378,28 @@ impl<B: Backend> TransportDevice<B> {
                     },
                 )
             }
+            Message::SetConfig { offset, data, .. }
+                if compat && data.len() <= max_config_chunk(self.mode.max_msg_size()) =>
+            {
+                // No generation check, and the data comes back.
+                let inside = self.config_part(offset, data.len());
+                if !inside.is_empty() {
+                    self.backend.write_config(offset, &data[inside]);
+                }
+                let msg = Message::ConfigSet {
+                    generation: self.generation,
+                    offset,
+                    length: data.len() as u32,
+                    echo: Some(data),
+                };
+                reply(self, msg)
+            }
             Message::SetConfig {
                 generation,
                 offset,
                 data,
             } if self.config_fits(offset, data.len()) => {
-                if self.mode == Mode::Strict && generation != self.generation {
+                if generation != self.generation {
                     let msg = Message::ConfigSet {
                         generation: self.generation,
                         offset,
@@ -290,8 +435,9 @@ impl<B: Backend> TransportDevice<B> {
                     Some(q) => (QUEUE_MAX_SIZE, *q),
                     None => (0, QueueState::default()),
                 };
+                // The device model reports a queue that is not set up at its largest size.
                 let cur_size = match (q.size, self.mode, max_size) {
-                    (0, Mode::Compat, QUEUE_MAX_SIZE) => QUEUE_DEFAULT_SIZE,
+                    (0, Mode::Compat, QUEUE_MAX_SIZE) => QUEUE_MAX_SIZE,
                     (size, _, _) => size,
                 };
                 let info = VqueueInfo {
@@ -313,14 +459,17 @@ impl<B: Backend> TransportDevice<B> {
                     desc: c.desc_addr,
                     driver: c.driver_addr,
                     device: c.device_addr,
+                    event_idx: self.driver_features & EVENT_IDX != 0,
                 };
                 reply(self, Message::VqueueSet)
             }
             Message::ResetVqueue { index } => {
-                let Some(q) = self.queues.get_mut(index as usize) else {
-                    return Vec::new();
-                };
-                *q = QueueState::default();
+                match self.queues.get_mut(index as usize) {
+                    Some(q) => *q = QueueState::default(),
+                    // The device model answers for a queue it does not have too.
+                    None if compat => {}
+                    None => return Vec::new(),
+                }
                 reply(self, Message::VqueueReset)
             }
             Message::GetShm { index } if self.mode == Mode::Strict => reply(
@@ -340,12 +489,23 @@ impl<B: Backend> TransportDevice<B> {
 
     /// EVENT_AVAIL for queue `index`.
     fn notified(&mut self, index: u32) -> Vec<Vec<u8>> {
+        if self.mode == Mode::Compat {
+            return self.notified_compat(index);
+        }
         if self.status & DRIVER_OK == 0 {
-            // The device model reports a notification before DRIVER_OK with an EVENT_CONFIG
-            // (without data).
-            if self.mode != Mode::Compat {
-                return Vec::new();
-            }
+            return Vec::new();
+        }
+        match self.queues.get(index as usize) {
+            Some(q) if q.size > 0 => self.take_buffers(index),
+            _ => Vec::new(),
+        }
+    }
+
+    /// EVENT_AVAIL as the device model takes it.
+    fn notified_compat(&mut self, index: u32) -> Vec<Vec<u8>> {
+        if self.status & DRIVER_OK == 0 {
+            // A device error, reported with an EVENT_CONFIG (without data) each time.
+            self.device_error();
             let msg = Message::EventConfig {
                 device_status: self.status,
                 generation: self.generation,
@@ -355,36 +515,42 @@ impl<B: Backend> TransportDevice<B> {
             };
             return self.encode(0, msg).into_iter().collect();
         }
-        let Some(q) = self.queues.get(index as usize).copied() else {
-            return Vec::new();
-        };
-        if q.size == 0
-            || !self.backend.queue_notified(index, &q)
-            || !self.backend.wants_used_event(&q)
-        {
-            return Vec::new();
+        let set_up = index < COMPAT_QUEUE_INDEXES
+            && self.queues.get(index as usize).is_some_and(|q| q.size > 0);
+        if !set_up {
+            self.device_error();
+            Vec::new()
+        } else if self.broken {
+            Vec::new()
+        } else {
+            self.take_buffers(index)
         }
-        self.encode(0, Message::EventUsed { vq_index: index })
+    }
+
+    /// Lets the backend take the buffers of queue `index`; the EVENT_USED messages it asks for.
+    fn take_buffers(&mut self, index: u32) -> Vec<Vec<u8>> {
+        let used = self.backend.queue_notified(index, &self.queues);
+        self.used_events(used)
+    }
+
+    /// EVENT_USED for each of `queues`, once.
+    fn used_events(&self, mut queues: Vec<u32>) -> Vec<Vec<u8>> {
+        queues.sort_unstable();
+        queues.dedup();
+        queues
             .into_iter()
+            .filter_map(|vq_index| self.encode(0, Message::EventUsed { vq_index }))
             .collect()
     }
 
     /// The host side of the backend has work (see [`Backend::host_ready`]); returns the
-    /// EVENT_USED messages to send. Nothing happens before DRIVER_OK.
+    /// EVENT_USED messages to send. Nothing happens before DRIVER_OK, nor while the device is
+    /// broken.
     pub fn host_ready(&mut self) -> Vec<Vec<u8>> {
-        if self.dead || self.status & DRIVER_OK == 0 {
+        if self.dead || self.broken || self.status & DRIVER_OK == 0 {
             return Vec::new();
         }
-        let mut used = self.backend.host_ready(&self.queues);
-        used.sort_unstable();
-        used.dedup();
-        used.into_iter()
-            .filter(|&vq_index| {
-                self.queues
-                    .get(vq_index as usize)
-                    .is_some_and(|q| self.backend.wants_used_event(q))
-            })
-            .filter_map(|vq_index| self.encode(0, Message::EventUsed { vq_index }))
-            .collect()
+        let used = self.backend.host_ready(&self.queues);
+        self.used_events(used)
     }
 }

@@ -5,7 +5,7 @@
 
 mod rings;
 
-use rings::{desc, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
+use rings::{desc, kick, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
 use std::path::PathBuf;
 use std::sync::Arc;
 use virtio_msg_device::{
@@ -23,6 +23,10 @@ const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
+const T_DISCARD: u32 = 11;
+const T_WRITE_ZEROES: u32 = 13;
+/// VIRTIO_BLK_T_GET_LIFETIME: a request type the device does not offer.
+const T_GET_LIFETIME: u32 = 10;
 const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
@@ -105,7 +109,7 @@ fn write_then_read_back() {
     )
     .unwrap();
     mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     assert_eq!(used(&mem, &q, 0), ((0, 1), 1));
     assert_eq!(status(&mem, 0), S_OK);
     let on_disk = image.bytes();
@@ -126,7 +130,7 @@ fn write_then_read_back() {
         4,
     )
     .unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     assert_eq!(used(&mem, &q, 1), ((4, 2049), 2));
     assert_eq!(status(&mem, 1), S_OK);
     let mut read = vec![0u8; 2048];
@@ -154,7 +158,7 @@ fn large_request_crosses_chunks() {
         0,
     )
     .unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     assert_eq!(status(&mem, 0), S_OK);
     assert_eq!(&image.bytes()[100 * 512..100 * 512 + len], &data[..]);
 }
@@ -169,7 +173,7 @@ fn flush_get_id_and_unsupported() {
 
     let flush = header(&mem, 0, T_FLUSH, 0);
     let get_id = header(&mem, 1, T_GET_ID, 0);
-    let discard = header(&mem, 2, 11, 0);
+    let unsupported = header(&mem, 2, T_GET_LIFETIME, 0);
     for slot in 0..3 {
         mem.write_obj(0xffu8, GuestAddress(STATUS + slot)).unwrap();
     }
@@ -180,14 +184,14 @@ fn flush_get_id_and_unsupported() {
             desc(get_id, 16, NEXT, 3),
             desc(DATA, ID_BYTES as u32, WRITE | NEXT, 4),
             desc(STATUS + 1, 1, WRITE, 0),
-            desc(discard, 16, NEXT, 6),
+            desc(unsupported, 16, NEXT, 6),
             desc(DATA + 0x100, 16, NEXT, 7),
             desc(STATUS + 2, 1, WRITE, 0),
         ],
         0,
     )
     .unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     assert_eq!(used(&mem, &q, 0), ((0, 1), 3));
     assert_eq!(status(&mem, 0), S_OK);
     assert_eq!(used(&mem, &q, 1).0, (2, ID_BYTES as u32 + 1));
@@ -234,7 +238,7 @@ fn out_of_range_and_odd_lengths_fail() {
         descs.push(desc(STATUS + slot as u64, 1, WRITE, 0));
     }
     q.add_desc_chains(&descs, 0).unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     for slot in 0..cases.len() as u64 {
         assert_eq!(status(&mem, slot), S_IOERR, "case {slot}");
         assert_eq!(used(&mem, &q, slot).0, (slot as u32 * 3, 1), "case {slot}");
@@ -251,7 +255,7 @@ fn out_of_range_and_odd_lengths_fail() {
         12,
     )
     .unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     assert_eq!(status(&mem, 5), S_OK);
 }
 
@@ -279,7 +283,7 @@ fn read_only_disk_refuses_writes() {
         0,
     )
     .unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     assert_eq!(status(&mem, 0), S_IOERR);
     assert_eq!(status(&mem, 1), S_OK);
     assert_eq!(used(&mem, &q, 1), ((3, 513), 2));
@@ -318,7 +322,7 @@ fn malformed_chains_are_consumed() {
         0,
     )
     .unwrap();
-    assert!(dev.queue_notified(0, &state(&q)));
+    assert!(kick(&mut dev, 0, &state(&q)));
     assert_eq!(used(&mem, &q, 0), ((0, 0), 6));
     assert_eq!(used(&mem, &q, 1).0, (1, 1));
     assert_eq!(status(&mem, 0), S_IOERR);
@@ -330,7 +334,7 @@ fn malformed_chains_are_consumed() {
     assert_eq!(status(&mem, 3), S_IOERR);
     assert_eq!(used(&mem, &q, 5).0, (9, 0));
     assert_eq!(status(&mem, 4), 0xff);
-    assert!(!dev.queue_notified(0, &state(&q)));
+    assert!(!kick(&mut dev, 0, &state(&q)));
 }
 
 #[test]
@@ -347,23 +351,145 @@ fn image_size_must_be_whole_sectors() {
 #[test]
 fn config_space() {
     let mem = memory();
-    let image = Image::new("config", SECTORS * 512);
+    // 16 MiB, as the recorded device model's disk: the same 57 bytes.
+    let image = Image::new("config", 16 << 20);
     let dev = blk(&mem, &image, false);
     assert_eq!(dev.device_id(), 2);
-    assert_eq!(dev.config_size(), 24);
-    let mut config = [0xaau8; 24];
+    assert_eq!(dev.config_size(), 57);
+    let mut config = [0xaau8; 57];
     dev.read_config(0, &mut config);
-    assert_eq!(u64::from_le_bytes(config[..8].try_into().unwrap()), SECTORS);
+    let recorded = "008000000000000000000000fe0000002000103f0002000000000000\
+                    0000000001000100ffff3f000100000001000000ffff3f000100000001";
+    let recorded: Vec<u8> = (0..recorded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&recorded[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(config[..], recorded[..], "03-probe-blk.txt:33,35,37");
     assert_eq!(
         u32::from_le_bytes(config[12..16].try_into().unwrap()),
         SEG_MAX
     );
-    assert_eq!(u32::from_le_bytes(config[20..24].try_into().unwrap()), 512);
     let mut part = [0u8; 4];
     dev.read_config(4, &mut part);
     assert_eq!(part, config[4..8]);
-    // VERSION_1, SEG_MAX, BLK_SIZE and FLUSH, not RO.
-    assert_eq!(dev.features(), (1 << 32) | (1 << 2) | (1 << 6) | (1 << 9));
+    // As the device model: SEG_MAX, GEOMETRY, BLK_SIZE, FLUSH, TOPOLOGY, CONFIG_WCE, DISCARD,
+    // WRITE_ZEROES and the transport features, not RO.
+    assert_eq!(dev.features(), 0x0000_0101_3000_6e54);
+
+    // The geometry follows the capacity: 64 sectors is the smallest, 2 cylinders.
+    let small = Image::new("config-small", SECTORS * 512);
+    blk(&mem, &small, true).read_config(16, &mut part);
+    assert_eq!(part, [2, 0, 16, 63]);
+    assert_eq!(blk(&mem, &small, true).features() & (1 << 5), 1 << 5, "RO");
+}
+
+/// A discard or write-zeroes request of one range at slot `slot`.
+fn zeroing(mem: &Mem, slot: u64, request: u32, sector: u64, sectors: u32, flags: u32) -> u64 {
+    let hdr = header(mem, slot, request, 0);
+    let mut range = [0u8; 16];
+    range[..8].copy_from_slice(&sector.to_le_bytes());
+    range[8..12].copy_from_slice(&sectors.to_le_bytes());
+    range[12..].copy_from_slice(&flags.to_le_bytes());
+    mem.write_slice(&range, GuestAddress(DATA + 0x1000 * slot))
+        .unwrap();
+    hdr
+}
+
+#[test]
+fn discard_and_write_zeroes() {
+    let mem = memory();
+    let image = Image::new("zeroes", SECTORS * 512);
+    std::fs::write(&image.0, vec![0x5au8; SECTORS as usize * 512]).unwrap();
+    let q = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let mut dev = blk(&mem, &image, false);
+    let cases = [
+        // Write zeroes over sectors 2..4 (may unmap), discard of sectors 10..11.
+        (T_WRITE_ZEROES, 2, 2, 1, S_OK),
+        (T_DISCARD, 10, 1, 0, S_OK),
+        // Write zeroes without unmap over sector 20.
+        (T_WRITE_ZEROES, 20, 1, 0, S_OK),
+        // Past the end; the unmap flag on a discard (a flag the request does not know).
+        (T_WRITE_ZEROES, SECTORS - 1, 2, 0, S_IOERR),
+        (T_DISCARD, 0, 1, 1, S_UNSUPP),
+    ];
+    let mut chains = Vec::new();
+    for (slot, &(request, sector, sectors, flags, _)) in cases.iter().enumerate() {
+        let slot = slot as u64;
+        let hdr = zeroing(&mem, slot, request, sector, sectors, flags);
+        let first = 3 * slot as u16;
+        chains.extend([
+            desc(hdr, 16, NEXT, first + 1),
+            desc(DATA + 0x1000 * slot, 16, NEXT, first + 2),
+            desc(STATUS + slot, 1, WRITE, 0),
+        ]);
+    }
+    q.add_desc_chains(&chains, 0).unwrap();
+    assert!(kick(&mut dev, 0, &state(&q)));
+    for (slot, &(.., want)) in cases.iter().enumerate() {
+        assert_eq!(status(&mem, slot as u64), want, "case {slot}");
+    }
+    let bytes = image.bytes();
+    let sector = |n: usize| &bytes[n * 512..(n + 1) * 512];
+    assert!(sector(1).iter().all(|&b| b == 0x5a));
+    assert!(sector(2).iter().chain(sector(3)).all(|&b| b == 0));
+    assert!(sector(4).iter().all(|&b| b == 0x5a));
+    assert!(sector(20).iter().all(|&b| b == 0));
+    // A discarded range reads back as whatever the image gives: zeros where the file system
+    // deallocated it, the old data where it could not. Either is allowed.
+    assert!(sector(10).iter().all(|&b| b == 0) || sector(10).iter().all(|&b| b == 0x5a));
+    assert_eq!(
+        bytes.len(),
+        SECTORS as usize * 512,
+        "the image keeps its size"
+    );
+
+    // A read-only disk refuses both.
+    let ro = Image::new("zeroes-ro", SECTORS * 512);
+    let mut dev = blk(&mem, &ro, true);
+    let q = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let hdr = zeroing(&mem, 0, T_WRITE_ZEROES, 0, 1, 0);
+    q.add_desc_chains(
+        &[
+            desc(hdr, 16, NEXT, 1),
+            desc(DATA, 16, NEXT, 2),
+            desc(STATUS, 1, WRITE, 0),
+        ],
+        0,
+    )
+    .unwrap();
+    assert!(kick(&mut dev, 0, &state(&q)));
+    assert_eq!(status(&mem, 0), S_IOERR);
+}
+
+#[test]
+fn the_write_cache_can_be_switched() {
+    let mem = memory();
+    let image = Image::new("wce", SECTORS * 512);
+    let mut dev = blk(&mem, &image, false);
+    let writeback = |dev: &Blk<Arc<Mem>>| {
+        let mut b = [9u8];
+        dev.read_config(32, &mut b);
+        b[0]
+    };
+    assert_eq!(writeback(&dev), 1);
+    assert!(dev.writeback());
+    dev.write_config(32, &[0]);
+    assert_eq!(writeback(&dev), 0);
+    // Only that byte is writable.
+    dev.write_config(0, &[1, 2, 3, 4]);
+    let mut cap = [0u8; 8];
+    dev.read_config(0, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), SECTORS);
+    dev.write_config(31, &[7, 1]);
+    assert!(dev.writeback());
+    // A driver without CONFIG_WCE: the cache follows FLUSH.
+    dev.set_driver_features(1 << 32);
+    assert!(!dev.writeback());
+    dev.set_driver_features((1 << 32) | (1 << 9));
+    assert!(dev.writeback());
+    dev.write_config(32, &[0]);
+    dev.reset();
+    assert!(dev.writeback(), "a reset turns the cache back on");
 }
 
 #[test]
@@ -384,7 +510,7 @@ fn through_the_transport() {
     match Frame::decode(&info).unwrap().msg {
         Message::DeviceInfo(info) => {
             assert_eq!(info.device_id, 2);
-            assert_eq!(info.config_size, 24);
+            assert_eq!(info.config_size, 57);
             assert_eq!(info.max_virtqueues, 1);
         }
         other => panic!("unexpected {other:?}"),

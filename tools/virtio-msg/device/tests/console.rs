@@ -5,7 +5,7 @@
 
 mod rings;
 
-use rings::{desc, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
+use rings::{desc, kick, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -154,7 +154,7 @@ fn output_reaches_the_client() {
 
     // Without a client, output is dropped and counted.
     rings.add_tx(&[b"lost"]);
-    assert!(dev.queue_notified(1, &rings.queues()[1]));
+    assert!(kick(&mut dev, 1, &rings.queues()[1]));
     assert_eq!(dev.stats().output_dropped, 4);
 
     let mut client = UnixStream::connect(dir.socket()).unwrap();
@@ -164,7 +164,7 @@ fn output_reaches_the_client() {
     let head = rings.add_tx(&[b"hello, ", b"wor", b"ld\n"]);
     let binary: Vec<u8> = (0..=255).collect();
     let second = rings.add_tx(&[&binary]);
-    assert!(dev.queue_notified(1, &rings.queues()[1]));
+    assert!(kick(&mut dev, 1, &rings.queues()[1]));
     assert!(dev.is_connected());
     assert_eq!(used(&mem, &rings.tx, 1), ((u32::from(head), 0), 3));
     assert_eq!(used(&mem, &rings.tx, 2).0, (u32::from(second), 0));
@@ -173,7 +173,7 @@ fn output_reaches_the_client() {
     assert_eq!(read_exactly(&mut client, expected.len()), expected);
     assert_eq!(dev.stats().output_dropped, 4);
     // Nothing new: nothing used.
-    assert!(!dev.queue_notified(1, &rings.queues()[1]));
+    assert!(!kick(&mut dev, 1, &rings.queues()[1]));
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn input_fills_receive_buffers() {
     let (b0, a0) = rings.add_rx(4);
     let (b1, a1) = rings.add_rx(64);
     // No input yet: buffers stay available.
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
     assert!(dev.host_fd().is_some());
 
     let mut client = UnixStream::connect(dir.socket()).unwrap();
@@ -210,7 +210,7 @@ fn input_waits_for_buffers_without_polling() {
     let mut rings = Rings::new(&mem);
     let mut dev = console(&mem, ConsoleHost::Socket(dir.socket()));
     // The driver set the queue up but has no buffer available now.
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
 
     let mut client = UnixStream::connect(dir.socket()).unwrap();
     client.write_all(b"early input").unwrap();
@@ -225,13 +225,13 @@ fn input_waits_for_buffers_without_polling() {
     assert_eq!(dev.host_fd(), None);
 
     let (head, addr) = rings.add_rx(64);
-    assert!(dev.queue_notified(0, &rings.queues()[0]));
+    assert!(kick(&mut dev, 0, &rings.queues()[0]));
     assert_eq!(used(&mem, &rings.rx, 0), ((u32::from(head), 11), 1));
     assert_eq!(read_guest(&mem, addr, 11), b"early input");
     assert_eq!(dev.pending_input(), 0);
     // Unblocked: the rest is read in the next round.
     let (head, addr) = rings.add_rx(64);
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
     assert_eq!(host_round(&mut dev, &rings), vec![0]);
     assert_eq!(used(&mem, &rings.rx, 1), ((u32::from(head), 1), 2));
     assert_eq!(read_guest(&mem, addr, 1), b"!");
@@ -243,7 +243,7 @@ fn input_is_bounded_and_not_lost() {
     let mem = memory();
     let mut rings = Rings::new(&mem);
     let mut dev = console(&mem, ConsoleHost::Socket(dir.socket()));
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
     let mut client = UnixStream::connect(dir.socket()).unwrap();
     let total = INPUT_MAX + 40_000;
     let input: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
@@ -268,7 +268,7 @@ fn input_is_bounded_and_not_lost() {
             None => {
                 let slot = rings.rx_next;
                 let (_, addr) = rings.add_rx(32 * 1024);
-                assert!(dev.queue_notified(0, &rings.queues()[0]));
+                assert!(kick(&mut dev, 0, &rings.queues()[0]));
                 let ((_, len), _) = used(&mem, &rings.rx, u64::from(slot));
                 received.extend(read_guest(&mem, addr, len as usize));
             }
@@ -286,7 +286,7 @@ fn client_disconnects_and_reconnects() {
     let mut rings = Rings::new(&mem);
     let mut dev = console(&mem, ConsoleHost::Socket(dir.socket()));
     let (_, a0) = rings.add_rx(64);
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
 
     let mut first = UnixStream::connect(dir.socket()).unwrap();
     first.write_all(b"one").unwrap();
@@ -302,7 +302,7 @@ fn client_disconnects_and_reconnects() {
     host_round(&mut dev, &rings);
     assert!(!dev.is_connected());
     rings.add_tx(&[b"nobody"]);
-    assert!(dev.queue_notified(1, &rings.queues()[1]));
+    assert!(kick(&mut dev, 1, &rings.queues()[1]));
     assert_eq!(dev.stats().output_dropped, 6);
 
     let mut second = UnixStream::connect(dir.socket()).unwrap();
@@ -311,7 +311,7 @@ fn client_disconnects_and_reconnects() {
         .unwrap();
     second.write_all(b"two").unwrap();
     let (_, a1) = rings.add_rx(64);
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
     let mut rounds = 0;
     while used(&mem, &rings.rx, 0).1 < 2 {
         host_round(&mut dev, &rings);
@@ -322,7 +322,7 @@ fn client_disconnects_and_reconnects() {
     assert_eq!(used(&mem, &rings.rx, 1).0 .1, 3);
     assert_eq!(read_guest(&mem, a1, 3), b"two");
     rings.add_tx(&[b"back"]);
-    assert!(dev.queue_notified(1, &rings.queues()[1]));
+    assert!(kick(&mut dev, 1, &rings.queues()[1]));
     assert_eq!(read_exactly(&mut second, 4), b"back");
 }
 
@@ -339,7 +339,7 @@ fn slow_client_does_not_block_the_device() {
     for _ in 0..15 {
         rings.add_tx(&[&chunk]);
     }
-    assert!(dev.queue_notified(1, &rings.queues()[1]));
+    assert!(kick(&mut dev, 1, &rings.queues()[1]));
     assert_eq!(used(&mem, &rings.tx, 0).1, 15);
     // One stall of WRITE_STALL, then the congested client loses output at once (waiting for
     // each of the chains the socket buffer cannot hold would take twice as long as allowed).
@@ -355,7 +355,7 @@ fn reset_drops_pending_input_and_queues() {
     let mem = memory();
     let rings = Rings::new(&mem);
     let mut dev = console(&mem, ConsoleHost::Socket(dir.socket()));
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
     let mut client = UnixStream::connect(dir.socket()).unwrap();
     client.write_all(b"typed").unwrap();
     while dev.pending_input() == 0 {
@@ -381,12 +381,12 @@ fn pseudo_terminal_both_ways() {
         .unwrap();
 
     rings.add_tx(&[b"login: "]);
-    assert!(dev.queue_notified(1, &rings.queues()[1]));
+    assert!(kick(&mut dev, 1, &rings.queues()[1]));
     wait_readable(term.as_raw_fd());
     assert_eq!(read_exactly(&mut term, 7), b"login: ");
 
     let (head, addr) = rings.add_rx(64);
-    assert!(!dev.queue_notified(0, &rings.queues()[0]));
+    assert!(!kick(&mut dev, 0, &rings.queues()[0]));
     term.write_all(b"root\r").unwrap();
     let mut rounds = 0;
     while used(&mem, &rings.rx, 0).1 == 0 {
@@ -427,12 +427,113 @@ fn through_the_transport() {
     assert_eq!(out.len(), 1);
     match Frame::decode(&out[0]).unwrap().msg {
         Message::DeviceInfo(info) => {
+            // As the device model's virtio-serial-device (05-probe-console.txt:6).
             assert_eq!(info.device_id, 3);
-            assert_eq!(info.config_size, 0);
-            assert_eq!(info.max_virtqueues, 2);
+            assert_eq!(info.config_size, 12);
+            assert_eq!(info.max_virtqueues, 64);
         }
         other => panic!("unexpected {other:?}"),
     }
     // Before DRIVER_OK nothing is delivered.
     assert!(dev.host_ready().is_empty());
+}
+
+#[test]
+fn config_space_and_emergency_write() {
+    let dir = TempDir::new("config");
+    let mem = memory();
+    let mut dev = console(&mem, ConsoleHost::Socket(dir.socket()));
+    // MULTIPORT, EMERG_WRITE and the transport features (05-probe-console.txt:16).
+    assert_eq!(dev.features(), 0x0000_0101_3000_0006);
+    let mut config = [0xaau8; 12];
+    dev.read_config(0, &mut config);
+    assert_eq!(config, [0, 0, 0, 0, 31, 0, 0, 0, 0, 0, 0, 0]);
+
+    let mut client = UnixStream::connect(dir.socket()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // The driver writes emerg_wr as a 32-bit field; its low byte goes out.
+    dev.write_config(8, &[b'!', 0, 0, 0]);
+    dev.write_config(4, &[9, 9, 9, 9, b'?']);
+    // Writes that miss emerg_wr's low byte do nothing.
+    dev.write_config(9, &[b'x', 0, 0]);
+    dev.write_config(0, &[1, 2]);
+    assert_eq!(read_exactly(&mut client, 2), b"!?");
+    dev.read_config(0, &mut config);
+    assert_eq!(config, [0, 0, 0, 0, 31, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+/// A control message: port, event, value.
+fn control(port: u32, event: u16, value: u16) -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..4].copy_from_slice(&port.to_le_bytes());
+    m[4..6].copy_from_slice(&event.to_le_bytes());
+    m[6..].copy_from_slice(&value.to_le_bytes());
+    m
+}
+
+#[test]
+fn multiport_brings_up_port_0_as_the_console() {
+    const CTRL_BUF: u64 = 0x30_0000;
+    const DEVICE_READY: u16 = 0;
+    const DEVICE_ADD: u16 = 1;
+    const PORT_READY: u16 = 3;
+    const CONSOLE_PORT: u16 = 4;
+    const PORT_OPEN: u16 = 6;
+    let dir = TempDir::new("multiport");
+    let mem = memory();
+    let rings = Rings::new(&mem);
+    let c_rx = MockSplitQueue::create(&mem, GuestAddress(0x2_0000), QUEUE_SIZE);
+    let c_tx = MockSplitQueue::create(&mem, GuestAddress(0x3_0000), QUEUE_SIZE);
+    let mut dev = console(&mem, ConsoleHost::Socket(dir.socket()));
+    dev.set_driver_features((1 << 32) | (1 << 1));
+    let [rx, tx] = rings.queues();
+    let queues = [rx, tx, state(&c_rx), state(&c_tx)];
+    let received = |i: u64| read_guest(&mem, CTRL_BUF + 0x100 * i, 8);
+    // The queues the device asks an EVENT_USED for, in any order.
+    let notify = |dev: &mut Console<Arc<Mem>>, index: u32| {
+        let mut used = dev.queue_notified(index, &queues);
+        used.sort_unstable();
+        used
+    };
+
+    // The driver gives control receive buffers: nothing to say yet.
+    let bufs: Vec<_> = (0..4)
+        .map(|i| desc(CTRL_BUF + 0x100 * i, 8, WRITE, 0))
+        .collect();
+    for (i, d) in bufs.iter().enumerate() {
+        c_rx.add_desc_chains(&[*d], i as u16).unwrap();
+    }
+    assert!(notify(&mut dev, 2).is_empty());
+
+    // DEVICE_READY: the device adds port 0.
+    let send = |slot: u16, msg: [u8; 8]| {
+        let addr = TX_BUF + 0x100 * u64::from(slot);
+        mem.write_slice(&msg, GuestAddress(addr)).unwrap();
+        c_tx.add_desc_chains(&[desc(addr, 8, 0, 0)], slot).unwrap();
+    };
+    send(0, control(u32::MAX, DEVICE_READY, 1));
+    assert_eq!(notify(&mut dev, 3), vec![2, 3]);
+    assert_eq!(used(&mem, &c_tx, 0), ((0, 0), 1));
+    assert_eq!(used(&mem, &c_rx, 0), ((0, 8), 1));
+    assert_eq!(received(0), control(0, DEVICE_ADD, 1));
+
+    // PORT_READY for port 0: it becomes the console, open on the host side.
+    send(1, control(0, PORT_READY, 1));
+    assert_eq!(notify(&mut dev, 3), vec![2, 3]);
+    assert_eq!(received(1), control(0, CONSOLE_PORT, 1));
+    assert_eq!(received(2), control(0, PORT_OPEN, 1));
+    assert_eq!(used(&mem, &c_rx, 2), ((2, 8), 3));
+
+    // The driver opening the port, or anything about other ports: taken, no answer.
+    send(2, control(0, PORT_OPEN, 1));
+    send(3, control(5, PORT_READY, 1));
+    assert_eq!(notify(&mut dev, 3), vec![3]);
+    assert_eq!(used(&mem, &c_tx, 3).1, 4);
+
+    // A reset forgets it all; without MULTIPORT the control queues are not served.
+    dev.reset();
+    send(4, control(u32::MAX, DEVICE_READY, 1));
+    assert!(notify(&mut dev, 3).is_empty());
 }

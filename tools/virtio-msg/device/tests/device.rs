@@ -4,7 +4,7 @@
 
 use virtio_msg_device::{
     bus::FifoBus,
-    transport::{QueueState, TransportDevice, QUEUE_DEFAULT_SIZE, QUEUE_MAX_SIZE, VENDOR_QEMU},
+    transport::{QueueState, TransportDevice, QUEUE_MAX_SIZE, VENDOR_QEMU},
     Backend, Mode,
 };
 use virtio_msg_wire::{AvailNext, DeviceInfo, Frame, Message, VqueueConfig, VqueueInfo, Words};
@@ -38,9 +38,9 @@ impl Backend for Fake {
     fn num_queues(&self) -> u32 {
         1
     }
-    fn queue_notified(&mut self, index: u32, _queue: &QueueState) -> bool {
+    fn queue_notified(&mut self, index: u32, _queues: &[QueueState]) -> Vec<u32> {
         self.notified.push(index);
-        true
+        vec![index]
     }
     fn reset(&mut self) {
         self.resets += 1;
@@ -142,12 +142,26 @@ fn feature_blocks() {
             );
         },
     );
-    // More than 8 blocks do not fit a 48-byte message: the device model does not answer.
-    assert!(ask(
+    // More than 8 blocks: the device model answers 8 (07-malformed.txt:50), strict mode (with
+    // room for 12 in a 64-byte message) nothing.
+    answer(
         &mut dev,
         Message::GetDeviceFeatures {
             block_index: 0,
-            num_blocks: 9
+            num_blocks: 9,
+        },
+        |f| {
+            let Message::DeviceFeatures { features, .. } = f.msg else {
+                panic!("{f:?}")
+            };
+            assert_eq!(features.len(), 8);
+        },
+    );
+    assert!(ask(
+        &mut device(Mode::Strict),
+        Message::GetDeviceFeatures {
+            block_index: 0,
+            num_blocks: 13
         }
     )
     .is_empty());
@@ -183,51 +197,44 @@ fn feature_blocks() {
 
 #[test]
 fn config_access_is_bounded() {
-    let mut dev = device(Mode::Compat);
-    answer(
-        &mut dev,
-        Message::GetConfig {
-            offset: 2,
-            length: 4,
-        },
-        |f| {
-            assert_eq!(
-                f.msg,
-                Message::Config {
-                    generation: 0,
-                    offset: 2,
-                    data: &[3, 4, 5, 6]
-                }
-            );
-        },
-    );
-    // Past the configuration space, or more than 28 bytes: no answer.
+    for mode in [Mode::Compat, Mode::Strict] {
+        let mut dev = device(mode);
+        answer(
+            &mut dev,
+            Message::GetConfig {
+                offset: 2,
+                length: 4,
+            },
+            |f| {
+                assert_eq!(
+                    f.msg,
+                    Message::Config {
+                        generation: 0,
+                        offset: 2,
+                        data: &[3, 4, 5, 6]
+                    }
+                );
+            },
+        );
+        // More than 28 bytes (a 48-byte message's worth) in compat mode, more than the space
+        // in strict mode: no answer.
+        assert!(ask(
+            &mut dev,
+            Message::GetConfig {
+                offset: 0,
+                length: 29,
+            },
+        )
+        .is_empty());
+    }
+
+    // Strict: past the configuration space, no answer.
+    let mut strict = device(Mode::Strict);
+    for (offset, length) in [(6, 4), (u32::MAX, 4)] {
+        assert!(ask(&mut strict, Message::GetConfig { offset, length }).is_empty());
+    }
     assert!(ask(
-        &mut dev,
-        Message::GetConfig {
-            offset: 6,
-            length: 4
-        }
-    )
-    .is_empty());
-    assert!(ask(
-        &mut dev,
-        Message::GetConfig {
-            offset: u32::MAX,
-            length: 4
-        }
-    )
-    .is_empty());
-    assert!(ask(
-        &mut dev,
-        Message::GetConfig {
-            offset: 0,
-            length: 29
-        }
-    )
-    .is_empty());
-    assert!(ask(
-        &mut dev,
+        &mut strict,
         Message::SetConfig {
             generation: 0,
             offset: 7,
@@ -235,6 +242,46 @@ fn config_access_is_bounded() {
         }
     )
     .is_empty());
+
+    // Compat: the device model reads bytes past the space as 0xff (07-malformed.txt:37) and
+    // ignores writes there (the echo still comes back).
+    let mut compat = device(Mode::Compat);
+    for (offset, length, data) in [
+        (6, 4, &[7, 8, 0xff, 0xff][..]),
+        (u32::MAX, 2, &[0xff, 0xff][..]),
+        (0, 0, &[][..]),
+    ] {
+        answer(&mut compat, Message::GetConfig { offset, length }, |f| {
+            assert_eq!(
+                f.msg,
+                Message::Config {
+                    generation: 0,
+                    offset,
+                    data
+                }
+            );
+        });
+    }
+    answer(
+        &mut compat,
+        Message::SetConfig {
+            generation: 0,
+            offset: 7,
+            data: &[1, 2],
+        },
+        |f| {
+            assert_eq!(
+                f.msg,
+                Message::ConfigSet {
+                    generation: 0,
+                    offset: 7,
+                    length: 2,
+                    echo: Some(&[1, 2])
+                }
+            );
+        },
+    );
+    assert_eq!(compat.backend().config, [1, 2, 3, 4, 5, 6, 7, 1]);
 }
 
 #[test]
@@ -255,7 +302,7 @@ fn set_config_generation_only_checked_in_strict_mode() {
                     generation: 1,
                     offset: 0,
                     length: 1,
-                    echo: None
+                    echo: Some(&[9])
                 }
             );
         },
@@ -338,7 +385,8 @@ fn status_and_features_ok() {
 #[test]
 fn queues() {
     let mut dev = device(Mode::Compat);
-    // Not set up yet: the device model reports its default size, not 0.
+    // Not set up yet: the device model reports its largest size, not 0 (it reported 256 in no
+    // recording: 02-probe-rng.txt:39 says 1024).
     answer(&mut dev, Message::GetVqueue { index: 0 }, |f| {
         let Message::Vqueue(VqueueInfo {
             max_size, cur_size, ..
@@ -346,7 +394,7 @@ fn queues() {
         else {
             panic!()
         };
-        assert_eq!((max_size, cur_size), (QUEUE_MAX_SIZE, QUEUE_DEFAULT_SIZE));
+        assert_eq!((max_size, cur_size), (QUEUE_MAX_SIZE, QUEUE_MAX_SIZE));
     });
     // A queue the device lacks: max_size 0.
     answer(&mut dev, Message::GetVqueue { index: 1 }, |f| {
@@ -393,56 +441,86 @@ fn queues() {
     assert_eq!(dev.queue(0), Some(&QueueState::default()));
 }
 
+/// EVENT_AVAIL for queue `vq_index`.
+fn kick(dev: &mut TransportDevice<Fake>, vq_index: u32) -> Vec<Vec<u8>> {
+    ask(
+        dev,
+        Message::EventAvail {
+            vq_index,
+            next: AvailNext::NONE,
+        },
+    )
+}
+
+fn status(dev: &mut TransportDevice<Fake>) -> u32 {
+    let out = ask(dev, Message::GetDeviceStatus);
+    match Frame::decode(&out[0]).unwrap().msg {
+        Message::DeviceStatus { status } => status,
+        m => panic!("unexpected {m:?}"),
+    }
+}
+
 #[test]
 fn notifications() {
     let mut dev = device(Mode::Compat);
-    // Before DRIVER_OK the device model answers a kick with EVENT_CONFIG (without data).
-    let out = ask(
-        &mut dev,
-        Message::EventAvail {
-            vq_index: 0,
-            next: AvailNext::NONE,
-        },
-    );
+    // Before DRIVER_OK the device model answers a kick with EVENT_CONFIG (without data), and
+    // the device is broken until it is reset (06-rng-data.txt, part C).
+    let out = kick(&mut dev, 0);
     assert_eq!(out.len(), 1);
     let f = Frame::decode(&out[0]).unwrap();
     assert_eq!(f.token, 0);
     assert!(matches!(f.msg, Message::EventConfig { data: None, .. }));
     assert!(dev.backend().notified.is_empty());
-
     bring_up(&mut dev);
-    let out = ask(
-        &mut dev,
-        Message::EventAvail {
-            vq_index: 0,
-            next: AvailNext::NONE,
-        },
-    );
+    assert!(kick(&mut dev, 0).is_empty(), "broken until reset");
+    assert!(dev.backend().notified.is_empty());
+
+    assert_eq!(set_status(&mut dev, 0), Some(0));
+    bring_up(&mut dev);
+    let out = kick(&mut dev, 0);
     assert_eq!(
         Frame::decode(&out[0]).unwrap().msg,
         Message::EventUsed { vq_index: 0 }
     );
     assert_eq!(dev.backend().notified, [0]);
-    // A kick for a queue the device lacks is ignored.
-    assert!(ask(
-        &mut dev,
-        Message::EventAvail {
-            vq_index: 7,
-            next: AvailNext::NONE
-        }
-    )
-    .is_empty());
+    // A kick for a queue the device lacks: no answer, DEVICE_NEEDS_RESET, and the device takes
+    // no more notifications (06-rng-data.txt, part B).
+    assert!(kick(&mut dev, 7).is_empty());
+    assert_eq!(status(&mut dev), 0x4f);
+    assert!(kick(&mut dev, 0).is_empty());
+    assert_eq!(dev.backend().notified, [0]);
+    assert_eq!(set_status(&mut dev, 0), Some(0));
+    bring_up(&mut dev);
+    assert_eq!(kick(&mut dev, 0).len(), 1);
 
-    // Strict mode: nothing before DRIVER_OK.
-    let mut strict = device(Mode::Strict);
-    assert!(ask(
-        &mut strict,
-        Message::EventAvail {
-            vq_index: 0,
-            next: AvailNext::NONE
+    // After FEATURES_OK a kick before DRIVER_OK sets DEVICE_NEEDS_RESET too, and reports it.
+    let mut dev = device(Mode::Compat);
+    set_status(&mut dev, 3);
+    ask(
+        &mut dev,
+        Message::SetDriverFeatures {
+            block_index: 0,
+            features: Words::new(&[0, 1]),
+        },
+    );
+    set_status(&mut dev, 0xb);
+    let out = kick(&mut dev, 0);
+    assert!(matches!(
+        Frame::decode(&out[0]).unwrap().msg,
+        Message::EventConfig {
+            device_status: 0x4b,
+            ..
         }
-    )
-    .is_empty());
+    ));
+
+    // Strict mode: nothing before DRIVER_OK, nothing for a queue the device lacks, and neither
+    // breaks the device.
+    let mut strict = device(Mode::Strict);
+    assert!(kick(&mut strict, 0).is_empty());
+    bring_up(&mut strict);
+    assert!(kick(&mut strict, 7).is_empty());
+    assert_eq!(status(&mut strict), 0xf);
+    assert_eq!(kick(&mut strict, 0).len(), 1);
 }
 
 #[test]
@@ -553,6 +631,8 @@ fn bus_get_devices_windows() {
             bitmap: &[0x80]
         }
     );
+    // Beyond the slots: the device model clamps the offset too (01-enumeration.txt:28), and
+    // answers with token 0 whatever the request's.
     let out = bus_ask(
         &mut bus,
         Message::GetDevices {
@@ -560,16 +640,37 @@ fn bus_get_devices_windows() {
             count: 8,
         },
     );
+    let f = Frame::decode(&out[0]).unwrap();
     assert_eq!(
-        Frame::decode(&out[0]).unwrap().msg,
+        f.msg,
         Message::Devices {
-            offset: 40,
+            offset: 32,
             count: 0,
-            next_offset: 40,
+            next_offset: 32,
             bitmap: &[]
         }
     );
-    assert_eq!(Frame::decode(&out[0]).unwrap().token, 9);
+    assert_eq!((f.token, f.dev_num), (0, 0));
+
+    // Strict mode echoes the offset and ends the walk with next_offset 0 once the window
+    // reaches the last device number.
+    let mut strict = FifoBus::new(Mode::Strict);
+    strict.attach(31, Box::new(Fake::default())).unwrap();
+    for (offset, count, answer) in [(0, 16, (16, 16)), (24, 16, (8, 0)), (40, 8, (0, 0))] {
+        let out = bus_ask(&mut strict, Message::GetDevices { offset, count });
+        let f = Frame::decode(&out[0]).unwrap();
+        let Message::Devices {
+            offset: o,
+            count,
+            next_offset,
+            ..
+        } = f.msg
+        else {
+            panic!("{f:?}")
+        };
+        assert_eq!((o, (count, next_offset)), (offset, answer));
+        assert_eq!(f.token, 0);
+    }
 }
 
 #[test]
@@ -585,26 +686,53 @@ fn bus_ping_and_routing() {
     let f = Frame::decode(&out[0]).unwrap();
     assert_eq!(f.msg, Message::DeviceStatus { status: 0 });
     assert_eq!(f.dev_num, 3);
-    // Garbage and unknown device numbers are counted and dropped.
+    // Garbage is counted and dropped.
     assert!(bus.handle(&[1, 2, 3]).is_empty());
-    let mut buf = [0u8; 16];
-    let n = Frame {
-        dev_num: 5,
-        token: 1,
-        msg: Message::GetDeviceInfo,
-    }
-    .encode(&mut buf)
-    .unwrap();
-    assert!(bus.handle(&buf[..n]).is_empty());
     assert_eq!(bus.stats().malformed, 1);
+    let request = |dev_num: u16, msg: Message<'_>| {
+        let mut buf = [0u8; 64];
+        let n = Frame {
+            dev_num,
+            token: 1,
+            msg,
+        }
+        .encode(&mut buf)
+        .unwrap();
+        buf[..n].to_vec()
+    };
+    // A device number below 32 without a device: the device model answers the getters as a
+    // device of id 0 (07-malformed.txt:121) but not SET_DEVICE_STATUS (07-malformed.txt:132).
+    let out = bus.handle(&request(5, Message::GetDeviceInfo));
+    let f = Frame::decode(&out[0]).unwrap();
+    assert_eq!((f.dev_num, f.token), (5, 1));
+    assert!(matches!(
+        f.msg,
+        Message::DeviceInfo(DeviceInfo {
+            device_id: 0,
+            vendor_id: VENDOR_QEMU,
+            num_feature_bits: 64,
+            ..
+        })
+    ));
+    assert!(bus
+        .handle(&request(5, Message::SetDeviceStatus { status: 1 }))
+        .is_empty());
     assert_eq!(bus.stats().no_device, 1);
+    // 32 and above: nothing.
+    assert!(bus.handle(&request(32, Message::GetDeviceInfo)).is_empty());
+    // Strict mode answers no device number without a device.
+    let mut strict = FifoBus::new(Mode::Strict);
+    assert!(strict
+        .handle(&request(5, Message::GetDeviceInfo))
+        .is_empty());
+    assert_eq!(strict.stats().no_device, 1);
 }
 
-/// Requests the device cannot parse get no answer at all (the device model's behaviour, which
-/// the driver must survive with a timeout), are counted, and change nothing.
+/// Requests the device cannot parse get no answer at all (which the driver must survive with a
+/// timeout), are counted, and change nothing. Strict mode: everything the codec refuses.
 #[test]
 fn malformed_requests_get_no_answer() {
-    let mut bus = FifoBus::new(Mode::Compat);
+    let mut bus = FifoBus::new(Mode::Strict);
     bus.attach(0, Box::new(Fake::default())).unwrap();
     let encode = |msg: Message<'_>| {
         let mut buf = [0u8; 64];
@@ -675,4 +803,86 @@ fn malformed_requests_get_no_answer() {
     assert_eq!(bus.device(0).unwrap().queue(0).unwrap().size, 0);
     // Well-formed requests still work afterwards.
     assert_eq!(bus.handle(&info).len(), 1);
+}
+
+/// Compat mode reads requests as the device model does: from a slot, by what their fields
+/// need (07-malformed.txt, 01-enumeration.txt).
+#[test]
+fn compat_mode_reads_slots_as_the_device_model() {
+    let mut bus = FifoBus::new(Mode::Compat);
+    bus.attach(0, Box::new(Fake::default())).unwrap();
+    let slot = |bytes: &[u8]| {
+        let mut s = [0u8; 48];
+        s[..bytes.len()].copy_from_slice(bytes);
+        s
+    };
+    let cases: &[(&str, &[u8], bool)] = &[
+        (
+            "GET_DEVICE_STATUS, msg_size 48",
+            &[0, 7, 0, 0, 1, 0, 48, 0],
+            true,
+        ),
+        (
+            "GET_DEVICE_STATUS, msg_size 49",
+            &[0, 7, 0, 0, 1, 0, 49, 0],
+            false,
+        ),
+        (
+            "GET_DEVICE_STATUS, msg_size 7",
+            &[0, 7, 0, 0, 1, 0, 7, 0],
+            false,
+        ),
+        (
+            "GET_DEVICE_STATUS, type bits 2-7",
+            &[0xfc, 7, 0, 0, 1, 0, 8, 0],
+            true,
+        ),
+        (
+            "GET_DEVICE_STATUS, response bit",
+            &[1, 7, 0, 0, 1, 0, 8, 0],
+            false,
+        ),
+        (
+            "GET_CONFIG, msg_size 12",
+            &[0, 5, 0, 0, 1, 0, 12, 0, 0, 0, 0, 0, 4],
+            false,
+        ),
+        ("GET_SHM", &[0, 0x0c, 0, 0, 1, 0, 12, 0], false),
+        (
+            "EVENT_CONFIG to the device",
+            &[0, 0x40, 0, 0, 1, 0, 16, 0],
+            false,
+        ),
+        (
+            "SET_DRIVER_FEATURES of 0 blocks",
+            &[0, 4, 0, 0, 1, 0, 16, 0],
+            false,
+        ),
+        (
+            "PING, msg_size 8",
+            &[2, 3, 0, 0, 1, 0, 8, 0, 1, 2, 3, 4],
+            true,
+        ),
+        (
+            "GET_DEVICES, dev_num 5, response bit",
+            &[3, 2, 5, 0, 1, 0, 12, 0, 0, 0, 32, 0],
+            true,
+        ),
+        (
+            "EVENT_DEVICE to the device",
+            &[2, 0x40, 0, 0, 1, 0, 12, 0, 0, 0, 1, 0],
+            false,
+        ),
+        ("bus id 5", &[2, 5, 0, 0, 1, 0, 12, 0], false),
+    ];
+    for (what, bytes, answered) in cases {
+        let out = bus.handle(&slot(bytes));
+        assert_eq!(!out.is_empty(), *answered, "{what}");
+    }
+    // The PING's data came from the slot, beyond its msg_size.
+    let out = bus.handle(&slot(&[2, 3, 0, 0, 1, 0, 8, 0, 1, 2, 3, 4]));
+    assert_eq!(
+        Frame::decode(&out[0]).unwrap().msg,
+        Message::Pong { data: 0x0403_0201 }
+    );
 }

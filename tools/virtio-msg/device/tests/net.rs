@@ -5,7 +5,7 @@
 
 mod rings;
 
-use rings::{desc, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
+use rings::{desc, kick, state, used, Mem, NEXT, QUEUE_SIZE, WRITE};
 use std::{
     io::ErrorKind,
     os::unix::net::UnixDatagram,
@@ -100,7 +100,7 @@ fn transmitted_frames_reach_the_peer_without_the_header() {
         desc(0x10_3000, (HDR + b.len()) as u32, 0, 0),
     ];
     txq.add_desc_chains(&chains, 0).unwrap();
-    assert!(dev.queue_notified(1, &state(&txq)));
+    assert!(kick(&mut dev, 1, &state(&txq)));
     assert_eq!(used(&mem, &txq, 0), ((0, 0), 2));
     assert_eq!(used(&mem, &txq, 1).0, (3, 0));
     let mut buf = vec![0u8; 4096];
@@ -115,7 +115,7 @@ fn transmitted_frames_reach_the_peer_without_the_header() {
         (2, 1574, 0)
     );
     // Nothing new: nothing used; the receive queue was never touched.
-    assert!(!dev.queue_notified(1, &state(&txq)));
+    assert!(!kick(&mut dev, 1, &state(&txq)));
     assert_eq!(used_idx(&mem, &rxq), 0);
 }
 
@@ -138,7 +138,7 @@ fn received_frames_land_after_a_zeroed_header() {
     // Before the driver notified the receive queue, the device does not listen.
     assert_eq!(dev.host_fd(), None);
     // Notified with nothing waiting: nothing used, and now it listens.
-    assert!(!dev.queue_notified(0, &state(&rxq)));
+    assert!(!kick(&mut dev, 0, &state(&rxq)));
     assert!(dev.host_fd().is_some());
     let a = frame(60, 3);
     let b = frame(1514, 4);
@@ -170,7 +170,7 @@ fn a_frame_without_a_receive_buffer_waits_for_the_driver() {
     let mem = memory();
     let (rxq, txq) = queues(&mem);
     let (mut dev, peer) = device(&mem);
-    assert!(!dev.queue_notified(0, &state(&rxq)));
+    assert!(!kick(&mut dev, 0, &state(&rxq)));
     let fd = dev.host_fd();
     assert!(fd.is_some());
     let a = frame(100, 5);
@@ -190,7 +190,7 @@ fn a_frame_without_a_receive_buffer_waits_for_the_driver() {
         desc(0x10_1000, 2048, WRITE, 0),
     ];
     rxq.add_desc_chains(&chains, 0).unwrap();
-    assert!(dev.queue_notified(0, &state(&rxq)));
+    assert!(kick(&mut dev, 0, &state(&rxq)));
     assert_eq!(used(&mem, &rxq, 0), ((0, (HDR + a.len()) as u32), 2));
     assert_eq!(used(&mem, &rxq, 1).0, (1, (HDR + b.len()) as u32));
     assert_eq!(read(&mem, 0x10_0000 + HDR as u64, a.len()), a);
@@ -207,7 +207,7 @@ fn a_frame_too_long_for_the_buffer_is_dropped_and_the_buffer_kept() {
     let (mut dev, peer) = device(&mem);
     rxq.add_desc_chains(&[desc(0x10_0000, (HDR + 40) as u32, WRITE, 0)], 0)
         .unwrap();
-    assert!(!dev.queue_notified(0, &state(&rxq)));
+    assert!(!kick(&mut dev, 0, &state(&rxq)));
     let long = frame(41, 7);
     let short = frame(40, 8);
     peer.send(&long).unwrap();
@@ -227,7 +227,7 @@ fn frames_of_a_bad_length_from_the_host_are_dropped() {
     let (mut dev, peer) = device(&mem);
     rxq.add_desc_chains(&[desc(0x10_0000, 0x1_2000, WRITE, 0)], 0)
         .unwrap();
-    assert!(!dev.queue_notified(0, &state(&rxq)));
+    assert!(!kick(&mut dev, 0, &state(&rxq)));
     // Shorter than an Ethernet header, and longer than 64 KiB.
     peer.send(&frame(13, 9)).unwrap();
     peer.send(&frame(64 * 1024 + 1, 10)).unwrap();
@@ -250,7 +250,7 @@ fn a_receive_buffer_outside_guest_memory_is_returned_empty() {
         desc(0x10_0000, 2048, WRITE, 0),
     ];
     rxq.add_desc_chains(&chains, 0).unwrap();
-    assert!(!dev.queue_notified(0, &state(&rxq)));
+    assert!(!kick(&mut dev, 0, &state(&rxq)));
     let a = frame(64, 12);
     let b = frame(64, 13);
     peer.send(&a).unwrap();
@@ -283,7 +283,7 @@ fn bad_transmit_chains_are_consumed_without_sending() {
         desc(0x10_3000, 1, NEXT, 5),
     ];
     txq.add_desc_chains(&chains, 0).unwrap();
-    assert!(dev.queue_notified(1, &state(&txq)));
+    assert!(kick(&mut dev, 1, &state(&txq)));
     assert_eq!(used_idx(&mem, &txq), 6);
     for i in 0..6 {
         assert_eq!(used(&mem, &txq, i).0, (i as u32, 0));
@@ -301,7 +301,7 @@ fn a_refused_send_is_dropped_and_counted() {
     drop(peer);
     txq.add_desc_chains(&[desc(0x10_0000, (HDR + 60) as u32, 0, 0)], 0)
         .unwrap();
-    assert!(dev.queue_notified(1, &state(&txq)));
+    assert!(kick(&mut dev, 1, &state(&txq)));
     assert_eq!(used(&mem, &txq, 0), ((0, 0), 1));
     let stats = dev.stats();
     assert_eq!((stats.tx_packets, stats.tx_dropped), (0, 1));
@@ -312,7 +312,7 @@ fn reset_drops_the_pending_frame_and_stops_listening() {
     let mem = memory();
     let (rxq, txq) = queues(&mem);
     let (mut dev, peer) = device(&mem);
-    assert!(!dev.queue_notified(0, &state(&rxq)));
+    assert!(!kick(&mut dev, 0, &state(&rxq)));
     peer.send(&frame(60, 14)).unwrap();
     assert!(dev.host_ready(&[state(&rxq), state(&txq)]).is_empty());
     assert!(dev.has_pending());
@@ -325,7 +325,7 @@ fn reset_drops_the_pending_frame_and_stops_listening() {
     rxq.add_desc_chains(&[desc(0x10_0000, 2048, WRITE, 0)], 0)
         .unwrap();
     assert!(dev.host_ready(&[state(&rxq), state(&txq)]).is_empty());
-    assert!(dev.queue_notified(0, &state(&rxq)));
+    assert!(kick(&mut dev, 0, &state(&rxq)));
     assert_eq!(read(&mem, 0x10_0000 + HDR as u64, 60), frame(60, 15));
 }
 
@@ -338,10 +338,11 @@ fn unusable_rings_are_refused() {
         desc: 0x1000_0000,
         driver: 0x1000_1000,
         device: 0x1000_2000,
+        event_idx: false,
     };
-    assert!(!dev.queue_notified(0, &bad));
-    assert!(!dev.queue_notified(1, &bad));
-    assert!(!dev.queue_notified(2, &bad));
+    assert!(!kick(&mut dev, 0, &bad));
+    assert!(!kick(&mut dev, 1, &bad));
+    assert!(!kick(&mut dev, 2, &bad));
     // A frame arriving meanwhile waits, and the device stops listening.
     peer.send(&frame(60, 16)).unwrap();
     assert!(dev.host_ready(&[bad, bad]).is_empty());
@@ -367,9 +368,11 @@ fn device_info_features_and_config_through_the_transport() {
     let Message::DeviceInfo(info) = Frame::decode(&out[0]).unwrap().msg else {
         panic!("not a device info");
     };
+    // As the device model's virtio-net-device (04-probe-net.txt:6): receive, transmit and
+    // control queues.
     assert_eq!(
         (info.device_id, info.config_size, info.max_virtqueues),
-        (1, 8, 2)
+        (1, 8, 3)
     );
     let out = ask(
         &mut dev,
@@ -382,8 +385,10 @@ fn device_info_features_and_config_through_the_transport() {
         panic!("not features");
     };
     let words: Vec<u32> = features.iter().collect();
-    // MAC (5), STATUS (16); VERSION_1 (32); no offload, no control queue, no multiqueue.
-    assert_eq!(words, vec![(1 << 5) | (1 << 16), 1]);
+    // As the device model's (04-probe-net.txt:16): the control queue and its commands,
+    // mergeable receive buffers, MAC, STATUS and the transport features; no offload, no
+    // multiqueue.
+    assert_eq!(words, vec![0x30bf_8024, 0x101]);
     let out = ask(
         &mut dev,
         Message::GetConfig {
@@ -395,7 +400,7 @@ fn device_info_features_and_config_through_the_transport() {
         panic!("not config");
     };
     assert_eq!(data, [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 1, 0]);
-    // The status alone, and a read past the end (unanswered, like the device model).
+    // The status alone, and a read past the end (0xff there, like the device model).
     let out = ask(
         &mut dev,
         Message::GetConfig {
@@ -407,14 +412,160 @@ fn device_info_features_and_config_through_the_transport() {
         panic!("not config");
     };
     assert_eq!(data, [1, 0]);
-    assert!(ask(
+    let out = ask(
         &mut dev,
         Message::GetConfig {
             offset: 6,
             length: 4,
         },
+    );
+    let Message::Config { data, .. } = Frame::decode(&out[0]).unwrap().msg else {
+        panic!("not config");
+    };
+    assert_eq!(data, [1, 0, 0xff, 0xff]);
+}
+
+/// Runs control commands (class, command, data) through a control queue at `ring`; their
+/// acknowledgements.
+fn control(dev: &mut Dev, mem: &Mem, ring: u64, commands: &[&[u8]]) -> Vec<u8> {
+    let ctrl = MockSplitQueue::create(mem, GuestAddress(ring), QUEUE_SIZE);
+    let mut descs = Vec::new();
+    for (i, cmd) in commands.iter().enumerate() {
+        let addr = 0x18_0000 + 0x100 * i as u64;
+        mem.write_slice(cmd, GuestAddress(addr)).unwrap();
+        let first = 2 * i as u16;
+        descs.push(desc(addr, cmd.len() as u32, NEXT, first + 1));
+        descs.push(desc(0x19_0000 + i as u64, 1, WRITE, 0));
+        mem.write_obj(0xaau8, GuestAddress(0x19_0000 + i as u64))
+            .unwrap();
+    }
+    ctrl.add_desc_chains(&descs, 0).unwrap();
+    assert!(kick(dev, 2, &state(&ctrl)));
+    (0..commands.len())
+        .map(|i| {
+            assert_eq!(
+                used(mem, &ctrl, i as u64).0 .1,
+                1,
+                "command {i} used, 1 byte"
+            );
+            read(mem, 0x19_0000 + i as u64, 1)[0]
+        })
+        .collect()
+}
+
+#[test]
+fn control_commands_are_acknowledged() {
+    const OK: u8 = 0;
+    const ERR: u8 = 1;
+    let mem = memory();
+    let (mut dev, _peer) = device(&mem);
+    let new_mac = [0x52, 0x54, 0x00, 1, 2, 3];
+    let mut mac_set = vec![1u8, 1];
+    mac_set.extend(new_mac);
+    // Two MAC tables: one unicast address, two multicast ones.
+    let mut tables = vec![1u8, 0, 1, 0, 0, 0];
+    tables.extend([2, 0, 0, 0, 0, 1]);
+    tables.extend([2, 0, 0, 0]);
+    tables.extend([0x01, 0, 0x5e, 0, 0, 1, 0x33, 0x33, 0, 0, 0, 1]);
+    let acks = control(
+        &mut dev,
+        &mem,
+        0x3000,
+        &[
+            &[0, 0, 1],                      // promiscuous on
+            &[0, 1, 0],                      // all-multicast off
+            &[0, 5, 1],                      // no-broadcast (CTRL_RX_EXTRA)
+            &tables,                         // MAC tables
+            &mac_set,                        // the MAC address
+            &[2, 0, 5, 0],                   // VLAN 5 added
+            &[3, 0],                         // announce acknowledged
+            &[5, 0, 0, 0, 0, 0, 0, 0, 0, 0], // no guest offloads
+        ],
+    );
+    assert_eq!(acks, [OK; 8]);
+    assert_eq!(dev.mac(), new_mac);
+    let mut config = [0u8; 8];
+    dev.read_config(0, &mut config);
+    assert_eq!(config[..6], new_mac);
+
+    // A queue set up anew (other rings).
+    let acks = control(
+        &mut dev,
+        &mem,
+        0x4000,
+        &[
+            &[0, 0],                         // no data
+            &[0, 9, 1],                      // unknown receive-mode command
+            &[1, 0, 5, 0, 0, 0],             // a table shorter than its count
+            &[1, 1, 1, 2, 3],                // a short address
+            &[4, 0, 1, 0],                   // multiqueue: not offered
+            &[5, 0, 1, 0, 0, 0, 0, 0, 0, 0], // a guest offload that is not offered
+            &[9],                            // nothing at all
+        ],
+    );
+    assert_eq!(acks, [ERR; 7]);
+    // A reset restores the MAC address the device was given.
+    dev.reset();
+    assert_eq!(dev.mac(), MAC);
+}
+
+#[test]
+fn mergeable_buffers_take_a_frame_in_pieces() {
+    let mem = memory();
+    let (rxq, _txq) = queues(&mem);
+    let (mut dev, peer) = device(&mem);
+    dev.set_driver_features((1 << 32) | (1 << 15));
+    // Three buffers of 1000 bytes: a 2500-byte frame (with its header) takes all three.
+    rxq.add_desc_chains(
+        &[
+            desc(0x10_0000, 1000, WRITE, 0),
+            desc(0x11_0000, 1000, WRITE, 0),
+            desc(0x12_0000, 1000, WRITE, 0),
+        ],
+        0,
     )
-    .is_empty());
+    .unwrap();
+    assert!(!kick(&mut dev, 0, &state(&rxq)));
+    let a = frame(2500 - HDR, 3);
+    peer.send(&a).unwrap();
+    assert_eq!(dev.host_ready(&[state(&rxq)]), vec![0]);
+    assert_eq!(used(&mem, &rxq, 0), ((0, 1000), 3));
+    assert_eq!(used(&mem, &rxq, 1).0, (1, 1000));
+    assert_eq!(used(&mem, &rxq, 2).0, (2, 500));
+    let mut header = [0u8; HDR];
+    header[10] = 3;
+    assert_eq!(read(&mem, 0x10_0000, HDR), header, "num_buffers 3");
+    let mut got = read(&mem, 0x10_0000 + HDR as u64, 1000 - HDR);
+    got.extend(read(&mem, 0x11_0000, 1000));
+    got.extend(read(&mem, 0x12_0000, 500));
+    assert_eq!(got, a);
+
+    // Too few buffers: none is taken, the frame waits for more.
+    rxq.add_desc_chains(&[desc(0x13_0000, 1000, WRITE, 0)], 3)
+        .unwrap();
+    peer.send(&a).unwrap();
+    assert!(dev.host_ready(&[state(&rxq)]).is_empty());
+    assert!(dev.has_pending());
+    assert_eq!(used_idx(&mem, &rxq), 3);
+    rxq.add_desc_chains(
+        &[
+            desc(0x14_0000, 1000, WRITE, 0),
+            desc(0x15_0000, 1000, WRITE, 0),
+        ],
+        4,
+    )
+    .unwrap();
+    assert!(kick(&mut dev, 0, &state(&rxq)));
+    assert_eq!(used_idx(&mem, &rxq), 6);
+    assert!(!dev.has_pending());
+
+    // A small frame takes one buffer and says so.
+    rxq.add_desc_chains(&[desc(0x16_0000, 1000, WRITE, 0)], 6)
+        .unwrap();
+    peer.send(&frame(60, 4)).unwrap();
+    assert_eq!(dev.host_ready(&[state(&rxq)]), vec![0]);
+    assert_eq!(used(&mem, &rxq, 6).0, (6, (HDR + 60) as u32));
+    assert_eq!(read(&mem, 0x16_0000, HDR), rx_header());
 }
 
 #[test]
@@ -605,14 +756,14 @@ fn a_tap_interface_with_a_host_address_answers_arp() {
         .collect();
     rxq.add_desc_chains(&chains, 0).unwrap();
     // Whatever the host sent already (router solicitations, ...) lands first.
-    dev.queue_notified(0, &state(&rxq));
+    kick(&mut dev, 0, &state(&rxq));
     let req = arp_request();
     let mut buf = vec![0u8; HDR];
     buf.extend(&req);
     mem.write_slice(&buf, GuestAddress(0x18_0000)).unwrap();
     txq.add_desc_chains(&[desc(0x18_0000, buf.len() as u32, 0, 0)], 0)
         .unwrap();
-    assert!(dev.queue_notified(1, &state(&txq)));
+    assert!(kick(&mut dev, 1, &state(&txq)));
     assert_eq!(dev.stats().tx_packets, 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut seen = 0;

@@ -3,10 +3,20 @@
 //! The virtio network device: Ethernet frames between the driver's virtqueues and a host
 //! packet endpoint (a Linux TAP interface, or a datagram socket used as a userspace cable).
 //!
-//! The device offers no offloads (no checksum, segmentation, mergeable buffers, control or
-//! multiple queues), so every frame travels whole, behind the 12-byte `virtio_net_hdr` of
-//! VERSION_1: the device writes a zeroed header (num_buffers = 1) before each received frame
-//! and strips the header of each transmitted one without looking at it.
+//! The device offers what QEMU's `virtio-net-device` with user networking offers behind the
+//! device model, so that the emulator answers the recorded probe byte for byte and a driver
+//! meets the same device, but no offloads (no checksum, no segmentation, no multiple queues):
+//! every frame travels whole, behind the 12-byte `virtio_net_hdr` of VERSION_1. The device
+//! writes a zeroed header before each received frame (with `num_buffers`: how many receive
+//! buffers the frame took, always 1 unless the driver negotiated mergeable receive buffers,
+//! VIRTIO_NET_F_MRG_RXBUF, and a frame is larger than one buffer) and strips the header of each
+//! transmitted one without looking at it.
+//!
+//! The control queue (VIRTIO_NET_F_CTRL_VQ) acknowledges the receive-mode, MAC table, VLAN,
+//! announce and guest-offload commands the features allow; a MAC address set with
+//! VIRTIO_NET_CTRL_MAC_ADDR_SET shows in the configuration space until the device is reset.
+//! The device filters nothing: every frame goes to the driver, whose network stack drops what is
+//! not for it.
 //!
 //! Receiving is driven by the host: [`Backend::host_fd`] is the endpoint's descriptor and
 //! [`Backend::host_ready`] moves frames into receive buffers. A frame read while the driver
@@ -28,21 +38,48 @@ pub use options::{default_mac, parse_mac, Endpoint, NetOptions};
 pub use tap::{HostIp, Tap};
 
 use crate::{
-    transport::{walk_queue, QueueState},
-    Backend,
+    transport::{rearm, serve_chains, walk_queue, wants_used_event, QueueState},
+    Backend, TRANSPORT_FEATURES,
 };
+use std::io::{Read, Write};
 use std::os::fd::RawFd;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemory};
 
 /// virtio device id of a network device.
 const VIRTIO_ID_NET: u32 = 1;
+/// VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: the driver can switch guest offloads (there are none).
+pub const F_CTRL_GUEST_OFFLOADS: u64 = 1 << 2;
 /// VIRTIO_NET_F_MAC: the configuration space holds the MAC address.
 pub const F_MAC: u64 = 1 << 5;
+/// VIRTIO_NET_F_MRG_RXBUF: a received frame may span several receive buffers.
+pub const F_MRG_RXBUF: u64 = 1 << 15;
 /// VIRTIO_NET_F_STATUS: the configuration space holds the link status.
 pub const F_STATUS: u64 = 1 << 16;
-/// VIRTIO_F_VERSION_1.
-const VERSION_1: u64 = 1 << 32;
+/// VIRTIO_NET_F_CTRL_VQ: the control queue.
+pub const F_CTRL_VQ: u64 = 1 << 17;
+/// VIRTIO_NET_F_CTRL_RX: receive-mode commands.
+pub const F_CTRL_RX: u64 = 1 << 18;
+/// VIRTIO_NET_F_CTRL_VLAN: VLAN filter commands.
+pub const F_CTRL_VLAN: u64 = 1 << 19;
+/// VIRTIO_NET_F_CTRL_RX_EXTRA: more receive-mode commands.
+pub const F_CTRL_RX_EXTRA: u64 = 1 << 20;
+/// VIRTIO_NET_F_GUEST_ANNOUNCE: the driver can be asked to announce itself (never done).
+pub const F_GUEST_ANNOUNCE: u64 = 1 << 21;
+/// VIRTIO_NET_F_CTRL_MAC_ADDR: the driver can set the MAC address.
+pub const F_CTRL_MAC_ADDR: u64 = 1 << 23;
+/// What the device offers.
+pub const FEATURES: u64 = TRANSPORT_FEATURES
+    | F_CTRL_GUEST_OFFLOADS
+    | F_MAC
+    | F_MRG_RXBUF
+    | F_STATUS
+    | F_CTRL_VQ
+    | F_CTRL_RX
+    | F_CTRL_VLAN
+    | F_CTRL_RX_EXTRA
+    | F_GUEST_ANNOUNCE
+    | F_CTRL_MAC_ADDR;
 /// VIRTIO_NET_S_LINK_UP.
 pub const LINK_UP: u16 = 1;
 /// Size of `virtio_net_hdr` (VERSION_1 layout, num_buffers included).
@@ -59,6 +96,23 @@ const RX_BUDGET: usize = 256;
 /// Queue indexes.
 const RX_QUEUE: u32 = 0;
 const TX_QUEUE: u32 = 1;
+const CTRL_QUEUE: u32 = 2;
+/// Offset of `num_buffers` in `virtio_net_hdr`.
+const NUM_BUFFERS: usize = 10;
+
+/// Control commands: (class, command) and the length of their data (`None`: any).
+const CTRL_RX: u8 = 0;
+const CTRL_MAC: u8 = 1;
+const CTRL_VLAN: u8 = 2;
+const CTRL_ANNOUNCE: u8 = 3;
+const CTRL_GUEST_OFFLOADS: u8 = 5;
+/// VIRTIO_NET_CTRL_MAC_ADDR_SET.
+const CTRL_MAC_ADDR_SET: u8 = 1;
+/// Acknowledgements.
+const CTRL_OK: u8 = 0;
+const CTRL_ERR: u8 = 1;
+/// Longest control command read (two MAC tables of a few dozen entries fit easily).
+const CTRL_MAX: usize = 4096;
 
 /// Counters of the traffic the device moved and dropped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,13 +136,13 @@ pub struct NetStats {
     pub tx_dropped: u64,
 }
 
-/// What became of a received frame offered to a receive buffer.
+/// What became of a received frame offered to the receive buffers.
 enum Delivery {
-    /// Written; the used length (header included).
-    Written(u32),
+    /// Written.
+    Written,
     /// The buffer is too small for the frame: the buffer stays available, the frame goes.
     TooSmall,
-    /// The buffer is not in guest memory: it is returned empty, the frame goes.
+    /// A buffer is not in guest memory: it is returned empty, the frame goes.
     Fault,
 }
 
@@ -97,10 +151,15 @@ enum Delivery {
 pub struct Net<M> {
     mem: M,
     io: Box<dyn PacketIo + Send>,
+    /// The MAC address given at creation, and the one in use (the driver may set it).
+    own_mac: [u8; 6],
     mac: [u8; 6],
+    /// The driver negotiated mergeable receive buffers.
+    mergeable: bool,
     /// The queues as last configured, and the `virtio-queue` state walking them.
     rx: Option<(QueueState, Queue)>,
     tx: Option<(QueueState, Queue)>,
+    ctrl: Option<(QueueState, Queue)>,
     /// Receive buffer of the device: the header to write, then the frame (the pending frame, if
     /// any).
     rx_buf: Vec<u8>,
@@ -122,9 +181,12 @@ impl<M: GuestAddressSpace> Net<M> {
         Self {
             mem,
             io,
+            own_mac: mac,
             mac,
+            mergeable: false,
             rx: None,
             tx: None,
+            ctrl: None,
             rx_buf: rx_buffer(),
             pending: None,
             rx_armed: false,
@@ -139,7 +201,7 @@ impl<M: GuestAddressSpace> Net<M> {
         self.stats
     }
 
-    /// The MAC address offered to the driver.
+    /// The MAC address in the configuration space.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
     }
@@ -156,11 +218,12 @@ impl<M: GuestAddressSpace> Net<M> {
 
     /// Moves frames from the host into receive buffers: the pending frame first, then what the
     /// endpoint has, until it is empty, the driver has no buffer left, or the budget is spent.
-    /// Returns whether a used ring entry was added.
+    /// Returns whether to send an EVENT_USED for the receive queue.
     fn pump_rx(&mut self, q: &QueueState) -> bool {
         let guard = self.mem.memory();
         let mem: &M::M = &guard;
         let mut used = false;
+        let mut retried = false;
         for _ in 0..RX_BUDGET {
             let len = match self.pending.take() {
                 Some(len) => len,
@@ -183,104 +246,188 @@ impl<M: GuestAddressSpace> Net<M> {
                 self.pending = Some(len);
                 break;
             };
-            let Some(chain) = vq.pop_descriptor_chain(mem) else {
-                self.pending = Some(len);
-                break;
+            let data = self.rx_buf.get_mut(..HDR_LEN + len).unwrap_or_default();
+            let delivery = if self.mergeable {
+                write_merged(mem, vq, data)
+            } else {
+                write_single(mem, vq, data)
             };
-            let head = chain.head_index();
-            let data = self.rx_buf.get(..HDR_LEN + len).unwrap_or_default();
-            match write_frame(mem, chain, data) {
-                Delivery::Written(n) => {
-                    if vq.add_used(mem, head, n).is_err() {
-                        self.stats.rx_dropped += 1;
-                        break;
-                    }
+            match delivery {
+                Some(Delivery::Written) => {
                     used = true;
                     self.stats.rx_packets += 1;
                     self.stats.rx_bytes += len as u64;
                 }
-                Delivery::TooSmall => {
-                    vq.go_to_previous_position();
+                Some(Delivery::TooSmall) => self.stats.rx_dropped += 1,
+                Some(Delivery::Fault) => {
+                    used = true;
                     self.stats.rx_dropped += 1;
                 }
-                Delivery::Fault => {
-                    self.stats.rx_dropped += 1;
-                    if vq.add_used(mem, head, 0).is_err() {
-                        break;
+                None => {
+                    // No buffer (or too few): the frame waits, the driver is told to notify
+                    // when it adds one, and if it added some meanwhile they are tried once.
+                    self.pending = Some(len);
+                    if !retried && rearm(vq, mem) {
+                        retried = true;
+                        continue;
                     }
-                    used = true;
+                    break;
                 }
             }
         }
-        used
+        match walk_queue(&mut self.rx, mem, q) {
+            Some(vq) => {
+                rearm(vq, mem);
+                used && wants_used_event(vq, mem, q)
+            }
+            None => false,
+        }
     }
 
-    /// Sends every frame the driver made available in the transmit queue. Returns whether a
-    /// used ring entry was added.
+    /// Sends every frame the driver made available in the transmit queue. Returns whether to
+    /// send an EVENT_USED for it.
     fn pump_tx(&mut self, q: &QueueState) -> bool {
-        let guard = self.mem.memory();
+        let Self {
+            mem,
+            io,
+            tx,
+            tx_buf,
+            stats,
+            ..
+        } = self;
+        let guard = mem.memory();
         let mem: &M::M = &guard;
-        let Some(vq) = walk_queue(&mut self.tx, mem, q) else {
+        let Some(vq) = walk_queue(tx, mem, q) else {
             return false;
         };
-        let mut used = false;
-        // At most a ring's worth per call: a guest that keeps making buffers available cannot
-        // keep the device here (what it adds meanwhile comes with its next notification).
-        for _ in 0..vq.size() {
-            let Some(chain) = vq.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            match gather(mem, chain, &mut self.tx_buf).and_then(|len| self.tx_buf.get(..len)) {
+        let used = serve_chains(vq, mem, |chain| {
+            match gather(mem, chain, tx_buf).and_then(|len| tx_buf.get(..len)) {
                 Some(data) if data.len() >= HDR_LEN + MIN_FRAME => {
                     let frame = data.get(HDR_LEN..).unwrap_or_default();
-                    match self.io.send(frame) {
+                    match io.send(frame) {
                         Ok(()) => {
-                            self.stats.tx_packets += 1;
-                            self.stats.tx_bytes += frame.len() as u64;
+                            stats.tx_packets += 1;
+                            stats.tx_bytes += frame.len() as u64;
                         }
-                        Err(_) => self.stats.tx_dropped += 1,
+                        Err(_) => stats.tx_dropped += 1,
                     }
                 }
-                _ => self.stats.tx_dropped += 1,
+                _ => stats.tx_dropped += 1,
             }
-            if vq.add_used(mem, head, 0).is_err() {
-                break;
-            }
-            used = true;
+            0
+        });
+        used && wants_used_event(vq, mem, q)
+    }
+
+    /// Answers every command in the control queue. Returns whether to send an EVENT_USED for
+    /// it.
+    fn pump_ctrl(&mut self, q: &QueueState) -> bool {
+        let guard = self.mem.memory();
+        let mem: &M::M = &guard;
+        walk_queue(&mut self.ctrl, mem, q);
+        // Out of `self` while commands are served: a command can change the device.
+        let Some((state, mut vq)) = self.ctrl.take() else {
+            return false;
+        };
+        let used = serve_chains(&mut vq, mem, |chain| {
+            let (Ok(mut command), Ok(mut ack)) =
+                (Reader::new(mem, chain.clone()), Writer::new(mem, chain))
+            else {
+                return 0;
+            };
+            let mut bytes = vec![0u8; command.available_bytes().min(CTRL_MAX)];
+            let status = match command.read_exact(&mut bytes) {
+                Ok(()) => self.control(&bytes),
+                Err(_) => CTRL_ERR,
+            };
+            u32::from(ack.write_all(&[status]).is_ok())
+        });
+        let notify = used && wants_used_event(&mut vq, mem, q);
+        self.ctrl = Some((state, vq));
+        notify
+    }
+
+    /// One control command (class, command, data); its acknowledgement.
+    fn control(&mut self, bytes: &[u8]) -> u8 {
+        let [class, command, data @ ..] = bytes else {
+            return CTRL_ERR;
+        };
+        let known = match (*class, *command) {
+            // Promiscuous, all-multicast (one byte: on or off); with CTRL_RX_EXTRA also
+            // all-unicast, no-multicast, no-unicast, no-broadcast.
+            (CTRL_RX, 0..=5) => data.len() == 1,
+            // The unicast and multicast tables: a count and that many addresses each.
+            (CTRL_MAC, 0) => mac_tables_fit(data),
+            (CTRL_MAC, CTRL_MAC_ADDR_SET) => match <[u8; 6]>::try_from(data) {
+                Ok(mac) => {
+                    self.mac = mac;
+                    true
+                }
+                Err(_) => false,
+            },
+            // Add or remove a VLAN id.
+            (CTRL_VLAN, 0 | 1) => data.len() == 2,
+            // The driver announced itself.
+            (CTRL_ANNOUNCE, 0) => data.is_empty(),
+            // Guest offloads: none are offered, so only "none" can be set.
+            (CTRL_GUEST_OFFLOADS, 0) => data == [0; 8],
+            _ => false,
+        };
+        if known {
+            CTRL_OK
+        } else {
+            CTRL_ERR
         }
-        used
     }
 }
 
-/// The receive buffer of the device: a zeroed `virtio_net_hdr` with num_buffers = 1, then room
-/// for one byte more than the longest frame (to tell a frame that filled it).
-fn rx_buffer() -> Vec<u8> {
-    let mut buf = vec![0; HDR_LEN + MAX_FRAME + 1];
-    buf[10..HDR_LEN].copy_from_slice(&1u16.to_le_bytes());
-    buf
+/// Whether `data` is two MAC tables (le32 count, then count addresses of 6 bytes) and nothing
+/// else.
+fn mac_tables_fit(data: &[u8]) -> bool {
+    let mut rest = data;
+    for _ in 0..2 {
+        let Some((count, tail)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
+        let bytes = (u32::from_le_bytes(*count) as usize).checked_mul(6);
+        match bytes.and_then(|n| tail.get(n..)) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
-/// A `virtio-queue` queue walking the rings of `q`, if they are in guest memory.
-/// Writes `data` (a `virtio_net_hdr` and a frame) into the writable buffers of `chain`.
-fn write_frame<G, T>(mem: &G, chain: DescriptorChain<T>, data: &[u8]) -> Delivery
+/// The receive buffer of the device: a zeroed `virtio_net_hdr`, then room for one byte more
+/// than the longest frame (to tell a frame that filled it).
+fn rx_buffer() -> Vec<u8> {
+    vec![0; HDR_LEN + MAX_FRAME + 1]
+}
+
+/// Bytes the writable buffers of `chain` hold, counted up to `enough`.
+fn room<T>(chain: &DescriptorChain<T>, enough: usize) -> usize
+where
+    T: std::ops::Deref + Clone,
+    T::Target: GuestMemory,
+{
+    let mut room = 0usize;
+    for desc in chain.clone().writable() {
+        room = room.saturating_add(desc.len() as usize);
+        if room >= enough {
+            break;
+        }
+    }
+    room
+}
+
+/// Writes `data` into the writable buffers of `chain`, in order; whether it all went in
+/// guest memory.
+fn write_chain<G, T>(mem: &G, chain: DescriptorChain<T>, data: &[u8]) -> bool
 where
     G: GuestMemory,
     T: std::ops::Deref + Clone,
     T::Target: GuestMemory,
 {
-    // Check the room first (a chain is at most 64 Ki descriptors long: `virtio-queue` stops
-    // it there), so that a buffer too small is given back untouched.
-    let mut room = 0usize;
-    for desc in chain.clone().writable() {
-        room = room.saturating_add(desc.len() as usize);
-        if room >= data.len() {
-            break;
-        }
-    }
-    if room < data.len() {
-        return Delivery::TooSmall;
-    }
     let mut rest = data;
     for desc in chain.writable() {
         if rest.is_empty() {
@@ -288,12 +435,74 @@ where
         }
         let (piece, tail) = rest.split_at((desc.len() as usize).min(rest.len()));
         if mem.write_slice(piece, desc.addr()).is_err() {
-            return Delivery::Fault;
+            return false;
         }
         rest = tail;
     }
+    true
+}
+
+/// Writes `data` (a `virtio_net_hdr` and a frame) into the next receive buffer of `vq`, which
+/// must hold it all; `None` if the driver has no buffer.
+fn write_single<G: GuestMemory>(mem: &G, vq: &mut Queue, data: &mut [u8]) -> Option<Delivery> {
+    let chain = vq.pop_descriptor_chain(mem)?;
+    let head = chain.head_index();
+    // Check the room first (a chain is at most 64 Ki descriptors long: `virtio-queue` stops
+    // it there), so that a buffer too small is given back untouched.
+    if room(&chain, data.len()) < data.len() {
+        vq.go_to_previous_position();
+        return Some(Delivery::TooSmall);
+    }
+    data[NUM_BUFFERS..HDR_LEN].copy_from_slice(&1u16.to_le_bytes());
     // At most HDR_LEN + MAX_FRAME bytes.
-    Delivery::Written(u32::try_from(data.len()).unwrap_or(u32::MAX))
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let (delivery, used) = if write_chain(mem, chain, data) {
+        (Delivery::Written, len)
+    } else {
+        (Delivery::Fault, 0)
+    };
+    vq.add_used(mem, head, used).ok()?;
+    Some(delivery)
+}
+
+/// Mergeable receive buffers: writes `data` (a `virtio_net_hdr` and a frame) across as many
+/// receive buffers of `vq` as it needs, the header saying how many; `None` (and no buffer
+/// taken) if the driver has too few.
+fn write_merged<G: GuestMemory>(mem: &G, vq: &mut Queue, data: &mut [u8]) -> Option<Delivery> {
+    let mut chains = Vec::new();
+    let mut total = 0usize;
+    while total < data.len() {
+        let Some(chain) = vq.pop_descriptor_chain(mem) else {
+            chains.iter().for_each(|_| vq.go_to_previous_position());
+            return None;
+        };
+        let n = room(&chain, data.len() - total);
+        if n == 0 {
+            // A buffer that holds nothing is given back used and empty.
+            vq.add_used(mem, chain.head_index(), 0).ok()?;
+            continue;
+        }
+        total += n;
+        chains.push((chain, n));
+    }
+    let count = u16::try_from(chains.len()).unwrap_or(u16::MAX);
+    data[NUM_BUFFERS..HDR_LEN].copy_from_slice(&count.to_le_bytes());
+    let mut delivery = Delivery::Written;
+    let mut rest: &[u8] = data;
+    for (chain, n) in chains {
+        let head = chain.head_index();
+        let (piece, tail) = rest.split_at(n.min(rest.len()));
+        rest = tail;
+        let len = if write_chain(mem, chain, piece) {
+            piece.len()
+        } else {
+            delivery = Delivery::Fault;
+            0
+        };
+        vq.add_used(mem, head, u32::try_from(len).unwrap_or(u32::MAX))
+            .ok()?;
+    }
+    Some(delivery)
 }
 
 /// Copies the readable buffers of `chain` into `buf`; `None` if they do not fit or are not in
@@ -315,16 +524,16 @@ where
 }
 
 impl<M: GuestAddressSpace> Backend for Net<M> {
-    fn wants_used_event(&self, queue: &QueueState) -> bool {
-        crate::driver_wants_interrupt(&*self.mem.memory(), queue)
-    }
-
     fn device_id(&self) -> u32 {
         VIRTIO_ID_NET
     }
 
     fn features(&self) -> u64 {
-        VERSION_1 | F_MAC | F_STATUS
+        FEATURES
+    }
+
+    fn set_driver_features(&mut self, features: u64) {
+        self.mergeable = features & F_MRG_RXBUF != 0;
     }
 
     fn config_size(&self) -> u32 {
@@ -344,21 +553,31 @@ impl<M: GuestAddressSpace> Backend for Net<M> {
         }
     }
 
-    /// The configuration is read-only without VIRTIO_NET_F_CTRL_MAC_ADDR: writes are ignored.
+    /// The configuration is read-only for a VERSION_1 driver (the MAC address changes through
+    /// the control queue): writes are ignored.
     fn write_config(&mut self, _offset: u32, _data: &[u8]) {}
 
     fn num_queues(&self) -> u32 {
-        2
+        3
     }
 
-    fn queue_notified(&mut self, index: u32, q: &QueueState) -> bool {
-        match index {
+    fn queue_notified(&mut self, index: u32, queues: &[QueueState]) -> Vec<u32> {
+        let Some(q) = queues.get(index as usize) else {
+            return Vec::new();
+        };
+        let notify = match index {
             RX_QUEUE => {
                 self.rx_armed = true;
                 self.pump_rx(q)
             }
             TX_QUEUE => self.pump_tx(q),
+            CTRL_QUEUE => self.pump_ctrl(q),
             _ => false,
+        };
+        if notify {
+            vec![index]
+        } else {
+            Vec::new()
         }
     }
 
@@ -368,7 +587,10 @@ impl<M: GuestAddressSpace> Backend for Net<M> {
         }
         self.rx = None;
         self.tx = None;
+        self.ctrl = None;
         self.rx_armed = false;
+        self.mergeable = false;
+        self.mac = self.own_mac;
     }
 
     fn host_fd(&self) -> Option<RawFd> {

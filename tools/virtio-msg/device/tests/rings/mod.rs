@@ -6,7 +6,7 @@
 // Each test crate uses the part it needs.
 #![allow(dead_code)]
 
-use virtio_msg_device::transport::QueueState;
+use virtio_msg_device::{transport::QueueState, Backend};
 use virtio_queue::{
     desc::{split::Descriptor, RawDescriptor},
     mock::MockSplitQueue,
@@ -40,7 +40,16 @@ pub fn state(q: &MockSplitQueue<'_, Mem>) -> QueueState {
         desc: q.desc_table_addr().0,
         driver: q.avail_addr().0,
         device: q.used_addr().0,
+        event_idx: false,
     }
+}
+
+/// Notifies queue `index` of `dev`, set up as `q` (the other queues not set up); whether the
+/// device asks for an EVENT_USED for it.
+pub fn kick<B: Backend>(dev: &mut B, index: u32, q: &QueueState) -> bool {
+    let mut queues = vec![QueueState::default(); index as usize + 1];
+    queues[index as usize] = *q;
+    dev.queue_notified(index, &queues).contains(&index)
 }
 
 /// (id, len) of used ring entry `i`, and the used index.
