@@ -17,6 +17,10 @@
 # "host/TEST.sh setup DIR" (which also starts what the devices talk to on
 # this host), and "host/TEST.sh verify DIR RESULTS" adds its own
 # "e2e-result:" lines after the guest ran (DIR: build/e2e/TEST.host).
+# A guest script can run another test's body with the emulator changed:
+# "# e2e-host: OTHER" uses host/OTHER.sh as its host side, and
+# "# e2e-emulator-extra: ARGS" appends ARGS to the emulator's arguments
+# (amp_pci_tokens_zero: the amp_pci suite with --tokens zero).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -55,15 +59,23 @@ by_device() {
 	done
 }
 
+# directive TEST NAME: the value of the line "# e2e-NAME: VALUE" of guest/TEST.sh
+directive() {
+	sed -n "s/^# e2e-$2: //p" "$here/guest/$1.sh" 2>/dev/null | head -n 1
+}
+
 for t in "$@"; do
 	log=$top/build/e2e/$t.log
 	start=$(date +%s)
-	emulator=$(sed -n 's/^# e2e-emulator: //p' "$here/guest/$t.sh" 2>/dev/null | head -n 1)
-	host=$here/host/$t.sh hostdir=$top/build/e2e/$t.host
+	emulator=$(directive "$t" emulator)
+	host_of=$(directive "$t" host)
+	host=$here/host/${host_of:-$t}.sh hostdir=$top/build/e2e/$t.host
 	if [ -x "$host" ]; then
 		mkdir -p "$hostdir"
 		emulator=$("$host" setup "$hostdir")
 	fi
+	extra=$(directive "$t" emulator-extra)
+	emulator="$emulator${extra:+ $extra}"
 	rm -f "$log.emulator"
 	"$here/boot.sh" --test "$t" --log "$log" --timeout "$timeout" ${emulator:+--emulator "$emulator"}
 	rc=$?
