@@ -148,11 +148,6 @@ impl DriverQueue {
         Ok(())
     }
 
-    /// Whether a bad index stopped the queue (strict mode only).
-    pub fn is_stopped(&self) -> bool {
-        matches!(self.0, Rx::Checked(_, None))
-    }
-
     /// Copies the next message out; `false` if there is none (or the queue is stopped).
     pub fn pop(&mut self, out: &mut [u8; SLOT_BYTES]) -> Result<bool, QueueError> {
         match &mut self.0 {
@@ -200,11 +195,6 @@ impl DeviceQueue {
             Tx::Model(q) => *q = ModelProducer::new(q.mem.clone()),
         }
         Ok(())
-    }
-
-    /// Whether a bad index stopped the queue (strict mode only).
-    pub fn is_stopped(&self) -> bool {
-        matches!(self.0, Tx::Checked(_, None))
     }
 
     /// Copies `msg` into the next slot and publishes it; a stopped queue takes nothing and

@@ -56,11 +56,6 @@ impl Stamper {
         Self { mode, count: 0 }
     }
 
-    /// The mode.
-    pub fn mode(&self) -> TokenMode {
-        self.mode
-    }
-
     /// A value that is never 0 and changes from call to call (a counter run through a
     /// multiplicative hash, so consecutive values share no obvious pattern).
     fn mask(&mut self) -> u16 {

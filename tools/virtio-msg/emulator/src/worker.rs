@@ -150,11 +150,6 @@ impl Fifo {
         &mut self.bus
     }
 
-    /// Messages dropped so far because the device queue was full or stopped.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
     /// Takes over both queues with the indexes found in shared memory.
     fn adopt(&mut self) {
         match self.rx.adopt().and_then(|()| self.tx.adopt()) {
