@@ -25,7 +25,7 @@ use kernel::{
     impl_has_work, new_mutex, new_spinlock, new_work,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         Arc, Mutex, SpinLock,
     },
     time::{delay::fsleep, Delta},
@@ -291,7 +291,8 @@ impl WorkItem for RngDevice {
                 }
             };
             this.handle(msg.bytes.get(..msg.len).unwrap_or(&[]));
-            this.handled.add(1, Relaxed);
+            // Release: whoever sees the count sees what `handle` delivered.
+            this.handled.fetch_add(1, Release);
         }
     }
 }
@@ -485,7 +486,7 @@ impl Bus for RngDevice {
     fn sync(&self) -> Result {
         let target = self.queued.load(Relaxed);
         for _ in 0..SYNC_POLLS {
-            if self.handled.load(Relaxed) >= target {
+            if self.handled.load(Acquire) >= target {
                 return Ok(());
             }
             fsleep(SYNC_POLL);

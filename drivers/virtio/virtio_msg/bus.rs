@@ -193,7 +193,12 @@ impl Sender for BusHandle {
     }
 
     fn synced(&self, supported: bool) {
-        self.stats.barrier(supported);
+        if self.stats.barrier(supported) == 0 && !supported {
+            dev_warn!(
+                self.dev(),
+                "bus has no barrier: after a timeout, a late response may be taken for a later one\n"
+            );
+        }
     }
 }
 

@@ -54,6 +54,19 @@ struct ReplayState {
     unanswered: u32,
     /// Requests answered.
     answered: u32,
+    /// Feature blocks offered in the replies handed out so far.
+    offered: [u32; 8],
+}
+
+impl ReplayState {
+    /// Whether the device offered every feature SET_DRIVER_FEATURES `sent` writes.
+    fn offers(&self, sent: &[u8]) -> bool {
+        (0..le32(sent, HEADER_SIZE + 4) as usize).all(|i| {
+            let block = le32(sent, HEADER_SIZE) as usize + i;
+            let word = le32(sent, HEADER_SIZE + 8 + 4 * i);
+            word & !self.offered.get(block).copied().unwrap_or(0) == 0
+        })
+    }
 }
 
 #[pin_data]
@@ -71,21 +84,26 @@ fn same_request(sent: &[u8], recorded: &[u8]) -> bool {
     let (Some(s), Some(r)) = (sent.get(..HEADER_SIZE), recorded.get(..HEADER_SIZE)) else {
         return false;
     };
-    // Type, id and device number; the token (4..6) is the sender's; msg_size below.
+    // Type, id and device number; the token (4..6) is the sender's.
     if s[..4] != r[..4] {
         return false;
     }
-    let compared = match (s[0] & 0b10 == 0).then_some(s[1]) {
-        // Index only.
-        Some(id::SET_VQUEUE) => HEADER_SIZE + 4,
-        // Block index and count only.
-        Some(id::SET_DRIVER_FEATURES) => HEADER_SIZE + 8,
-        _ => usize::MAX,
-    };
-    if compared == usize::MAX {
-        return s[6..8] == r[6..8] && sent.get(HEADER_SIZE..) == recorded.get(HEADER_SIZE..);
+    let (sent_payload, recorded_payload) = (&sent[HEADER_SIZE..], &recorded[HEADER_SIZE..]);
+    match (s[0] & 0b10 == 0).then_some(s[1]) {
+        // The queue index; addresses and size are the driver's.
+        Some(id::SET_VQUEUE) => sent_payload.get(..4) == recorded_payload.get(..4),
+        // Block index and count; the features are checked against the offer (`offered`).
+        Some(id::SET_DRIVER_FEATURES) => sent_payload.get(..8) == recorded_payload.get(..8),
+        // All of it: msg_size and payload.
+        _ => s[6..8] == r[6..8] && sent_payload == recorded_payload,
     }
-    sent.get(HEADER_SIZE..compared) == recorded.get(HEADER_SIZE..compared)
+}
+
+/// The little-endian 32-bit word at byte `at` of `bytes` (0 beyond its end).
+fn le32(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
 }
 
 impl ReplayBus {
@@ -93,7 +111,12 @@ impl ReplayBus {
         Arc::pin_init(
             try_pin_init!(Self {
                 recording,
-                state <- new_mutex!(ReplayState { cursor: 0, unanswered: 0, answered: 0 }),
+                state <- new_mutex!(ReplayState {
+                    cursor: 0,
+                    unanswered: 0,
+                    answered: 0,
+                    offered: [0; 8],
+                }),
                 handle <- new_mutex!(None),
             }),
             GFP_KERNEL,
@@ -138,12 +161,28 @@ impl ReplayBus {
         Ok(found)
     }
 
-    /// The recorded replies to `sent` (see the module documentation).
+    /// The recorded replies to `sent` (see the module documentation). Features written that
+    /// the device did not offer (the device model aborts on them) get no answer.
     fn lookup(&self, sent: &[u8], replies: &mut KVec<[u8; MAX_MSG]>) -> Result<bool> {
         let mut state = self.state.lock();
+        if sent.get(1) == Some(&id::SET_DRIVER_FEATURES) && !state.offers(sent) {
+            pr_err!("replay: features written that the device did not offer\n");
+            state.unanswered += 1;
+            return Ok(false);
+        }
         let cursor = state.cursor;
         let found = self.lookup_from(&mut state, cursor, sent, replies)?
             || self.lookup_from(&mut state, 0, sent, replies)?;
+        for reply in replies.iter().filter(|r| r[0] & 0b11 == 0b01) {
+            if reply[1] == id::GET_DEVICE_FEATURES {
+                for i in 0..le32(reply, HEADER_SIZE + 4) as usize {
+                    let block = le32(reply, HEADER_SIZE) as usize + i;
+                    if let Some(w) = state.offered.get_mut(block) {
+                        *w = le32(reply, HEADER_SIZE + 8 + 4 * i);
+                    }
+                }
+            }
+        }
         if found {
             state.answered += 1;
         } else {

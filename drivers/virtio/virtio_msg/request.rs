@@ -24,12 +24,14 @@
 //!   of step*. Before its next request it calls the bus's [`Sender::sync`], an ordering barrier:
 //!   once it returns, everything the device side sent before it has been delivered (and dropped
 //!   here as late). The requester is in step again.
-//! - **Tokens as a bonus.** The requester still puts a sequence number in the token. If the
-//!   device echoed it in a response, the device is taken to echo tokens, and from then on a
-//!   response with a non-zero token that is not the awaited one is dropped as late at once. A
-//!   device that answers with 0 or with other values (a bus that rewrites tokens) is matched by
-//!   id alone, and the barrier keeps it right. What the device did with tokens is learnt anew
-//!   after every barrier.
+//! - **Tokens as a bonus.** The requester still puts a sequence number in the token. Once
+//!   [`TRUSTED_ECHOES`] responses in a row carried their request's token back, the device is
+//!   taken to echo tokens: from then on a response with a non-zero token that is not the
+//!   awaited one is dropped as late at once, and an answer carrying the awaited token puts the
+//!   requester back in step without a barrier (on a bus that has none, too). A device that
+//!   answers with 0 or with other values (a bus that rewrites tokens) is matched by id alone,
+//!   and the barrier keeps it right. What the device does with tokens is learnt anew after
+//!   every barrier.
 
 use kernel::{
     alloc::KVec,
@@ -106,13 +108,22 @@ enum SlotState {
 /// What the device's tokens are worth, as learnt since the last barrier.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tokens {
-    /// No response matched yet.
-    Unknown,
-    /// The device echoed the request's token: a different non-zero token means a late response.
+    /// This many responses in a row carried their request's token.
+    Learning(u8),
+    /// [`TRUSTED_ECHOES`] responses in a row carried their request's token: a different
+    /// non-zero token means a late response.
     Echoed,
-    /// The device (or its bus) answered with another token: tokens are ignored.
+    /// A response carried another token (0, or a bus's own): tokens are ignored.
     Opaque,
 }
+
+/// Responses in a row that must echo their request's token before tokens are trusted: a bus
+/// that puts its own counter in the token may match ours now and then, never for long.
+const TRUSTED_ECHOES: u8 = 4;
+
+/// Where the next requester's tokens start, so that requesters do not run in step with each
+/// other or with a bus's own counter.
+static NEXT_SEQUENCE: Atomic<u32> = Atomic::new(0x4d53_0000);
 
 struct Slot {
     state: SlotState,
@@ -160,11 +171,11 @@ impl Requester {
             slot <- new_spinlock!(Slot {
                 state: SlotState::Idle,
                 in_step: true,
-                tokens: Tokens::Unknown,
+                tokens: Tokens::Learning(0),
                 buf: KVec::from_elem(0u8, max_msg_size, GFP_KERNEL)?,
             }),
             done <- Completion::new(),
-            next_token: Atomic::new(1),
+            next_token: Atomic::new(NEXT_SEQUENCE.fetch_add(0x1_0000 + 0x1337, Relaxed)),
             broken: Atomic::new(false),
             timeout_ms,
         })
@@ -218,7 +229,7 @@ impl Requester {
         match synced {
             Ok(()) => {
                 slot.in_step = true;
-                slot.tokens = Tokens::Unknown;
+                slot.tokens = Tokens::Learning(0);
                 drop(slot);
                 sender.synced(true);
                 Ok(())
@@ -228,7 +239,10 @@ impl Requester {
                 sender.synced(false);
                 Ok(())
             }
-            Err(_) => Err(Failure::Timeout),
+            // The device side did not answer the barrier.
+            Err(e) if e == ETIMEDOUT => Err(Failure::Timeout),
+            // The bus could not send it (full, stopped, gone): nothing was asked of the device.
+            Err(e) => Err(Failure::Send(e)),
         }
     }
 
@@ -271,9 +285,13 @@ impl Requester {
         token: u16,
         parse: impl FnOnce(&Message<'_>) -> Option<R>,
     ) -> Result<R, Failure> {
-        self.slot.lock().state = SlotState::Waiting { msg_id, token };
-        // A `complete()` of an earlier, timed-out request may still be counted: forget it.
-        self.done.reinit();
+        {
+            let mut slot = self.slot.lock();
+            // A `complete()` of an earlier, timed-out request may still be counted: forget it,
+            // under the lock, before a response can match.
+            self.done.reinit();
+            slot.state = SlotState::Waiting { msg_id, token };
+        }
         if let Err(e) = sender.send(bytes) {
             self.slot.lock().state = SlotState::Idle;
             return Err(Failure::Send(e));
@@ -336,12 +354,16 @@ impl Requester {
         };
         dst.copy_from_slice(bytes);
         slot.state = SlotState::Done { len: bytes.len() };
-        if slot.tokens == Tokens::Unknown {
-            slot.tokens = if header.token == token {
-                Tokens::Echoed
-            } else {
-                Tokens::Opaque
-            };
+        slot.tokens = match (slot.tokens, header.token == token) {
+            (Tokens::Learning(n), true) if n + 1 >= TRUSTED_ECHOES => Tokens::Echoed,
+            (Tokens::Learning(n), true) => Tokens::Learning(n + 1),
+            (Tokens::Echoed, _) => Tokens::Echoed,
+            _ => Tokens::Opaque,
+        };
+        if slot.tokens == Tokens::Echoed && header.token == token {
+            // The device answers in order: the answer to this request, named by its token,
+            // comes after every answer to earlier ones. Back in step without a barrier.
+            slot.in_step = true;
         }
         // Under the lock: once the waiter saw `Done`, no `complete()` of this response can
         // still be on its way to the next request.

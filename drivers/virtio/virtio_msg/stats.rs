@@ -133,14 +133,20 @@ impl Stats {
     }
 
     /// A requester was out of step: it ran the bus's barrier (`supported`), or the bus has
-    /// none and its request went out unprotected.
-    pub(crate) fn barrier(&self, supported: bool) {
+    /// none and its request went out unprotected. Returns the count before this one.
+    pub(crate) fn barrier(&self, supported: bool) -> u64 {
         let counter = if supported {
             &self.barriers
         } else {
             &self.unprotected
         };
-        counter.add(1, Relaxed);
+        counter.fetch_add(1, Relaxed)
+    }
+
+    /// Requests sent out of step without a barrier so far (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn unprotected_count(&self) -> u64 {
+        self.unprotected.load(Relaxed)
     }
 
     /// Barriers run so far (for tests).

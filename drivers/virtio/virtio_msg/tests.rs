@@ -67,6 +67,8 @@ struct FakeState {
     held: KVec<Answer>,
     /// Barriers run.
     syncs: u32,
+    /// What the barrier fails with, if it does.
+    sync_error: Option<Error>,
     /// The length GET_SHM reports.
     shm_length: u32,
     features: [u32; 8],
@@ -117,6 +119,7 @@ impl Fake {
                     twice: KVec::new(),
                     held: KVec::new(),
                     syncs: 0,
+                    sync_error: None,
                     shm_length: 0x1000,
                     info: DeviceInfo {
                         device_id: 0x7fff,
@@ -347,6 +350,9 @@ impl Bus for Fake {
         let late = {
             let mut s = self.state.lock();
             s.syncs += 1;
+            if let Some(e) = s.sync_error {
+                return Err(e);
+            }
             core::mem::take(&mut s.held)
         };
         for a in late.iter() {
@@ -741,8 +747,10 @@ mod tests {
     fn echoed_tokens_drop_an_earlier_answer_at_once() -> Result {
         let t = Setup::new(1000)?;
         let dev = t.probe()?;
-        // The device echoed the token of its first answers: tokens are trusted from now on.
-        assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+        // The device echoed the token of four answers in a row: tokens are trusted from now on.
+        for _ in 0..4 {
+            assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+        }
         // An answer naming an earlier request sits ahead of the next answer, with nothing
         // to tell the requester it is out of step: the token alone drops it.
         let mut stale = Answer {
@@ -759,6 +767,73 @@ mod tests {
         t.fake.state.lock().held.push(stale, GFP_KERNEL)?;
         assert_eq!(dev.set_status(3).map_err(Error::from)?, 3);
         assert_eq!(t.stats.dropped_count(Dropped::Late), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_bus_counter_in_the_token_is_not_taken_for_echoes() -> Result {
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        // Three answers happen to carry their request's token, then the bus's own: tokens are
+        // ignored from then on, and an answer with a foreign token is taken all the same.
+        for _ in 0..3 {
+            assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+        }
+        t.fake.state.lock().tokens = Tokens::Scramble;
+        for status in [3, 7] {
+            assert_eq!(dev.set_status(status).map_err(Error::from)?, status);
+        }
+        t.fake.state.lock().tokens = Tokens::Echo;
+        assert_eq!(dev.set_status(0xb).map_err(Error::from)?, 0xb);
+        assert_eq!(t.stats.timeout_count(), 0);
+        assert_eq!(t.stats.dropped_count(Dropped::Late), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn failed_barrier() -> Result {
+        // The device does not answer the barrier: like any essential request, broken.
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        t.silence(id::GET_SHM)?;
+        assert!(dev.shm_region(0).is_none());
+        t.fake.state.lock().sync_error = Some(ETIMEDOUT);
+        assert_eq!(dev.set_status(1), Err(Failure::Timeout));
+        assert_eq!(dev.set_status(1), Err(Failure::Broken));
+
+        // The bus cannot send the barrier (full, say): the request fails, nothing is broken,
+        // and the barrier is tried again next time.
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        t.silence(id::GET_SHM)?;
+        assert!(dev.shm_region(0).is_none());
+        t.fake.state.lock().sync_error = Some(EBUSY);
+        assert_eq!(dev.set_status(1), Err(Failure::Send(EBUSY)));
+        t.fake.state.lock().sync_error = None;
+        assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+        assert_eq!(t.fake.state.lock().syncs, 2);
+        assert_eq!(t.stats.barrier_count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn bus_without_barrier_relies_on_echoed_tokens() -> Result {
+        let t = Setup::new(30)?;
+        t.fake.state.lock().sync_error = Some(ENOTSUPP);
+        let dev = t.probe()?;
+        for _ in 0..4 {
+            assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
+        }
+        // A late answer comes ahead of the next one; the bus has no barrier, the request goes
+        // out unprotected and is counted, and the stale token gives the late answer away.
+        t.fake.state.lock().hold.push(id::GET_SHM, GFP_KERNEL)?;
+        assert!(dev.shm_region(0).is_none());
+        t.fake.state.lock().shm_length = 0x2000;
+        assert_eq!(dev.shm_region(0).map(|r| r.len), Some(0x2000));
+        assert_eq!(t.stats.unprotected_count(), 1);
+        assert_eq!(t.stats.dropped_count(Dropped::Late), 1);
+        // The echoed token of that answer shows every earlier one is in: in step again.
+        assert!(!dev.out_of_step());
         Ok(())
     }
 

@@ -65,7 +65,7 @@ impl BusReplies {
         !self.in_step
     }
 
-    /// A barrier's answer is in (or there is no way to get one): in step from now on.
+    /// There is no way to get a barrier's answer: take the FIFO as it is.
     pub(crate) fn set_in_step(&mut self) {
         self.in_step = true;
     }
@@ -100,6 +100,11 @@ impl BusReplies {
                 _ => false,
             };
         if matched {
+            if self.awaiting != Some(Awaited::Devices) {
+                // A barrier's answer: everything sent before it has been seen. In step from
+                // here, before any later message can be offered.
+                self.in_step = true;
+            }
             self.awaiting = None;
             self.reply = Some(*msg);
             return Offered::Matched;

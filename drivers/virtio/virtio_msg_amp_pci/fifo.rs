@@ -58,8 +58,8 @@ pub(crate) const MAX_MSG_SIZE: usize = crate::correlate::REPLY_BYTES;
 const DRAIN_BUDGET: u32 = 4 * CAPACITY;
 /// Doorbells one sender rings for others before it leaves the rest to them (see [`Tx`]).
 const RING_ROUNDS: u32 = 8;
-/// How long to wait for the answer to PING: it only shows in debugfs, and v1 of the device
-/// model never answers.
+/// How long to wait for the answer to PING from a device that has not answered one yet: v1 of
+/// the device model never does.
 const PING_TIMEOUT_MS: u32 = 250;
 
 /// How long a sender sleeps between looks at a full driver queue.
@@ -211,7 +211,8 @@ impl Fifo {
             bus_done <- Completion::new(),
             bus_serial <- new_mutex!(()),
             next_token: Atomic::new(0),
-            next_ping: Atomic::new(0x7669_6d73),
+            // SAFETY: `get_random_u32()` has no preconditions.
+            next_ping: Atomic::new(unsafe { kernel::bindings::get_random_u32() }),
             stopped: Atomic::new(false),
             queue_wait_ms: timeouts.queue_wait_ms,
             bus_timeout_ms: timeouts.bus_ms,
@@ -401,15 +402,29 @@ impl Fifo {
         })
     }
 
-    /// The barrier: a PING with data never used before, and its answer. The device answers in
-    /// order, so once it is back, every reply to what was sent before it has been handed on
-    /// (or dropped). The caller holds `bus_serial`.
-    fn barrier(&self, timeout_ms: u32) -> Result {
+    /// The barrier: a PING with data not used before (the sequence starts at a random value
+    /// per FIFO, so a reload does not repeat it), and its answer. The device answers in order,
+    /// so once it is back, every reply to what was sent before it has been handed on (or
+    /// dropped). A device that never answered PING (v1 of the device model) is given the
+    /// short [`PING_TIMEOUT_MS`] to show it does now; otherwise the barrier fails with
+    /// [`ENOTSUPP`]. The caller holds `bus_serial`.
+    fn barrier(&self) -> Result {
+        let answers = self.answers_ping.load(Relaxed);
+        let timeout_ms = if answers {
+            self.bus_timeout_ms
+        } else {
+            PING_TIMEOUT_MS
+        };
         let data = self.next_ping.fetch_add(1, Relaxed);
         inc(&self.stats.barriers);
-        self.bus_exchange(Message::Ping { data }, Awaited::Pong(data), timeout_ms)?;
-        self.bus_replies.lock().set_in_step();
-        Ok(())
+        match self.bus_exchange(Message::Ping { data }, Awaited::Pong(data), timeout_ms) {
+            Ok(_) => {
+                self.answers_ping.store(true, Relaxed);
+                Ok(())
+            }
+            Err(e) if e == ETIMEDOUT && !answers => Err(ENOTSUPP),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends GET_DEVICES for the window (`offset`, `count`) and returns its reply, after a
@@ -417,11 +432,8 @@ impl Fifo {
     fn get_devices(&self, offset: u16, count: u16) -> Result<[u8; MAX_MSG_SIZE]> {
         let _serial = self.bus_serial.lock();
         if self.bus_replies.lock().needs_barrier() {
-            if !self.answers_ping.load(Relaxed) {
-                // v1 of the device model has no PING: nothing can put the FIFO back in step.
-                return Err(ENOTSUPP);
-            }
-            self.barrier(self.bus_timeout_ms)?;
+            // Without one (v1 of the device model), nothing can put the FIFO back in step.
+            self.barrier()?;
         }
         self.bus_exchange(
             Message::GetDevices { offset, count },
@@ -435,12 +447,11 @@ impl Fifo {
     /// were discarded at adoption, and what comes later cannot be told apart.
     pub(crate) fn ping(&self) -> bool {
         let _serial = self.bus_serial.lock();
-        let answered = self.barrier(PING_TIMEOUT_MS).is_ok();
+        let answered = self.barrier().is_ok();
         if !answered {
             // Nothing better to go on: take the FIFO as it is.
             self.bus_replies.lock().set_in_step();
         }
-        self.answers_ping.store(answered, Relaxed);
         answered
     }
 
@@ -507,11 +518,8 @@ impl Bus for Fifo {
     }
 
     fn sync(&self) -> Result {
-        if !self.answers_ping.load(Relaxed) {
-            return Err(ENOTSUPP);
-        }
         let _serial = self.bus_serial.lock();
-        self.barrier(self.bus_timeout_ms)
+        self.barrier()
     }
 }
 
