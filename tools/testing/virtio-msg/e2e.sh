@@ -99,6 +99,15 @@ for t in "$@"; do
 		else
 			result "$t" emulator_log_clean pass
 		fi
+		# A token mode asked for is the one the emulator ran with.
+		tokens=$(sed -nE 's/.*--tokens[ =]([a-z]+).*/\1/p' <<<"$extra")
+		if [ -n "$tokens" ]; then
+			if grep -qi "tokens $tokens)" "$log.emulator"; then
+				result "$t" emulator_tokens_$tokens pass
+			else
+				result "$t" emulator_tokens_$tokens fail
+			fi
+		fi
 	fi
 	if ! tr -d '\r' <"$log.results" 2>/dev/null | grep -qx 'e2e: done'; then
 		result "$t" finished fail "(the guest did not finish its test)"

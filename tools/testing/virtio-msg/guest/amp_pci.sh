@@ -89,6 +89,14 @@ for f in $dbg/fifo0 $dbg/fifo1; do
 	check ${n}_no_malformed grep -qx 'malformed: 0' $f
 	check ${n}_no_index_errors grep -qx 'index_errors: 0' $f
 	check ${n}_interrupts sh -c "grep -q '^interrupts: [1-9]' $f"
+	check ${n}_no_late_bus_reply grep -qx 'late_bus: 0' $f
+done
+# Whatever the emulator does with tokens, every response answered its own
+# request: nothing late, unsolicited or timed out, no request unprotected.
+i=0
+for s in /sys/kernel/debug/virtio_msg-*/stats; do
+	check transport${i}_all_answered sh -c "grep -qx 'late: 0' $s && grep -qx 'unsolicited: 0' $s && grep -qx 'timeouts: 0' $s && grep -qx 'unprotected_requests: 0' $s"
+	i=$((i + 1))
 done
 
 # Unload both (bus first), load again, and the devices work again.
