@@ -2,14 +2,15 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # boot.sh [--test NAME --log FILE --timeout SECONDS] [--emulator "ARGS"]...
-#         [-- QEMU-ARGS...]
+#         [--append "KERNEL-ARGS"] [-- QEMU-ARGS...]
 #
 # Boots build/out/bzImage with build/out/initramfs.cpio.gz in QEMU (q35,
 # TCG: KVM is broken on these hosts). With --test, the guest runs
 # /tests/NAME.sh and powers off; the serial log goes to FILE, the guest's
 # result lines to FILE.results, and a guest still running after SECONDS is
 # killed (exit status 124). Without --test,
-# the serial console is this terminal (the demo shell).
+# the serial console is this terminal (the demo shell). --append adds to the
+# kernel command line (repeatable); QEMU-ARGS go to QEMU as they are.
 #
 # With --emulator (repeatable; the ARGS of all of them are joined), the
 # virtio-msg AMP PCI device is served by virtio-msg-emulator (build it with
@@ -23,13 +24,14 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 out=$top/build/out
-test= log= timeout=180
+test= log= timeout=180 extra_append=
 emulator_args=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--test) test=$2; shift 2 ;;
 	--log) log=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
+	--append) extra_append+=" $2"; shift 2 ;;
 	--emulator) read -ra words <<<"$2"; emulator_args+=("${words[@]}"); shift 2 ;;
 	--) shift; break ;;
 	*) echo "boot.sh: unknown option $1" >&2; exit 2 ;;
@@ -49,7 +51,7 @@ fi
 qemu=("$top/support/qemu" -machine "$machine" "${memory[@]}" -accel tcg -cpu max -smp 2 -m 512M
 	-kernel "$out/bzImage" -initrd "$out/initramfs.cpio.gz"
 	-no-reboot -display none -monitor none)
-append="console=ttyS0 panic=-1 oops=panic"
+append="console=ttyS0 panic=-1 oops=panic$extra_append"
 
 if [ ${#emulator_args[@]} -gt 0 ]; then
 	emulator=$top/tools/virtio-msg/target/release/virtio-msg-emulator

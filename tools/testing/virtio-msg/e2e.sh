@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # e2e.sh [TEST...]: boot one guest per test (default: every guest/*.sh
-# except lib.sh and demo.sh), collect the guest's "e2e-result:" lines (from
+# except lib.sh, demo.sh and bench.sh), collect the guest's "e2e-result:" lines (from
 # its second serial port, see boot.sh), and
 # add one check of our own per boot: the guest finished, and the kernel log
 # holds no oops, BUG, WARNING or lockdep splat. Logs: build/e2e/TEST.log.
@@ -28,7 +28,7 @@ here=$top/tools/testing/virtio-msg
 timeout=${E2E_TIMEOUT:-240}
 
 if [ $# -eq 0 ]; then
-	set -- $(cd "$here/guest" && ls *.sh | grep -vxE 'lib\.sh|demo\.sh' | sed 's/\.sh$//')
+	set -- $(cd "$here/guest" && ls *.sh | grep -vxE 'lib\.sh|demo\.sh|bench\.sh' | sed 's/\.sh$//')
 fi
 
 passed=0 failed=0
