@@ -16,6 +16,9 @@
 #                   served to QEMU over vfio-user (boot.sh --emulator)
 #   make fuzz       fuzz the wire codec for FUZZ_RUNS inputs
 #   make e2e        QEMU end-to-end tests (E2E="test ..." to pick some)
+#   make bench      benchmark, not a test: virtio-msg against virtio-pci in
+#                   one guest; prints a table, writes build/bench/results.json
+#                   and results.svg (needs root for the TAP interfaces)
 #   make lint       rustfmt check, clippy on the kernel code and the tools
 #   make provision  only the host set-up (idempotent; never upgrades)
 #   make clean      remove build/ (the caches in VMSG_CACHE stay)
@@ -38,7 +41,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
 	-Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing
 
-.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e check lint clean
+.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e bench check lint clean
 
 all: kernel initramfs emulator
 
@@ -74,6 +77,9 @@ fuzz:
 
 e2e: all
 	@tools/testing/virtio-msg/e2e.sh $(E2E)
+
+bench: all
+	@support/bench.sh
 
 check:
 	@support/check.sh

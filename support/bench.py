@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""The host side of "make bench" (support/bench.sh).
+
+  bench.py peer SINK_PORT SOURCE_PORT ADDR...
+      the guest's network peer: on every ADDR (retried until it exists), a
+      sink on SINK_PORT (reads until the guest shuts its side down, then
+      answers with the byte count, in decimal) and a source on SOURCE_PORT
+      (sends until the guest closes)
+  bench.py report RESULTS DIR
+      reads the guest's "bench: ..." lines from RESULTS, prints the table,
+      writes DIR/results.json and DIR/results.svg
+"""
+
+import datetime
+import json
+import os
+import socket
+import subprocess
+import statistics
+import sys
+import threading
+import time
+
+
+# --- the network peer -------------------------------------------------------
+
+def sink(conn):
+    n = 0
+    buf = bytearray(1 << 18)
+    with conn:
+        while True:
+            got = conn.recv_into(buf)
+            if not got:
+                break
+            n += got
+        conn.sendall(str(n).encode())
+
+
+def source(conn):
+    data = bytes(1 << 16)
+    with conn:
+        try:
+            while True:
+                conn.sendall(data)
+        except OSError:
+            pass
+
+
+def serve(addr, port, handler):
+    while True:
+        try:
+            srv = socket.socket()
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            srv.bind((addr, port))
+            break
+        except OSError:
+            srv.close()
+            time.sleep(0.2)  # the emulator has not made its TAP yet
+    srv.listen(4)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+
+def peer(args):
+    sink_port, source_port = int(args[0]), int(args[1])
+    threads = []
+    for addr in args[2:]:
+        for port, handler in ((sink_port, sink), (source_port, source)):
+            t = threading.Thread(target=serve, args=(addr, port, handler), daemon=True)
+            t.start()
+            threads.append(t)
+    for t in threads:
+        t.join()
+
+
+# --- the report -------------------------------------------------------------
+
+# Figures in the order shown: (key, what, unit of the rate).
+FIGURES = [
+    ("blk-qd1", "blk 4 KiB random direct reads, QD1", "IOPS"),
+    ("blk-qd16", "blk 4 KiB random direct reads, QD16", "IOPS"),
+    ("net-tx", "net TCP stream guest -> host", "MB/s"),
+    ("net-rx", "net TCP stream host -> guest", "MB/s"),
+    ("rng", "rng 64-byte reads of /dev/hwrng", "reads/s"),
+]
+TRANSPORTS = ["msg", "pci", "null_blk", "brd", "loopback"]
+LABEL = {
+    "msg": "virtio-msg",
+    "pci": "virtio-pci",
+    "null_blk": "null_blk",
+    "brd": "brd",
+    "loopback": "virtio-msg loopback",
+}
+TYPES = ["rng", "blk", "net", "console"]
+# What issue 10 measured on QEMU's own virtio-msg-amp-pci device model.
+ISSUE10_PROBE = {"rng": 10, "blk": 22, "net": 20, "console": 137}
+EVENTS = {"EVENT_AVAIL", "EVENT_USED", "EVENT_CONFIG"}
+USER_HZ = 100  # /proc/stat ticks per second
+NOT_MEASURED = [
+    "virtio-blk behind the loopback sample bus (no QEMU device in the path): "
+    "the loopback sample has an entropy device only. Measured instead: null_blk "
+    "and brd in the same guest (the block layer's own cost per read) and the "
+    "loopback's entropy device (the transport's round trip with no device "
+    "process behind it).",
+    "doorbells and messages of virtio-pci: its notifications are MMIO writes "
+    "that the guest does not count.",
+]
+
+
+def parse(path):
+    probe, idle, runs, notes = {}, {}, [], []
+    done = False
+    with open(path, errors="replace") as f:
+        for raw in f:
+            line = raw.strip().replace("\r", "")
+            if not line.startswith("bench: "):
+                continue
+            words = line.split()[1:]
+            kind = words[0]
+            if kind == "probe" and len(words) == 5:
+                probe.setdefault(words[1], {})[words[2]] = {
+                    "sent": int(words[3]), "received": int(words[4])}
+            elif kind == "idle" and len(words) == 4:
+                idle[words[1]] = {"seconds": int(words[2]), "messages": int(words[3])}
+            elif kind == "run" and len(words) >= 5:
+                run = {"figure": words[1], "transport": words[2], "rep": int(words[3])}
+                for kv in words[4:]:
+                    k, _, v = kv.partition("=")
+                    run[k] = int(v)
+                runs.append(run)
+            elif kind == "note":
+                notes.append(" ".join(words[1:]))
+            elif kind == "done":
+                done = True
+    return probe, idle, runs, notes, done
+
+
+def derive(run):
+    """The figures of one run: its rate, and its counts per I/O."""
+    fig = run["figure"]
+    secs = run["usec"] / 1e6
+    if fig.startswith("net"):
+        rate = run["bytes"] / run["usec"]  # bytes per microsecond = MB/s
+        ios = run["pkts"]  # an I/O of the network device: one packet
+    else:
+        rate = run["ops"] / secs
+        ios = run["ops"]
+    d = {"rate": rate}
+    if ios <= 0:
+        return d
+    d["ios"] = ios
+    msg = run["transport"] in ("msg", "loopback")
+    if msg:
+        d["messages"] = (run["sent"] + run["recv"]) / ios
+        d["event_avail"] = run["avail"] / ios
+        d["event_used"] = run["used"] / ios
+    if run["transport"] == "msg":
+        d["doorbells"] = run["bells"] / ios
+    if run["transport"] in ("msg", "pci"):
+        d["device_irqs"] = run["devirq"] / ios
+    d["all_irqs"] = run["intr"] / ios
+    d["ctxsw"] = run["ctxt"] / ios
+    d["cpu_us"] = run["busy"] * (1e6 / USER_HZ) / ios
+    d["cpu_busy_pct"] = 100.0 * run["busy"] / run["ticks"] if run["ticks"] else 0.0
+    return d
+
+
+def medians(runs):
+    keys = set()
+    for r in runs:
+        keys |= set(r)
+    return {k: statistics.median([r[k] for r in runs if k in r]) for k in sorted(keys)}
+
+
+def runs_text(meta):
+    return "%d run%s of %d s" % (meta["reps"], "" if meta["reps"] == 1 else "s", meta["seconds"])
+
+
+def fmt_rate(v, unit):
+    if unit == "MB/s":
+        return "%.2f %s" % (v, unit)
+    return "%.0f %s" % (v, unit)
+
+
+def svg_chart(results, path):
+    """Per figure: a bar for each transport, scaled to the larger of the two, the
+    ratio, and the figures with no QEMU device in the path as text."""
+    esc = lambda text: text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    rows = []
+    for key, what, unit in FIGURES:
+        fig = results["figures"].get(key)
+        if not fig:
+            continue
+        tr = fig["transports"]
+        bars = [(t, tr[t]["median"]["rate"]) for t in ("msg", "pci") if t in tr]
+        others = ["%s %s" % (LABEL[t], fmt_rate(tr[t]["median"]["rate"], unit))
+                  for t in ("null_blk", "brd", "loopback") if t in tr]
+        rows.append((what, unit, bars, others, fig.get("msg_over_pci")))
+    width, left, bar_w, row_h = 760, 110, 420, 22
+    height = 70 + sum(30 + row_h * len(r[2]) + (18 if r[3] else 0) for r in rows) + 30
+    colour = {"msg": "#1f77b4", "pci": "#ff7f0e"}
+    meta = results["meta"]
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="sans-serif" font-size="12">' % (width, height),
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<text x="10" y="22" font-size="15" font-weight="bold">make bench: virtio-msg '
+           'against virtio-pci, one guest, QEMU under TCG</text>',
+           '<text x="10" y="40" fill="#555">median of %s; virtio-msg: the '
+           'emulator over vfio-user, so msg/pci includes a socket round trip per doorbell '
+           'and interrupt</text>' % runs_text(meta),
+           '<text x="10" y="56" fill="#555">per-I/O counts (messages, doorbells, interrupts, '
+           'context switches, CPU time): results.json and the table</text>']
+    y = 70
+    for what, unit, bars, others, ratio in rows:
+        title = "%s (%s)" % (what, unit)
+        if ratio is not None:
+            title += ": msg/pci = %.2fx" % ratio
+        out.append('<text x="10" y="%d" font-weight="bold">%s</text>' % (y + 14, esc(title)))
+        y += 22
+        top = max([v for _, v in bars] + [1e-9])
+        for t, v in bars:
+            w = max(1, int(bar_w * v / top))
+            out.append('<text x="%d" y="%d" text-anchor="end">%s</text>'
+                       % (left - 8, y + 15, LABEL[t]))
+            out.append('<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>'
+                       % (left, y + 2, w, row_h - 5, colour[t]))
+            out.append('<text x="%d" y="%d">%s</text>'
+                       % (left + w + 6, y + 15, esc(fmt_rate(v, unit))))
+            y += row_h
+        if others:
+            out.append('<text x="%d" y="%d" fill="#555">no QEMU device in the path: %s</text>'
+                       % (left, y + 12, esc(", ".join(others))))
+            y += 18
+        y += 8
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def describe():
+    try:
+        return subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def read_first(path):
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return None
+
+
+def report(results_path, outdir):
+    probe, idle, runs, notes, done = parse(results_path)
+    seconds = max([r["usec"] for r in runs] or [0]) // 1_000_000
+    reps = max([r["rep"] for r in runs] or [0])
+    results = {
+        "meta": {
+            "what": "virtio-msg (AMP PCI device served by virtio-msg-emulator over "
+                    "vfio-user) against virtio-pci (QEMU's own devices), one guest, "
+                    "QEMU under TCG, 2 vCPUs; guest kernel with lockdep and kmemleak",
+            "seconds": seconds,
+            "reps": reps,
+            "io_unit": "blk and rng: one read; net: one packet (received + sent "
+                       "on the interface)",
+            "complete": done,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": describe(),
+            "kernel": read_first(os.path.join(TOP, "build/out/linux-version")),
+        },
+        "probe": {},
+        "idle": idle,
+        "figures": {},
+        "notes": notes,
+        "not_measured": NOT_MEASURED,
+    }
+    for t in TYPES:
+        msgs = probe.get(t)
+        if not msgs:
+            continue
+        requests = sum(m["sent"] for name, m in msgs.items() if name not in EVENTS)
+        results["probe"][t] = {
+            "requests": requests,
+            "get_config": msgs.get("GET_CONFIG", {}).get("sent", 0),
+            "event_avail": msgs.get("EVENT_AVAIL", {}).get("sent", 0),
+            "issue10_device_model": ISSUE10_PROBE[t],
+            "messages": msgs,
+        }
+    for key, _, _ in FIGURES:
+        fig = {"transports": {}}
+        for t in TRANSPORTS:
+            mine = [r for r in runs if r["figure"] == key and r["transport"] == t]
+            if mine:
+                fig["transports"][t] = {"runs": mine, "median": medians([derive(r) for r in mine])}
+        if not fig["transports"]:
+            continue
+        tr = fig["transports"]
+        if "msg" in tr and "pci" in tr and tr["pci"]["median"]["rate"]:
+            fig["msg_over_pci"] = tr["msg"]["median"]["rate"] / tr["pci"]["median"]["rate"]
+        results["figures"][key] = fig
+
+    os_json = outdir + "/results.json"
+    with open(os_json, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    svg_chart(results, outdir + "/results.svg")
+    print_table(results)
+    print("bench: wrote %s and %s/results.svg" % (os_json, outdir))
+    if not done:
+        print("bench: the guest did not finish: the figures above are incomplete")
+        return 1
+    return 0
+
+
+def num(v):
+    """A per-I/O figure: two decimals, three below 1, '-' if not counted."""
+    if v is None:
+        return "-"
+    return "%.2f" % v if abs(v) >= 1 or v == 0 else "%.3f" % v
+
+
+def print_table(results):
+    meta = results["meta"]
+    p = print
+    p()
+    p("make bench: virtio-msg (the emulator over vfio-user) vs virtio-pci (QEMU's own "
+      "devices), one guest, TCG, 2 vCPUs")
+    p("median of %s each; the guest kernel runs lockdep and kmemleak, so absolute "
+      "figures are low: compare transports" % runs_text(meta))
+    p()
+    p("Probe: requests the transport sent to bring each device up (debugfs stats of its bus)")
+    p("  %-8s %9s %11s %12s %14s %22s" % ("device", "requests", "GET_CONFIG", "EVENT_AVAIL",
+                                           "idle msgs/s", "issue 10 (device model)"))
+    for t in TYPES:
+        pr = results["probe"].get(t)
+        if not pr:
+            p("  %-8s not measured" % t)
+            continue
+        idle = results["idle"].get(t)
+        idle_s = "%.1f" % (idle["messages"] / idle["seconds"]) if idle else "-"
+        p("  %-8s %9d %11d %12d %14s %22d" % (t, pr["requests"], pr["get_config"],
+                                             pr["event_avail"], idle_s, pr["issue10_device_model"]))
+    p()
+    p("Throughput")
+    p("  %-40s %16s %16s %10s" % ("", "virtio-msg", "virtio-pci", "msg/pci*"))
+    figs = results["figures"]
+    for key, what, unit in FIGURES:
+        fig = figs.get(key)
+        if not fig:
+            p("  %-40s not measured" % what)
+            continue
+        tr = fig["transports"]
+        cell = lambda t: fmt_rate(tr[t]["median"]["rate"], unit) if t in tr else "-"
+        ratio = "%.2fx" % fig["msg_over_pci"] if "msg_over_pci" in fig else "-"
+        p("  %-40s %16s %16s %10s" % (what, cell("msg"), cell("pci"), ratio))
+    p("  * with the emulator, msg/pci includes vfio-user's socket round trip per doorbell")
+    p("    and per interrupt (virtio-pci's devices run inside QEMU): the per-I/O counts")
+    p("    below are what the driver controls.")
+    p()
+    p("No QEMU device in the path")
+    for key, what, unit in FIGURES:
+        tr = figs.get(key, {}).get("transports", {})
+        for t in ("null_blk", "brd", "loopback"):
+            if t in tr:
+                p("  %-40s %-20s %16s" % (what, LABEL[t], fmt_rate(tr[t]["median"]["rate"], unit)))
+    p()
+    p("Per I/O (blk, rng: one read; net: one packet); '-': not counted for that transport")
+    cols = [("messages", "msgs"), ("doorbells", "doorbells"), ("event_avail", "EV_AVAIL"),
+            ("event_used", "EV_USED"), ("device_irqs", "dev irqs"), ("all_irqs", "all irqs"),
+            ("ctxsw", "ctx sw"), ("cpu_us", "CPU us"), ("cpu_busy_pct", "busy %")]
+    p("  %-9s %-20s" % ("figure", "transport") + "".join("%10s" % c[1] for c in cols))
+    for key, _, _ in FIGURES:
+        tr = figs.get(key, {}).get("transports", {})
+        for t in TRANSPORTS:
+            if t not in tr:
+                continue
+            m = tr[t]["median"]
+            p("  %-9s %-20s" % (key, LABEL[t]) +
+              "".join("%10s" % num(m.get(c)) for c, _ in cols))
+    p()
+    for n in results["not_measured"]:
+        p("Not measured: " + n)
+    p()
+    p("commit %s, kernel %s, %s" % (meta["commit"], meta["kernel"], meta["date"]))
+    for n in results["notes"]:
+        p("guest: " + n)
+
+def main():
+    if len(sys.argv) >= 4 and sys.argv[1] == "peer":
+        peer(sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "report":
+        sys.exit(report(sys.argv[2], sys.argv[3]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

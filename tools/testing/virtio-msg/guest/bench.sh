@@ -1,0 +1,258 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# The guest side of "make bench" (support/bench.sh boots it; not an e2e
+# test, e2e.sh leaves it out). The same device types are here twice: behind
+# virtio-pci (built in, bound at boot) and behind virtio-msg (the emulator's
+# AMP PCI device, one device per FIFO: blk 0, net 1, rng 2, console 3, bound
+# when our modules are loaded). Every measurement is printed as one line
+# "bench: ..." on the second serial port; the host side does the arithmetic.
+#
+#   bench: probe TYPE MESSAGE SENT RECEIVED     a line of the transport's stats
+#                                               of the bus TYPE is alone on,
+#                                               right after the devices bound
+#   bench: idle TYPE SECONDS MESSAGES           messages on TYPE's FIFO while
+#                                               nothing used the device
+#   bench: run FIGURE TRANSPORT REP key=value...
+#                                               one run of vmsg-io, with the
+#                                               deltas of the counters
+#   bench: note TEXT                            something the host should say
+. /tests/lib.sh
+
+# Seconds per run and runs per figure; "make bench BENCH_SECS=1 BENCH_REPS=1"
+# passes others on the kernel command line.
+SECS=3
+REPS=3
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	vmsg.bench_secs=*) SECS=${arg#*=} ;;
+	vmsg.bench_reps=*) REPS=${arg#*=} ;;
+	esac
+done
+HOST_MSG=10.79.0.1 GUEST_MSG=10.79.0.2
+HOST_PCI=10.79.1.1 GUEST_PCI=10.79.1.2
+SINK_PORT=5590 SOURCE_PORT=5591
+HWRNG=/sys/class/misc/hw_random
+
+emit() {
+	echo "bench: $*"
+	[ -c /dev/ttyS1 ] && echo "bench: $*" >/dev/ttyS1
+}
+
+# A kmemleak scan (the first comes 60 s after boot) would stall one run.
+[ -w /sys/kernel/debug/kmemleak ] && echo scan=off >/sys/kernel/debug/kmemleak
+
+# transport_of VIRTIO-DEVICE: pci, msg or loopback, from its parent: a
+# virtio-pci device sits under its own PCI function (vendor 0x1af4), a
+# virtio-msg device under the device of its bus (the AMP PCI function, or the
+# loopback sample's faux device).
+transport_of() {
+	parent=$(dirname "$(readlink -f "$1")")
+	case "$parent" in
+	*loopback*) echo loopback ;;
+	*) if [ "$(cat "$parent/vendor" 2>/dev/null)" = 0x1af4 ]; then echo pci; else echo msg; fi ;;
+	esac
+}
+
+# The transport's debugfs directories of every virtio-msg bus, oldest first. The
+# AMP PCI driver registers one bus per FIFO, in FIFO order, ids increasing.
+msg_buses() {
+	ls -d /sys/kernel/debug/virtio_msg-*.bus.* 2>/dev/null | sed 's/.*\.//' | sort -n |
+		while read -r id; do ls -d /sys/kernel/debug/virtio_msg-*.bus.$id; done
+}
+
+emit note rng_before_modules "$(cat $HWRNG/rng_available)"
+insmod $MODDIR/virtio_msg.ko || emit note "insmod virtio_msg failed"
+insmod $MODDIR/virtio_msg_amp_pci.ko || emit note "insmod virtio_msg_amp_pci failed"
+
+# Four virtio-pci devices since boot and four virtio-msg ones: the moment the
+# last one has its driver, the probe is over. Take the stats at once.
+wait_for 8 || emit note "not every device bound: $(ls /sys/bus/virtio/drivers/*/ | grep -c virtio) of 8"
+i=0
+for s in $(msg_buses); do
+	cat "$s/stats" >/tmp/probe.$i
+	eval "stats_fifo$i=$s/stats"
+	i=$((i + 1))
+done
+[ $i = 4 ] || emit note "$i virtio-msg buses, not 4"
+# One device per FIFO, by our layout.
+fifo_of_blk=0 fifo_of_net=1 fifo_of_rng=2 fifo_of_console=3
+for type in blk net rng console; do
+	eval "f=\$fifo_of_$type"
+	awk -v t=$type '/^[A-Z_]+ +[0-9]+ +[0-9]+$/ { print t, $1, $2, $3 }' /tmp/probe.$f |
+		while read -r line; do emit probe "$line"; done
+done
+
+# The devices of each type and transport.
+pci=$(for d in /sys/bus/pci/devices/*; do [ "$(cat $d/vendor):$(cat $d/device)" = 0x10ee:0x9039 ] && echo $d; done)
+amp=/sys/kernel/debug/virtio_msg_amp_pci-$(basename "$pci")
+for d in /sys/bus/virtio/devices/*; do
+	case $(cat "$d/device") in
+	0x0001) type=net ;;
+	0x0002) type=blk ;;
+	0x0003) type=console ;;
+	0x0004) type=rng ;;
+	*) continue ;;
+	esac
+	eval "dev_${type}_$(transport_of "$d")=$d"
+done
+emit note devices "blk: msg=${dev_blk_msg:-none} pci=${dev_blk_pci:-none}; net: msg=${dev_net_msg:-none} pci=${dev_net_pci:-none}"
+
+# Idle traffic per device type, before anything uses the devices.
+idle_total() { sed -n 's/^sent: //p; s/^received: //p' "$amp/fifo$1" | awk '{ n += $1 } END { print n + 0 }'; }
+for type in blk net rng console; do eval "idle0_$type=\$(idle_total \$fifo_of_$type)"; done
+sleep 3
+for type in blk net rng console; do
+	eval "before=\$idle0_$type"
+	emit idle $type 3 $(($(idle_total $(eval echo \$fifo_of_$type)) - before))
+done
+
+# The block devices: vd* of each transport, null_blk and brd.
+for b in /sys/block/vd*; do
+	[ -e "$b" ] || continue
+	eval "blk_$(transport_of "$b/device")=/dev/$(basename $b)"
+done
+dd if=/dev/urandom of=/dev/ram0 bs=1M count=64 2>/dev/null || emit note "brd: /dev/ram0 not written"
+emit note blk "msg=${blk_msg:-none} pci=${blk_pci:-none} null=/dev/nullb0 brd=/dev/ram0"
+
+# The network interfaces.
+for n in /sys/class/net/eth*; do
+	[ -e "$n/device" ] || continue
+	eval "net_$(transport_of "$n/device")=$(basename $n)"
+done
+emit note net "msg=${net_msg:-none} pci=${net_pci:-none}"
+ip link set "$net_msg" up && ip addr add $GUEST_MSG/24 dev "$net_msg"
+ip link set "$net_pci" up && ip addr add $GUEST_PCI/24 dev "$net_pci"
+for h in $HOST_MSG $HOST_PCI; do
+	ping -c 1 -W 10 $h >/dev/null 2>&1 || ping -c 1 -W 10 $h >/dev/null 2>&1 || emit note "no answer from $h"
+done
+
+# The entropy devices: /dev/hwrng reads from the one selected. virtio-pci's
+# came at boot; every other one appeared since.
+rng_pci=$(tr ' ' '\n' <$HWRNG/rng_available | grep '^virtio_rng' | head -n1)
+rng_msg=$(tr ' ' '\n' <$HWRNG/rng_available | grep '^virtio_rng' | grep -vx "$rng_pci" | head -n1)
+emit note rng "msg=$rng_msg pci=$rng_pci"
+
+# Counters around a run. Everything is read into variables NAME_0 / NAME_1.
+cpu() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# dev_irqs VIRTIO-DEVICE: its interrupts in /proc/interrupts (virtio-pci
+# names its vectors after the virtio device: virtioN-config, virtioN-req.0)
+dev_irqs() {
+	awk -v n="$(basename "$1")-" '{ for (i = 2; i <= NF; i++) if (index($i, n) == 1) { for (c = 2; c < i; c++) if ($c ~ /^[0-9]+$/) s += $c; break } } END { print s + 0 }' /proc/interrupts
+}
+fifo_counter() { sed -n "s/^$2: //p" "$amp/fifo$1"; }
+stat_counter() { awk -v m="$2" -v c="$3" '$1 == m { print $c }' "$1"; }
+snapshot() { # SUFFIX TRANSPORT TYPE DEVICE
+	s=$1 t=$2 type=$3 dev=$4
+	set -- $(cpu)
+	eval "busy_$s=$1 ticks_$s=$2"
+	eval "ctxt_$s=$(awk '$1 == "ctxt" { print $2 }' /proc/stat)"
+	eval "intr_$s=$(awk '$1 == "intr" { print $2 }' /proc/stat)"
+	pkts=0
+	case $type in
+	net) eval "ifc=\$net_$t"
+		[ -n "$ifc" ] && pkts=$(($(cat /sys/class/net/$ifc/statistics/rx_packets) + $(cat /sys/class/net/$ifc/statistics/tx_packets))) ;;
+	esac
+	eval "pkts_$s=$pkts"
+	devirq=0 sent=0 recv=0 bells=0 avail=0 used=0
+	if [ -n "$dev" ] && [ "$t" = pci ]; then
+		devirq=$(dev_irqs "$dev")
+	elif [ -n "$dev" ]; then
+		if [ "$type" = loopback ]; then
+			st=$stats_loop
+		else
+			eval "f=\$fifo_of_$type"
+			eval "st=\$stats_fifo$f"
+		fi
+		avail=$(stat_counter "$st" EVENT_AVAIL 2)
+		used=$(stat_counter "$st" EVENT_USED 3)
+		if [ "$type" = loopback ]; then
+			sent=$(awk '/^[A-Z_]+ +[0-9]+ +[0-9]+$/ { s += $2 } END { print s + 0 }' "$st")
+			recv=$(awk '/^[A-Z_]+ +[0-9]+ +[0-9]+$/ { s += $3 } END { print s + 0 }' "$st")
+		else
+			sent=$(fifo_counter $f sent)
+			recv=$(fifo_counter $f received)
+			bells=$(fifo_counter $f doorbells)
+			devirq=$(fifo_counter $f interrupts)
+		fi
+	fi
+	eval "devirq_$s=$devirq sent_$s=$sent recv_$s=$recv bells_$s=$bells avail_$s=$avail used_$s=$used"
+}
+
+# run FIGURE TRANSPORT REP TYPE DEVICE vmsg-io ARGS...
+run() {
+	fig=$1 t=$2 rep=$3 type=$4 dev=$5
+	shift 5
+	if [ "$type" != none ] && [ -z "$dev" ]; then
+		[ "$rep" = 1 ] && emit note "$fig $t: no such device, not measured"
+		return
+	fi
+	snapshot 0 "$t" "$type" "$dev"
+	res=$(vmsg-io "$@" 2>/tmp/vmsg-io.err) || {
+		emit note "$fig $t rep $rep failed: $(head -n1 /tmp/vmsg-io.err)"
+		return
+	}
+	snapshot 1 "$t" "$type" "$dev"
+	d=""
+	for k in busy ticks ctxt intr pkts devirq sent recv bells avail used; do
+		eval "d=\"\$d $k=\$((${k}_1 - ${k}_0))\""
+	done
+	emit run "$fig" "$t" "$rep" "$res$d"
+}
+
+# rng_use NAME: /dev/hwrng reads from NAME. (The entropy pool's filler
+# thread does not read in between: rng_core.default_quality=0.)
+rng_use() {
+	echo "$1" >$HWRNG/rng_current
+	[ "$(cat $HWRNG/rng_current)" = "$1" ] || emit note "rng_current is $(cat $HWRNG/rng_current), not $1"
+}
+
+for rep in $(seq $REPS); do
+	for qd in 1 16; do
+		run blk-qd$qd msg $rep blk "$dev_blk_msg" rand -d -q $qd -t $SECS "$blk_msg"
+		run blk-qd$qd pci $rep blk "$dev_blk_pci" rand -d -q $qd -t $SECS "$blk_pci"
+		run blk-qd$qd null_blk $rep none "" rand -d -q $qd -t $SECS /dev/nullb0
+		run blk-qd$qd brd $rep none "" rand -d -q $qd -t $SECS /dev/ram0
+	done
+	run net-tx msg $rep net "$dev_net_msg" tcp-send -b 65536 -t $SECS $HOST_MSG $SINK_PORT
+	run net-tx pci $rep net "$dev_net_pci" tcp-send -b 65536 -t $SECS $HOST_PCI $SINK_PORT
+	run net-rx msg $rep net "$dev_net_msg" tcp-recv -b 65536 -t $SECS $HOST_MSG $SOURCE_PORT
+	run net-rx pci $rep net "$dev_net_pci" tcp-recv -b 65536 -t $SECS $HOST_PCI $SOURCE_PORT
+	rng_use "$rng_msg"
+	run rng msg $rep rng "$dev_rng_msg" seq -b 64 -t $SECS /dev/hwrng
+	rng_use "$rng_pci"
+	run rng pci $rep rng "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
+done
+
+# Whatever went wrong on a bus, for the host to show.
+stats_problems() {
+	for s in /sys/kernel/debug/virtio_msg-*/stats; do
+		grep -E '^(timeouts|late|unsolicited|malformed|broken_devices|send_errors): [1-9]' "$s" |
+			while read -r line; do emit note "$(basename "$(dirname "$s")") $line"; done
+	done
+}
+stats_problems
+
+# The loopback sample bus: an in-kernel entropy device, no QEMU at all. The
+# AMP PCI bus goes first: with both bus modules loaded, lockdep reports two
+# lock classes with one key (BusLink::new's mutex in rust/kernel/virtio/msg.rs).
+rmmod virtio_msg_amp_pci || emit note "rmmod virtio_msg_amp_pci failed"
+known=$(cat $HWRNG/rng_available)
+insmod $MODDIR/rust_virtio_msg_loopback.ko || emit note "insmod rust_virtio_msg_loopback failed"
+for _ in $(seq 100); do
+	rng_loop=$(tr ' ' '\n' <$HWRNG/rng_available | grep '^virtio_rng' |
+		while read -r r; do echo " $known " | grep -q " $r " || echo "$r"; done | head -n1)
+	[ -n "$rng_loop" ] && break
+	sleep 0.05
+done
+for d in /sys/bus/virtio/devices/*; do
+	[ "$(transport_of "$d")" = loopback ] && dev_rng_loop=$d
+done
+stats_loop=$(msg_buses | tail -n1)/stats
+emit note rng_loopback "$rng_loop ${dev_rng_loop:-none} $stats_loop"
+rng_use "$rng_loop"
+for rep in $(seq $REPS); do
+	run rng loopback $rep loopback "${dev_rng_loop:-}" seq -b 64 -t $SECS /dev/hwrng
+done
+
+stats_problems
+emit done
