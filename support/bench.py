@@ -199,7 +199,7 @@ def svg_chart(results, path):
                   for t in ("null_blk", "brd", "loopback") if t in tr]
         rows.append((what, unit, bars, others, fig.get("msg_over_pci")))
     width, left, bar_w, row_h = 760, 110, 420, 22
-    height = 70 + sum(30 + row_h * len(r[2]) + (18 if r[3] else 0) for r in rows) + 30
+    height = 86 + sum(30 + row_h * len(r[2]) + (18 if r[3] else 0) for r in rows) + 30
     colour = {"msg": "#1f77b4", "pci": "#ff7f0e"}
     meta = results["meta"]
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
@@ -207,12 +207,13 @@ def svg_chart(results, path):
            '<rect width="100%" height="100%" fill="white"/>',
            '<text x="10" y="22" font-size="15" font-weight="bold">make bench: virtio-msg '
            'against virtio-pci, one guest, QEMU under TCG</text>',
-           '<text x="10" y="40" fill="#555">median of %s; virtio-msg: the '
-           'emulator over vfio-user, so msg/pci includes a socket round trip per doorbell '
-           'and interrupt</text>' % runs_text(meta),
-           '<text x="10" y="56" fill="#555">per-I/O counts (messages, doorbells, interrupts, '
+           '<text x="10" y="40" fill="#555">median of %s each; the bars of a figure '
+           'are scaled to the larger of the two</text>' % runs_text(meta),
+           '<text x="10" y="56" fill="#555">virtio-msg: the emulator over vfio-user, so '
+           'msg/pci includes a socket round trip per doorbell and interrupt</text>',
+           '<text x="10" y="72" fill="#555">per-I/O counts (messages, doorbells, interrupts, '
            'context switches, CPU time): results.json and the table</text>']
-    y = 70
+    y = 86
     for what, unit, bars, others, ratio in rows:
         title = "%s (%s)" % (what, unit)
         if ratio is not None:
