@@ -208,7 +208,7 @@ impl AmpPciDriver {
                 Fifo::new(index, pdev, regs.clone(), &shm, timeouts)?,
                 GFP_KERNEL,
             )?;
-            let link = Arc::pin_init(BusLink::new(fifo.clone()), GFP_KERNEL)?;
+            let link = BusLink::new(fifo.clone())?;
             let handler = Ok::<_, Error>(FifoIrq::new(fifo.clone(), link.clone()));
             let irq = pdev.request_threaded_irq(
                 vector,

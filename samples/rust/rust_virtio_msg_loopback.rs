@@ -516,7 +516,7 @@ impl kernel::Module for LoopbackModule {
         let parent: &'static Device<Bound> = unsafe { &*core::ptr::from_ref(parent) };
 
         let device = Arc::pin_init(RngDevice::new(), GFP_KERNEL)?;
-        let link = Arc::pin_init(BusLink::new(device.clone()), GFP_KERNEL)?;
+        let link = BusLink::new(device.clone())?;
         *device.link.lock() = Some(link.clone());
         *device.me.lock() = Some(device.clone());
         let bus = auxiliary::Registration::new(

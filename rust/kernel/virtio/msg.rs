@@ -126,12 +126,24 @@ pub struct BusLink {
 
 impl BusLink {
     /// A link for `bus`, with no device and no transport connected yet.
-    pub fn new(bus: Arc<dyn Bus>) -> impl PinInit<Self> {
-        pin_init!(Self {
-            bus,
-            state <- new_mutex!(LinkState { receiver: None, in_flight: 0, devices: KVec::new() }),
-            idle <- new_condvar!("virtio::msg::BusLink::idle"),
-        })
+    ///
+    /// Built here, not in the caller: the lock class of each lock is a static of this crate
+    /// named by a string, and lockdep wants one name per class. An initialiser returned to
+    /// the caller would be compiled into each bus module with its own copy of the name, and
+    /// the second module to create a link would trip lockdep's check.
+    #[inline(never)]
+    pub fn new(bus: Arc<dyn Bus>) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                bus,
+                state <- new_mutex!(
+                    LinkState { receiver: None, in_flight: 0, devices: KVec::new() },
+                    "virtio::msg::BusLink::state"
+                ),
+                idle <- new_condvar!("virtio::msg::BusLink::idle"),
+            }),
+            GFP_KERNEL,
+        )
     }
 
     /// The bus.
