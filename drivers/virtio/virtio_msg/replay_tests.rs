@@ -18,13 +18,9 @@
 //! silent on something it cannot handle.
 
 use kernel::{
-    device, faux, new_mutex,
+    faux, new_mutex,
     prelude::*,
-    str::CString,
-    sync::{
-        atomic::{Atomic, Relaxed},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     virtio::{
         msg::Bus,
         transport::{DeviceId, Unregistered},
@@ -36,6 +32,7 @@ use crate::{
     device::{MsgDevice, MsgTransport},
     recording::{records, Record},
     stats::Stats,
+    tests::test_bus,
     wire::{transport_id as id, HEADER_SIZE},
 };
 
@@ -52,8 +49,6 @@ struct ReplayState {
     cursor: usize,
     /// Requests the recording has no answer for.
     unanswered: u32,
-    /// Requests answered.
-    answered: u32,
     /// Feature blocks offered in the replies handed out so far.
     offered: [u32; 8],
 }
@@ -114,7 +109,6 @@ impl ReplayBus {
                 state <- new_mutex!(ReplayState {
                     cursor: 0,
                     unanswered: 0,
-                    answered: 0,
                     offered: [0; 8],
                 }),
                 handle <- new_mutex!(None),
@@ -183,9 +177,7 @@ impl ReplayBus {
                 }
             }
         }
-        if found {
-            state.answered += 1;
-        } else {
+        if !found {
             state.unanswered += 1;
         }
         Ok(found)
@@ -238,17 +230,9 @@ struct Replay {
 
 impl Replay {
     fn new(recording: &'static str) -> Result<Self> {
-        static NEXT: Atomic<u32> = Atomic::new(0);
-        let name = CString::try_from_fmt(fmt!("virtio-msg-replay-{}", NEXT.fetch_add(1, Relaxed)))?;
-        let faux = faux::Registration::new(&name, None)?;
         let bus = ReplayBus::new(recording)?;
-        let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
-        let dev: &device::Device = faux.as_ref();
         // Answers come before `send` returns; only a recorded silence waits this long.
-        let handle = Arc::pin_init(
-            BusHandle::new(bus.clone(), dev.into(), 100, stats.clone()),
-            GFP_KERNEL,
-        )?;
+        let (faux, stats, handle) = test_bus(bus.clone(), 100)?;
         *bus.handle.lock() = Some(handle.clone());
         // The device number the recording placed its device at.
         let dev_num = records(recording)

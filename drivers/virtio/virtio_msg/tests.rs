@@ -371,6 +371,25 @@ impl Fake {
     }
 }
 
+/// A bus handle over `bus` as the transport makes one, with its counters, and the faux device
+/// that stands in for the bus's device (the parent of what the test registers).
+pub(crate) fn test_bus(
+    bus: Arc<dyn Bus>,
+    timeout_ms: u32,
+) -> Result<(faux::Registration, Arc<Stats>, Arc<BusHandle>)> {
+    // A name of its own: a test that fails an assertion never drops what it set up.
+    static NEXT: Atomic<u32> = Atomic::new(0);
+    let name = CString::try_from_fmt(fmt!("virtio-msg-kunit-{}", NEXT.fetch_add(1, Relaxed)))?;
+    let faux = faux::Registration::new(&name, None)?;
+    let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
+    let dev: &device::Device = faux.as_ref();
+    let handle = Arc::pin_init(
+        BusHandle::new(bus, dev.into(), timeout_ms, stats.clone()),
+        GFP_KERNEL,
+    )?;
+    Ok((faux, stats, handle))
+}
+
 /// A fake device behind a bus handle, and a probed device on it.
 struct Setup {
     fake: Arc<Fake>,
@@ -381,18 +400,8 @@ struct Setup {
 
 impl Setup {
     fn new(timeout_ms: u32) -> Result<Self> {
-        // A name of its own: a test that fails an assertion never drops its `Setup`.
-        static NEXT: Atomic<u32> = Atomic::new(0);
-        let name = CString::try_from_fmt(fmt!("virtio-msg-kunit-{}", NEXT.fetch_add(1, Relaxed)))?;
-        let faux = faux::Registration::new(&name, None)?;
         let fake = Fake::new()?;
-        let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
-        let dev: &device::Device = faux.as_ref();
-        let bus: Arc<dyn Bus> = fake.clone();
-        let handle = Arc::pin_init(
-            BusHandle::new(bus, dev.into(), timeout_ms, stats.clone()),
-            GFP_KERNEL,
-        )?;
+        let (faux, stats, handle) = test_bus(fake.clone(), timeout_ms)?;
         *fake.handle.lock() = Some(handle.clone());
         Ok(Self {
             fake,

@@ -17,10 +17,10 @@
 //! This file is the bookkeeping only, with no locking and no I/O, so KUnit can drive it; the
 //! FIFO (`fifo.rs`) holds it under a spinlock, sends, waits and runs the barrier.
 
-use crate::wire::{bus_id, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE};
-
-/// Bytes of a bus reply kept: a slot's worth as the device model fills it.
-pub(crate) const REPLY_BYTES: usize = 48;
+use crate::{
+    layout::MAX_MSG_SIZE,
+    wire::{bus_id, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE},
+};
 
 /// A bus request waiting for its reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub(crate) enum Offered {
 /// The bus request in flight on one FIFO and its reply.
 pub(crate) struct BusReplies {
     awaiting: Option<Awaited>,
-    reply: Option<[u8; REPLY_BYTES]>,
+    reply: Option<[u8; MAX_MSG_SIZE]>,
     /// No GET_DEVICES reply from before the latest request can still arrive.
     in_step: bool,
 }
@@ -78,7 +78,7 @@ impl BusReplies {
 
     /// The wait is over: the reply, or `None` if it did not come (then a GET_DEVICES reply
     /// may still be on its way and the FIFO is out of step).
-    pub(crate) fn finish(&mut self) -> Option<[u8; REPLY_BYTES]> {
+    pub(crate) fn finish(&mut self) -> Option<[u8; MAX_MSG_SIZE]> {
         let awaited = self.awaiting.take();
         let reply = self.reply.take();
         if reply.is_none() && awaited == Some(Awaited::Devices) {
@@ -89,7 +89,7 @@ impl BusReplies {
 
     /// A bus message from the device, copied out of its slot. Keeps it if it is the awaited
     /// reply.
-    pub(crate) fn offer(&mut self, msg: &[u8; REPLY_BYTES]) -> Offered {
+    pub(crate) fn offer(&mut self, msg: &[u8; MAX_MSG_SIZE]) -> Offered {
         let is_reply = msg[0] & (TYPE_BUS | TYPE_RESPONSE) == TYPE_BUS | TYPE_RESPONSE;
         let matched = is_reply
             && match (msg[1], self.awaiting) {

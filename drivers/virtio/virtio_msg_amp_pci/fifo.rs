@@ -39,7 +39,7 @@ use kernel::{
 use crate::{
     correlate::{Awaited, BusReplies, Offered},
     enumerate::{DeviceSet, DevicesReply, Enumeration},
-    layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE},
+    layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE, MAX_MSG_SIZE},
     regs,
     shared::{SharedBar, SharedQueue},
     spsc::{Consumer, Producer, QueueError, CAPACITY, SLOT_BYTES},
@@ -48,9 +48,6 @@ use crate::{
 
 /// BAR0, mapped.
 pub(crate) type RegsBar = Devres<pci::Bar<'static, { regs::BAR0_USED }>>;
-
-/// Largest message, header included: the device model copies 48 bytes of each slot.
-pub(crate) const MAX_MSG_SIZE: usize = crate::correlate::REPLY_BYTES;
 
 /// Most messages one run of the interrupt thread takes off the device queue. More than the
 /// queue holds: a device that filled it again meanwhile raised the interrupt again, so the

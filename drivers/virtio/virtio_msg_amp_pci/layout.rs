@@ -15,6 +15,8 @@ pub(crate) const DRIVER_QUEUE: usize = 0x1000;
 pub(crate) const DEVICE_QUEUE: usize = 0x2000;
 /// Most FIFOs one device has.
 pub(crate) const MAX_FIFOS: u32 = 8;
+/// Largest message, header included: the device model copies 48 bytes of each slot.
+pub(crate) const MAX_MSG_SIZE: usize = 48;
 
 /// Why a device's BAR1 cannot hold FIFOs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,8 +13,7 @@ use kernel::prelude::*;
 use crate::{
     correlate::{Awaited, BusReplies, Offered},
     enumerate::{DevicesReply, Enumeration, ReplyError, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
-    fifo::MAX_MSG_SIZE,
-    layout::{fifos_in_bar, LayoutError, FIFO_WINDOW},
+    layout::{fifos_in_bar, LayoutError, FIFO_WINDOW, MAX_MSG_SIZE},
     recording::{records, Record},
     wire::{Frame, Message},
 };
@@ -116,19 +115,17 @@ fn bus_slot(ty: u8, msg_id: u8, token: u16, payload: &[u8]) -> [u8; MAX_MSG_SIZE
 }
 
 /// A GET_DEVICES reply as copied out of a slot: `msg_size` as given (the device may lie),
-/// the bitmap bytes as given, the rest of the slot zero.
+/// the bitmap bytes as given (as many as the slot holds), the rest of the slot zero.
 fn reply(msg_size: u16, offset: u16, count: u16, next: u16, bitmap: &[u8]) -> [u8; MAX_MSG_SIZE] {
-    let mut slot = [0u8; MAX_MSG_SIZE];
-    slot[0] = 0b11;
-    slot[1] = 0x02;
-    slot[4..6].copy_from_slice(&7u16.to_le_bytes());
-    slot[6..8].copy_from_slice(&msg_size.to_le_bytes());
-    slot[8..10].copy_from_slice(&offset.to_le_bytes());
-    slot[10..12].copy_from_slice(&count.to_le_bytes());
-    slot[12..14].copy_from_slice(&next.to_le_bytes());
-    for (dst, &src) in slot[14..].iter_mut().zip(bitmap) {
+    let mut payload = [0u8; MAX_MSG_SIZE - 8];
+    payload[0..2].copy_from_slice(&offset.to_le_bytes());
+    payload[2..4].copy_from_slice(&count.to_le_bytes());
+    payload[4..6].copy_from_slice(&next.to_le_bytes());
+    for (dst, &src) in payload[6..].iter_mut().zip(bitmap) {
         *dst = src;
     }
+    let mut slot = bus_slot(0b11, 0x02, 7, &payload);
+    slot[6..8].copy_from_slice(&msg_size.to_le_bytes());
     slot
 }
 
