@@ -26,7 +26,7 @@
 //! back as zeros).
 
 use crate::{
-    transport::{serve_chains, walk_queue, wants_used_event, QueueState},
+    transport::{read_config_image, serve_chains, walk_queue, wants_used_event, QueueState},
     Backend, TRANSPORT_FEATURES,
 };
 use std::fs::{File, OpenOptions};
@@ -443,13 +443,7 @@ impl<M: GuestAddressSpace> Backend for Blk<M> {
 
     fn read_config(&self, offset: u32, out: &mut [u8]) {
         let config = self.config();
-        let start = offset as usize;
-        if let Some(src) = start
-            .checked_add(out.len())
-            .and_then(|end| config.get(start..end))
-        {
-            out.copy_from_slice(src);
-        }
+        read_config_image(&config, offset, out);
     }
 
     /// Only `writeback` is writable (VIRTIO_BLK_F_CONFIG_WCE); the rest ignores writes.

@@ -33,7 +33,7 @@
 //! cut there (the rest counted as dropped).
 
 use crate::{
-    transport::{rearm, serve_chains, walk_queue, wants_used_event, QueueState},
+    transport::{read_config_image, rearm, serve_chains, walk_queue, wants_used_event, QueueState},
     Backend, TRANSPORT_FEATURES,
 };
 use std::collections::VecDeque;
@@ -515,13 +515,7 @@ impl<M: GuestAddressSpace> Backend for Console<M> {
     fn read_config(&self, offset: u32, out: &mut [u8]) {
         let mut config = [0u8; CONFIG_SIZE];
         config[CONFIG_MAX_PORTS..CONFIG_MAX_PORTS + 4].copy_from_slice(&MAX_PORTS.to_le_bytes());
-        let start = offset as usize;
-        if let Some(src) = start
-            .checked_add(out.len())
-            .and_then(|end| config.get(start..end))
-        {
-            out.copy_from_slice(src);
-        }
+        read_config_image(&config, offset, out);
     }
 
     /// A write that reaches the low byte of `emerg_wr` sends that character to the host; the

@@ -54,6 +54,18 @@ pub struct QueueState {
     pub event_idx: bool,
 }
 
+/// Copies `out.len()` bytes at `offset` of a backend's configuration image `config` into
+/// `out` ([`crate::Backend::read_config`]; the transport keeps the range within the space).
+pub fn read_config_image(config: &[u8], offset: u32, out: &mut [u8]) {
+    let start = offset as usize;
+    if let Some(src) = start
+        .checked_add(out.len())
+        .and_then(|end| config.get(start..end))
+    {
+        out.copy_from_slice(src);
+    }
+}
+
 /// The `virtio-queue` state walking the driver's queue `q`, kept in `slot`: created anew when
 /// the driver set the queue up anew (other size or addresses, or for the first time), and
 /// `None` while the queue is not usable (not set up, rings outside guest memory). Every
@@ -349,26 +361,17 @@ impl<B: Backend> TransportDevice<B> {
                 }
                 reply(self, Message::DriverFeaturesSet)
             }
+            // Compat: bytes beyond the space read as 0xff; strict: a read beyond is not answered
+            // (and one within it reads no 0xff).
             Message::GetConfig { offset, length }
-                if compat && length as usize <= max_config_chunk(self.mode.max_msg_size()) =>
+                if length as usize <= max_config_chunk(self.mode.max_msg_size())
+                    && (compat || self.config_fits(offset, length as usize)) =>
             {
                 let mut data = vec![CONFIG_BEYOND; length as usize];
                 let inside = self.config_part(offset, data.len());
                 if !inside.is_empty() {
                     self.backend.read_config(offset, &mut data[inside]);
                 }
-                reply(
-                    self,
-                    Message::Config {
-                        generation: self.generation,
-                        offset,
-                        data: &data,
-                    },
-                )
-            }
-            Message::GetConfig { offset, length } if self.config_fits(offset, length as usize) => {
-                let mut data = vec![0u8; length as usize];
-                self.backend.read_config(offset, &mut data);
                 reply(
                     self,
                     Message::Config {

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use virtio_msg_device::{bus::FifoBus, transport::QueueState, Backend, Mode};
+use virtio_msg_device::{bus::FifoBus, Mode};
 use virtio_msg_emulator::{
     pci::bar1_size,
     shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE},
@@ -18,29 +18,8 @@ use virtio_msg_spsc::{Consumer, Producer, QueueMemory, CAPACITY, HEAD_OFFSET, SL
 use virtio_msg_wire::{Frame, Message};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// A device that never touches guest memory.
-struct Quiet;
-
-impl Backend for Quiet {
-    fn device_id(&self) -> u32 {
-        4
-    }
-    fn features(&self) -> u64 {
-        1 << 32
-    }
-    fn config_size(&self) -> u32 {
-        0
-    }
-    fn read_config(&self, _offset: u32, _out: &mut [u8]) {}
-    fn write_config(&mut self, _offset: u32, _data: &[u8]) {}
-    fn num_queues(&self) -> u32 {
-        1
-    }
-    fn queue_notified(&mut self, _index: u32, _queues: &[QueueState]) -> Vec<u32> {
-        Vec::new()
-    }
-    fn reset(&mut self) {}
-}
+mod quiet;
+use quiet::Quiet;
 
 /// The guest: FIFO 0's queues seen from the driver side, and the MSI-X eventfd.
 struct Guest {

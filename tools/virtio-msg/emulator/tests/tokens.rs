@@ -4,7 +4,7 @@
 //! event, in each mode and with each device mode, one doorbell at a time.
 
 use std::sync::Arc;
-use virtio_msg_device::{bus::FifoBus, transport::QueueState, Backend, Mode};
+use virtio_msg_device::{bus::FifoBus, Mode};
 use virtio_msg_emulator::{
     pci::bar1_size,
     shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE},
@@ -14,29 +14,8 @@ use virtio_msg_emulator::{
 use virtio_msg_spsc::{Consumer, Producer, SLOT_BYTES};
 use virtio_msg_wire::{AvailNext, Frame, Message};
 
-/// A device that never touches guest memory.
-struct Quiet;
-
-impl Backend for Quiet {
-    fn device_id(&self) -> u32 {
-        4
-    }
-    fn features(&self) -> u64 {
-        1 << 32
-    }
-    fn config_size(&self) -> u32 {
-        0
-    }
-    fn read_config(&self, _offset: u32, _out: &mut [u8]) {}
-    fn write_config(&mut self, _offset: u32, _data: &[u8]) {}
-    fn num_queues(&self) -> u32 {
-        1
-    }
-    fn queue_notified(&mut self, _index: u32, _queues: &[QueueState]) -> Vec<u32> {
-        Vec::new()
-    }
-    fn reset(&mut self) {}
-}
+mod quiet;
+use quiet::Quiet;
 
 /// The driver side of FIFO 0 and the FIFO itself.
 struct Rig {

@@ -38,7 +38,7 @@ pub use options::{default_mac, parse_mac, Endpoint, NetOptions};
 pub use tap::{HostIp, Tap};
 
 use crate::{
-    transport::{rearm, serve_chains, walk_queue, wants_used_event, QueueState},
+    transport::{read_config_image, rearm, serve_chains, walk_queue, wants_used_event, QueueState},
     Backend, TRANSPORT_FEATURES,
 };
 use std::io::{Read, Write};
@@ -544,13 +544,7 @@ impl<M: GuestAddressSpace> Backend for Net<M> {
         let mut config = [0u8; CONFIG_SIZE];
         config[..6].copy_from_slice(&self.mac);
         config[6..].copy_from_slice(&LINK_UP.to_le_bytes());
-        let start = offset as usize;
-        if let Some(src) = start
-            .checked_add(out.len())
-            .and_then(|end| config.get(start..end))
-        {
-            out.copy_from_slice(src);
-        }
+        read_config_image(&config, offset, out);
     }
 
     /// The configuration is read-only for a VERSION_1 driver (the MAC address changes through
