@@ -99,11 +99,6 @@ ISSUE10_PROBE = {"rng": 10, "blk": 22, "net": 20, "console": 137}
 EVENTS = {"EVENT_AVAIL", "EVENT_USED", "EVENT_CONFIG"}
 USER_HZ = 100  # /proc/stat ticks per second
 NOT_MEASURED = [
-    "virtio-blk behind the loopback sample bus (no QEMU device in the path): "
-    "the loopback sample has an entropy device only. Measured instead: null_blk "
-    "and brd in the same guest (the block layer's own cost per read) and the "
-    "loopback's entropy device (the transport's round trip with no device "
-    "process behind it).",
     "doorbells and messages of virtio-pci: its notifications are MMIO writes "
     "that the guest does not count.",
 ]

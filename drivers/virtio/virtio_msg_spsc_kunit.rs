@@ -142,6 +142,48 @@ mod tests {
     }
 
     #[test]
+    fn drain_is_bounded_and_copies_whole_slots() -> Result {
+        let m = mem()?;
+        let mut p = Producer::adopt(&*m).map_err(|_| EINVAL)?;
+        let mut c = Consumer::adopt(&*m).map_err(|_| EINVAL)?;
+        for i in 0..CAPACITY - 1 {
+            assert_eq!(p.push(&[i as u8; SLOT_BYTES]), Ok(()));
+        }
+        // The budget holds even with the queue full: the rest waits for the next drain.
+        let mut seen = KVec::new();
+        let more = c.drain(10, |slot| {
+            // Freed before it is handed on, and a copy: the peer may rewrite the slot now.
+            assert_eq!(
+                (&*m).load_index(TAIL_OFFSET),
+                (seen.len() as u32 + 1) % CAPACITY
+            );
+            (&*m).write(super::spsc::SLOTS_OFFSET, &[0xee; SLOT_BYTES]);
+            assert!(slot.iter().all(|&b| b == slot[0]));
+            let _ = seen.push(slot[0], GFP_KERNEL);
+        });
+        assert_eq!(more, Ok(true));
+        assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(c.pending(), Ok(CAPACITY - 11));
+        let mut n = 0;
+        assert_eq!(c.drain(CAPACITY, |_| n += 1), Ok(false));
+        assert_eq!(n, CAPACITY - 11);
+        assert_eq!(c.drain(CAPACITY, |_| n += 1), Ok(false));
+        assert_eq!(n, CAPACITY - 11);
+        // A corrupted head stops the drain before any slot is read.
+        assert_eq!(p.push(&[1; 8]), Ok(()));
+        (&*m).store_index(HEAD_OFFSET, CAPACITY);
+        assert_eq!(
+            c.drain(CAPACITY, |_| n += 1),
+            Err(QueueError::OutOfRange {
+                index: Index::Head,
+                value: CAPACITY
+            })
+        );
+        assert_eq!(n, CAPACITY - 11);
+        Ok(())
+    }
+
+    #[test]
     fn restart_adopts_indexes_and_discards_stale_messages() -> Result {
         let m = mem()?;
         let mut p = Producer::adopt(&*m).map_err(|_| EINVAL)?;

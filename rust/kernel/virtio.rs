@@ -19,6 +19,31 @@ pub mod transport;
 #[cfg(CONFIG_AUXILIARY_BUS)]
 pub mod msg;
 
+/// Runs `f` the way an interrupt handler runs: with interrupts disabled and, when called from
+/// process context, with bottom halves disabled around it, so that what `f` raises (a NAPI
+/// poll, say) runs as soon as it returns rather than whenever `ksoftirqd` gets to it.
+///
+/// A transport delivers the device's interrupts (virtqueue callbacks, configuration changes)
+/// from its hard interrupt handler, where this costs nothing; a transport or test that delivers
+/// from process context wraps the delivery in this.
+pub fn as_interrupt<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: Reading the interrupt state has no preconditions.
+    if unsafe { bindings::irqs_disabled() } {
+        return f();
+    }
+    // SAFETY: Process context with interrupts enabled: bottom halves may be disabled here, and
+    // are enabled again below, in the same context, with interrupts enabled again.
+    unsafe { bindings::local_bh_disable() };
+    // SAFETY: Saving and disabling interrupts is allowed in every context.
+    let flags = unsafe { bindings::local_irq_save() };
+    let r = f();
+    // SAFETY: `flags` are the ones saved above, restored in the same context.
+    unsafe { bindings::local_irq_restore(flags) };
+    // SAFETY: Disabled above, in this context.
+    unsafe { bindings::local_bh_enable() };
+    r
+}
+
 /// Device status bits (virtio specification, "Device Status Field").
 pub mod status {
     /// The driver has noticed the device.

@@ -9,6 +9,10 @@
 //! With both modules loaded, the stock virtio-rng driver binds and `/dev/hwrng` works, with no
 //! PCI device and no hypervisor.
 //!
+//! With `blk_mib` set, a second device joins it: a virtio block device backed by that much
+//! memory, so that the transport's own cost per request can be measured against the block
+//! layer's (`null_blk`, `brd`), with no device process in the path (`make bench`).
+//!
 //! The device side runs in a work item, like a real device that answers later: `send` only
 //! queues the message.
 
@@ -17,16 +21,16 @@ use core::{
     sync::atomic::{fence, Ordering},
 };
 use kernel::{
-    alloc::KVec,
+    alloc::{KVVec, KVec},
     auxiliary, bindings,
     device::{Bound, Device},
     faux,
     ffi::c_ulong,
-    impl_has_work, new_mutex, new_spinlock, new_work,
+    impl_has_work, new_mutex, new_spinlock, new_spinlock_irqsave, new_work,
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        Arc, Mutex, SpinLock,
+        Arc, Mutex, SpinLock, SpinLockIrqSave,
     },
     time::{delay::fsleep, Delta},
     types::ForLt,
@@ -51,11 +55,17 @@ module! {
             default: 0,
             description: "Test fixture: the device stops answering after this many messages (0: never)",
         },
+        blk_mib: u32 {
+            default: 0,
+            description: "Size of a memory-backed virtio block device on device number 2, in MiB, up to 1024 (0: none)",
+        },
     },
 }
 
 /// Device number of the entropy device on the loopback bus.
-const DEV_NUM: u16 = 1;
+const RNG_DEV_NUM: u16 = 1;
+/// Device number of the block device, if there is one.
+const BLK_DEV_NUM: u16 = 2;
 /// Largest message on the bus (the AMP PCI device's limit, so that chunking is exercised).
 const MAX_MSG: usize = 48;
 /// Messages queued towards the device side before `send` reports the bus busy.
@@ -63,12 +73,28 @@ const INBOX_LIMIT: usize = 256;
 /// How often, and how long each time, [`Bus::sync`] looks whether the device side caught up.
 const SYNC_POLLS: u32 = 1000;
 const SYNC_POLL: Delta = Delta::from_millis(1);
-/// The entropy device's only queue, and its largest size.
+/// Each device's only queue, and its largest size.
 const QUEUE_MAX: u32 = 64;
 /// Largest buffer filled at once.
 const MAX_FILL: u32 = 4096;
+/// Longest descriptor chain served (no indirect descriptors are offered).
+const MAX_CHAIN: usize = 8;
+/// Largest block device.
+const MAX_BLK_MIB: u32 = 1024;
 
+const VIRTIO_ID_BLK: u32 = 2;
 const VIRTIO_ID_RNG: u32 = 4;
+/// Block device: bytes per sector, the configuration size (`struct virtio_blk_config`), the
+/// request types served and the status values.
+const SECTOR: u64 = 512;
+const BLK_CONFIG_SIZE: u32 = 60;
+const VIRTIO_BLK_T_IN: u32 = 0;
+const VIRTIO_BLK_T_OUT: u32 = 1;
+const VIRTIO_BLK_T_FLUSH: u32 = 4;
+const VIRTIO_BLK_T_GET_ID: u32 = 8;
+const VIRTIO_BLK_S_OK: u8 = 0;
+const VIRTIO_BLK_S_IOERR: u8 = 1;
+const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 const VENDOR_ID: u32 = 0x5453_5552; // "RUST"
 const VIRTIO_F_VERSION_1_BLOCK1: u32 = 1; // feature bit 32
 const VIRTQ_DESC_F_NEXT: u16 = 1;
@@ -135,6 +161,22 @@ impl Mapping {
         Some(())
     }
 
+    /// Copies `out.len()` bytes from `offset` on.
+    fn read(&self, offset: usize, out: &mut [u8]) -> Option<()> {
+        let p = self.check(offset, out.len())?;
+        // SAFETY: In bounds (checked); `out` is ours, distinct from driver memory.
+        unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
+        Some(())
+    }
+
+    /// Copies `data` to `offset` on.
+    fn write(&self, offset: usize, data: &[u8]) -> Option<()> {
+        let p = self.check(offset, data.len())?;
+        // SAFETY: In bounds (checked); the buffer is device-writable, `data` is ours.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        Some(())
+    }
+
     /// Fills the mapping with random bytes.
     fn fill_random(&self) {
         // SAFETY: The whole mapping is writable memory of `len` bytes.
@@ -177,33 +219,37 @@ impl Queue {
         })
     }
 
-    /// Fills the buffers of one descriptor chain; returns the bytes written, or `None` if the
-    /// chain is malformed.
-    fn fill_chain(&self, head: u16) -> Option<u32> {
+    /// The descriptor chain starting at `head`, copied out of the ring; `None` if it is
+    /// malformed or longer than [`MAX_CHAIN`].
+    fn read_chain(&self, head: u16) -> Option<Chain> {
+        let mut chain = Chain {
+            descs: [Desc::default(); MAX_CHAIN],
+            len: 0,
+        };
         let mut idx = head;
-        let mut written = 0u32;
-        for _ in 0..self.size {
+        for slot in chain.descs.iter_mut() {
             if idx >= self.size {
                 return None;
             }
             let d = usize::from(idx) * 16;
-            let (addr, len) = (self.desc.read_u64(d)?, self.desc.read_u32(d + 8)?);
             let (flags, next) = (self.desc.read_u16(d + 12)?, self.desc.read_u16(d + 14)?);
-            if flags & VIRTQ_DESC_F_WRITE != 0 && len > 0 {
-                let len = len.min(MAX_FILL);
-                Mapping::new(addr, len as usize).ok()?.fill_random();
-                written = written.saturating_add(len);
-            }
+            *slot = Desc {
+                addr: self.desc.read_u64(d)?,
+                len: self.desc.read_u32(d + 8)?,
+                writable: flags & VIRTQ_DESC_F_WRITE != 0,
+            };
+            chain.len += 1;
             if flags & VIRTQ_DESC_F_NEXT == 0 {
-                return Some(written);
+                return Some(chain);
             }
             idx = next;
         }
         None
     }
 
-    /// Serves every available buffer; returns whether any was used.
-    fn process(&mut self) -> bool {
+    /// Serves every available buffer with `serve`, which returns the bytes it wrote into the
+    /// chain (`None`: malformed). Returns whether any buffer was used.
+    fn process(&mut self, mut serve: impl FnMut(&[Desc]) -> Option<u32>) -> bool {
         let mut used_any = false;
         while let Some(avail_idx) = self.avail.read_u16(2) {
             // Read the ring entries only after the index that publishes them.
@@ -217,7 +263,7 @@ impl Queue {
             let Some(head) = self.avail.read_u16(4 + 2 * slot) else {
                 break;
             };
-            let Some(written) = self.fill_chain(head) else {
+            let Some(written) = self.read_chain(head).and_then(|c| serve(c.descs())) else {
                 pr_err!("loopback: malformed descriptor chain at {head}, queue stopped\n");
                 break;
             };
@@ -235,12 +281,177 @@ impl Queue {
     }
 }
 
-/// The state of the entropy device.
-struct RngState {
+/// One descriptor of a chain.
+#[derive(Clone, Copy, Default)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    writable: bool,
+}
+
+/// A descriptor chain, copied out of the descriptor table.
+struct Chain {
+    descs: [Desc; MAX_CHAIN],
+    len: usize,
+}
+
+impl Chain {
+    fn descs(&self) -> &[Desc] {
+        self.descs.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Fills the device-writable buffers of an entropy request with random bytes.
+fn serve_rng(chain: &[Desc]) -> Option<u32> {
+    let mut written = 0u32;
+    for d in chain.iter().filter(|d| d.writable && d.len > 0) {
+        let len = d.len.min(MAX_FILL);
+        Mapping::new(d.addr, len as usize).ok()?.fill_random();
+        written = written.saturating_add(len);
+    }
+    Some(written)
+}
+
+/// Serves a block request: a readable header (type, reserved, sector), data buffers, and a
+/// writable status byte, as the virtio specification lays them out.
+fn serve_blk(disk: &mut [u8], chain: &[Desc]) -> Option<u32> {
+    let (header, rest) = chain.split_first()?;
+    let (status, data) = rest.split_last()?;
+    if header.writable || header.len < 16 || !status.writable || status.len < 1 {
+        return None;
+    }
+    let mut h = [0u8; 16];
+    Mapping::new(header.addr, 16).ok()?.read(0, &mut h)?;
+    let kind = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let sector = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+    let mut written = 0u32;
+    let result = match kind {
+        VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT => {
+            let total: u64 = data.iter().map(|d| u64::from(d.len)).sum();
+            let start = sector.checked_mul(SECTOR);
+            let in_disk = start
+                .and_then(|s| s.checked_add(total))
+                .is_some_and(|end| end <= disk.len() as u64);
+            let reading = kind == VIRTIO_BLK_T_IN;
+            match start {
+                Some(start) if in_disk && data.iter().all(|d| d.writable == reading) => {
+                    let mut at = start as usize;
+                    for d in data {
+                        let len = d.len as usize;
+                        let map = Mapping::new(d.addr, len).ok()?;
+                        let part = disk.get_mut(at..at + len)?;
+                        if reading {
+                            map.write(0, part)?;
+                            written = written.saturating_add(d.len);
+                        } else {
+                            map.read(0, part)?;
+                        }
+                        at += len;
+                    }
+                    VIRTIO_BLK_S_OK
+                }
+                _ => VIRTIO_BLK_S_IOERR,
+            }
+        }
+        VIRTIO_BLK_T_FLUSH => VIRTIO_BLK_S_OK,
+        VIRTIO_BLK_T_GET_ID => match data.first() {
+            Some(d) if d.writable => {
+                let id = b"virtio-msg-loopback\0";
+                let len = id.len().min(d.len as usize);
+                Mapping::new(d.addr, len).ok()?.write(0, &id[..len])?;
+                written = len as u32;
+                VIRTIO_BLK_S_OK
+            }
+            _ => VIRTIO_BLK_S_IOERR,
+        },
+        _ => VIRTIO_BLK_S_UNSUPP,
+    };
+    Mapping::new(status.addr, 1).ok()?.write(0, &[result])?;
+    Some(written + 1)
+}
+
+/// What a device of the bus is.
+enum Kind {
+    Rng,
+    /// A block device and its memory.
+    Blk(KVVec<u8>),
+}
+
+/// One device of the bus.
+struct Function {
+    kind: Kind,
     status: u32,
     queue: Option<Queue>,
-    /// Messages still answered before the device goes silent (`None`: always).
+}
+
+impl Function {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            status: 0,
+            queue: None,
+        }
+    }
+
+    fn info(&self) -> DeviceInfo {
+        let (device_id, config_size) = match self.kind {
+            Kind::Rng => (VIRTIO_ID_RNG, 0),
+            Kind::Blk(_) => (VIRTIO_ID_BLK, BLK_CONFIG_SIZE),
+        };
+        DeviceInfo {
+            device_id,
+            vendor_id: VENDOR_ID,
+            num_feature_bits: 64,
+            config_size,
+            max_virtqueues: 1,
+            admin_vq_start: 0,
+            admin_vq_count: 0,
+        }
+    }
+
+    /// Configuration byte `offset`: a block device's capacity (the first field), zeroes for
+    /// the fields of features not offered.
+    fn config_byte(&self, offset: u32) -> u8 {
+        match &self.kind {
+            Kind::Blk(disk) => {
+                let capacity = (disk.len() as u64 / SECTOR).to_le_bytes();
+                capacity.get(offset as usize).copied().unwrap_or(0)
+            }
+            Kind::Rng => 0,
+        }
+    }
+
+    /// Serves the available buffers; returns whether any was used.
+    fn process(&mut self) -> bool {
+        if self.status & STATUS_DRIVER_OK == 0 {
+            return false;
+        }
+        let Some(queue) = self.queue.as_mut() else {
+            return false;
+        };
+        match &mut self.kind {
+            Kind::Rng => queue.process(serve_rng),
+            Kind::Blk(disk) => queue.process(|chain| serve_blk(disk, chain)),
+        }
+    }
+}
+
+/// The device side of the bus.
+struct Devices {
+    rng: Function,
+    blk: Option<Function>,
+    /// Messages still answered before the devices go silent (`None`: always).
     answers_left: Option<u32>,
+}
+
+impl Devices {
+    fn get(&mut self, dev_num: u16) -> Option<&mut Function> {
+        match dev_num {
+            RNG_DEV_NUM => Some(&mut self.rng),
+            BLK_DEV_NUM => self.blk.as_mut(),
+            _ => None,
+        }
+    }
 }
 
 /// One message in flight from the driver side.
@@ -251,19 +462,20 @@ struct Msg {
 
 /// The device side of the loopback bus: a virtio entropy device.
 #[pin_data]
-struct RngDevice {
+struct LoopbackDevice {
+    /// Filled by `send_atomic`, in any context.
     #[pin]
-    inbox: SpinLock<KVec<Msg>>,
+    inbox: SpinLockIrqSave<KVec<Msg>>,
     #[pin]
-    state: Mutex<RngState>,
+    state: Mutex<Devices>,
     /// Where responses and events go; `None` once the module is unloading.
     #[pin]
     link: SpinLock<Option<Arc<BusLink>>>,
     /// This device, to queue its work from `send`; `None` once the module is unloading.
     #[pin]
-    me: SpinLock<Option<Arc<RngDevice>>>,
+    me: SpinLockIrqSave<Option<Arc<LoopbackDevice>>>,
     #[pin]
-    work: Work<RngDevice>,
+    work: Work<LoopbackDevice>,
     /// Messages queued by `send`, and messages the device side has handled: they are handled
     /// in order, so once `handled` reaches a value `queued` had, every answer to what was
     /// queued until then has been delivered (see [`Bus::sync`]).
@@ -272,13 +484,13 @@ struct RngDevice {
 }
 
 impl_has_work! {
-    impl HasWork<Self> for RngDevice { self.work }
+    impl HasWork<Self> for LoopbackDevice { self.work }
 }
 
-impl WorkItem for RngDevice {
-    type Pointer = Arc<RngDevice>;
+impl WorkItem for LoopbackDevice {
+    type Pointer = Arc<LoopbackDevice>;
 
-    fn run(this: Arc<RngDevice>) {
+    fn run(this: Arc<LoopbackDevice>) {
         loop {
             let msg = {
                 let mut inbox = this.inbox.lock();
@@ -297,21 +509,21 @@ impl WorkItem for RngDevice {
     }
 }
 
-impl RngDevice {
-    fn new() -> impl PinInit<Self> {
+impl LoopbackDevice {
+    fn new(blk: Option<KVVec<u8>>) -> impl PinInit<Self> {
         pin_init!(Self {
-            inbox <- new_spinlock!(KVec::new()),
-            state <- new_mutex!(RngState {
-                status: 0,
-                queue: None,
+            inbox <- new_spinlock_irqsave!(KVec::new()),
+            state <- new_mutex!(Devices {
+                rng: Function::new(Kind::Rng),
+                blk: blk.map(|disk| Function::new(Kind::Blk(disk))),
                 answers_left: match *module_parameters::silent_after.value() {
                     0 => None,
                     n => Some(n),
                 },
             }),
             link <- new_spinlock!(None),
-            me <- new_spinlock!(None),
-            work <- new_work!("RngDevice::work"),
+            me <- new_spinlock_irqsave!(None),
+            work <- new_work!("LoopbackDevice::work"),
             queued: Atomic::new(0),
             handled: Atomic::new(0),
         })
@@ -340,25 +552,18 @@ impl RngDevice {
             return;
         };
         let (dev, token) = (frame.dev_num, frame.token);
-        if dev != DEV_NUM {
-            return;
-        }
         let mut state = self.state.lock();
         match state.answers_left {
             Some(0) => return,
             Some(ref mut n) => *n -= 1,
             None => {}
         }
+        let Some(f) = state.get(dev) else {
+            return;
+        };
+        let mut config = [0u8; MAX_MSG];
         let reply = match frame.msg {
-            Message::GetDeviceInfo => Message::DeviceInfo(DeviceInfo {
-                device_id: VIRTIO_ID_RNG,
-                vendor_id: VENDOR_ID,
-                num_feature_bits: 64,
-                config_size: 0,
-                max_virtqueues: 1,
-                admin_vq_start: 0,
-                admin_vq_count: 0,
-            }),
+            Message::GetDeviceInfo => Message::DeviceInfo(f.info()),
             Message::GetDeviceFeatures {
                 block_index,
                 num_blocks,
@@ -382,30 +587,35 @@ impl RngDevice {
                 return;
             }
             Message::SetDriverFeatures { .. } => Message::DriverFeaturesSet,
-            Message::GetDeviceStatus => Message::DeviceStatus {
-                status: state.status,
-            },
+            Message::GetDeviceStatus => Message::DeviceStatus { status: f.status },
             Message::SetDeviceStatus { status } => {
                 if status == 0 {
-                    state.status = 0;
-                    state.queue = None;
+                    f.status = 0;
+                    f.queue = None;
                 } else {
-                    state.status = status;
+                    f.status = status;
                 }
-                Message::DeviceStatusSet {
-                    status: state.status,
+                Message::DeviceStatusSet { status: f.status }
+            }
+            Message::GetConfig { offset, length } => {
+                let end = offset.checked_add(length);
+                let Some(data) = config
+                    .get_mut(..length as usize)
+                    .filter(|_| end.is_some_and(|end| end <= f.info().config_size))
+                else {
+                    return;
+                };
+                for (at, b) in (offset..).zip(data.iter_mut()) {
+                    *b = f.config_byte(at);
+                }
+                Message::Config {
+                    generation: 0,
+                    offset,
+                    data,
                 }
             }
-            Message::GetConfig {
-                offset: 0,
-                length: 0,
-            } => Message::Config {
-                generation: 0,
-                offset: 0,
-                data: &[],
-            },
             Message::GetVqueue { index } => {
-                let (max_size, cur_size, (d, a, u)) = match (&state.queue, index) {
+                let (max_size, cur_size, (d, a, u)) = match (&f.queue, index) {
                     (Some(q), 0) => (QUEUE_MAX, q.size.into(), q.addrs),
                     (None, 0) => (QUEUE_MAX, 0, (0, 0, 0)),
                     _ => (0, 0, (0, 0, 0)),
@@ -421,7 +631,7 @@ impl RngDevice {
             }
             Message::SetVqueue(c) if c.index == 0 => {
                 match Queue::new(c.size, c.desc_addr, c.driver_addr, c.device_addr) {
-                    Ok(q) => state.queue = Some(q),
+                    Ok(q) => f.queue = Some(q),
                     Err(_) => return,
                 }
                 Message::VqueueSet
@@ -432,8 +642,7 @@ impl RngDevice {
                 address: 0,
             },
             Message::EventAvail { vq_index: 0, .. } => {
-                let ready = state.status & STATUS_DRIVER_OK != 0;
-                let used = ready && state.queue.as_mut().is_some_and(Queue::process);
+                let used = f.process();
                 drop(state);
                 if used {
                     self.deliver(dev, 0, Message::EventUsed { vq_index: 0 });
@@ -447,13 +656,13 @@ impl RngDevice {
     }
 }
 
-impl Bus for RngDevice {
+impl Bus for LoopbackDevice {
     fn max_msg_size(&self) -> usize {
         MAX_MSG
     }
 
     fn send_atomic(&self, msg: &[u8]) -> Result {
-        // `send` only takes spinlocks and allocates with GFP_ATOMIC.
+        // `send` only takes interrupt-safe spinlocks and allocates with GFP_ATOMIC.
         self.send(msg)
     }
 
@@ -501,7 +710,7 @@ type BusRegistration = auxiliary::Registration<'static, ForLt!(Arc<BusLink>)>;
 struct LoopbackModule {
     /// Dropped first: unbinding the transport unregisters the virtio device.
     bus: Option<BusRegistration>,
-    device: Arc<RngDevice>,
+    device: Arc<LoopbackDevice>,
     /// Dropped last: the parent of everything above.
     _faux: faux::Registration,
 }
@@ -515,7 +724,16 @@ impl kernel::Module for LoopbackModule {
         // dropping `bus`, the only user of this reference (field order and `Drop` below).
         let parent: &'static Device<Bound> = unsafe { &*core::ptr::from_ref(parent) };
 
-        let device = Arc::pin_init(RngDevice::new(), GFP_KERNEL)?;
+        let blk_mib = *module_parameters::blk_mib.value();
+        if blk_mib > MAX_BLK_MIB {
+            pr_err!("blk_mib {blk_mib} is more than {MAX_BLK_MIB}\n");
+            return Err(EINVAL);
+        }
+        let disk = match blk_mib {
+            0 => None,
+            mib => Some(KVVec::from_elem(0u8, (mib as usize) << 20, GFP_KERNEL)?),
+        };
+        let device = Arc::pin_init(LoopbackDevice::new(disk), GFP_KERNEL)?;
         let link = BusLink::new(device.clone())?;
         *device.link.lock() = Some(link.clone());
         *device.me.lock() = Some(device.clone());
@@ -526,8 +744,12 @@ impl kernel::Module for LoopbackModule {
             AUXILIARY_MODNAME,
             link.clone(),
         )?;
-        link.add_device(DEV_NUM)?;
-        pr_info!("virtio-msg loopback bus up, entropy device on device number {DEV_NUM}\n");
+        link.add_device(RNG_DEV_NUM)?;
+        pr_info!("virtio-msg loopback bus up, entropy device on device number {RNG_DEV_NUM}\n");
+        if blk_mib > 0 {
+            link.add_device(BLK_DEV_NUM)?;
+            pr_info!("block device of {blk_mib} MiB on device number {BLK_DEV_NUM}\n");
+        }
         Ok(Self {
             bus: Some(bus),
             device,

@@ -11,13 +11,13 @@
 
 use kernel::{
     alloc::KVec,
-    device, new_mutex, new_spinlock,
+    device, new_mutex, new_spinlock_irqsave,
     prelude::*,
     revocable::Revocable,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, Mutex, SpinLock,
+        Arc, Mutex, SpinLockIrqSave,
     },
     virtio::{
         msg::{Bus, Receiver},
@@ -29,7 +29,7 @@ use crate::{
     device::{MsgDevice, MsgTransport},
     request::Sender,
     stats::{Dropped, Stats},
-    wire::{Class, Frame, Header},
+    wire::{Class, Frame},
 };
 
 /// Device numbers at or above this are refused (the routing table is indexed by them).
@@ -38,7 +38,7 @@ const MAX_DEV_NUM: u16 = 4096;
 /// What the devices of one bus share.
 #[pin_data]
 pub(crate) struct BusHandle {
-    /// The bus; `None` once the transport let go of it.
+    /// The bus; `None` once the transport let go of it. Only held to take a reference.
     #[pin]
     bus: Mutex<Option<Arc<dyn Bus>>>,
     /// The bus again, for kicks sent from atomic context (RCU, no lock); revoked together with
@@ -49,9 +49,10 @@ pub(crate) struct BusHandle {
     timeout_ms: u32,
     /// Device for messages: the bus's auxiliary device.
     dev: ARef<device::Device>,
-    /// Devices by device number.
+    /// Devices by device number. Held while a device handles what the bus delivered, in the
+    /// bus's interrupt handler.
     #[pin]
-    routes: SpinLock<KVec<Option<Arc<MsgDevice>>>>,
+    routes: SpinLockIrqSave<KVec<Option<Arc<MsgDevice>>>>,
     stats: Arc<Stats>,
 }
 
@@ -69,7 +70,7 @@ impl BusHandle {
             max_msg_size,
             timeout_ms,
             dev,
-            routes <- new_spinlock!(KVec::new()),
+            routes <- new_spinlock_irqsave!(KVec::new()),
             stats,
         })
     }
@@ -117,31 +118,21 @@ impl BusHandle {
         drop(old);
     }
 
-    fn route(&self, dev_num: u16) -> Option<Arc<MsgDevice>> {
-        self.routes
-            .lock()
-            .get(usize::from(dev_num))
-            .cloned()
-            .flatten()
-    }
-
-    fn send_counted(&self, msg: &[u8]) -> Result {
-        let bus = self.bus.lock();
-        let Some(bus) = bus.as_ref() else {
-            return Err(ENODEV);
-        };
+    /// Sends `msg`, whose message id is `msg_id`, and counts it. The bus may sleep while it
+    /// waits for room: no lock is held meanwhile.
+    fn send_counted(&self, msg: &[u8], msg_id: u8) -> Result {
+        let bus = self.bus.lock().clone().ok_or(ENODEV)?;
         let result = bus.send(msg);
-        match (&result, Header::decode(msg)) {
-            (Ok(()), Ok(h)) => self.stats.sent(h.msg_id),
-            (Err(_), _) => self.stats.send_error(),
-            _ => {}
+        match result {
+            Ok(()) => self.stats.sent(msg_id),
+            Err(_) => self.stats.send_error(),
         }
         result
     }
 
     /// Sends an event (no response expected).
-    pub(crate) fn send_event(&self, msg: &[u8]) -> Result {
-        self.send_counted(msg)
+    pub(crate) fn send_event(&self, msg: &[u8], msg_id: u8) -> Result {
+        self.send_counted(msg, msg_id)
     }
 
     /// Sends an event from atomic context; [`EBUSY`] if the bus has no room right now.
@@ -163,7 +154,8 @@ impl BusHandle {
         drop(bus);
     }
 
-    /// Decodes and routes one delivered message.
+    /// Decodes and routes one delivered message (`bytes` may run past its `msg_size`: a bus
+    /// may hand on a whole slot). Any context, the bus's interrupt handler included.
     pub(crate) fn deliver(&self, bytes: &[u8]) {
         let Ok((header, frame)) = Frame::decode_with_header(bytes) else {
             return self.stats.dropped(Dropped::Malformed);
@@ -173,17 +165,18 @@ impl BusHandle {
             return self.stats.dropped(Dropped::WrongDirection);
         }
         self.stats.received(header.msg_id);
-        let Some(dev) = self.route(header.dev_num) else {
-            return self.stats.dropped(Dropped::NoDevice);
-        };
         let len = usize::from(header.msg_size).min(bytes.len());
-        dev.receive(&header, &frame, bytes.get(..len).unwrap_or(bytes));
+        let routes = self.routes.lock();
+        match routes.get(usize::from(header.dev_num)) {
+            Some(Some(dev)) => dev.receive(&header, &frame, bytes.get(..len).unwrap_or(bytes)),
+            _ => self.stats.dropped(Dropped::NoDevice),
+        }
     }
 }
 
 impl Sender for BusHandle {
-    fn send(&self, msg: &[u8]) -> Result {
-        self.send_counted(msg)
+    fn send(&self, msg: &[u8], msg_id: u8) -> Result {
+        self.send_counted(msg, msg_id)
     }
 
     fn sync(&self) -> Result {

@@ -12,18 +12,29 @@
 //! | queues | GET_VQUEUE (size limit) then SET_VQUEUE, only once FEATURES_OK was confirmed |
 //! | queue reset | RESET_VQUEUE, then SET_VQUEUE again (with VIRTIO_F_RING_RESET) |
 //! | kick | EVENT_AVAIL, sent at once from atomic context, or by a work item if the bus is full |
-//! | interrupts | EVENT_USED runs the queue's callback; EVENT_CONFIG reports a change |
+//! | interrupts | EVENT_USED runs the queue's callback; EVENT_CONFIG reports a change; both in the bus's interrupt handler |
 //!
 //! The status and the configuration generation are cached from the device's answers and
 //! events, so reading them costs no message.
+//!
+//! # Configuration read-ahead while the driver probes
+//!
+//! Drivers read their configuration space field by field while they probe (virtio-blk asks
+//! for a dozen fields of a few bytes each). Until DRIVER_OK, a read that misses asks the device
+//! for as much as one GET_CONFIG carries from that offset on, and the next reads that fall in
+//! that window are answered from it. The window is only used while it is certainly current:
+//! same generation, no EVENT_CONFIG since it was read (QEMU's device model changes its
+//! configuration without bumping the generation, but not without the event), no SET_CONFIG or
+//! reset since; and never after DRIVER_OK, when the device may change its configuration under
+//! a running driver. Nothing is cached across generations or across events.
 
 use kernel::{
     alloc::KVec,
-    bindings, impl_has_work, new_spinlock, new_work,
+    bindings, impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, SpinLock,
+        Arc, Mutex, SpinLockIrqSave,
     },
     time::{delay::fsleep, Delta},
     virtio::{
@@ -69,6 +80,19 @@ const NO_INFO: DeviceInfo = DeviceInfo {
 
 /// Queues beyond this index cannot be used (their kicks have no slot).
 const MAX_KICKED_QUEUES: u32 = 1024;
+/// Largest configuration read-ahead window.
+const MAX_CONFIG_WINDOW: usize = 256;
+
+/// Configuration bytes read ahead while the driver probes (see the module documentation).
+struct ConfigWindow {
+    /// Whether `data` may answer reads.
+    valid: bool,
+    offset: u32,
+    data: KVec<u8>,
+    generation: u32,
+    /// `MsgDevice::config_changes` when the window was read.
+    changes: u32,
+}
 
 /// The kick state of one queue, touched from atomic context (even hard interrupts): atomics
 /// only, no lock.
@@ -91,24 +115,39 @@ pub(crate) struct MsgDevice {
     status: Atomic<u32>,
     /// The configuration generation the device last reported.
     generation: Atomic<u32>,
-    /// Set once the device is allocated; cleared when it goes away (breaks the reference cycle
-    /// device -> handle -> transport -> device).
+    /// EVENT_CONFIG messages received, SET_CONFIG requests and resets sent: each one outdates
+    /// the configuration window.
+    config_changes: Atomic<u32>,
     #[pin]
-    handle: SpinLock<Option<Handle<MsgTransport>>>,
+    config_window: Mutex<ConfigWindow>,
+    /// Set once the device is allocated; cleared when it goes away (breaks the reference cycle
+    /// device -> handle -> transport -> device). Held while an interrupt of the device runs.
+    #[pin]
+    handle: SpinLockIrqSave<Option<Handle<MsgTransport>>>,
     /// By queue index.
     kicks: KVec<Kick>,
+    /// The device raised DEVICE_NEEDS_RESET: its queues are to be broken, which cannot be done
+    /// in the interrupt handler that learnt it.
+    break_pending: Atomic<bool>,
+    /// Does what cannot be done where it was asked for: kicks that found the bus full, and
+    /// breaking the queues after an event.
     #[pin]
-    kick_work: Work<MsgDevice>,
+    deferred: Work<MsgDevice>,
 }
 
 impl_has_work! {
-    impl HasWork<Self> for MsgDevice { self.kick_work }
+    impl HasWork<Self> for MsgDevice { self.deferred }
 }
 
 impl WorkItem for MsgDevice {
     type Pointer = Arc<MsgDevice>;
 
     fn run(this: Arc<MsgDevice>) {
+        if this.break_pending.xchg(false, Relaxed) {
+            if let Some(h) = this.handle() {
+                h.break_device();
+            }
+        }
         this.send_kicks();
     }
 }
@@ -116,6 +155,14 @@ impl WorkItem for MsgDevice {
 impl MsgDevice {
     fn new(bus: Arc<BusHandle>, dev_num: u16, info: DeviceInfo) -> Result<Arc<Self>> {
         let (max_msg_size, timeout_ms) = (bus.max_msg_size(), bus.timeout_ms());
+        let window = wire::max_config_chunk(max_msg_size).min(MAX_CONFIG_WINDOW);
+        let window = ConfigWindow {
+            valid: false,
+            offset: 0,
+            data: KVec::with_capacity(window, GFP_KERNEL)?,
+            generation: 0,
+            changes: 0,
+        };
         let queues = info.max_virtqueues.min(MAX_KICKED_QUEUES) as usize;
         let mut kicks = KVec::with_capacity(queues, GFP_KERNEL)?;
         for _ in 0..queues {
@@ -135,9 +182,12 @@ impl MsgDevice {
                 info,
                 status: Atomic::new(0),
                 generation: Atomic::new(0),
-                handle <- new_spinlock!(None),
+                config_changes: Atomic::new(0),
+                config_window <- new_mutex!(window),
+                handle <- new_spinlock_irqsave!(None),
                 kicks,
-                kick_work <- new_work!("virtio_msg::MsgDevice::kick_work"),
+                break_pending: Atomic::new(false),
+                deferred <- new_work!("virtio_msg::MsgDevice::deferred"),
             }),
             GFP_KERNEL,
         )
@@ -207,18 +257,20 @@ impl MsgDevice {
     }
 
     pub(crate) fn set_handle(&self, handle: Option<Handle<MsgTransport>>) {
-        *self.handle.lock() = handle;
+        let old = core::mem::replace(&mut *self.handle.lock(), handle);
+        // Outside the lock: it may be the last reference to the virtio device.
+        drop(old);
     }
 
     fn handle(&self) -> Option<Handle<MsgTransport>> {
         self.handle.lock().clone()
     }
 
-    /// Waits until no kick work is queued or running. Called once the queues are gone, so
-    /// no new kick can come.
+    /// Waits until no deferred work is queued or running. Called once the queues are gone,
+    /// so no new kick can come.
     pub(crate) fn flush_kicks(&self) {
-        // SAFETY: `kick_work` is a valid, initialised work item that lives as long as `self`.
-        unsafe { bindings::flush_work(Work::raw_get(&self.kick_work)) };
+        // SAFETY: `deferred` is a valid, initialised work item that lives as long as `self`.
+        unsafe { bindings::flush_work(Work::raw_get(&self.deferred)) };
     }
 
     /// Sends `msg` and waits for its response; a timeout of an essential request breaks the
@@ -263,8 +315,9 @@ impl MsgDevice {
         result
     }
 
-    /// A transport message for this device, from the bus.
-    pub(crate) fn receive(&self, header: &Header, frame: &Frame<'_>, bytes: &[u8]) {
+    /// A transport message for this device, from the bus: in its interrupt handler, or as
+    /// from one (interrupts disabled, must not sleep).
+    pub(crate) fn receive(self: &Arc<Self>, header: &Header, frame: &Frame<'_>, bytes: &[u8]) {
         let stats = self.bus.stats();
         if header.kind == Kind::Response {
             if let Match::Dropped(why) = self.req.complete(header, bytes) {
@@ -274,10 +327,10 @@ impl MsgDevice {
         }
         match frame.msg {
             Message::EventUsed { vq_index } => {
-                let index = u16::try_from(vq_index).ok();
-                let ran = index
-                    .zip(self.handle())
-                    .is_some_and(|(i, h)| h.queue_interrupt(i));
+                let ran = u16::try_from(vq_index).is_ok_and(|i| {
+                    let handle = self.handle.lock();
+                    handle.as_ref().is_some_and(|h| h.queue_interrupt(i))
+                });
                 if !ran {
                     stats.dropped(Dropped::NoQueue);
                 }
@@ -289,7 +342,9 @@ impl MsgDevice {
             } => {
                 // An event may predate a reset: take only what a device raises on its own.
                 self.generation.store(generation, Relaxed);
-                let Some(h) = self.handle() else { return };
+                self.config_changes.add(1, Relaxed);
+                let handle = self.handle.lock();
+                let Some(h) = handle.as_ref() else { return };
                 if device_status & u32::from(status::NEEDS_RESET) != 0 {
                     let current = self.status.load(Relaxed);
                     self.status
@@ -302,7 +357,8 @@ impl MsgDevice {
                     if self.req.set_broken() {
                         stats.broken();
                     }
-                    h.break_device();
+                    self.break_pending.store(true, Relaxed);
+                    let _ = workqueue::system_highpri().enqueue(self.clone());
                 }
                 h.config_changed();
             }
@@ -389,6 +445,7 @@ impl MsgDevice {
     }
 
     pub(crate) fn reset(&self) {
+        self.config_changes.add(1, Relaxed);
         // No kick may follow the reset: drop the pending ones and wait for a running one.
         self.clear_kicks();
         self.flush_kicks();
@@ -469,8 +526,52 @@ impl MsgDevice {
         Ok(generation)
     }
 
+    /// Answers a read from the configuration window, reading a new window if it misses.
+    /// Returns `false` if the window cannot be used (see the module documentation).
+    fn read_config_window(&self, offset: u32, buf: &mut [u8]) -> Result<bool, Failure> {
+        let changes = self.config_changes.load(Relaxed);
+        let size = {
+            let mut window = self.config_window.lock();
+            if self.status.load(Relaxed) & u32::from(status::DRIVER_OK) != 0
+                || buf.len() > window.data.capacity()
+            {
+                return Ok(false);
+            }
+            let current = window.valid
+                && window.changes == changes
+                && window.generation == self.generation.load(Relaxed);
+            let start = offset.checked_sub(window.offset).map(|s| s as usize);
+            let hit = start.and_then(|s| window.data.get(s..s + buf.len()));
+            if let (true, Some(data)) = (current, hit) {
+                buf.copy_from_slice(data);
+                return Ok(true);
+            }
+            window.valid = false;
+            window.data.capacity()
+        };
+        // Not under the lock: the request sleeps. Within the configuration space (checked by
+        // the caller), and at least `buf` long.
+        let len = (self.info.config_size.saturating_sub(offset) as usize).min(size);
+        let mut data = [0u8; MAX_CONFIG_WINDOW];
+        let data = data.get_mut(..len).ok_or(Failure::BadResponse)?;
+        let generation = self.read_config_chunk(offset, data)?;
+        buf.copy_from_slice(data.get(..buf.len()).ok_or(Failure::BadResponse)?);
+        let mut window = self.config_window.lock();
+        window.data.clear();
+        if window.data.extend_from_slice(data, GFP_KERNEL).is_ok() {
+            window.valid = true;
+            window.offset = offset;
+            window.generation = generation;
+            window.changes = changes;
+        }
+        Ok(true)
+    }
+
     pub(crate) fn get_config(&self, offset: u32, buf: &mut [u8]) -> Result<(), Failure> {
         self.check_config_range("read", offset, buf.len())?;
+        if self.read_config_window(offset, buf)? {
+            return Ok(());
+        }
         let chunk = self.config_chunk();
         for _ in 0..GET_CONFIG_ATTEMPTS {
             let mut first = None;
@@ -490,6 +591,7 @@ impl MsgDevice {
 
     pub(crate) fn set_config(&self, offset: u32, buf: &[u8]) -> Result<(), Failure> {
         self.check_config_range("write", offset, buf.len())?;
+        self.config_changes.add(1, Relaxed);
         let chunk = self.config_chunk();
         for (i, part) in buf.chunks(chunk).enumerate() {
             let at = offset + (i * chunk) as u32;
@@ -648,7 +750,11 @@ impl MsgDevice {
             let Some(len) = self.encode_kick(i, kick.data.load(Relaxed), &mut buf) else {
                 continue;
             };
-            if self.bus.send_event(&buf[..len]).is_err() {
+            if self
+                .bus
+                .send_event(&buf[..len], wire::transport_id::EVENT_AVAIL)
+                .is_err()
+            {
                 dev_warn!(
                     self.bus.dev(),
                     "device {}: kick of queue {i} not sent\n",

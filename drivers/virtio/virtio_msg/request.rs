@@ -35,11 +35,11 @@
 
 use kernel::{
     alloc::KVec,
-    new_mutex, new_spinlock,
+    new_mutex, new_spinlock_irqsave,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Completion, Mutex, SpinLock,
+        Completion, Mutex, SpinLockIrqSave,
     },
     time::msecs_to_jiffies,
 };
@@ -140,8 +140,9 @@ pub(crate) struct Requester {
     /// One request at a time: held from sending to the end of the wait.
     #[pin]
     serial: Mutex<KVec<u8>>,
+    /// Completed from the bus's interrupt handler.
     #[pin]
-    slot: SpinLock<Slot>,
+    slot: SpinLockIrqSave<Slot>,
     #[pin]
     done: Completion,
     next_token: Atomic<u32>,
@@ -151,8 +152,8 @@ pub(crate) struct Requester {
 
 /// The bus as the requester uses it: implemented by the bus handle.
 pub(crate) trait Sender {
-    /// Sends one encoded message.
-    fn send(&self, msg: &[u8]) -> Result;
+    /// Sends one encoded message, whose message id is `msg_id`.
+    fn send(&self, msg: &[u8], msg_id: u8) -> Result;
 
     /// The bus's ordering barrier (`kernel::virtio::msg::Bus::sync`): returns once everything
     /// the device side sent before the call has been delivered. [`ENOTSUPP`] if the bus
@@ -168,7 +169,7 @@ impl Requester {
     pub(crate) fn new(max_msg_size: usize, timeout_ms: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             serial <- new_mutex!(KVec::from_elem(0u8, max_msg_size, GFP_KERNEL)?),
-            slot <- new_spinlock!(Slot {
+            slot <- new_spinlock_irqsave!(Slot {
                 state: SlotState::Idle,
                 in_step: true,
                 tokens: Tokens::Learning(0),
@@ -292,7 +293,7 @@ impl Requester {
             self.done.reinit();
             slot.state = SlotState::Waiting { msg_id, token };
         }
-        if let Err(e) = sender.send(bytes) {
+        if let Err(e) = sender.send(bytes, msg_id) {
             self.slot.lock().state = SlotState::Idle;
             return Err(Failure::Send(e));
         }

@@ -224,6 +224,34 @@ impl<M: QueueMemory> Consumer<M> {
         Ok(true)
     }
 
+    /// Hands up to `budget` waiting messages, each copied out of its slot, to `each`, freeing
+    /// every slot before `each` looks at it. Returns whether messages are left (the budget ran
+    /// out first). The producer's head is read once per batch it announced, not per message.
+    pub fn drain(
+        &mut self,
+        budget: u32,
+        mut each: impl FnMut(&[u8; SLOT_BYTES]),
+    ) -> Result<bool, QueueError> {
+        let mut left = budget;
+        loop {
+            let head = self.refresh_head()?;
+            if head == self.tail {
+                return Ok(false);
+            }
+            while self.tail != head {
+                if left == 0 {
+                    return Ok(true);
+                }
+                left -= 1;
+                let mut slot = [0u8; SLOT_BYTES];
+                self.mem.read(slot_offset(self.tail), &mut slot);
+                self.tail = next(self.tail);
+                self.mem.store_index(TAIL_OFFSET, self.tail);
+                each(&slot);
+            }
+        }
+    }
+
     /// Drops every message waiting (left over from before we took over). Returns how many.
     pub fn discard(&mut self) -> Result<u32, QueueError> {
         let head = self.refresh_head()?;

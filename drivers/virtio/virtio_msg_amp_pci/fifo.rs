@@ -5,11 +5,16 @@
 //! A FIFO is a driver queue (we produce, the device consumes), a device queue (the device
 //! produces, we consume), a doorbell and an MSI-X vector. Sending copies a message into the
 //! driver queue and rings the doorbell; the device raises the vector after putting messages on
-//! the device queue, and the threaded handler ([`FifoIrq`]) drains all of them in one go.
+//! the device queue, and the hard interrupt handler ([`FifoIrq`]) drains them and hands each to
+//! the transport, which runs the virtqueue callback right there, as virtio-pci does: no thread
+//! is woken, no mutex taken, the slot is copied once and decoded once (by the transport).
+//! Work per interrupt is bounded: the handler takes at most a queue's worth of messages (all
+//! that were there when the device raised the vector; later ones come with their own
+//! interrupt) and leaves any rest to the interrupt thread.
 //!
 //! Everything in the queues is written by the device side and is hostile input: indexes are
 //! checked by the shared queue code before use, a message is copied out of its slot before
-//! anything looks at it, and only whole, well-formed messages are handed on. A device that
+//! anything looks at it, and the transport hands on only well-formed messages. A device that
 //! corrupts an index has broken the protocol for good: the FIFO stops (sends fail, nothing
 //! more is read), so the transport's requests time out and its devices are marked broken,
 //! instead of the driver acting on garbage.
@@ -25,15 +30,15 @@ use kernel::{
     devres::Devres,
     io::{register::Array, Io},
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
-    new_mutex, new_spinlock, pci,
+    new_mutex, new_spinlock, new_spinlock_irqsave, pci,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, Completion, Mutex, SpinLock,
+        Arc, Completion, Mutex, SpinLock, SpinLockIrqSave,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta},
-    virtio::msg::{with_irqs_disabled, Bus, BusLink},
+    virtio::msg::{Bus, BusLink},
 };
 
 use crate::{
@@ -43,16 +48,20 @@ use crate::{
     regs,
     shared::{SharedBar, SharedQueue},
     spsc::{Consumer, Producer, QueueError, CAPACITY, SLOT_BYTES},
-    wire::{Frame, Header, Message, TYPE_BUS},
+    wire::{Frame, Message, TYPE_BUS},
 };
 
 /// BAR0, mapped.
 pub(crate) type RegsBar = Devres<pci::Bar<'static, { regs::BAR0_USED }>>;
 
-/// Most messages one run of the interrupt thread takes off the device queue. More than the
-/// queue holds: a device that filled it again meanwhile raised the interrupt again, so the
-/// thread runs again for the rest, and a device that never stops cannot keep it for ever.
-const DRAIN_BUDGET: u32 = 4 * CAPACITY;
+/// Most messages the hard interrupt handler takes off the device queue: as many as the queue
+/// holds, so all that were there when the device raised the vector. Messages the device adds
+/// meanwhile come with an interrupt of their own (MSI-X is latched while the handler runs);
+/// if the handler still finds more, it leaves them to the interrupt thread, so that a device
+/// that never stops cannot keep a CPU in hard interrupt context.
+const HARD_BUDGET: u32 = CAPACITY;
+/// Most messages one run of the interrupt thread takes, in batches of [`HARD_BUDGET`].
+const THREAD_BUDGET: u32 = 4 * CAPACITY;
 /// Doorbells one sender rings for others before it leaves the rest to them (see [`Tx`]).
 const RING_ROUNDS: u32 = 8;
 /// How long to wait for the answer to PING from a device that has not answered one yet: v1 of
@@ -68,10 +77,10 @@ pub(crate) struct FifoStats {
     received: Atomic<u64>,
     doorbells: Atomic<u64>,
     interrupts: Atomic<u64>,
+    threaded: Atomic<u64>,
     queue_full_waits: Atomic<u64>,
     queue_full_failures: Atomic<u64>,
     doorbells_shared: Atomic<u64>,
-    malformed: Atomic<u64>,
     unexpected_bus: Atomic<u64>,
     late_bus: Atomic<u64>,
     barriers: Atomic<u64>,
@@ -88,10 +97,10 @@ impl FifoStats {
             received: Atomic::new(0),
             doorbells: Atomic::new(0),
             interrupts: Atomic::new(0),
+            threaded: Atomic::new(0),
             queue_full_waits: Atomic::new(0),
             queue_full_failures: Atomic::new(0),
             doorbells_shared: Atomic::new(0),
-            malformed: Atomic::new(0),
             unexpected_bus: Atomic::new(0),
             late_bus: Atomic::new(0),
             barriers: Atomic::new(0),
@@ -116,8 +125,8 @@ fn inc(counter: &Atomic<u64>) {
 /// so the device always sees it, and messages queued during a doorbell share the next one.
 /// A sender rings at most [`RING_ROUNDS`] times; then whoever queues next rings.
 ///
-/// Kicks come with interrupts disabled, even from interrupt handlers, so the lock is only
-/// taken with interrupts disabled ([`with_irqs_disabled`]).
+/// Kicks come in any context, interrupt handlers included, so the lock keeps interrupts
+/// disabled ([`SpinLockIrqSave`]).
 struct Tx {
     queue: Producer<SharedQueue>,
     ringing: bool,
@@ -131,11 +140,13 @@ pub(crate) struct Fifo {
     dev: ARef<Device>,
     regs: Arc<RegsBar>,
     #[pin]
-    tx: SpinLock<Tx>,
+    tx: SpinLockIrqSave<Tx>,
+    /// Taken by the interrupt handler and its thread.
     #[pin]
-    rx: Mutex<Consumer<SharedQueue>>,
+    rx: SpinLockIrqSave<Consumer<SharedQueue>>,
+    /// Offered replies by the interrupt handler.
     #[pin]
-    bus_replies: SpinLock<BusReplies>,
+    bus_replies: SpinLockIrqSave<BusReplies>,
     #[pin]
     bus_done: Completion,
     /// One bus request at a time: held from sending to the end of the wait.
@@ -202,9 +213,9 @@ impl Fifo {
             index,
             dev,
             regs,
-            tx <- new_spinlock!(tx),
-            rx <- new_mutex!(rx),
-            bus_replies <- new_spinlock!(BusReplies::new()),
+            tx <- new_spinlock_irqsave!(tx),
+            rx <- new_spinlock_irqsave!(rx),
+            bus_replies <- new_spinlock_irqsave!(BusReplies::new()),
             bus_done <- Completion::new(),
             bus_serial <- new_mutex!(()),
             next_token: Atomic::new(0),
@@ -249,17 +260,15 @@ impl Fifo {
         if self.stopped() {
             return Err(ENODEV);
         }
-        let pushed = with_irqs_disabled(|| {
+        let pushed = {
             let mut tx = self.tx.lock();
-            tx.queue.push(msg)?;
-            if tx.ringing {
-                tx.more = true;
-                Ok(false)
-            } else {
+            tx.queue.push(msg).map(|()| {
+                let ring = !tx.ringing;
                 tx.ringing = true;
-                Ok(true)
-            }
-        });
+                tx.more |= !ring;
+                ring
+            })
+        };
         match pushed {
             Ok(ring) => {
                 inc(&self.stats.sent);
@@ -293,13 +302,13 @@ impl Fifo {
     fn ring(&self) {
         for round in 1.. {
             self.doorbell();
-            let (again, more) = with_irqs_disabled(|| {
+            let (again, more) = {
                 let mut tx = self.tx.lock();
                 let more = core::mem::take(&mut tx.more);
                 // Past the last round, give up the doorbell: whoever queues next rings.
                 tx.ringing = more && round < RING_ROUNDS;
                 (tx.ringing, more)
-            });
+            };
             if !again {
                 if more {
                     // Messages queued during the last doorbell: one more covers them.
@@ -310,42 +319,40 @@ impl Fifo {
         }
     }
 
-    /// Drains the device queue, handing every message on: transport messages to `link`, bus
-    /// replies to the waiting [`Fifo::bus_exchange`]. Called by the interrupt thread only.
-    fn drain(&self, link: &BusLink) {
-        let mut rx = self.rx.lock();
-        for _ in 0..DRAIN_BUDGET {
-            if self.stopped() {
-                break;
-            }
-            let mut slot = [0u8; SLOT_BYTES];
-            match rx.pop(&mut slot) {
-                Ok(true) => {
-                    let mut msg = [0u8; MAX_MSG_SIZE];
-                    msg.copy_from_slice(&slot[..MAX_MSG_SIZE]);
-                    self.dispatch(link, &msg);
-                }
-                Ok(false) => break,
-                Err(e) => self.index_error("device", e),
+    /// Takes up to `budget` messages off the device queue and hands each on: transport
+    /// messages to `link`, bus replies to the waiting [`Fifo::bus_exchange`]. Returns whether
+    /// the budget ran out with messages left. Called by the interrupt handler and its thread.
+    fn drain(&self, link: &BusLink, budget: u32) -> bool {
+        if self.stopped() {
+            return false;
+        }
+        // The slot copy in `drain` is the one copy out of shared memory: nothing reads a slot
+        // in place.
+        match self
+            .rx
+            .lock()
+            .drain(budget, |slot| self.dispatch(link, slot))
+        {
+            Ok(more) => more,
+            Err(e) => {
+                self.index_error("device", e);
+                false
             }
         }
     }
 
-    /// One message copied out of the device queue (a slot's worth of bytes).
-    fn dispatch(&self, link: &BusLink, msg: &[u8; MAX_MSG_SIZE]) {
+    /// One message copied out of the device queue. Only its first [`MAX_MSG_SIZE`] bytes can
+    /// be a message; the transport decodes them (the header's `msg_size` says where the
+    /// message ends) and counts what is malformed.
+    fn dispatch(&self, link: &BusLink, slot: &[u8; SLOT_BYTES]) {
         inc(&self.stats.received);
+        let Some(msg) = slot.first_chunk::<MAX_MSG_SIZE>() else {
+            return;
+        };
         if msg[0] & TYPE_BUS != 0 {
             self.bus_message(msg);
-            return;
-        }
-        match Header::decode(msg) {
-            Ok(header) => {
-                let len = usize::from(header.msg_size);
-                if !link.deliver(msg.get(..len).unwrap_or_default()) {
-                    inc(&self.stats.undelivered);
-                }
-            }
-            Err(_) => inc(&self.stats.malformed),
+        } else if !link.deliver(msg) {
+            inc(&self.stats.undelivered);
         }
     }
 
@@ -538,9 +545,9 @@ impl fmt::Debug for Fifo {
             ("doorbells", &s.doorbells),
             ("doorbells_shared", &s.doorbells_shared),
             ("interrupts", &s.interrupts),
+            ("threaded", &s.threaded),
             ("queue_full_waits", &s.queue_full_waits),
             ("queue_full_failures", &s.queue_full_failures),
-            ("malformed", &s.malformed),
             ("unexpected_bus", &s.unexpected_bus),
             ("late_bus", &s.late_bus),
             ("barriers", &s.barriers),
@@ -570,15 +577,26 @@ impl FifoIrq {
 }
 
 impl ThreadedHandler for FifoIrq {
+    /// Drains what the device queued: responses wake their requester, EVENT_USED runs the
+    /// virtqueue callback, here in hard interrupt context.
     fn handle(&self, _dev: &Device<Bound>) -> ThreadedIrqReturn {
         inc(&self.fifo.stats.interrupts);
-        ThreadedIrqReturn::WakeThread
+        if self.fifo.drain(&self.link, HARD_BUDGET) {
+            inc(&self.fifo.stats.threaded);
+            ThreadedIrqReturn::WakeThread
+        } else {
+            ThreadedIrqReturn::Handled
+        }
     }
 
-    /// Delivering runs the transport's response and virtqueue handling, which may sleep
-    /// briefly: it belongs in the thread, not in hard interrupt context.
+    /// Only for a device that keeps the queue full: drains the rest in batches, with
+    /// interrupts enabled in between.
     fn handle_threaded(&self, _dev: &Device<Bound>) -> IrqReturn {
-        self.fifo.drain(&self.link);
+        for _ in 0..THREAD_BUDGET / HARD_BUDGET {
+            if !self.fifo.drain(&self.link, HARD_BUDGET) {
+                break;
+            }
+        }
         IrqReturn::Handled
     }
 }

@@ -19,13 +19,14 @@
 //! needs no knowledge of their meaning beyond what it owns (the header's token, the bus
 //! messages it handles itself).
 
+use super::as_interrupt;
 use crate::{
     alloc::KVec,
-    bindings, new_condvar, new_mutex,
+    new_condvar, new_mutex, new_spinlock_irqsave,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, CondVar, Mutex,
+        Arc, CondVar, Mutex, SpinLockIrqSave,
     },
 };
 
@@ -63,8 +64,10 @@ pub trait Bus: Send + Sync {
     /// Sends one encoded event (a virtqueue notification) from atomic context: drivers kick
     /// their queues with spinlocks held, even from interrupt handlers. Must not sleep; returns
     /// [`EBUSY`] if there is no room right now (the transport then sends it later with
-    /// [`Bus::send`]). May run concurrently with [`Bus::send`]: the bus serialises its producer
-    /// (see [`with_irqs_disabled`]). Called with interrupts enabled or disabled.
+    /// [`Bus::send`]). May run concurrently with [`Bus::send`], and in any context: a bus that
+    /// serialises its producer with a lock takes it with interrupts disabled
+    /// ([`SpinLockIrqSave`]), or a kick from an interrupt handler on the same CPU would spin on
+    /// it for ever.
     fn send_atomic(&self, msg: &[u8]) -> Result;
 }
 
@@ -75,25 +78,12 @@ pub fn new_bus_id() -> u32 {
     NEXT.fetch_add(1, Relaxed)
 }
 
-/// Runs `f` with interrupts disabled on this CPU.
-///
-/// [`Bus::send_atomic`] is called in any context, with interrupts disabled included: drivers
-/// kick their queues under `spin_lock_irqsave()`, some from their virtqueue callbacks. A bus
-/// that serialises its producer with a spinlock must hold it with interrupts disabled, or an
-/// interrupt that kicks on the same CPU would spin on the lock for ever; this is how.
-pub fn with_irqs_disabled<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: Saving and disabling interrupts is allowed in every context.
-    let flags = unsafe { bindings::local_irq_save() };
-    let r = f();
-    // SAFETY: `flags` are the ones saved above, restored in the same context.
-    unsafe { bindings::local_irq_restore(flags) };
-    r
-}
-
 /// What a bus delivers to: implemented by the transport.
 pub trait Receiver: Send + Sync {
     /// One message from the device side, copied out of the bus into memory the device cannot
-    /// change. Process context; must not sleep for long.
+    /// change. Called with interrupts disabled, from the bus's hard interrupt handler or as
+    /// from one ([`as_interrupt`]): must not sleep, and should be short (it runs virtqueue
+    /// callbacks, as virtio-pci's interrupt handler does).
     fn receive(&self, msg: &[u8]);
 
     /// Device number `dev_num` appeared on the bus. Process context; may sleep (the transport
@@ -106,8 +96,7 @@ pub trait Receiver: Send + Sync {
 }
 
 struct LinkState {
-    receiver: Option<Arc<dyn Receiver>>,
-    /// Calls into `receiver` in progress.
+    /// Calls into the receiver in progress, other than [`Receiver::receive`].
     in_flight: usize,
     /// Device numbers the bus has found, in the order it found them.
     devices: KVec<u16>,
@@ -117,6 +106,12 @@ struct LinkState {
 #[pin_data]
 pub struct BusLink {
     bus: Arc<dyn Bus>,
+    /// The connected receiver. [`BusLink::deliver`] holds the lock while the receiver runs,
+    /// from the bus's interrupt handler: no reference count is touched on that path, and once
+    /// the receiver is taken out under the lock, no delivery is running or will run.
+    #[pin]
+    receiver: SpinLockIrqSave<Option<Arc<dyn Receiver>>>,
+    /// Device events (which may sleep) and the devices found.
     #[pin]
     state: Mutex<LinkState>,
     /// Signalled when `in_flight` drops to 0.
@@ -136,8 +131,9 @@ impl BusLink {
         Arc::pin_init(
             pin_init!(Self {
                 bus,
+                receiver <- new_spinlock_irqsave!(None, "virtio::msg::BusLink::receiver"),
                 state <- new_mutex!(
-                    LinkState { receiver: None, in_flight: 0, devices: KVec::new() },
+                    LinkState { in_flight: 0, devices: KVec::new() },
                     "virtio::msg::BusLink::state"
                 ),
                 idle <- new_condvar!("virtio::msg::BusLink::idle"),
@@ -151,12 +147,12 @@ impl BusLink {
         &self.bus
     }
 
-    /// Runs `f` on the connected receiver, if any, without holding the lock; returns whether
-    /// there was one. [`Connection`]'s drop waits for such calls to end.
+    /// Runs `f`, which may sleep, on the connected receiver, if any, without holding a lock;
+    /// returns whether there was one. [`Connection`]'s drop waits for such calls to end.
     fn with_receiver(&self, f: impl FnOnce(&dyn Receiver)) -> bool {
         let receiver = {
             let mut state = self.state.lock();
-            let Some(receiver) = state.receiver.clone() else {
+            let Some(receiver) = self.receiver.lock().clone() else {
                 return false;
             };
             state.in_flight += 1;
@@ -174,8 +170,17 @@ impl BusLink {
 
     /// Bus side: delivers a message from the device side. Returns `false` if no transport is
     /// connected (the message is dropped; the bus should count it).
+    ///
+    /// Any context: meant for the bus's hard interrupt handler; elsewhere the receiver runs
+    /// as from an interrupt ([`as_interrupt`]).
     pub fn deliver(&self, msg: &[u8]) -> bool {
-        self.with_receiver(|r| r.receive(msg))
+        as_interrupt(|| match &*self.receiver.lock() {
+            Some(receiver) => {
+                receiver.receive(msg);
+                true
+            }
+            None => false,
+        })
     }
 
     /// Bus side: device number `dev_num` exists. Tells the transport, if one is connected.
@@ -208,13 +213,13 @@ impl BusLink {
     ///
     /// Fails with [`EBUSY`] if a receiver is already connected.
     pub fn connect(&self, receiver: Arc<dyn Receiver>) -> Result<(Connection<'_>, KVec<u16>)> {
-        let mut state = self.state.lock();
-        if state.receiver.is_some() {
+        let state = self.state.lock();
+        if self.receiver.lock().is_some() {
             return Err(EBUSY);
         }
         let mut devices = KVec::with_capacity(state.devices.len(), GFP_KERNEL)?;
         devices.extend_from_slice(&state.devices, GFP_KERNEL)?;
-        state.receiver = Some(receiver);
+        *self.receiver.lock() = Some(receiver);
         Ok((Connection { link: self }, devices))
     }
 }
@@ -228,7 +233,9 @@ pub struct Connection<'a> {
 impl Drop for Connection<'_> {
     fn drop(&mut self) {
         let mut state = self.link.state.lock();
-        state.receiver = None;
+        // Dropped outside the spinlock: it may be the last reference.
+        let receiver = self.link.receiver.lock().take();
+        drop(receiver);
         while state.in_flight > 0 {
             self.link.idle.wait(&mut state);
         }

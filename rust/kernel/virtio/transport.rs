@@ -23,10 +23,11 @@
 //!
 //! The configuration, status, feature and queue set-up operations run in process context and
 //! may sleep. [`Transport::notify`] runs in atomic context (drivers kick with spinlocks held).
-//! [`Handle::queue_interrupt`] and [`Handle::config_changed`] must be called from process
-//! context (a threaded interrupt handler or a work item, say), not from a hard interrupt
-//! handler; the virtqueue callback runs with bottom halves disabled, as drivers expect of an
-//! interrupt.
+//! [`Handle::queue_interrupt`] and [`Handle::config_changed`] may be called in any context, the
+//! transport's hard interrupt handler included (where virtio-pci runs its callbacks too); from
+//! process context the virtqueue callback runs as from an interrupt (see [`as_interrupt`]).
+//! [`Handle::break_device`] takes a lock the virtio core takes with interrupts enabled, so it
+//! must be called from process context.
 //!
 //! # Examples
 //!
@@ -38,16 +39,16 @@
 //! drop(registration);               // unbinds the driver, unregisters the device
 //! ```
 
-use super::{feature, Device, Features};
+use super::{as_interrupt, feature, Device, Features};
 use crate::{
     alloc::KVec,
     bindings, device,
     error::from_result,
     ffi::{c_char, c_int, c_uint, c_void},
-    new_spinlock,
+    new_spinlock_irqsave,
     page::PAGE_SIZE,
     prelude::*,
-    sync::{aref::ARef, Arc, SpinLock},
+    sync::{aref::ARef, Arc, SpinLockIrqSave},
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -194,11 +195,13 @@ struct Inner<T: Transport> {
     /// Must stay the first field: `container_of` from the C callbacks relies on it.
     #[pin]
     vdev: Opaque<bindings::virtio_device>,
-    /// The queues created by `find_vqs`, by queue index.
+    /// The queues created by `find_vqs`, by queue index. Taken in the transport's interrupt
+    /// handler.
     #[pin]
-    queues: SpinLock<KVec<Queue>>,
+    queues: SpinLockIrqSave<KVec<Queue>>,
+    /// Taken in the transport's interrupt handler (configuration changes).
     #[pin]
-    life: SpinLock<Life>,
+    life: SpinLockIrqSave<Life>,
     transport: T,
 }
 
@@ -254,27 +257,24 @@ impl<T: Transport> Handle<T> {
     /// Runs the callback of queue `index` for its used buffers. Returns whether the queue
     /// exists (`false`: no such queue, or not created yet, or already deleted).
     ///
-    /// Process context only (see the module documentation).
+    /// Any context; the callback runs as from an interrupt (see the module documentation).
     pub fn queue_interrupt(&self, index: u16) -> bool {
-        let queues = self.0.queues.lock();
-        let Some(Queue { vq, active: true }) = queues.get(usize::from(index)) else {
-            return false;
-        };
-        // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock
-        // before deleting it. Bottom halves are disabled around the callback as in an
-        // interrupt, so that what it schedules (NAPI, say) runs when they are enabled again.
-        unsafe {
-            bindings::local_bh_disable();
-            bindings::vring_interrupt(0, vq.0.as_ptr().cast());
-            bindings::local_bh_enable();
-        }
-        true
+        as_interrupt(|| {
+            let queues = self.0.queues.lock();
+            let Some(Queue { vq, active: true }) = queues.get(usize::from(index)) else {
+                return false;
+            };
+            // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock
+            // before deleting it.
+            unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
+            true
+        })
     }
 
     /// Tells the driver that the configuration space changed.
     ///
     /// Before registration the change is remembered and reported when the device registers.
-    /// Process context only.
+    /// Any context.
     pub fn config_changed(&self) {
         let mut life = self.0.life.lock();
         match *life {
@@ -291,6 +291,8 @@ impl<T: Transport> Handle<T> {
     }
 
     /// Marks every virtqueue broken, so that drivers stop waiting for the device.
+    ///
+    /// Process context only (see the module documentation).
     pub fn break_device(&self) {
         let life = self.0.life.lock();
         if *life == Life::Registered {
@@ -330,8 +332,8 @@ impl<T: Transport> Unregistered<T> {
                         (*vdev).id.vendor = id.vendor;
                     }
                 }),
-                queues <- new_spinlock!(KVec::new(), "virtio::transport::Inner::queues"),
-                life <- new_spinlock!(Life::New { config_changed: false }, "virtio::transport::Inner::life"),
+                queues <- new_spinlock_irqsave!(KVec::new(), "virtio::transport::Inner::queues"),
+                life <- new_spinlock_irqsave!(Life::New { config_changed: false }, "virtio::transport::Inner::life"),
                 transport,
             }),
             GFP_KERNEL,

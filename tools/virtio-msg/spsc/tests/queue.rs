@@ -188,6 +188,7 @@ fn restart_adopts_indexes_and_discards_stale_messages() {
 enum Op {
     Push(u8),
     Pop,
+    Drain(u32),
 }
 
 proptest! {
@@ -195,7 +196,11 @@ proptest! {
 
     /// Any interleaving of pushes and pops behaves like a bounded FIFO.
     #[test]
-    fn behaves_like_a_bounded_fifo(ops in prop::collection::vec(prop_oneof![any::<u8>().prop_map(Op::Push), Just(Op::Pop)], 0..400)) {
+    fn behaves_like_a_bounded_fifo(ops in prop::collection::vec(prop_oneof![
+        3 => any::<u8>().prop_map(Op::Push),
+        1 => Just(Op::Pop),
+        1 => (0..2 * CAPACITY).prop_map(Op::Drain),
+    ], 0..400)) {
         let (mut p, mut c, _) = pair();
         let mut model = VecDeque::new();
         let mut out = [0u8; SLOT_BYTES];
@@ -217,6 +222,15 @@ proptest! {
                         None => prop_assert!(!got),
                     }
                 }
+                Op::Drain(budget) => {
+                    let mut got = Vec::new();
+                    let more = c.drain(budget, |slot| got.push(slot[0])).unwrap();
+                    let n = model.len().min(budget as usize);
+                    let want: Vec<u8> = model.drain(..n).collect();
+                    prop_assert_eq!(got, want);
+                    // More is reported exactly when the budget left messages behind.
+                    prop_assert_eq!(more, !model.is_empty());
+                }
             }
             prop_assert_eq!(c.pending(), Ok(model.len() as u32));
         }
@@ -234,6 +248,7 @@ proptest! {
             let _ = p.free();
             let _ = c.pop(&mut out);
             let _ = c.pending();
+            let _ = c.drain(CAPACITY, |_| {});
         }
     }
 }
