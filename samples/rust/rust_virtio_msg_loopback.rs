@@ -481,6 +481,10 @@ struct LoopbackDevice {
     /// queued until then has been delivered (see [`Bus::sync`]).
     queued: Atomic<u64>,
     handled: Atomic<u64>,
+    /// By device number: an EVENT_AVAIL is waiting in the inbox. Like a doorbell, a kick
+    /// only says "look at the queue": one waiting covers any number sent after it, so those
+    /// are not queued (a busy driver would otherwise fill the inbox with them).
+    kick_waiting: [Atomic<bool>; 3],
 }
 
 impl_has_work! {
@@ -526,6 +530,7 @@ impl LoopbackDevice {
             work <- new_work!("LoopbackDevice::work"),
             queued: Atomic::new(0),
             handled: Atomic::new(0),
+            kick_waiting: [const { Atomic::new(false) }; 3],
         })
     }
 
@@ -642,6 +647,10 @@ impl LoopbackDevice {
                 address: 0,
             },
             Message::EventAvail { vq_index: 0, .. } => {
+                // Before looking at the queue: a kick from now on is queued again.
+                if let Some(waiting) = self.kick_waiting.get(usize::from(dev)) {
+                    waiting.store(false, Relaxed);
+                }
                 let used = f.process();
                 drop(state);
                 if used {
@@ -667,22 +676,43 @@ impl Bus for LoopbackDevice {
     }
 
     fn send(&self, msg: &[u8]) -> Result {
+        let kick = match Frame::decode(msg) {
+            Ok(Frame {
+                dev_num,
+                msg: Message::EventAvail { .. },
+                ..
+            }) => self.kick_waiting.get(usize::from(dev_num)),
+            _ => None,
+        };
+        if kick.is_some_and(|waiting| waiting.xchg(true, Relaxed)) {
+            return Ok(());
+        }
         let mut bytes = [0u8; MAX_MSG];
         bytes
             .get_mut(..msg.len())
             .ok_or(EMSGSIZE)?
             .copy_from_slice(msg);
         let mut inbox = self.inbox.lock();
-        if inbox.len() >= INBOX_LIMIT {
-            return Err(EBUSY);
+        let pushed = if inbox.len() >= INBOX_LIMIT {
+            Err(EBUSY)
+        } else {
+            inbox
+                .push(
+                    Msg {
+                        bytes,
+                        len: msg.len(),
+                    },
+                    GFP_ATOMIC,
+                )
+                .map_err(Error::from)
+        };
+        if pushed.is_err() {
+            // Not queued after all: the next kick must be.
+            if let Some(waiting) = kick {
+                waiting.store(false, Relaxed);
+            }
         }
-        inbox.push(
-            Msg {
-                bytes,
-                len: msg.len(),
-            },
-            GFP_ATOMIC,
-        )?;
+        pushed?;
         self.queued.add(1, Relaxed);
         drop(inbox);
         if let Some(me) = self.me.lock().clone() {

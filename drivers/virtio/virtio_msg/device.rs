@@ -750,14 +750,13 @@ impl MsgDevice {
             let Some(len) = self.encode_kick(i, kick.data.load(Relaxed), &mut buf) else {
                 continue;
             };
-            if self
+            if let Err(e) = self
                 .bus
                 .send_event(&buf[..len], wire::transport_id::EVENT_AVAIL)
-                .is_err()
             {
                 dev_warn!(
                     self.bus.dev(),
-                    "device {}: kick of queue {i} not sent\n",
+                    "device {}: kick of queue {i} not sent ({e:?})\n",
                     self.dev_num
                 );
             }
