@@ -3,6 +3,7 @@
 //! The command line, parsed by hand: a handful of options do not need a parser crate, and
 //! every mistake gets a message that says what was expected.
 
+use crate::faults::FaultSpec;
 use crate::pci::MAX_FIFOS;
 use crate::tokens::TokenMode;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ pub const USAGE: &str = "\
 usage: virtio-msg-emulator --socket PATH [--fifos N] [--mode compat|strict]
                            [--tokens model|zero|scramble]
                            [--log-level error|warn|info|debug]
+                           [--fault FIFO:NUM:KIND[,after=N][,every=N]]...
                            --device FIFO:NUM:KIND[,key=value...] [--device ...]
 
 Serves the virtio-msg AMP PCI device (PCI 10ee:9039) to QEMU over vfio-user:
@@ -34,6 +36,16 @@ Options:
                      token other than its request's, varying from message to
                      message, and events arbitrary ones
   --log-level LEVEL  error, warn, info (default) or debug; the log goes to stderr
+  --fault SPEC       make the device misbehave on purpose, for tests: what FIFO
+                     FIFO sends for device number NUM (or 'all') goes wrong;
+                     after=N lets its first N messages through. KIND:
+                       silent         nothing more is sent
+                       drop,every=N   every Nth message is dropped
+                       twice          every message is sent twice
+                       garbage        every message becomes undecodable
+                       lying-size     every header claims 200 bytes
+                       corrupt-index  the device queue's head goes out of
+                                      range (once): the queue is broken
   --device SPEC      a device on FIFO FIFO (below --fifos) with device number NUM
                      (0 to 31); repeat for more devices. KIND and its options:
                        rng                          entropy from /dev/urandom
@@ -110,6 +122,8 @@ pub struct Options {
     pub log_level: log::LevelFilter,
     /// The devices.
     pub devices: Vec<DeviceSpec>,
+    /// Faults to inject.
+    pub faults: Vec<FaultSpec>,
 }
 
 /// What the command line asks for.
@@ -245,6 +259,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     let (mut socket, mut fifos, mut mode, mut log_level) = (None, None, None, None);
     let mut tokens = None;
     let mut devices = Vec::new();
+    let mut faults = Vec::new();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
@@ -252,7 +267,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         };
         if !matches!(
             name.as_str(),
-            "--socket" | "--fifos" | "--mode" | "--tokens" | "--log-level" | "--device"
+            "--socket" | "--fifos" | "--mode" | "--tokens" | "--log-level" | "--device" | "--fault"
         ) {
             return Err(format!("unknown option {arg:?} (see --help)"));
         }
@@ -303,6 +318,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
                     })?;
                 log_level = Some(level);
             }
+            "--fault" => faults.push(value.parse::<FaultSpec>()?),
             _ => devices.push(parse_device(&value)?),
         }
     }
@@ -340,6 +356,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             ));
         }
     }
+    if let Some(f) = faults.iter().find(|f| f.fifo >= fifos) {
+        return Err(format!(
+            "--fault: FIFO {} out of range (--fifos {fifos})",
+            f.fifo
+        ));
+    }
     Ok(Command::Run(Options {
         socket,
         fifos,
@@ -347,6 +369,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         tokens: tokens.unwrap_or_default(),
         log_level: log_level.unwrap_or(log::LevelFilter::Info),
         devices,
+        faults,
     }))
 }
 

@@ -8,6 +8,7 @@
 //! - [`server`]: the vfio-user requests (BAR accesses, MSI-X eventfds, guest memory maps);
 //! - [`worker`]: one thread per FIFO running the SPSC queues ([`queues`]) and the virtio-msg
 //!   bus of the device crate, with the tokens of what it sends set as [`tokens`] says;
+//! - [`faults`]: what `--fault` makes go wrong, for tests that prove the driver copes;
 //! - [`backends`], [`cli`], [`logger`]: the program around them.
 //!
 //! The split between the vfio-user thread and the workers keeps every guest-visible reaction
@@ -15,6 +16,7 @@
 
 pub mod backends;
 pub mod cli;
+pub mod faults;
 pub mod logger;
 pub mod pci;
 pub mod queues;

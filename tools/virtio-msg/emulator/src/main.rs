@@ -16,6 +16,7 @@ use virtio_msg_device::bus::FifoBus;
 use virtio_msg_emulator::{
     backends,
     cli::{self, Command, Options},
+    faults::Faults,
     logger, pci,
     server::{self, Device, GuestMem, Workers},
     shm::SharedMem,
@@ -104,8 +105,9 @@ fn run(opts: Options) -> Result<(), String> {
     );
     let mut handles = Vec::new();
     for (n, bus) in buses.into_iter().enumerate() {
-        let fifo = Fifo::new(n, bus, opts.mode, opts.tokens, bar1.clone())
+        let mut fifo = Fifo::new(n, bus, opts.mode, opts.tokens, bar1.clone())
             .map_err(|e| format!("FIFO {n}: {e}"))?;
+        fifo.set_faults(Faults::for_fifo(n, &opts.faults));
         handles.push(FifoHandle::spawn(fifo).map_err(|e| format!("FIFO {n} worker: {e}"))?);
     }
     let workers: Workers = Arc::new(Mutex::new(handles));

@@ -15,6 +15,7 @@
 //! again; compat mode takes indexes modulo the queue size as the device model does (see
 //! [`crate::queues`]). Nothing here panics on what the guest wrote.
 
+use crate::faults::Faults;
 use crate::queues::{DeviceQueue, DriverQueue};
 use crate::shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE};
 use crate::tokens::{Stamper, TokenMode};
@@ -27,7 +28,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use virtio_msg_device::{bus::FifoBus, Mode};
-use virtio_msg_spsc::{QueueError, CAPACITY, SLOT_BYTES};
+use virtio_msg_spsc::{QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, SLOT_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// How often every backend's host side is looked at even without a readable fd.
@@ -104,6 +105,10 @@ pub struct Fifo {
     /// Messages dropped: the device queue was full (compat mode) or stopped.
     dropped: u64,
     tokens: Stamper,
+    /// What `--fault` makes go wrong on this FIFO.
+    faults: Faults,
+    /// The device queue again, for [`crate::faults::FaultKind::CorruptIndex`].
+    device_window: QueueWindow,
 }
 
 /// What a call on a [`Fifo`] did.
@@ -135,14 +140,24 @@ impl Fifo {
             mode,
             bus,
             rx: DriverQueue::new(driver, model),
-            tx: DeviceQueue::new(device, model),
+            tx: DeviceQueue::new(device.clone(), model),
             broken: false,
             outbox: VecDeque::new(),
             dropped: 0,
             tokens: Stamper::new(tokens),
+            faults: Faults::default(),
+            device_window: device,
         };
         fifo.adopt();
         Ok(fifo)
+    }
+
+    /// Makes `faults` go wrong on this FIFO from now on.
+    pub fn set_faults(&mut self, faults: Faults) {
+        if !faults.is_empty() {
+            warn!("FIFO {}: faults injected: {faults:?}", self.index);
+        }
+        self.faults = faults;
     }
 
     /// The bus and its devices.
@@ -259,11 +274,18 @@ impl Fifo {
     fn send(&mut self, msgs: Vec<Vec<u8>>, request_token: Option<u16>, sent: &mut u32) {
         for mut msg in msgs {
             self.tokens.stamp(&mut msg, request_token);
-            if !self.outbox.is_empty() {
-                self.outbox.push_back(msg);
-                continue;
+            let out = self.faults.apply(msg);
+            if out.corrupt_index {
+                // Past the last slot: the driver must stop reading this queue.
+                self.device_window.store_index(HEAD_OFFSET, CAPACITY + 7);
             }
-            self.push(msg, sent);
+            for msg in out.msgs {
+                if !self.outbox.is_empty() {
+                    self.outbox.push_back(msg);
+                    continue;
+                }
+                self.push(msg, sent);
+            }
         }
     }
 
