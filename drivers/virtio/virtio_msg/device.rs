@@ -64,6 +64,12 @@ const MAX_QUEUE_SIZE: u32 = 32768;
 const SET_CONFIG_ATTEMPTS: usize = 4;
 /// Multi-chunk GET_CONFIG attempts before accepting a read across generations.
 const GET_CONFIG_ATTEMPTS: usize = 4;
+/// GET_CONFIG answers in a row, each with a new generation, that the driver is told about.
+/// The virtio core reads a field again for as long as the generation changed meanwhile
+/// (`__virtio_cread_many()`), holding the device; a device that changes it on every read would
+/// keep it there for ever. Past this many, the generation the driver sees stays put (and a
+/// warning says why) until the device answers twice with the same one.
+const GENERATION_CHURN_LIMIT: u32 = 8;
 /// GET_DEVICE_STATUS polls after a reset the device did not complete at once.
 const RESET_POLLS: usize = 20;
 
@@ -115,6 +121,9 @@ pub(crate) struct MsgDevice {
     status: Atomic<u32>,
     /// The configuration generation the device last reported.
     generation: Atomic<u32>,
+    /// GET_CONFIG answers in a row that brought a new generation, and the latest answer's.
+    generation_churn: Atomic<u32>,
+    last_answered_generation: Atomic<u32>,
     /// EVENT_CONFIG messages received, SET_CONFIG requests and resets sent: each one outdates
     /// the configuration window.
     config_changes: Atomic<u32>,
@@ -182,6 +191,8 @@ impl MsgDevice {
                 info,
                 status: Atomic::new(0),
                 generation: Atomic::new(0),
+                generation_churn: Atomic::new(0),
+                last_answered_generation: Atomic::new(0),
                 config_changes: Atomic::new(0),
                 config_window <- new_mutex!(window),
                 handle <- new_spinlock_irqsave!(None),
@@ -234,6 +245,12 @@ impl MsgDevice {
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn cached_status(&self) -> u32 {
         self.status.load(Relaxed)
+    }
+
+    /// The generation the driver sees (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn cached_generation(&self) -> u32 {
+        self.generation.load(Relaxed)
     }
 
     /// The token of the latest request (for tests).
@@ -522,8 +539,30 @@ impl MsgDevice {
                 _ => None,
             },
         )?;
-        self.generation.store(generation, Relaxed);
+        self.learn_generation(generation);
         Ok(generation)
+    }
+
+    /// Takes the generation of a GET_CONFIG answer, unless the device changes it on every
+    /// read (see [`GENERATION_CHURN_LIMIT`]).
+    fn learn_generation(&self, generation: u32) {
+        let previous = self.last_answered_generation.xchg(generation, Relaxed);
+        if generation == self.generation.load(Relaxed) || generation == previous {
+            // Unchanged, or settled on a new value.
+            self.generation_churn.store(0, Relaxed);
+            self.generation.store(generation, Relaxed);
+            return;
+        }
+        let churn = self.generation_churn.fetch_add(1, Relaxed) + 1;
+        if churn < GENERATION_CHURN_LIMIT {
+            self.generation.store(generation, Relaxed);
+        } else if churn == GENERATION_CHURN_LIMIT {
+            dev_warn!(
+                self.bus.dev(),
+                "device {}: configuration generation changed on {churn} reads in a row; ignoring its changes until it settles\n",
+                self.dev_num
+            );
+        }
     }
 
     /// Answers a read from the configuration window, reading a new window if it misses.

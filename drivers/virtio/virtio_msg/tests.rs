@@ -81,6 +81,8 @@ struct FakeState {
     generation: u32,
     /// Bump the generation after this many more GET_CONFIG answers (0: never).
     bump_generation_after: u32,
+    /// Bump the generation after every GET_CONFIG answer.
+    churn_generation: bool,
     /// SET_CONFIG requests still to reject.
     reject_set_config: u32,
     /// Message ids the device ignores.
@@ -197,6 +199,7 @@ impl Fake {
                     config,
                     generation: 7,
                     bump_generation_after: 0,
+                    churn_generation: false,
                     reject_set_config: 0,
                     silent: KVec::new(),
                     log: KVec::new(),
@@ -274,6 +277,9 @@ impl Fake {
                     },
                     out,
                 );
+                if s.churn_generation {
+                    s.generation += 1;
+                }
                 if s.bump_generation_after > 0 {
                     s.bump_generation_after -= 1;
                     if s.bump_generation_after == 0 {
@@ -702,6 +708,36 @@ mod tests {
         dev.get_config(0, &mut buf).map_err(Error::from)?;
         // 3 chunks torn by the change after the 2nd, then 3 consistent ones.
         assert_eq!(t.fake.sent(id::GET_CONFIG), 6);
+        Ok(())
+    }
+
+    #[test]
+    fn a_generation_that_never_settles_does_not_keep_the_driver_reading() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        // Running: every read goes to the device (no read-ahead window).
+        let ok = u32::from(status::DRIVER_OK | status::FEATURES_OK);
+        assert_eq!(dev.set_status(ok).map_err(Error::from)?, ok);
+        t.fake.state.lock().churn_generation = true;
+        // What `__virtio_cread_many()` does: read until the generation stayed the same.
+        let mut field = [0u8; 4];
+        let mut reads = 0;
+        loop {
+            reads += 1;
+            assert!(reads < 100);
+            let before = dev.cached_generation();
+            dev.get_config(60, &mut field).map_err(Error::from)?;
+            if dev.cached_generation() == before {
+                break;
+            }
+        }
+        assert!(reads <= 9);
+        assert_eq!(field, [60, 61, 62, 63].map(|o: u8| o ^ 0x5a));
+        // A device that settles is listened to again.
+        t.fake.state.lock().churn_generation = false;
+        dev.get_config(60, &mut field).map_err(Error::from)?;
+        dev.get_config(64, &mut field).map_err(Error::from)?;
+        assert_eq!(dev.cached_generation(), t.fake.state.lock().generation);
         Ok(())
     }
 

@@ -56,3 +56,60 @@ wait_for() {
 	done
 	return 1
 }
+
+# The fault tests (guest/fault_*.sh; host side host/faults.sh): one FIFO with
+# a block device (device number 0), an entropy device the emulator makes
+# misbehave (1, registered first: virtio_rng.0) and a healthy one (2,
+# virtio_rng.1). Each test proves that the other devices of the FIFO keep
+# moving data, that the modules unload in bounded time, and that nothing leaks.
+
+# fault_up: load the modules and find the devices.
+fault_up() {
+	[ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak
+	check core_load insmod $MODDIR/virtio_msg.ko
+	check amp_pci_load insmod $MODDIR/virtio_msg_amp_pci.ko
+	check devices_bound wait_for 3
+	blkdev=$(virtio_dev 2)
+	disk=/dev/$(ls "$blkdev/block" 2>/dev/null)
+	stats=$(ls -d /sys/kernel/debug/virtio_msg-*.bus.* 2>/dev/null | head -n1)/stats
+}
+
+# bus_stat NAME: a counter of the transport's stats of the bus
+bus_stat() { sed -n "s/^$1: //p" "$stats"; }
+
+# blk_moves BLOCK: 256 KiB of random data written at 4 KiB block BLOCK and read back
+blk_moves() {
+	dd if=/dev/urandom of=/tmp/pattern bs=4096 count=64 2>/dev/null
+	dd if=/tmp/pattern of="$disk" bs=4096 seek="$1" oflag=direct conv=fsync 2>/dev/null &&
+		dd if="$disk" bs=4096 skip="$1" count=64 iflag=direct 2>/dev/null | cmp -s - /tmp/pattern
+}
+
+# rng_reads NAME: 256 bytes from entropy device NAME within 5 s, not all zero
+rng_reads() {
+	echo "$1" >/sys/class/misc/hw_random/rng_current || return 1
+	timeout 5 dd if=/dev/hwrng of=/tmp/rng bs=64 count=4 2>/dev/null
+	[ "$(wc -c </tmp/rng)" = 256 ] && od -An -tx1 /tmp/rng | tr -d ' \n0' | grep -q .
+}
+
+# rng_gives_nothing NAME: entropy device NAME returns nothing within 5 s
+rng_gives_nothing() { ! rng_reads "$1"; }
+
+# fault_unload: both modules unload within 60 s
+fault_unload() {
+	check ${1:-unload_within_60s} timeout 60 sh -c 'rmmod virtio_msg_amp_pci && rmmod virtio_msg'
+}
+
+# fault_down [no-rng]: the healthy devices still work (with no-rng, /dev/hwrng
+# is not tried), both modules unload within 60 s, nothing leaked.
+fault_down() {
+	check blk_still_moves blk_moves 512
+	[ "${1:-}" = no-rng ] || check healthy_rng_still_reads rng_reads virtio_rng.1
+	fault_unload
+	if [ -w /sys/kernel/debug/kmemleak ]; then
+		sleep 6
+		echo scan >/sys/kernel/debug/kmemleak
+		leaks=$(cat /sys/kernel/debug/kmemleak)
+		[ -z "$leaks" ] || echo "$leaks" | head -40
+		check no_leaks test -z "$leaks"
+	fi
+}

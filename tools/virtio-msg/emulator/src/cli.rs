@@ -46,6 +46,9 @@ Options:
                        lying-size     every header claims 200 bytes
                        corrupt-index  the device queue's head goes out of
                                       range (once): the queue is broken
+                       generation-churn
+                                      every GET_CONFIG answer brings a new
+                                      configuration generation
   --device SPEC      a device on FIFO FIFO (below --fifos) with device number NUM
                      (0 to 31); repeat for more devices. KIND and its options:
                        rng                          entropy from /dev/urandom

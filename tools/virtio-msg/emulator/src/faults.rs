@@ -10,11 +10,14 @@
 //! (the first messages answer the probe).
 
 use std::str::FromStr;
+use virtio_msg_wire::{transport_id::GET_CONFIG, TYPE_RESPONSE};
 
 /// Byte offset of `msg_size` in the header.
 const MSG_SIZE: usize = 6;
 /// What a lying header claims: more than any slot holds.
 const LYING_MSG_SIZE: u16 = 200;
+/// Byte offset of the generation in a GET_CONFIG answer (the first payload word).
+const GENERATION: usize = virtio_msg_wire::HEADER_SIZE;
 
 /// What goes wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub enum FaultKind {
     /// Once: the device queue's head index is set out of range, which breaks the queue
     /// protocol for good.
     CorruptIndex,
+    /// Every GET_CONFIG answer carries a new configuration generation.
+    GenerationChurn,
 }
 
 /// One `--fault FIFO:NUM:KIND[,after=N][,every=N]`.
@@ -85,10 +90,12 @@ impl FromStr for FaultSpec {
             ("garbage", None) => FaultKind::Garbage,
             ("lying-size", None) => FaultKind::LyingSize,
             ("corrupt-index", None) => FaultKind::CorruptIndex,
+            ("generation-churn", None) => FaultKind::GenerationChurn,
             (_, Some(_)) if kind != "drop" => return Err(err("only drop takes every=N")),
             _ => {
                 return Err(err(
-                    "KIND is silent, drop, twice, garbage, lying-size or corrupt-index",
+                    "KIND is silent, drop, twice, garbage, lying-size, corrupt-index or \
+                     generation-churn",
                 ))
             }
         };
@@ -205,6 +212,16 @@ impl Faults {
                     out.corrupt_index |= !a.struck;
                     a.struck = true;
                 }
+                FaultKind::GenerationChurn => {
+                    for m in &mut out.msgs {
+                        let is_config = m.get(..2) == Some(&[TYPE_RESPONSE, GET_CONFIG]);
+                        if let Some(generation) = m.get_mut(GENERATION..GENERATION + 4) {
+                            if is_config {
+                                generation.copy_from_slice(&(a.seen as u32).to_le_bytes());
+                            }
+                        }
+                    }
+                }
             }
             if out.msgs != before || out.corrupt_index {
                 self.injected += 1;
@@ -291,6 +308,18 @@ mod tests {
         let out = f.apply(msg(4, 9)).msgs;
         assert_eq!(out[0][6..8], 200u16.to_le_bytes());
         assert!(virtio_msg_wire::Frame::decode(&out[0]).is_err());
+    }
+
+    #[test]
+    fn generation_churn_changes_config_answers_only() {
+        let mut f = faults("0:1:generation-churn");
+        let mut config = msg(1, 0);
+        config[1] = GET_CONFIG;
+        let a = f.apply(config.clone()).msgs;
+        let b = f.apply(config.clone()).msgs;
+        assert_ne!(a[0][8..12], b[0][8..12]);
+        assert_eq!(a[0][12..], config[12..]);
+        assert_eq!(f.apply(msg(1, 5)).msgs, [msg(1, 5)]);
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl Fifo {
     /// Makes `faults` go wrong on this FIFO from now on.
     pub fn set_faults(&mut self, faults: Faults) {
         if !faults.is_empty() {
-            warn!("FIFO {}: faults injected: {faults:?}", self.index);
+            info!("FIFO {}: faults injected: {faults:?}", self.index);
         }
         self.faults = faults;
     }
