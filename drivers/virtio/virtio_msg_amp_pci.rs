@@ -58,7 +58,7 @@ mod tests;
 #[path = "virtio_msg/wire.rs"]
 pub mod wire;
 
-use fifo::{Fifo, FifoIrq, RegsBar, Timeouts};
+use fifo::{Fifo, FifoIrq, FifoLoss, RegsBar, Timeouts};
 use shared::SharedBar;
 
 kernel::module_pci_driver! {
@@ -108,10 +108,12 @@ impl Drop for AmpPci<'_> {
         // The transport unbinds from each bus and unregisters its virtio devices; their last
         // requests (a reset, queue teardown) still travel over the running FIFOs.
         self.buses.clear();
-        // Nothing uses the FIFOs now; stop them, then free the interrupts (which waits for a
-        // running handler).
+        // Nothing uses the FIFOs now; stop them, let go of what would report a stopped FIFO's
+        // devices gone (waiting for it if it runs), then free the interrupts (which waits for
+        // a running handler).
         for fifo in &self.fifos {
             fifo.stop();
+            fifo.set_loss(None);
         }
         self.irqs.clear();
     }
@@ -219,6 +221,8 @@ impl AmpPciDriver {
             data.irqs
                 .push(KBox::pin_init(irq, GFP_KERNEL)?, GFP_KERNEL)?;
             data.fifos.push(fifo.clone(), GFP_KERNEL)?;
+            // Only once in `data`: its drop takes it away again (a reference cycle).
+            fifo.set_loss(Some(FifoLoss::new(fifo.clone(), link.clone())?));
             let name = CString::try_from_fmt(fmt!("fifo{index}"))?;
             let file = KBox::pin_init(
                 data._debugfs.read_only_file(&name, fifo.clone()),

@@ -332,7 +332,14 @@ impl Receiver for BusCore {
             .iter()
             .position(|e| e.dev.dev_num() == dev_num);
         match pos.map(|p| devices.registered.remove(p)) {
-            Some(Ok(entry)) => self.remove(entry),
+            Some(Ok(entry)) => {
+                dev_info!(self.handle.dev(), "device {dev_num}: gone\n");
+                // Before its driver is removed: the device will not answer its last requests
+                // nor complete what it was given, and drivers fail in-flight requests of a
+                // broken device when they are removed (virtio-blk does).
+                entry.dev.gone();
+                self.remove(entry);
+            }
             _ => {
                 if !devices.removed_early.contains(&dev_num) {
                     let _ = devices.removed_early.push(dev_num, GFP_KERNEL);

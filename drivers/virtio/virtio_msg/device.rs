@@ -283,6 +283,17 @@ impl MsgDevice {
         self.handle.lock().clone()
     }
 
+    /// The device is gone (its bus lost it): requests fail at once from now on, and its
+    /// virtqueues are broken.
+    pub(crate) fn gone(&self) {
+        if self.req.set_broken() {
+            self.bus.stats().broken();
+        }
+        if let Some(h) = self.handle() {
+            h.break_device();
+        }
+    }
+
     /// Waits until no deferred work is queued or running. Called once the queues are gone,
     /// so no new kick can come.
     pub(crate) fn flush_kicks(&self) {
@@ -744,6 +755,8 @@ impl MsgDevice {
     }
 
     /// A kick, in atomic context: sent at once if the bus has room, else left to the kick work.
+    /// A bus that stopped for good (`ENODEV`) breaks the queue: the virtio core marks it
+    /// broken when this returns `false`.
     fn notify(self: &Arc<Self>, index: u16, data: Option<NotificationData>) -> bool {
         if self.req.is_broken() {
             return false;
@@ -759,12 +772,13 @@ impl MsgDevice {
         kick.data.store(raw, Relaxed);
         let mut buf = [0u8; KICK_BYTES];
         if let Some(len) = self.encode_kick(i, raw, &mut buf) {
-            if self
+            match self
                 .bus
                 .send_event_atomic(&buf[..len], wire::transport_id::EVENT_AVAIL)
-                .is_ok()
             {
-                return true;
+                Ok(()) => return true,
+                Err(e) if e == ENODEV => return false,
+                Err(_) => {}
             }
         }
         kick.pending.store(true, Relaxed);

@@ -15,9 +15,10 @@
 //! Everything in the queues is written by the device side and is hostile input: indexes are
 //! checked by the shared queue code before use, a message is copied out of its slot before
 //! anything looks at it, and the transport hands on only well-formed messages. A device that
-//! corrupts an index has broken the protocol for good: the FIFO stops (sends fail, nothing
-//! more is read), so the transport's requests time out and its devices are marked broken,
-//! instead of the driver acting on garbage.
+//! corrupts an index has broken the protocol for good: the FIFO stops (sends fail at once,
+//! nothing more is read) and its devices are gone: [`FifoLoss`] tells the transport, which
+//! breaks their virtqueues and removes them, as for a device unplugged by surprise, instead
+//! of the drivers acting on garbage or waiting for ever.
 //!
 //! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_exchange`] sends one
 //! and waits, with a bound, for the reply that the interrupt handler hands back. Replies are
@@ -28,9 +29,10 @@ use core::fmt;
 use kernel::{
     device::{Bound, Device},
     devres::Devres,
+    impl_has_work,
     io::{register::Array, Io},
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
-    new_mutex, new_spinlock, new_spinlock_irqsave, pci,
+    new_mutex, new_spinlock, new_spinlock_irqsave, new_work, pci,
     prelude::*,
     sync::{
         aref::ARef,
@@ -39,6 +41,7 @@ use kernel::{
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta},
     virtio::msg::{Bus, BusLink},
+    workqueue::{self, Work, WorkItem},
 };
 
 use crate::{
@@ -164,6 +167,10 @@ pub(crate) struct Fifo {
     answers_ping: Atomic<bool>,
     #[pin]
     devices: SpinLock<DeviceSet>,
+    /// What tells the transport that the devices are gone when the FIFO stops for good; taken
+    /// away at teardown (it refers to the FIFO).
+    #[pin]
+    loss: SpinLockIrqSave<Option<Arc<FifoLoss>>>,
 }
 
 /// How long a FIFO waits.
@@ -227,6 +234,7 @@ impl Fifo {
             stats,
             answers_ping: Atomic::new(false),
             devices <- new_spinlock!(DeviceSet::default()),
+            loss <- new_spinlock_irqsave!(None),
         }? Error))
     }
 
@@ -239,15 +247,29 @@ impl Fifo {
         self.stopped.load(Relaxed)
     }
 
-    /// The device corrupted a queue index: count it, say so once, stop the FIFO.
+    /// The device corrupted a queue index: count it, say so once, stop the FIFO, and have its
+    /// devices removed. Any context.
     fn index_error(&self, queue: &str, e: QueueError) {
         inc(&self.stats.index_errors);
         if !self.stopped.xchg(true, Relaxed) {
             dev_err!(
                 self.dev,
-                "FIFO {}: device corrupted the {queue} queue ({e:?}); FIFO stopped\n",
+                "FIFO {}: device corrupted the {queue} queue ({e:?}); FIFO stopped, its devices are gone\n",
                 self.index
             );
+            if let Some(loss) = self.loss.lock().clone() {
+                // Already queued is fine: it removes every device.
+                let _ = workqueue::system_long().enqueue(loss);
+            }
+        }
+    }
+
+    /// Sets what tells the transport that the FIFO's devices are gone if it stops for good.
+    pub(crate) fn set_loss(&self, loss: Option<Arc<FifoLoss>>) {
+        let old = core::mem::replace(&mut *self.loss.lock(), loss);
+        // Outside the lock: it may be the last reference.
+        if let Some(old) = old {
+            old.flush();
         }
     }
 
@@ -560,6 +582,52 @@ impl fmt::Debug for Fifo {
             writeln!(f, "{name}: {}", c.load(Relaxed))?;
         }
         Ok(())
+    }
+}
+
+/// Tells the transport that every device of a FIFO is gone: the FIFO stopped for good. Runs
+/// as a work item, in process context (the transport removes the devices' drivers).
+#[pin_data]
+pub(crate) struct FifoLoss {
+    fifo: Arc<Fifo>,
+    link: Arc<BusLink>,
+    #[pin]
+    work: Work<FifoLoss>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for FifoLoss { self.work }
+}
+
+impl WorkItem for FifoLoss {
+    type Pointer = Arc<FifoLoss>;
+
+    fn run(this: Arc<FifoLoss>) {
+        let devices = *this.fifo.devices.lock();
+        for dev_num in devices.iter() {
+            this.link.remove_device(dev_num);
+        }
+    }
+}
+
+impl FifoLoss {
+    /// What removes the devices of `fifo` from `link`; the FIFO is told with
+    /// [`Fifo::set_loss`].
+    pub(crate) fn new(fifo: Arc<Fifo>, link: Arc<BusLink>) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                fifo,
+                link,
+                work <- new_work!("virtio_msg_amp_pci::FifoLoss::work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Waits until the work is neither queued nor running.
+    fn flush(&self) {
+        // SAFETY: `work` is a valid, initialised work item that lives as long as `self`.
+        unsafe { kernel::bindings::flush_work(Work::raw_get(&self.work)) };
     }
 }
 

@@ -272,13 +272,11 @@ impl Fifo {
     /// Puts messages on the device queue, answering the request with `request_token` (`None`
     /// for what the host side produced).
     fn send(&mut self, msgs: Vec<Vec<u8>>, request_token: Option<u16>, sent: &mut u32) {
+        let mut corrupt = false;
         for mut msg in msgs {
             self.tokens.stamp(&mut msg, request_token);
             let out = self.faults.apply(msg);
-            if out.corrupt_index {
-                // Past the last slot: the driver must stop reading this queue.
-                self.device_window.store_index(HEAD_OFFSET, CAPACITY + 7);
-            }
+            corrupt |= out.corrupt_index;
             for msg in out.msgs {
                 if !self.outbox.is_empty() {
                     self.outbox.push_back(msg);
@@ -286,6 +284,12 @@ impl Fifo {
                 }
                 self.push(msg, sent);
             }
+        }
+        if corrupt {
+            // After the pushes, which write the head too, and before the interrupt: past the
+            // last slot, so the driver must stop reading this queue.
+            self.device_window.store_index(HEAD_OFFSET, CAPACITY + 7);
+            *sent += 1;
         }
     }
 

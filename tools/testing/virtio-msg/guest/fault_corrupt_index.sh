@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Fault: once entropy device 1 has sent 40 messages (the test reads
+# /dev/hwrng, which it backs, until then), the device side sets the FIFO's
+# device queue head out of range: the queue protocol is broken for good, and
+# nothing on that FIFO can be trusted any more. The FIFO stops and all its
+# devices are gone, as if unplugged: their queues are broken, their drivers
+# removed within seconds (the entropy request in flight ends), and the modules
+# unload cleanly. The block device is idle meanwhile: with a
+# request in flight, 7.2's virtio-blk waits for it for ever when removed (see
+# Documentation/virtio/virtio_msg_amp_pci.rst, "A FIFO that stops").
+# e2e-host: faults
+# e2e-emulator-extra: --fault 0:1:corrupt-index,after=40
+. /tests/lib.sh
+
+no_virtio_devices() {
+	for _ in $(seq 300); do
+		ls /sys/bus/virtio/devices/ 2>/dev/null | grep -q . || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+fault_up
+dbg=$(ls -d /sys/kernel/debug/virtio_msg_amp_pci-*)
+check rng_is_device_1 grep -qx virtio_rng.0 /sys/class/misc/hw_random/rng_current
+(
+	for _ in $(seq 100); do
+		ls /sys/bus/virtio/devices/ | grep -q . || break
+		timeout 2 dd if=/dev/hwrng of=/dev/null bs=64 count=4 2>/dev/null
+	done
+) &
+check devices_gone_within_30s no_virtio_devices
+cat $dbg/fifo0 | sed 's/^/  /'
+check fifo_stopped grep -qx 'stopped: true' $dbg/fifo0
+check index_error_counted grep -qx 'index_errors: 1' $dbg/fifo0
+check gone_reported sh -c 'dmesg | grep -q "device 0: gone"'
+check disk_read_fails_at_once sh -c "! timeout 5 dd if=$disk of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null"
+check disk_gone test ! -b "$disk"
+fault_unload
+if [ -w /sys/kernel/debug/kmemleak ]; then
+	sleep 6
+	echo scan >/sys/kernel/debug/kmemleak
+	leaks=$(cat /sys/kernel/debug/kmemleak)
+	[ -z "$leaks" ] || echo "$leaks" | head -40
+	check no_leaks test -z "$leaks"
+fi
