@@ -337,7 +337,7 @@ impl Receiver for BusCore {
                 // Before its driver is removed: the device will not answer its last requests
                 // nor complete what it was given, and drivers fail in-flight requests of a
                 // broken device when they are removed (virtio-blk does).
-                entry.dev.gone();
+                entry.dev.fail();
                 self.remove(entry);
             }
             _ => {

@@ -36,7 +36,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, Mutex, SpinLockIrqSave,
     },
-    time::{delay::fsleep, Delta},
+    time::{delay::fsleep, Delta, Instant, Monotonic},
     virtio::{
         feature, status,
         transport::{Handle, NotificationData, QueueConfig, ShmRegion, Transport},
@@ -86,6 +86,8 @@ const NO_INFO: DeviceInfo = DeviceInfo {
 
 /// Queues beyond this index cannot be used (their kicks have no slot).
 const MAX_KICKED_QUEUES: u32 = 1024;
+/// How long the kick work waits before it tries again a kick the bus had no room for.
+const KICK_RETRY: Delta = Delta::from_millis(1);
 /// Largest configuration read-ahead window.
 const MAX_CONFIG_WINDOW: usize = 256;
 
@@ -283,15 +285,21 @@ impl MsgDevice {
         self.handle.lock().clone()
     }
 
-    /// The device is gone (its bus lost it): requests fail at once from now on, and its
-    /// virtqueues are broken.
-    pub(crate) fn gone(&self) {
+    /// The device cannot be used any more (its bus lost it, or it stopped taking messages):
+    /// requests fail at once from now on, and its virtqueues are broken. Process context.
+    pub(crate) fn fail(&self) {
         if self.req.set_broken() {
             self.bus.stats().broken();
         }
         if let Some(h) = self.handle() {
             h.break_device();
         }
+    }
+
+    /// Whether the device is broken (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn is_broken(&self) -> bool {
+        self.req.is_broken()
     }
 
     /// Waits until no deferred work is queued or running. Called once the queues are gone,
@@ -386,7 +394,7 @@ impl MsgDevice {
                         stats.broken();
                     }
                     self.break_pending.store(true, Relaxed);
-                    let _ = workqueue::system_highpri().enqueue(self.clone());
+                    let _ = workqueue::system_dfl().enqueue(self.clone());
                 }
                 h.config_changed();
             }
@@ -754,10 +762,12 @@ impl MsgDevice {
         .ok()
     }
 
-    /// A kick, in atomic context: sent at once if the bus has room, else left to the kick work.
+    /// A kick, in atomic context: sent at once if the bus has room, else left to the kick work
+    /// (on an unbound queue: the CPU that kicked may spin until the device answers, as
+    /// virtio-console does with interrupts off, and must not be the one to send it).
     /// A bus that stopped for good (`ENODEV`) breaks the queue: the virtio core marks it
     /// broken when this returns `false`.
-    fn notify(self: &Arc<Self>, index: u16, data: Option<NotificationData>) -> bool {
+    pub(crate) fn notify(self: &Arc<Self>, index: u16, data: Option<NotificationData>) -> bool {
         if self.req.is_broken() {
             return false;
         }
@@ -783,7 +793,7 @@ impl MsgDevice {
         }
         kick.pending.store(true, Relaxed);
         // Already queued is fine: the pending work sends this kick too.
-        let _ = workqueue::system_highpri().enqueue(self.clone());
+        let _ = workqueue::system_dfl().enqueue(self.clone());
         true
     }
 
@@ -794,24 +804,41 @@ impl MsgDevice {
     }
 
     /// Sends the EVENT_AVAIL of every queue whose kick could not be sent at once.
+    ///
+    /// A kick is never dropped: while the bus has no room, it is tried again, for at most the
+    /// transport's timeout. A bus that stays full that long belongs to a device that stopped
+    /// taking messages, and one that cannot send at all has lost the device: either way the
+    /// device is broken, so that its driver stops waiting for it, as for a device that does
+    /// not answer.
     fn send_kicks(&self) {
+        let start = Instant::<Monotonic>::now();
         for (i, kick) in self.kicks.iter().enumerate() {
-            if !kick.pending.xchg(false, Relaxed) || self.req.is_broken() {
+            if !kick.pending.xchg(false, Relaxed) {
                 continue;
             }
-            let mut buf = [0u8; KICK_BYTES];
-            let Some(len) = self.encode_kick(i, kick.data.load(Relaxed), &mut buf) else {
-                continue;
-            };
-            if let Err(e) = self
-                .bus
-                .send_event(&buf[..len], wire::transport_id::EVENT_AVAIL)
-            {
-                dev_warn!(
-                    self.bus.dev(),
-                    "device {}: kick of queue {i} not sent ({e:?})\n",
-                    self.dev_num
-                );
+            while !self.req.is_broken() {
+                let mut buf = [0u8; KICK_BYTES];
+                let Some(len) = self.encode_kick(i, kick.data.load(Relaxed), &mut buf) else {
+                    break;
+                };
+                let result = self
+                    .bus
+                    .send_event(&buf[..len], wire::transport_id::EVENT_AVAIL);
+                let waited = start.elapsed().as_millis();
+                match result {
+                    Ok(()) => break,
+                    Err(e) if e == EBUSY && waited < i64::from(self.bus.timeout_ms()) => {
+                        fsleep(KICK_RETRY);
+                    }
+                    Err(e) => {
+                        dev_err!(
+                            self.bus.dev(),
+                            "device {}: kick of queue {i} not sent in {waited} ms ({e:?}), device marked broken\n",
+                            self.dev_num
+                        );
+                        self.fail();
+                    }
+                }
             }
         }
     }

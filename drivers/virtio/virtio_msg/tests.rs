@@ -83,6 +83,8 @@ struct FakeState {
     bump_generation_after: u32,
     /// Bump the generation after every GET_CONFIG answer.
     churn_generation: bool,
+    /// EVENT_AVAIL sends still to refuse with `EBUSY` (a full bus).
+    busy_kicks: u32,
     /// SET_CONFIG requests still to reject.
     reject_set_config: u32,
     /// Message ids the device ignores.
@@ -200,6 +202,7 @@ impl Fake {
                     generation: 7,
                     bump_generation_after: 0,
                     churn_generation: false,
+                    busy_kicks: 0,
                     reject_set_config: 0,
                     silent: KVec::new(),
                     log: KVec::new(),
@@ -383,6 +386,13 @@ impl Bus for Fake {
     fn send(&self, msg: &[u8]) -> Result {
         let frame = Frame::decode(msg).map_err(|_| EINVAL)?;
         let (_, _, msg_id) = frame.msg.id();
+        if msg_id == id::EVENT_AVAIL {
+            let mut s = self.state.lock();
+            if s.busy_kicks > 0 {
+                s.busy_kicks -= 1;
+                return Err(EBUSY);
+            }
+        }
         let mut answer = Answer {
             bytes: [0u8; MAX_MSG],
             len: 0,
@@ -738,6 +748,28 @@ mod tests {
         dev.get_config(60, &mut field).map_err(Error::from)?;
         dev.get_config(64, &mut field).map_err(Error::from)?;
         assert_eq!(dev.cached_generation(), t.fake.state.lock().generation);
+        Ok(())
+    }
+
+    #[test]
+    fn a_kick_the_bus_has_no_room_for_is_retried_never_lost() -> Result {
+        let t = Setup::new(200)?;
+        let dev = t.probe()?;
+        // The fake's `send_atomic` is always full: every kick takes the deferred path.
+        t.fake.state.lock().busy_kicks = 5;
+        assert!(dev.notify(1, None));
+        dev.flush_kicks();
+        assert_eq!(t.fake.sent(id::EVENT_AVAIL), 1);
+        assert_eq!(t.fake.state.lock().busy_kicks, 0);
+        assert!(!dev.is_broken());
+        // A bus that stays full: after the timeout the device is broken, not left waiting.
+        t.fake.state.lock().busy_kicks = u32::MAX;
+        assert!(dev.notify(1, None));
+        dev.flush_kicks();
+        assert_eq!(t.fake.sent(id::EVENT_AVAIL), 1);
+        assert!(dev.is_broken());
+        // Broken: nothing more is sent, and a kick reports the queue broken.
+        assert!(!dev.notify(0, None));
         Ok(())
     }
 
