@@ -137,11 +137,7 @@ pub(crate) struct MsgDevice {
     handle: SpinLockIrqSave<Option<Handle<MsgTransport>>>,
     /// By queue index.
     kicks: KVec<Kick>,
-    /// The device raised DEVICE_NEEDS_RESET: its queues are to be broken, which cannot be done
-    /// in the interrupt handler that learnt it.
-    break_pending: Atomic<bool>,
-    /// Does what cannot be done where it was asked for: kicks that found the bus full, and
-    /// breaking the queues after an event.
+    /// Sends the kicks that found the bus full (see [`MsgDevice::send_kicks`]).
     #[pin]
     deferred: Work<MsgDevice>,
 }
@@ -154,11 +150,6 @@ impl WorkItem for MsgDevice {
     type Pointer = Arc<MsgDevice>;
 
     fn run(this: Arc<MsgDevice>) {
-        if this.break_pending.xchg(false, Relaxed) {
-            if let Some(h) = this.handle() {
-                h.break_device();
-            }
-        }
         this.send_kicks();
     }
 }
@@ -199,7 +190,6 @@ impl MsgDevice {
                 config_window <- new_mutex!(window),
                 handle <- new_spinlock_irqsave!(None),
                 kicks,
-                break_pending: Atomic::new(false),
                 deferred <- new_work!("virtio_msg::MsgDevice::deferred"),
             }),
             GFP_KERNEL,
@@ -286,7 +276,7 @@ impl MsgDevice {
     }
 
     /// The device cannot be used any more (its bus lost it, or it stopped taking messages):
-    /// requests fail at once from now on, and its virtqueues are broken. Process context.
+    /// requests fail at once from now on, and its virtqueues are broken.
     pub(crate) fn fail(&self) {
         if self.req.set_broken() {
             self.bus.stats().broken();
@@ -353,7 +343,7 @@ impl MsgDevice {
 
     /// A transport message for this device, from the bus: in its interrupt handler, or as
     /// from one (interrupts disabled, must not sleep).
-    pub(crate) fn receive(self: &Arc<Self>, header: &Header, frame: &Frame<'_>, bytes: &[u8]) {
+    pub(crate) fn receive(&self, header: &Header, frame: &Frame<'_>, bytes: &[u8]) {
         let stats = self.bus.stats();
         if header.kind == Kind::Response {
             if let Match::Dropped(why) = self.req.complete(header, bytes) {
@@ -393,8 +383,7 @@ impl MsgDevice {
                     if self.req.set_broken() {
                         stats.broken();
                     }
-                    self.break_pending.store(true, Relaxed);
-                    let _ = workqueue::system_dfl().enqueue(self.clone());
+                    h.break_device();
                 }
                 h.config_changed();
             }

@@ -85,6 +85,8 @@ struct FakeState {
     churn_generation: bool,
     /// EVENT_AVAIL sends still to refuse with `EBUSY` (a full bus).
     busy_kicks: u32,
+    /// A SET_DEVICE_STATUS to this status gets no answer.
+    silent_status: Option<u32>,
     /// SET_CONFIG requests still to reject.
     reject_set_config: u32,
     /// Message ids the device ignores.
@@ -203,6 +205,7 @@ impl Fake {
                     bump_generation_after: 0,
                     churn_generation: false,
                     busy_kicks: 0,
+                    silent_status: None,
                     reject_set_config: 0,
                     silent: KVec::new(),
                     log: KVec::new(),
@@ -402,7 +405,11 @@ impl Bus for Fake {
             s.log.push((msg_id, first_word(&frame.msg)), GFP_KERNEL)?;
             // Whatever was held back is ahead of this message's answer.
             let late = core::mem::take(&mut s.held);
-            if !s.silent.contains(&msg_id) {
+            let silent_status = match frame.msg {
+                Message::SetDeviceStatus { status } => s.silent_status == Some(status),
+                _ => false,
+            };
+            if !s.silent.contains(&msg_id) && !silent_status {
                 answer.len = Self::answer(&mut s, &frame, &mut answer.bytes);
             }
             let mut copies = usize::from(answer.len > 0);
@@ -748,6 +755,34 @@ mod tests {
         dev.get_config(60, &mut field).map_err(Error::from)?;
         dev.get_config(64, &mut field).map_err(Error::from)?;
         assert_eq!(dev.cached_generation(), t.fake.state.lock().generation);
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_that_times_out_while_its_driver_probes_is_broken_with_its_queue() -> Result {
+        let t = Setup::new(100)?;
+        t.fake.state.lock().info.device_id = 4;
+        t.fake.state.lock().info.max_virtqueues = 1;
+        // DRIVER_OK, the last step of the virtio-rng driver's probe, gets no answer.
+        t.fake.state.lock().silent_status = Some(0xf);
+        let dev = t.probe()?;
+        let id = DeviceId {
+            device: 4,
+            vendor: 0x554d_4551,
+        };
+        let unregistered = Unregistered::new(t.faux.as_ref(), id, MsgTransport::new(dev.clone()))?;
+        dev.set_handle(Some(unregistered.handle()));
+        let registration = unregistered.register()?;
+        assert!(dev.is_broken());
+        let vdev = registration.device().as_raw();
+        // SAFETY: The device is registered and its driver bound with one queue; `list` is the
+        // first field of `struct virtqueue`, so the first entry of `vqs` is that queue.
+        let vq = unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() };
+        // SAFETY: `vq` is a live queue of the bound driver.
+        assert!(unsafe { bindings::virtqueue_is_broken(vq) });
+        drop(registration);
+        dev.set_handle(None);
+        dev.flush_kicks();
         Ok(())
     }
 

@@ -26,8 +26,9 @@
 //! [`Handle::queue_interrupt`] and [`Handle::config_changed`] may be called in any context, the
 //! transport's hard interrupt handler included (where virtio-pci runs its callbacks too); from
 //! process context the virtqueue callback runs as from an interrupt (see [`as_interrupt`]).
-//! [`Handle::break_device`] takes a lock the virtio core takes with interrupts enabled, so it
-//! must be called from process context.
+//! So may [`Handle::break_device`], at any point of the device's life: it breaks the queues of
+//! the transport's own table, not the virtio core's list (whose lock is not interrupt-safe and
+//! which the core only sets up at registration).
 //!
 //! # Examples
 //!
@@ -290,15 +291,18 @@ impl<T: Transport> Handle<T> {
         }
     }
 
-    /// Marks every virtqueue broken, so that drivers stop waiting for the device.
+    /// Marks every virtqueue broken, so that drivers stop waiting for the device: what they
+    /// queue fails, and their callbacks see no more used buffers.
     ///
-    /// Process context only (see the module documentation).
+    /// Any context, and also while the driver probes or is removed (a device that stops
+    /// answering then must not leave its queues usable). Queues created afterwards are not
+    /// broken: the transport refuses to set them up for a broken device.
     pub fn break_device(&self) {
-        let life = self.0.life.lock();
-        if *life == Life::Registered {
-            // SAFETY: Registered, so the device's `vqs_list_lock` is initialised; it stays
-            // registered while `life` is locked.
-            unsafe { bindings::virtio_break_device(self.0.vdev()) };
+        let queues = self.0.queues.lock();
+        for Queue { vq, .. } in queues.iter() {
+            // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock
+            // before deleting it. Breaking a queue only marks it so.
+            unsafe { bindings::__virtqueue_break(vq.0.as_ptr()) };
         }
     }
 }
