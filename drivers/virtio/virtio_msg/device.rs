@@ -837,6 +837,9 @@ impl MsgDevice {
         if let Some(kick) = self.kicks.get(usize::from(index)) {
             kick.pending.store(false, Relaxed);
         }
+        // A kick the work already took (it may be retrying one the bus had no room for) must
+        // not reach the device after RESET_VQUEUE.
+        self.flush_kicks();
         self.request(
             Message::ResetVqueue {
                 index: index.into(),
