@@ -24,7 +24,7 @@ use kernel::{
     virtio::{
         msg::{Bus, Receiver},
         status,
-        transport::{DeviceId, Unregistered},
+        transport::{DeviceId, Registration, Unregistered},
         Features,
     },
 };
@@ -516,6 +516,23 @@ impl Setup {
         Ok(dev)
     }
 
+    /// Makes the fake an entropy device with one queue, probes it and registers it, so that the
+    /// stock virtio-rng driver binds and drives it.
+    fn bind_rng(&self) -> Result<(Arc<MsgDevice>, Registration<MsgTransport>)> {
+        self.fake.state.lock().info.device_id = 4;
+        self.fake.state.lock().info.max_virtqueues = 1;
+        let dev = self.probe()?;
+        let id = DeviceId {
+            device: 4,
+            vendor: 0x554d_4551,
+        };
+        let unregistered =
+            Unregistered::new(self.faux.as_ref(), id, MsgTransport::new(dev.clone()))?;
+        dev.set_handle(Some(unregistered.handle()));
+        let registration = unregistered.register()?;
+        Ok((dev, registration))
+    }
+
     fn silence(&self, msg_id: u8) -> Result {
         Ok(self.fake.state.lock().silent.push(msg_id, GFP_KERNEL)?)
     }
@@ -527,6 +544,14 @@ impl Drop for Setup {
         self.handle.remove_route(DEV);
         *self.fake.handle.lock() = None;
     }
+}
+
+/// The first queue of a registered device whose driver created one.
+fn first_queue(registration: &Registration<MsgTransport>) -> *mut bindings::virtqueue {
+    let vdev = registration.device().as_raw();
+    // SAFETY: The device is registered and its driver bound with at least one queue; `list`
+    // is the first field of `struct virtqueue`, so the first entry of `vqs` is a queue.
+    unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() }
 }
 
 /// Buffers taken back from a reset queue: the driver (virtio-rng) owns their memory.
@@ -549,17 +574,7 @@ mod tests {
     #[test]
     fn init_order_with_the_virtio_rng_driver() -> Result {
         let t = Setup::new(1000)?;
-        // An entropy device, so that the stock virtio-rng driver binds and drives it.
-        t.fake.state.lock().info.device_id = 4;
-        t.fake.state.lock().info.max_virtqueues = 1;
-        let dev = t.probe()?;
-        let id = DeviceId {
-            device: 4,
-            vendor: 0x554d_4551,
-        };
-        let unregistered = Unregistered::new(t.faux.as_ref(), id, MsgTransport::new(dev.clone()))?;
-        dev.set_handle(Some(unregistered.handle()));
-        let registration = unregistered.register()?;
+        let (dev, registration) = t.bind_rng()?;
 
         let log = t.fake.log();
         let status = |s| (id::SET_DEVICE_STATUS, s);
@@ -589,10 +604,7 @@ mod tests {
         );
 
         // Reset the driver's live queue through the virtio core, as virtio-net does to resize.
-        let vdev = registration.device().as_raw();
-        // SAFETY: The device is registered and its driver bound with one queue; `list` is the
-        // first field of `struct virtqueue`, so the first entry of `vqs` is that queue.
-        let vq = unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() };
+        let vq = first_queue(&registration);
         let before = t.fake.log().len();
         // SAFETY: `vq` is a live queue of a bound driver; `recycle` only drops the buffers.
         let ret = unsafe { bindings::virtqueue_reset(vq, Some(recycle), None) };
@@ -761,23 +773,11 @@ mod tests {
     #[test]
     fn a_device_that_times_out_while_its_driver_probes_is_broken_with_its_queue() -> Result {
         let t = Setup::new(100)?;
-        t.fake.state.lock().info.device_id = 4;
-        t.fake.state.lock().info.max_virtqueues = 1;
         // DRIVER_OK, the last step of the virtio-rng driver's probe, gets no answer.
         t.fake.state.lock().silent_status = Some(0xf);
-        let dev = t.probe()?;
-        let id = DeviceId {
-            device: 4,
-            vendor: 0x554d_4551,
-        };
-        let unregistered = Unregistered::new(t.faux.as_ref(), id, MsgTransport::new(dev.clone()))?;
-        dev.set_handle(Some(unregistered.handle()));
-        let registration = unregistered.register()?;
+        let (dev, registration) = t.bind_rng()?;
         assert!(dev.is_broken());
-        let vdev = registration.device().as_raw();
-        // SAFETY: The device is registered and its driver bound with one queue; `list` is the
-        // first field of `struct virtqueue`, so the first entry of `vqs` is that queue.
-        let vq = unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() };
+        let vq = first_queue(&registration);
         // SAFETY: `vq` is a live queue of the bound driver.
         assert!(unsafe { bindings::virtqueue_is_broken(vq) });
         drop(registration);

@@ -38,10 +38,4 @@ check gone_reported sh -c 'dmesg | grep -q "device 0: gone"'
 check disk_read_fails_at_once sh -c "! timeout 5 dd if=$disk of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null"
 check disk_gone test ! -b "$disk"
 fault_unload
-if [ -w /sys/kernel/debug/kmemleak ]; then
-	sleep 6
-	echo scan >/sys/kernel/debug/kmemleak
-	leaks=$(cat /sys/kernel/debug/kmemleak)
-	[ -z "$leaks" ] || echo "$leaks" | head -40
-	check no_leaks test -z "$leaks"
-fi
+check_no_leaks

@@ -55,10 +55,4 @@ check blk_read_back_1MiB sh -c "dd if=$disk bs=4096 skip=100 count=256 iflag=dir
 check blk_past_end_fails sh -c "! dd if=/tmp/blk of=$disk bs=4096 seek=1024 count=1 oflag=direct 2>/dev/null"
 check unload_again sh -c 'rmmod rust_virtio_msg_loopback && rmmod virtio_msg'
 
-if [ -w $kmemleak ]; then
-	sleep 6
-	echo scan >$kmemleak
-	leaks=$(cat $kmemleak)
-	[ -z "$leaks" ] || echo "$leaks" | head -40
-	check no_leaks test -z "$leaks"
-fi
+check_no_leaks
