@@ -91,6 +91,8 @@ pub(crate) struct FifoStats {
     index_errors: Atomic<u64>,
     bus_timeouts: Atomic<u64>,
     stale_discarded: Atomic<u64>,
+    pings_answered: Atomic<u64>,
+    pongs_dropped: Atomic<u64>,
 }
 
 impl FifoStats {
@@ -111,6 +113,8 @@ impl FifoStats {
             index_errors: Atomic::new(0),
             bus_timeouts: Atomic::new(0),
             stale_discarded: Atomic::new(0),
+            pings_answered: Atomic::new(0),
+            pongs_dropped: Atomic::new(0),
         }
     }
 }
@@ -378,8 +382,18 @@ impl Fifo {
         }
     }
 
-    /// A bus message from the device: only replies to our own request are expected.
+    /// A bus message from the device: a PING is answered, otherwise only replies to our own
+    /// request are expected.
     fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE]) {
+        if let Ok(Frame {
+            token,
+            msg: Message::Ping { data },
+            ..
+        }) = Frame::decode(msg)
+        {
+            self.pong(token, data);
+            return;
+        }
         let mut replies = self.bus_replies.lock();
         match replies.offer(msg) {
             // Under the lock: a later request re-arms the completion under it too, so this
@@ -387,6 +401,26 @@ impl Fifo {
             Offered::Matched => self.bus_done.complete(),
             Offered::Late => inc(&self.stats.late_bus),
             Offered::Unexpected => inc(&self.stats.unexpected_bus),
+        }
+    }
+
+    /// Answers the device's PING: the echo, with its token. Called from the interrupt handler,
+    /// so it cannot wait for room: with the driver queue full the answer is dropped (counted),
+    /// as the device model drops replies when its own queue is full.
+    fn pong(&self, token: u16, data: u32) {
+        let mut buf = [0u8; MAX_MSG_SIZE];
+        let frame = Frame {
+            dev_num: 0,
+            token,
+            msg: Message::Pong { data },
+        };
+        let sent = frame
+            .encode(&mut buf)
+            .map_err(|_| EINVAL)
+            .and_then(|len| self.send_atomic(buf.get(..len).unwrap_or_default()));
+        match sent {
+            Ok(()) => inc(&self.stats.pings_answered),
+            Err(_) => inc(&self.stats.pongs_dropped),
         }
     }
 
@@ -577,6 +611,8 @@ impl fmt::Debug for Fifo {
             ("index_errors", &s.index_errors),
             ("timeouts", &s.bus_timeouts),
             ("stale_discarded", &s.stale_discarded),
+            ("pings_answered", &s.pings_answered),
+            ("pongs_dropped", &s.pongs_dropped),
         ];
         for (name, c) in counters {
             writeln!(f, "{name}: {}", c.load(Relaxed))?;
