@@ -147,6 +147,8 @@ impl auxiliary::Driver for VirtioMsgDriver {
                 _debugfs: debugfs,
             })
             .pin_chain(move |binding| {
+                // Here, where `drop` (`BusCore::shutdown`) undoes it.
+                binding.core.enable_recovery()?;
                 // The devices the bus found before we connected; later ones arrive through
                 // `Receiver::device_added`.
                 for dev_num in devices {

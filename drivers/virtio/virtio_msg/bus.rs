@@ -8,10 +8,21 @@
 //! device, and the counters. [`BusCore`] is the [`Receiver`] connected to the bus's link: it
 //! decodes what the bus delivers and registers or unregisters virtio devices as the bus finds
 //! or loses them.
+//!
+//! # Recovery
+//!
+//! A device that asks for a reset (DEVICE_NEEDS_RESET) or stopped answering is broken at once
+//! (its virtqueues fail what is in flight), then [`Recovery`] removes its virtio device and
+//! probes the device number again, as if the bus had reported it gone and back: a device that
+//! works again gets a fresh driver, one that stays silent fails its probe and is left out. A
+//! remove and re-add rather than the virtio core's `reset_prepare`/`reset_done`, which only
+//! virtio-blk implements; every driver handles removal. At most [`MAX_RECOVERIES`] times per
+//! device number while the transport is bound, so a device that keeps failing cannot keep its
+//! driver cycling.
 
 use kernel::{
     alloc::KVec,
-    device, new_mutex, new_spinlock_irqsave,
+    device, impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
     prelude::*,
     revocable::Revocable,
     sync::{
@@ -23,6 +34,7 @@ use kernel::{
         msg::{Bus, Receiver},
         transport::{DeviceId, Registration, Unregistered},
     },
+    workqueue::{self, Work, WorkItem},
 };
 
 use crate::{
@@ -34,6 +46,8 @@ use crate::{
 
 /// Device numbers at or above this are refused (the routing table is indexed by them).
 const MAX_DEV_NUM: u16 = 4096;
+/// Recoveries of one device number while the transport is bound (see the module docs).
+pub(crate) const MAX_RECOVERIES: u32 = 3;
 
 /// What the devices of one bus share.
 #[pin_data]
@@ -54,6 +68,10 @@ pub(crate) struct BusHandle {
     #[pin]
     routes: SpinLockIrqSave<KVec<Option<Arc<MsgDevice>>>>,
     stats: Arc<Stats>,
+    /// Removes and probes again the devices that need it; taken away at shutdown (it refers
+    /// to the bus's core, which refers to this).
+    #[pin]
+    recovery: SpinLockIrqSave<Option<Arc<Recovery>>>,
 }
 
 impl BusHandle {
@@ -72,6 +90,7 @@ impl BusHandle {
             dev,
             routes <- new_spinlock_irqsave!(KVec::new()),
             stats,
+            recovery <- new_spinlock_irqsave!(None),
         })
     }
 
@@ -147,6 +166,16 @@ impl BusHandle {
         result
     }
 
+    /// Has the devices that asked for it recovered (see the module docs). Any context.
+    pub(crate) fn request_recovery(&self) {
+        let recovery = self.recovery.lock();
+        if let Some(r) = recovery.as_ref() {
+            // Under the lock, so that the reference dropped when the work is already queued is
+            // never the last. Already queued is fine: it looks at every device.
+            let _ = workqueue::system_long().enqueue(r.clone());
+        }
+    }
+
     /// Lets go of the bus: nothing is sent any more.
     fn close(&self) {
         self.atomic_bus.revoke();
@@ -207,6 +236,36 @@ struct Devices {
 struct Entry {
     dev: Arc<MsgDevice>,
     registration: Registration<MsgTransport>,
+    /// Times its device number was recovered before.
+    recoveries: u32,
+}
+
+/// The work item that recovers devices (see the module docs).
+#[pin_data]
+pub(crate) struct Recovery {
+    core: Arc<BusCore>,
+    #[pin]
+    work: Work<Recovery>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Recovery { self.work }
+}
+
+impl WorkItem for Recovery {
+    type Pointer = Arc<Recovery>;
+
+    fn run(this: Arc<Recovery>) {
+        this.core.recover();
+    }
+}
+
+impl Recovery {
+    /// Waits until the work is neither queued nor running.
+    fn flush(&self) {
+        // SAFETY: `work` is a valid, initialised work item that lives as long as `self`.
+        unsafe { kernel::bindings::flush_work(Work::raw_get(&self.work)) };
+    }
 }
 
 /// The transport's side of one bus.
@@ -231,8 +290,67 @@ impl BusCore {
         })
     }
 
+    /// Lets the bus's devices be recovered (see the module docs) until [`BusCore::shutdown`].
+    pub(crate) fn enable_recovery(self: &Arc<Self>) -> Result {
+        let recovery = Arc::pin_init(
+            pin_init!(Recovery {
+                core: self.clone(),
+                work <- new_work!("virtio_msg::Recovery::work"),
+            }),
+            GFP_KERNEL,
+        )?;
+        *self.handle.recovery.lock() = Some(recovery);
+        Ok(())
+    }
+
+    /// Removes every device that needs recovering and probes its device number again.
+    fn recover(&self) {
+        let mut devices = self.devices.lock();
+        while !self.closed.load(Relaxed) {
+            let Some(pos) = devices
+                .registered
+                .iter()
+                .position(|e| e.dev.wants_recovery())
+            else {
+                break;
+            };
+            let Ok(entry) = devices.registered.remove(pos) else {
+                break;
+            };
+            let dev_num = entry.dev.dev_num();
+            let recoveries = entry.recoveries + 1;
+            self.remove(entry);
+            if recoveries > MAX_RECOVERIES {
+                dev_err!(
+                    self.handle.dev(),
+                    "device {dev_num}: failed again after {MAX_RECOVERIES} recoveries, removed for good\n"
+                );
+                continue;
+            }
+            dev_info!(
+                self.handle.dev(),
+                "device {dev_num}: removed to recover it, probing it again ({recoveries} of {MAX_RECOVERIES})\n"
+            );
+            // What the device still had to say for its old driver arrives before the barrier's
+            // answer and is dropped: nothing of it can answer the new probe.
+            let _ = self.handle.sync();
+            self.add_locked(&mut devices, dev_num, recoveries);
+        }
+    }
+
+    /// The registered device `dev_num` (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn device(&self, dev_num: u16) -> Option<Arc<MsgDevice>> {
+        let devices = self.devices.lock();
+        let entry = devices
+            .registered
+            .iter()
+            .find(|e| e.dev.dev_num() == dev_num);
+        entry.map(|e| e.dev.clone())
+    }
+
     /// Probes device `dev_num` and registers it with the virtio core.
-    fn add(&self, dev_num: u16) -> Result<Entry> {
+    fn add(&self, dev_num: u16, recoveries: u32) -> Result<Entry> {
         let dev = MsgDevice::probe(self.handle.clone(), dev_num)?;
         let info = *dev.info();
         let id = DeviceId {
@@ -246,7 +364,11 @@ impl BusCore {
             return Err(e);
         }
         match unregistered.register() {
-            Ok(registration) => Ok(Entry { dev, registration }),
+            Ok(registration) => Ok(Entry {
+                dev,
+                registration,
+                recoveries,
+            }),
             Err(e) => {
                 self.handle.remove_route(dev_num);
                 dev.set_handle(None);
@@ -258,16 +380,22 @@ impl BusCore {
     /// Unregisters a device (its driver is removed, which resets the device and deletes its
     /// queues), then stops routing to it.
     fn remove(&self, entry: Entry) {
-        let Entry { dev, registration } = entry;
+        let Entry {
+            dev, registration, ..
+        } = entry;
         drop(registration);
         self.handle.remove_route(dev.dev_num());
         dev.set_handle(None);
-        dev.flush_kicks();
+        dev.stop_work();
     }
 
     /// Unregisters every device and lets go of the bus. Nothing is added afterwards.
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Relaxed);
+        let recovery = self.handle.recovery.lock().take();
+        if let Some(recovery) = recovery {
+            recovery.flush();
+        }
         let mut devices = self.devices.lock();
         while let Some(entry) = devices.registered.pop() {
             self.remove(entry);
@@ -283,11 +411,11 @@ impl BusCore {
     pub(crate) fn add_initial(&self, dev_num: u16) {
         let mut devices = self.devices.lock();
         if !devices.removed_early.contains(&dev_num) {
-            self.add_locked(&mut devices, dev_num);
+            self.add_locked(&mut devices, dev_num, 0);
         }
     }
 
-    fn add_locked(&self, devices: &mut Devices, dev_num: u16) {
+    fn add_locked(&self, devices: &mut Devices, dev_num: u16, recoveries: u32) {
         let registered = &mut devices.registered;
         if self.closed.load(Relaxed) || registered.iter().any(|e| e.dev.dev_num() == dev_num) {
             return;
@@ -296,7 +424,7 @@ impl BusCore {
             dev_err!(self.handle.dev(), "device {dev_num}: out of memory\n");
             return;
         }
-        match self.add(dev_num) {
+        match self.add(dev_num, recoveries) {
             Ok(entry) => {
                 let info = *entry.dev.info();
                 dev_info!(
@@ -322,7 +450,7 @@ impl Receiver for BusCore {
     fn device_added(&self, dev_num: u16) {
         let mut devices = self.devices.lock();
         devices.removed_early.retain(|d| *d != dev_num);
-        self.add_locked(&mut devices, dev_num);
+        self.add_locked(&mut devices, dev_num, 0);
     }
 
     fn device_removed(&self, dev_num: u16) {

@@ -36,13 +36,14 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, Mutex, SpinLockIrqSave,
     },
+    time::msecs_to_jiffies,
     time::{delay::fsleep, Delta, Instant, Monotonic},
     virtio::{
         feature, status,
         transport::{Handle, NotificationData, QueueConfig, ShmRegion, Transport},
         Device, Features,
     },
-    workqueue::{self, Work, WorkItem},
+    workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, Work, WorkItem},
 };
 
 use crate::{
@@ -70,6 +71,12 @@ const GET_CONFIG_ATTEMPTS: usize = 4;
 /// keep it there for ever. Past this many, the generation the driver sees stays put (and a
 /// warning says why) until the device answers twice with the same one.
 const GENERATION_CHURN_LIMIT: u32 = 8;
+/// Attempts of an essential request before the device is broken. A response can be lost
+/// without the device being dead (the device model drops what does not fit its full queue, and
+/// the bus may have had no room for the request), so a timeout or a full bus is tried again,
+/// after the barrier that keeps the late answer out; every request is idempotent. A device
+/// that stays silent costs `ESSENTIAL_ATTEMPTS` timeouts once, then is broken.
+const ESSENTIAL_ATTEMPTS: u32 = 3;
 /// GET_DEVICE_STATUS polls after a reset the device did not complete at once.
 const RESET_POLLS: usize = 20;
 
@@ -88,6 +95,13 @@ const NO_INFO: DeviceInfo = DeviceInfo {
 const MAX_KICKED_QUEUES: u32 = 1024;
 /// How long the kick work waits before it tries again a kick the bus had no room for.
 const KICK_RETRY: Delta = Delta::from_millis(1);
+/// First look at the queues after a kick whose buffers were not announced (see
+/// [`MsgDevice::watch_kicks`]), and the longest interval between two looks.
+const WATCH_FIRST_MS: u32 = 20;
+const WATCH_MAX_MS: u32 = 1000;
+/// Work item ids: [`MsgDevice::deferred`] (kicks) and [`MsgDevice::watch`].
+const KICKS: u64 = 0;
+const WATCH: u64 = 1;
 /// Largest configuration read-ahead window.
 const MAX_CONFIG_WINDOW: usize = 256;
 
@@ -135,15 +149,41 @@ pub(crate) struct MsgDevice {
     /// device -> handle -> transport -> device). Held while an interrupt of the device runs.
     #[pin]
     handle: SpinLockIrqSave<Option<Handle<MsgTransport>>>,
+    /// Broken in a way a reset may cure (a timeout, DEVICE_NEEDS_RESET): the bus's recovery
+    /// removes and probes it again (see `bus.rs`).
+    recover: Atomic<bool>,
     /// By queue index.
     kicks: KVec<Kick>,
     /// Sends the kicks that found the bus full (see [`MsgDevice::send_kicks`]).
     #[pin]
     deferred: Work<MsgDevice>,
+    /// Watches the device after a kick (see [`MsgDevice::watch_kicks`]).
+    #[pin]
+    watch: DelayedWork<MsgDevice, WATCH>,
+    /// Whether `watch` is armed; the device's EVENT_USED count when it began, the time waited
+    /// since (at least: the sum of the delays) and the current wait between looks.
+    watching: Atomic<bool>,
+    watch_events: Atomic<u32>,
+    watch_waited_ms: Atomic<u32>,
+    watch_wait_ms: Atomic<u32>,
+    /// EVENT_USED messages received.
+    used_events: Atomic<u32>,
 }
 
 impl_has_work! {
     impl HasWork<Self> for MsgDevice { self.deferred }
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, WATCH> for MsgDevice { self.watch }
+}
+
+impl WorkItem<WATCH> for MsgDevice {
+    type Pointer = Arc<MsgDevice>;
+
+    fn run(this: Arc<MsgDevice>) {
+        this.watch_kicks();
+    }
 }
 
 impl WorkItem for MsgDevice {
@@ -189,8 +229,15 @@ impl MsgDevice {
                 config_changes: Atomic::new(0),
                 config_window <- new_mutex!(window),
                 handle <- new_spinlock_irqsave!(None),
+                recover: Atomic::new(false),
                 kicks,
                 deferred <- new_work!("virtio_msg::MsgDevice::deferred"),
+                watch <- new_delayed_work!("virtio_msg::MsgDevice::watch"),
+                watching: Atomic::new(false),
+                watch_waited_ms: Atomic::new(0),
+                watch_events: Atomic::new(0),
+                watch_wait_ms: Atomic::new(0),
+                used_events: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -286,39 +333,161 @@ impl MsgDevice {
         }
     }
 
+    /// Breaks the device, if it was not broken yet, and has it recovered.
+    fn break_and_recover(&self) {
+        if self.req.set_broken() {
+            self.bus.stats().broken();
+        }
+        if let Some(h) = self.handle() {
+            h.break_device();
+        }
+        self.needs_recovery();
+    }
+
+    /// Has the bus remove the (broken) device and probe it again.
+    fn needs_recovery(&self) {
+        self.recover.store(true, Relaxed);
+        self.bus.request_recovery();
+    }
+
+    /// Whether the device waits to be recovered.
+    pub(crate) fn wants_recovery(&self) -> bool {
+        self.recover.load(Relaxed)
+    }
+
     /// Whether the device is broken (for tests).
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn is_broken(&self) -> bool {
         self.req.is_broken()
     }
 
-    /// Waits until no deferred work is queued or running. Called once the queues are gone,
-    /// so no new kick can come.
+    /// Waits until no kick work is queued or running.
     pub(crate) fn flush_kicks(&self) {
         // SAFETY: `deferred` is a valid, initialised work item that lives as long as `self`.
         unsafe { bindings::flush_work(Work::raw_get(&self.deferred)) };
     }
 
-    /// Sends `msg` and waits for its response; a timeout of an essential request breaks the
-    /// device (once, with a message).
+    /// Waits until no work of the device is queued or running. Called once its queues and
+    /// handle are gone, so no new kick can come and the watch does not re-arm.
+    pub(crate) fn stop_work(&self) {
+        self.flush_kicks();
+        // Flushed, not cancelled: a queued watch owns a reference to `self`, which only its
+        // run gives back. With the handle gone it runs at once and does not re-arm.
+        // SAFETY: `watch` is a valid, initialised delayed work item that lives as long as
+        // `self`; its `work_struct` is the first field of its `delayed_work`.
+        unsafe {
+            let work = DelayedWork::raw_as_work(&raw const self.watch);
+            bindings::flush_delayed_work(Work::raw_get(work).cast());
+        }
+    }
+
+    /// Watches the device after a kick, until it announces a used buffer.
+    ///
+    /// - **Lost notifications.** The device model drops what does not fit its full device
+    ///   queue, EVENT_USED included, and the stock drivers wait for a buffer without a timeout
+    ///   (virtio-rng, virtio-blk). So the queues are looked at for used buffers nobody was told
+    ///   about, and their callbacks run (`vring_interrupt`: nothing happens for a queue with
+    ///   none; the queue lock keeps it from running alongside the interrupt handler).
+    /// - **Dead devices.** A device that takes buffers and never returns them cannot be told
+    ///   from a slow one by its queues, and no request is pending to time out. So if nothing
+    ///   was announced for twice the timeout after a kick, the device is asked for its status:
+    ///   a device that answers is alive (slow, or holding buffers for data to come, as a
+    ///   network device's receive queue does) and the watch ends; one that does not is broken
+    ///   and recovered like any device that stops answering.
+    ///
+    /// The first look is [`WATCH_FIRST_MS`] after the kick, then ever less often. One watch
+    /// covers every kick made while it runs; nothing is watched while no kick was made, so an
+    /// idle device costs nothing.
+    fn watch_kicks(self: &Arc<Self>) {
+        let Some(h) = self.handle() else {
+            self.watching.store(false, Relaxed);
+            return;
+        };
+        let found = h.poll_queues();
+        if found > 0 {
+            self.bus.stats().lost_events(found);
+        }
+        if found > 0 || self.used_events.load(Relaxed) != self.watch_events.load(Relaxed) {
+            self.watching.store(false, Relaxed);
+            return;
+        }
+        let waited = self
+            .watch_waited_ms
+            .fetch_add(self.watch_wait_ms.load(Relaxed), Relaxed);
+        if waited < 2 * self.bus.timeout_ms() {
+            let wait = (self.watch_wait_ms.load(Relaxed) * 2).min(WATCH_MAX_MS);
+            self.watch_wait_ms.store(wait, Relaxed);
+            let _ = workqueue::system_dfl()
+                .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(wait));
+            return;
+        }
+        self.watching.store(false, Relaxed);
+        self.bus.stats().liveness_check();
+        // Failing breaks the device and has it recovered (see `request`).
+        let _ = self.request(Message::GetDeviceStatus, Policy::Essential, |m| match *m {
+            Message::DeviceStatus { status } => Some(status),
+            _ => None,
+        });
+    }
+
+    /// Starts [`MsgDevice::watch_kicks`] after a kick, unless it runs. Any context.
+    fn watch_kick(self: &Arc<Self>) {
+        if self.watching.xchg(true, Relaxed) {
+            return;
+        }
+        self.watch_waited_ms.store(0, Relaxed);
+        self.watch_events
+            .store(self.used_events.load(Relaxed), Relaxed);
+        self.watch_wait_ms.store(WATCH_FIRST_MS, Relaxed);
+        let _ = workqueue::system_dfl()
+            .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(WATCH_FIRST_MS));
+    }
+
+    /// Sends `msg` and waits for its response. An essential request is tried up to
+    /// [`ESSENTIAL_ATTEMPTS`] times; if it still gets no answer, or cannot be sent, the device
+    /// is broken (once, with a message) and recovered (see [`MsgDevice::needs_recovery`]):
+    /// nothing goes on with a made-up value.
     fn request<R>(
         &self,
         msg: Message<'_>,
         policy: Policy,
-        parse: impl FnOnce(&Message<'_>) -> Option<R>,
+        mut parse: impl FnMut(&Message<'_>) -> Option<R>,
     ) -> Result<R, Failure> {
-        let was_broken = self.req.is_broken();
-        let result = self
-            .req
-            .request(&*self.bus, self.dev_num, msg, policy, parse);
+        let attempts = if policy == Policy::Essential {
+            ESSENTIAL_ATTEMPTS
+        } else {
+            1
+        };
+        let mut attempt = 1;
+        let result = loop {
+            let result = self
+                .req
+                .request(&*self.bus, self.dev_num, msg, policy, &mut parse);
+            let again = match result {
+                Err(Failure::Timeout) => {
+                    self.bus.stats().timeout();
+                    true
+                }
+                Err(Failure::Send(e)) => e == EBUSY,
+                _ => false,
+            };
+            if !again || attempt == attempts {
+                break result;
+            }
+            self.bus.stats().retry();
+            attempt += 1;
+        };
         match result {
-            Err(Failure::Timeout) => {
-                self.bus.stats().timeout();
-                if !was_broken && self.req.is_broken() {
+            Err(Failure::Timeout | Failure::Send(_)) if policy == Policy::Essential => {
+                if self.req.set_broken() {
                     self.bus.stats().broken();
+                    let why = match result {
+                        Err(Failure::Send(e)) => e,
+                        _ => ETIMEDOUT,
+                    };
                     dev_err!(
                         self.bus.dev(),
-                        "device {}: no response to message {:#04x} in {} ms, device marked broken\n",
+                        "device {}: message {:#04x} failed {attempt} times ({why:?}, {} ms timeout), device marked broken\n",
                         self.dev_num,
                         msg.id().2,
                         self.bus.timeout_ms()
@@ -326,6 +495,7 @@ impl MsgDevice {
                     if let Some(h) = self.handle() {
                         h.break_device();
                     }
+                    self.needs_recovery();
                 }
             }
             Err(Failure::BadResponse) => {
@@ -353,6 +523,7 @@ impl MsgDevice {
         }
         match frame.msg {
             Message::EventUsed { vq_index } => {
+                self.used_events.add(1, Relaxed);
                 let ran = u16::try_from(vq_index).is_ok_and(|i| {
                     let handle = self.handle.lock();
                     handle.as_ref().is_some_and(|h| h.queue_interrupt(i))
@@ -377,15 +548,21 @@ impl MsgDevice {
                         .store(current | u32::from(status::NEEDS_RESET), Relaxed);
                     dev_err!(
                         self.bus.dev(),
-                        "device {}: device needs a reset, marked broken\n",
+                        "device {}: device needs a reset, marked broken and recovered\n",
                         self.dev_num
                     );
                     if self.req.set_broken() {
                         stats.broken();
                     }
+                    // Not `break_and_recover()`: `handle` is held.
                     h.break_device();
+                    self.needs_recovery();
                 }
-                h.config_changed();
+                // A broken device's driver is not told: every read of the new configuration
+                // would fail (a virtio-blk capacity of 0 would resize the disk).
+                if !self.req.is_broken() {
+                    h.config_changed();
+                }
             }
             _ => stats.dropped(Dropped::WrongDirection),
         }
@@ -775,14 +952,17 @@ impl MsgDevice {
                 .bus
                 .send_event_atomic(&buf[..len], wire::transport_id::EVENT_AVAIL)
             {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.watch_kick();
+                    return true;
+                }
                 Err(e) if e == ENODEV => return false,
                 Err(_) => {}
             }
         }
         kick.pending.store(true, Relaxed);
         // Already queued is fine: the pending work sends this kick too.
-        let _ = workqueue::system_dfl().enqueue(self.clone());
+        let _ = workqueue::system_dfl().enqueue::<_, KICKS>(self.clone());
         true
     }
 
@@ -799,7 +979,7 @@ impl MsgDevice {
     /// taking messages, and one that cannot send at all has lost the device: either way the
     /// device is broken, so that its driver stops waiting for it, as for a device that does
     /// not answer.
-    fn send_kicks(&self) {
+    fn send_kicks(self: &Arc<Self>) {
         let start = Instant::<Monotonic>::now();
         for (i, kick) in self.kicks.iter().enumerate() {
             if !kick.pending.xchg(false, Relaxed) {
@@ -815,7 +995,10 @@ impl MsgDevice {
                     .send_event(&buf[..len], wire::transport_id::EVENT_AVAIL);
                 let waited = start.elapsed().as_millis();
                 match result {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        self.watch_kick();
+                        break;
+                    }
                     Err(e) if e == EBUSY && waited < i64::from(self.bus.timeout_ms()) => {
                         fsleep(KICK_RETRY);
                     }
@@ -825,7 +1008,12 @@ impl MsgDevice {
                             "device {}: kick of queue {i} not sent in {waited} ms ({e:?}), device marked broken\n",
                             self.dev_num
                         );
-                        self.fail();
+                        if e == EBUSY {
+                            // Still there, but not taking messages: a reset may cure it.
+                            self.break_and_recover();
+                        } else {
+                            self.fail();
+                        }
                     }
                 }
             }

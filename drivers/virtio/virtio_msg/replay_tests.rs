@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(t.stats.timeout_count(), 0);
         drop(registration);
         dev.set_handle(None);
-        dev.flush_kicks();
+        dev.stop_work();
         Ok(())
     }
 

@@ -4,10 +4,10 @@
 //!
 //! virtio-msg defines no error message and no timeout, and a device may drop a request it does
 //! not like without a word (the QEMU device model does). So every request waits at most the
-//! `timeout_ms` module parameter. A device that lets an essential request time out is *broken*:
-//! its queues are broken and every later request fails at once, so no driver waits on a device
-//! that is gone. An optional request (GET_SHM, which the device model does not implement) only
-//! fails.
+//! `timeout_ms` module parameter. A device that lets an essential request time out (or finds
+//! the bus full) on every attempt (`device.rs`) is *broken*: its queues are broken and
+//! every later request fails at once, so no driver waits on a device that is gone. An optional
+//! request (GET_SHM, which the device model does not implement) only fails.
 //!
 //! # Correlation without trusting the token
 //!
@@ -248,7 +248,8 @@ impl Requester {
     }
 
     /// Sends `msg` to device `dev_num` and waits for its response, which `parse` turns into
-    /// the result. On [`Failure::Timeout`] with [`Policy::Essential`], the device is broken.
+    /// the result. Whether a failure breaks the device is the caller's decision
+    /// ([`Requester::set_broken`]): it may try again first.
     pub(crate) fn request<R>(
         &self,
         sender: &dyn Sender,
@@ -261,7 +262,7 @@ impl Requester {
             return Err(Failure::Broken);
         }
         let mut tx = self.serial.lock();
-        let result = self.sync(sender).and_then(|()| {
+        self.sync(sender).and_then(|()| {
             let token = self.token();
             let frame = Frame {
                 dev_num,
@@ -270,11 +271,7 @@ impl Requester {
             };
             let len = frame.encode(&mut tx).map_err(|_| Failure::Send(EMSGSIZE))?;
             self.exchange(sender, &tx[..len], msg.id().2, token, parse)
-        });
-        if matches!(result, Err(Failure::Timeout)) && policy == Policy::Essential {
-            self.set_broken();
-        }
-        result
+        })
     }
 
     /// Sends the encoded request `bytes` and waits for the response.

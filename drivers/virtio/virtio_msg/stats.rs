@@ -63,6 +63,9 @@ pub(crate) struct Stats {
     timeouts: Atomic<u64>,
     send_errors: Atomic<u64>,
     broken_devices: Atomic<u64>,
+    retries: Atomic<u64>,
+    lost_events: Atomic<u64>,
+    liveness_checks: Atomic<u64>,
     config_retries: Atomic<u64>,
     barriers: Atomic<u64>,
     unprotected: Atomic<u64>,
@@ -82,6 +85,9 @@ impl Stats {
             timeouts: Atomic::new(0),
             send_errors: Atomic::new(0),
             broken_devices: Atomic::new(0),
+            retries: Atomic::new(0),
+            lost_events: Atomic::new(0),
+            liveness_checks: Atomic::new(0),
             config_retries: Atomic::new(0),
             barriers: Atomic::new(0),
             unprotected: Atomic::new(0),
@@ -128,6 +134,21 @@ impl Stats {
         self.broken_devices.add(1, Relaxed);
     }
 
+    /// An essential request is tried again (it timed out, or the bus was full).
+    pub(crate) fn retry(&self) {
+        self.retries.add(1, Relaxed);
+    }
+
+    /// Queues found with used buffers whose EVENT_USED never came.
+    pub(crate) fn lost_events(&self, queues: u32) {
+        self.lost_events.add(u64::from(queues), Relaxed);
+    }
+
+    /// A device that announced nothing long after a kick is asked whether it is alive.
+    pub(crate) fn liveness_check(&self) {
+        self.liveness_checks.add(1, Relaxed);
+    }
+
     pub(crate) fn config_retry(&self) {
         self.config_retries.add(1, Relaxed);
     }
@@ -167,6 +188,18 @@ impl Stats {
         self.dropped_counter(why).load(Relaxed)
     }
 
+    /// Requests tried again so far (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn retry_count(&self) -> u64 {
+        self.retries.load(Relaxed)
+    }
+
+    /// Broken devices so far (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn broken_count(&self) -> u64 {
+        self.broken_devices.load(Relaxed)
+    }
+
     /// Timeouts so far (for tests).
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn timeout_count(&self) -> u64 {
@@ -191,6 +224,9 @@ impl fmt::Debug for Stats {
             ("timeouts", &self.timeouts),
             ("send_errors", &self.send_errors),
             ("broken_devices", &self.broken_devices),
+            ("retries", &self.retries),
+            ("lost_events_found", &self.lost_events),
+            ("liveness_checks", &self.liveness_checks),
             ("config_retries", &self.config_retries),
             ("barriers", &self.barriers),
             ("unprotected_requests", &self.unprotected),

@@ -72,6 +72,8 @@ struct FakeState {
     syncs: u32,
     /// What the barrier fails with, if it does.
     sync_error: Option<Error>,
+    /// Barriers still to fail with `EBUSY`.
+    busy_syncs: u32,
     /// The length GET_SHM reports.
     shm_length: u32,
     features: [u32; 8],
@@ -85,6 +87,8 @@ struct FakeState {
     churn_generation: bool,
     /// EVENT_AVAIL sends still to refuse with `EBUSY` (a full bus).
     busy_kicks: u32,
+    /// Requests still to refuse with `EBUSY`.
+    busy_requests: u32,
     /// A SET_DEVICE_STATUS to this status gets no answer.
     silent_status: Option<u32>,
     /// SET_CONFIG requests still to reject.
@@ -110,6 +114,17 @@ struct Fake {
 
 /// Runs `f` in a hard interrupt handler on this CPU (an `irq_work`), and waits for it.
 /// Returns whether it really ran in hard interrupt context.
+/// Whether `cond` holds within 2 s (what a work item does, seen from the test).
+fn wait_until(cond: impl Fn() -> bool) -> bool {
+    for _ in 0..200 {
+        if cond() {
+            return true;
+        }
+        kernel::time::delay::fsleep(kernel::time::Delta::from_millis(10));
+    }
+    cond()
+}
+
 pub(crate) fn in_hard_irq(f: &mut dyn FnMut()) -> bool {
     #[repr(C)]
     struct Call<'a> {
@@ -186,6 +201,7 @@ impl Fake {
                     held: KVec::new(),
                     syncs: 0,
                     sync_error: None,
+                    busy_syncs: 0,
                     shm_length: 0x1000,
                     info: DeviceInfo {
                         device_id: 0x7fff,
@@ -205,6 +221,7 @@ impl Fake {
                     bump_generation_after: 0,
                     churn_generation: false,
                     busy_kicks: 0,
+                    busy_requests: 0,
                     silent_status: None,
                     reject_set_config: 0,
                     silent: KVec::new(),
@@ -389,10 +406,15 @@ impl Bus for Fake {
     fn send(&self, msg: &[u8]) -> Result {
         let frame = Frame::decode(msg).map_err(|_| EINVAL)?;
         let (_, _, msg_id) = frame.msg.id();
-        if msg_id == id::EVENT_AVAIL {
+        {
             let mut s = self.state.lock();
-            if s.busy_kicks > 0 {
-                s.busy_kicks -= 1;
+            let busy = if msg_id == id::EVENT_AVAIL {
+                &mut s.busy_kicks
+            } else {
+                &mut s.busy_requests
+            };
+            if *busy > 0 {
+                *busy -= 1;
                 return Err(EBUSY);
             }
         }
@@ -438,6 +460,10 @@ impl Bus for Fake {
             s.syncs += 1;
             if let Some(e) = s.sync_error {
                 return Err(e);
+            }
+            if s.busy_syncs > 0 {
+                s.busy_syncs -= 1;
+                return Err(EBUSY);
             }
             core::mem::take(&mut s.held)
         };
@@ -615,7 +641,7 @@ mod tests {
 
         drop(registration);
         dev.set_handle(None);
-        dev.flush_kicks();
+        dev.stop_work();
         // The driver's removal reset the device, then the virtio core acknowledged it again.
         let log = t.fake.log();
         let after = log.get(expected.len()..).unwrap_or(&[]);
@@ -782,7 +808,7 @@ mod tests {
         assert!(unsafe { bindings::virtqueue_is_broken(vq) });
         drop(registration);
         dev.set_handle(None);
-        dev.flush_kicks();
+        dev.stop_work();
         Ok(())
     }
 
@@ -836,7 +862,11 @@ mod tests {
         let dev = t.probe()?;
         t.silence(id::SET_DEVICE_STATUS)?;
         assert_eq!(dev.set_status(1), Err(Failure::Timeout));
-        assert_eq!(t.stats.timeout_count(), 1);
+        // Asked three times: a lost answer is not a dead device.
+        assert_eq!(t.stats.timeout_count(), 3);
+        assert_eq!(t.stats.retry_count(), 2);
+        assert_eq!(t.fake.sent(id::SET_DEVICE_STATUS), 3);
+        assert!(dev.wants_recovery());
         // Broken: later requests fail at once, without a message.
         let sent = t.fake.log().len();
         assert_eq!(dev.set_status(1), Err(Failure::Broken));
@@ -1119,18 +1149,27 @@ mod tests {
         assert_eq!(dev.set_status(1), Err(Failure::Timeout));
         assert_eq!(dev.set_status(1), Err(Failure::Broken));
 
-        // The bus cannot send the barrier (full, say): the request fails, nothing is broken,
-        // and the barrier is tried again next time.
+        // The bus cannot send the barrier (full, say): the request is tried again, barrier
+        // first; a bus that stays full through every attempt breaks the device (nothing goes
+        // on with a made-up answer) and has it recovered.
         let t = Setup::new(30)?;
         let dev = t.probe()?;
         t.silence(id::GET_SHM)?;
         assert!(dev.shm_region(0).is_none());
         t.fake.state.lock().sync_error = Some(EBUSY);
         assert_eq!(dev.set_status(1), Err(Failure::Send(EBUSY)));
-        t.fake.state.lock().sync_error = None;
+        assert_eq!(t.fake.state.lock().syncs, 3);
+        assert!(dev.is_broken());
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        t.silence(id::GET_SHM)?;
+        assert!(dev.shm_region(0).is_none());
+        t.fake.state.lock().busy_syncs = 2;
         assert_eq!(dev.set_status(1).map_err(Error::from)?, 1);
-        assert_eq!(t.fake.state.lock().syncs, 2);
+        assert_eq!(t.fake.state.lock().syncs, 3);
         assert_eq!(t.stats.barrier_count(), 1);
+        assert_eq!(t.stats.retry_count(), 2);
+        assert!(!dev.is_broken());
         Ok(())
     }
 
@@ -1179,6 +1218,104 @@ mod tests {
         dev.get_config(0, &mut buf).map_err(Error::from)?;
         assert_eq!(t.stats.sent_count(id::GET_DEVICE_INFO), 1);
         assert_eq!(t.stats.sent_count(id::GET_CONFIG), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_lost_answer_is_asked_again_and_the_device_goes_on() -> Result {
+        for tokens in [Tokens::Zero, Tokens::Echo] {
+            let t = Setup::new(30)?;
+            t.fake.state.lock().tokens = tokens;
+            let dev = t.probe()?;
+            // The answer comes only after the timeout (as from a device whose queue was full):
+            // the request is sent again, after the barrier that drops the late answer.
+            t.fake
+                .state
+                .lock()
+                .hold
+                .push(id::SET_DEVICE_STATUS, GFP_KERNEL)?;
+            assert_eq!(dev.set_status(3).map_err(Error::from)?, 3);
+            assert_eq!(t.fake.sent(id::SET_DEVICE_STATUS), 2);
+            assert_eq!(t.stats.timeout_count(), 1);
+            assert_eq!(t.stats.retry_count(), 1);
+            assert_eq!(t.stats.dropped_count(Dropped::Late), 1);
+            assert!(!dev.is_broken());
+            assert!(!dev.wants_recovery());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_request_the_bus_has_no_room_for_is_retried_then_breaks() -> Result {
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        t.fake.state.lock().busy_requests = 2;
+        let mut buf = [0u8; 4];
+        dev.get_config(4, &mut buf).map_err(Error::from)?;
+        assert_eq!(buf, [4, 5, 6, 7].map(|i: u8| i ^ 0x5a));
+        assert_eq!(t.stats.retry_count(), 2);
+        assert!(!dev.is_broken());
+        // Full for good (past the read-ahead window of the first read): the read fails and the
+        // device is broken, instead of a read of zeros that a driver would take for the
+        // device's configuration.
+        t.fake.state.lock().busy_requests = u32::MAX;
+        assert_eq!(dev.get_config(90, &mut buf), Err(Failure::Send(EBUSY)));
+        assert!(dev.is_broken());
+        assert!(dev.wants_recovery());
+        assert_eq!(t.stats.broken_count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_that_needs_a_reset_is_removed_and_probed_again() -> Result {
+        let t = Setup::new(100)?;
+        let parent: &device::Device = t.faux.as_ref();
+        let core = Arc::pin_init(BusCore::new(t.handle.clone(), parent.into()), GFP_KERNEL)?;
+        core.enable_recovery()?;
+        core.device_added(DEV);
+        assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
+        let needs_reset = || -> Result {
+            let mut event = [0u8; MAX_MSG];
+            let n = Frame {
+                dev_num: DEV,
+                token: 0,
+                msg: Message::EventConfig {
+                    device_status: u32::from(status::NEEDS_RESET),
+                    generation: 7,
+                    offset: 0,
+                    length: 0,
+                    data: None,
+                },
+            }
+            .encode(&mut event)
+            .map_err(|_| EINVAL)?;
+            assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
+            Ok(())
+        };
+        // Each time: broken at once, then a fresh probe (GET_DEVICE_INFO) of the device
+        // number, which the device answers, so it is registered again and works.
+        for round in 1..=crate::bus::MAX_RECOVERIES {
+            let old = core.device(DEV).ok_or(ENODEV)?;
+            needs_reset()?;
+            assert!(old.is_broken());
+            assert!(wait_until(
+                || t.fake.sent(id::GET_DEVICE_INFO) == 1 + round as usize
+            ));
+            assert!(wait_until(|| core
+                .device(DEV)
+                .is_some_and(|d| !Arc::ptr_eq(&d, &old))));
+            let new = core.device(DEV).ok_or(ENODEV)?;
+            assert!(!new.is_broken());
+            assert_eq!(new.set_status(1).map_err(Error::from)?, 1);
+        }
+        // Once more than that: removed for good.
+        needs_reset()?;
+        assert!(wait_until(|| core.device(DEV).is_none()));
+        assert_eq!(
+            t.fake.sent(id::GET_DEVICE_INFO),
+            1 + crate::bus::MAX_RECOVERIES as usize
+        );
+        core.shutdown();
         Ok(())
     }
 }

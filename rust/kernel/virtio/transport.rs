@@ -272,6 +272,29 @@ impl<T: Transport> Handle<T> {
         })
     }
 
+    /// Looks at every queue for used buffers whose notification never came, and runs the
+    /// callbacks of those that have some, as [`Handle::queue_interrupt`] does. Returns how
+    /// many queues had used buffers.
+    ///
+    /// For a transport whose notifications can be lost. Any context.
+    pub fn poll_queues(&self) -> u32 {
+        as_interrupt(|| {
+            let queues = self.0.queues.lock();
+            let mut found = 0;
+            for q in queues.iter() {
+                if let Queue { vq, active: true } = q {
+                    // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under
+                    // this lock before deleting it.
+                    let ret = unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
+                    if ret == bindings::irqreturn_IRQ_HANDLED {
+                        found += 1;
+                    }
+                }
+            }
+            found
+        })
+    }
+
     /// Tells the driver that the configuration space changed.
     ///
     /// Before registration the change is remembered and reported when the device registers.
