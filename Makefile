@@ -16,6 +16,9 @@
 #                   served to QEMU over vfio-user (boot.sh --emulator)
 #   make fuzz       fuzz the wire codec for FUZZ_RUNS inputs
 #   make e2e        QEMU end-to-end tests (E2E="test ..." to pick some)
+#   make kasan      the KASAN variant of the guest kernel (build/out-kasan/,
+#                   built with clang)
+#   make e2e-kasan  the fault tests (guest/fault_*.sh) in the KASAN guest
 #   make bench      benchmark, not a test: virtio-msg against virtio-pci in
 #                   one guest; prints a table, writes build/bench/results.json
 #                   and results.svg (needs root for the TAP interfaces)
@@ -41,7 +44,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
 	-Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing
 
-.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e bench check lint clean
+.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e kasan e2e-kasan bench check lint clean
 
 all: kernel initramfs emulator
 
@@ -77,6 +80,17 @@ fuzz:
 
 e2e: all
 	@tools/testing/virtio-msg/e2e.sh $(E2E)
+
+KASAN_OUT := $(TOP)/build/out-kasan
+E2E_KASAN ?= $(basename $(notdir $(wildcard tools/testing/virtio-msg/guest/fault_*.sh)))
+
+kasan: provision
+	@VMSG_VARIANT=kasan support/kernel.sh build
+	@tools/testing/virtio-msg/mkinitramfs.sh $(KASAN_OUT)/initramfs.cpio.gz $(wildcard $(KASAN_OUT)/modules/*.ko)
+	@echo "initramfs: $(KASAN_OUT)/initramfs.cpio.gz"
+
+e2e-kasan: kasan emulator
+	@VMSG_VARIANT=kasan tools/testing/virtio-msg/e2e.sh $(E2E_KASAN)
 
 bench: all
 	@support/bench.sh

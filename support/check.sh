@@ -5,7 +5,8 @@
 # end with the line CI reads:  check: N passed, N failed
 #
 # Suites: lint (rustfmt, rustc and clippy warnings), kunit (kunit.py), cargo (cargo test of tools/virtio-msg), fuzz
-# (the wire codec fuzz target, FUZZ_RUNS inputs), e2e (QEMU guests).
+# (the wire codec fuzz target, FUZZ_RUNS inputs), e2e (QEMU guests), e2e-kasan
+# (the fault tests in the KASAN guest, whose kernel it builds first).
 # A suite that cannot even run (a build error, say) counts as one failure.
 # Full logs: build/check/SUITE.log.
 set -uo pipefail
@@ -13,7 +14,7 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 logs=$top/build/check
 mkdir -p "$logs"
-suites=${SUITES:-lint cargo fuzz kunit e2e}
+suites=${SUITES:-lint cargo fuzz kunit e2e e2e-kasan}
 
 total_pass=0 total_fail=0
 summary=()
@@ -75,10 +76,10 @@ for suite in $suites; do
 	fuzz)
 		if run fuzz make -C "$top" --no-print-directory fuzz; then p=1 f=0; else p=0 f=1; fi
 		;;
-	e2e)
-		run e2e make -C "$top" --no-print-directory e2e
+	e2e | e2e-kasan)
+		run "$suite" make -C "$top" --no-print-directory "$suite"
 		rc=$?
-		line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$logs/e2e.log" | tail -1)
+		line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$logs/$suite.log" | tail -1)
 		p=$(sed -nE 's/^e2e: ([0-9]+) passed.*/\1/p' <<<"$line")
 		f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
 		p=${p:-0} f=${f:-0}

@@ -8,6 +8,11 @@
 #   kernel.sh build    bzImage and modules, copied to build/out/
 #   kernel.sh make ... any kernel make target, in build/obj
 #
+# VMSG_VARIANT=kasan builds the KASAN variant instead (build/obj-kasan,
+# build/out-kasan; kernel/configs/virtio_msg_kasan.config on top of the guest
+# fragment), with clang (LLVM=$KASAN_LLVM): Rust and KASAN need it. It shares
+# build/src.
+#
 # build/src is a hard-linked copy of the pristine tree (cheap to recreate).
 # It is recreated only when the set of overlay files or a patch changes;
 # otherwise the overlay is rsync'ed onto it, which only touches the files
@@ -19,10 +24,18 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 B=$top/build
 SRC=$B/src
-OBJ=$B/obj
-OUT=$B/out
 PRISTINE=$VMSG_CACHE/linux-source-$LINUX_SERIES
-FRAGMENT=virtio_msg_guest.config
+FRAGMENTS=virtio_msg_guest.config
+TOOLCHAIN=()
+case "${VMSG_VARIANT:-}" in
+"") OBJ=$B/obj OUT=$B/out ;;
+kasan)
+	OBJ=$B/obj-kasan OUT=$B/out-kasan
+	FRAGMENTS+=" virtio_msg_kasan.config"
+	TOOLCHAIN=(LLVM="$KASAN_LLVM")
+	;;
+*) echo "kernel: error: unknown VMSG_VARIANT '$VMSG_VARIANT'" >&2; exit 1 ;;
+esac
 # Top-level directories of the repository that are laid onto the kernel tree.
 OVERLAY_DIRS="Documentation drivers include kernel rust samples"
 
@@ -32,7 +45,7 @@ export BINDGEN LIBCLANG_PATH RUST_LIB_SRC
 log() { printf 'kernel: %s\n' "$*" >&2; }
 die() { printf 'kernel: error: %s\n' "$*" >&2; exit 1; }
 
-kmake() { make -s -C "$SRC" O="$OBJ" ARCH=x86_64 BINDGEN="$BINDGEN" -j"$JOBS" "$@"; }
+kmake() { make -s -C "$SRC" O="$OBJ" ARCH=x86_64 BINDGEN="$BINDGEN" "${TOOLCHAIN[@]}" -j"$JOBS" "$@"; }
 
 overlay_files() {
 	(cd "$top" && for d in $OVERLAY_DIRS; do if [ -d "$d" ]; then find "$d" -type f; fi; done) | LC_ALL=C sort
@@ -78,9 +91,10 @@ cmd_tree() {
 	echo "$stamp" >"$B/src.stamp"
 }
 
-# Every option of the fragment must have the value it asks for.
+# Every option of the fragments must have the value they ask for.
 check_config() {
-	local bad=0 line sym
+	local bad=0 line sym f
+	for f in $FRAGMENTS; do
 	while read -r line; do
 		case "$line" in
 		CONFIG_*=*) sym=${line%%=*} ;;
@@ -91,21 +105,22 @@ check_config() {
 			log "config: wanted '$line', got '$(grep -E "^$sym=|^# $sym is not set" "$OBJ/.config" || echo unset)'"
 			bad=1
 		fi
-	done <"$top/kernel/configs/$FRAGMENT"
-	[ $bad = 0 ] || die "the configuration does not match kernel/configs/$FRAGMENT (missing dependency?)"
+	done <"$top/kernel/configs/$f"
+	done
+	[ $bad = 0 ] || die "the configuration does not match kernel/configs/{${FRAGMENTS// /,}} (missing dependency?)"
 }
 
 cmd_config() {
 	cmd_tree
 	local stamp
-	stamp=$(cat "$B/src.stamp" "$top/kernel/configs/$FRAGMENT" | sha256sum | cut -c1-16)
-	if [ ! -f "$OBJ/.config" ] || [ "$(cat "$B/obj.stamp" 2>/dev/null)" != "$stamp" ]; then
-		log "configuring (tinyconfig + $FRAGMENT)"
+	stamp=$(cd "$top/kernel/configs" && cat "$B/src.stamp" $FRAGMENTS | sha256sum | cut -c1-16)
+	if [ ! -f "$OBJ/.config" ] || [ "$(cat "$OBJ.stamp" 2>/dev/null)" != "$stamp" ]; then
+		log "configuring $OBJ (tinyconfig + $FRAGMENTS)"
 		mkdir -p "$OBJ"
 		kmake rustavailable >/dev/null || die "the Rust toolchain is not usable: run 'make provision'"
-		kmake tinyconfig "$FRAGMENT" >/dev/null
+		kmake tinyconfig $FRAGMENTS >/dev/null
 		check_config
-		echo "$stamp" >"$B/obj.stamp"
+		echo "$stamp" >"$OBJ.stamp"
 	fi
 }
 

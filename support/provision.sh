@@ -88,7 +88,7 @@ safe_install() {
 		"${opts[@]}" "${missing[@]}" >/dev/null
 }
 
-safe_install -- $HOST_PACKAGES
+safe_install -- $HOST_PACKAGES $KASAN_PACKAGES
 safe_install -t "$BACKPORTS" -- "rust-src=$RUST_SRC_VERSION"
 
 # linux-source: the pinned version if the archive still has it, else the

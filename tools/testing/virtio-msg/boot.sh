@@ -4,7 +4,8 @@
 # boot.sh [--test NAME --log FILE --timeout SECONDS] [--emulator "ARGS"]...
 #         [--append "KERNEL-ARGS"] [-- QEMU-ARGS...]
 #
-# Boots build/out/bzImage with build/out/initramfs.cpio.gz in QEMU (q35,
+# Boots build/out/bzImage with build/out/initramfs.cpio.gz (with
+# VMSG_VARIANT=kasan: build/out-kasan/) in QEMU (q35,
 # TCG: KVM is broken on these hosts). With --test, the guest runs
 # /tests/NAME.sh and powers off; the serial log goes to FILE, the guest's
 # result lines to FILE.results, and a guest still running after SECONDS is
@@ -16,14 +17,16 @@
 # virtio-msg AMP PCI device is served by virtio-msg-emulator (build it with
 # 'make emulator'): ARGS are its --fifos/--mode/--log-level/--device options
 # (see 'virtio-msg-emulator --help'); the socket lives in a private temporary
-# directory. The emulator's log goes to FILE.emulator (--test) or to
+# directory, next to its control pipe (--control), to which a test guest's
+# "e2e-ctl:" lines are relayed. The emulator's log goes to FILE.emulator (--test) or to
 # build/run/emulator.log; guest RAM becomes a shared memfd so the emulator can
 # reach the virtqueues. The emulator is stopped (SIGTERM) after QEMU exits,
 # and the exit status is QEMU's. Exit status 2 if the emulator does not start.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
-out=$top/build/out
+# VMSG_VARIANT=kasan: the KASAN guest kernel of 'make kasan'.
+out=$top/build/out${VMSG_VARIANT:+-$VMSG_VARIANT}
 test= log= timeout=180 extra_append=
 emulator_args=()
 while [ $# -gt 0 ]; do
@@ -57,7 +60,7 @@ if [ ${#emulator_args[@]} -gt 0 ]; then
 	emulator=$top/tools/virtio-msg/target/release/virtio-msg-emulator
 	[ -x "$emulator" ] || { echo "boot.sh: $emulator missing: run 'make emulator'" >&2; exit 2; }
 	if [ -n "$test" ]; then
-		: "${log:=$top/build/e2e/$test.log}"
+		: "${log:=$top/build/e2e${VMSG_VARIANT:+-$VMSG_VARIANT}/$test.log}"
 		emulator_log=$log.emulator
 	else
 		emulator_log=$top/build/run/emulator.log
@@ -65,7 +68,9 @@ if [ ${#emulator_args[@]} -gt 0 ]; then
 	mkdir -p "$(dirname "$emulator_log")"
 	sockdir=$(mktemp -d "${TMPDIR:-/tmp}/vmsg-emulator.XXXXXX")
 	socket=$sockdir/amp-pci.sock
-	"$emulator" --socket "$socket" "${emulator_args[@]}" >"$emulator_log" 2>&1 </dev/null &
+	control=$sockdir/control
+	"$emulator" --socket "$socket" --control "$control" "${emulator_args[@]}" \
+		>"$emulator_log" 2>&1 </dev/null &
 	emulator_pid=$!
 	trap 'kill -TERM $emulator_pid 2>/dev/null || true; rm -rf "$sockdir"' EXIT
 	for _ in $(seq 100); do
@@ -83,6 +88,11 @@ if [ ${#emulator_args[@]} -gt 0 ]; then
 	if [ -n "$test" ]; then
 		mkdir -p "$(dirname "$log")"
 		rm -f "$log" "$log.results"
+		: >"$log.results"
+		# The guest's "e2e-ctl: COMMAND" lines (guest/lib.sh emulator_ctl) go
+		# to the emulator's control pipe, while the guest runs.
+		tail -n +1 -F --pid=$$ "$log.results" 2>/dev/null |
+			sed -un 's/\r//g; s/^e2e-ctl: //p' >"$control" &
 		timeout --kill-after=10 "$timeout" "${qemu[@]}" -serial "file:$log" \
 			-serial "file:$log.results" -append "$append vmsg.test=$test" "$@" </dev/null || rc=$?
 	else
@@ -103,7 +113,7 @@ if [ ${#emulator_args[@]} -gt 0 ]; then
 fi
 
 if [ -n "$test" ]; then
-	: "${log:=$top/build/e2e/$test.log}"
+	: "${log:=$top/build/e2e${VMSG_VARIANT:+-$VMSG_VARIANT}/$test.log}"
 	mkdir -p "$(dirname "$log")"
 	rm -f "$log"
 	# Second serial port: the guest's result lines only (the kernel console on

@@ -5,7 +5,7 @@
 # except lib.sh, demo.sh and bench.sh), collect the guest's "e2e-result:" lines (from
 # its second serial port, see boot.sh), and
 # add one check of our own per boot: the guest finished, and the kernel log
-# holds no oops, BUG, WARNING or lockdep splat. Logs: build/e2e/TEST.log.
+# holds no oops, BUG, WARNING, lockdep splat, hung task or lockup report. Logs: build/e2e/TEST.log.
 #
 # Prints "e2e: TEST CHECK pass|fail" per check, one line per virtio device
 # type ("e2e: virtio-blk: pass (N checks)"), and ends with
@@ -20,12 +20,16 @@
 # A guest script can run another test's body with the emulator changed:
 # "# e2e-host: OTHER" uses host/OTHER.sh as its host side, and
 # "# e2e-emulator-extra: ARGS" appends ARGS to the emulator's arguments
-# (amp_pci_tokens_zero: the amp_pci suite with --tokens zero).
+# (amp_pci_tokens_zero: the amp_pci suite with --tokens zero), and
+# "# e2e-timeout: SECONDS" gives a longer run more than E2E_TIMEOUT.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 here=$top/tools/testing/virtio-msg
 timeout=${E2E_TIMEOUT:-240}
+# VMSG_VARIANT=kasan: the KASAN guest (boot.sh), logs in build/e2e-kasan/;
+# it runs slower, so each guest gets twice as long.
+logs=$top/build/e2e${VMSG_VARIANT:+-$VMSG_VARIANT}
 
 if [ $# -eq 0 ]; then
 	set -- $(cd "$here/guest" && ls *.sh | grep -vxE 'lib\.sh|demo\.sh|bench\.sh' | sed 's/\.sh$//')
@@ -65,11 +69,11 @@ directive() {
 }
 
 for t in "$@"; do
-	log=$top/build/e2e/$t.log
+	log=$logs/$t.log
 	start=$(date +%s)
 	emulator=$(directive "$t" emulator)
 	host_of=$(directive "$t" host)
-	host=$here/host/${host_of:-$t}.sh hostdir=$top/build/e2e/$t.host
+	host=$here/host/${host_of:-$t}.sh hostdir=$logs/$t.host
 	if [ -x "$host" ]; then
 		mkdir -p "$hostdir"
 		emulator=$("$host" setup "$hostdir")
@@ -77,14 +81,17 @@ for t in "$@"; do
 	extra=$(directive "$t" emulator-extra)
 	emulator="$emulator${extra:+ $extra}"
 	rm -f "$log.emulator"
-	"$here/boot.sh" --test "$t" --log "$log" --timeout "$timeout" ${emulator:+--emulator "$emulator"}
+	t_timeout=$(directive "$t" timeout)
+	t_timeout=${t_timeout:-$timeout}
+	[ -z "${VMSG_VARIANT:-}" ] || t_timeout=$((t_timeout * 2))
+	"$here/boot.sh" --test "$t" --log "$log" --timeout "$t_timeout" ${emulator:+--emulator "$emulator"}
 	rc=$?
 	if [ -x "$host" ]; then
 		"$host" verify "$hostdir" "$log.results" >>"$log.results"
 	fi
 	echo "e2e: $t: guest ran $(($(date +%s) - start)) s (log $log)"
 	if [ $rc = 124 ] || [ $rc = 137 ]; then
-		result "$t" boot fail "(guest killed after ${timeout}s)"
+		result "$t" boot fail "(guest killed after ${t_timeout}s)"
 	fi
 	n=0
 	while read -r name verdict reason; do
@@ -116,7 +123,7 @@ for t in "$@"; do
 	fi
 	if ! tr -d '\r' <"$log.results" 2>/dev/null | grep -qx 'e2e: done'; then
 		result "$t" finished fail "(the guest did not finish its test)"
-	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated' "$log"; then
+	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated|blocked for more than|soft lockup|hard LOCKUP|workqueue lockup' "$log"; then
 		result "$t" kernel_log_clean fail
 	else
 		result "$t" kernel_log_clean pass

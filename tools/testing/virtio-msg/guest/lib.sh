@@ -31,6 +31,15 @@ data() {
 	[ -c /dev/ttyS1 ] && echo "e2e-data: $*" >/dev/ttyS1
 }
 
+# emulator_ctl COMMAND: a command for the emulator's control pipe ("fault
+# SPEC", "clear FIFO"; see virtio-msg-emulator --help), relayed by boot.sh from
+# the result port. Takes effect within a second or two: the caller waits for
+# what it does.
+emulator_ctl() {
+	echo "e2e-ctl: $*" >/dev/ttyS1
+	sleep 2
+}
+
 # virtio_dev ID: the first virtio device of device id ID (decimal), bound to a driver,
 # waiting up to 10 s for it; empty if there is none.
 virtio_dev() {

@@ -7,7 +7,9 @@
 #                                 arguments: one FIFO with a block device
 #                                 (device number 0) and two entropy devices
 #                                 (1 and 2); each test adds its --fault
-#   faults.sh verify DIR RESULTS  nothing to check on this side
+#   faults.sh verify DIR RESULTS  for fault_ping (its guest reports
+#                                 "pings_answered"): the emulator got the
+#                                 echoes of its PINGs back
 set -uo pipefail
 
 cmd=$1 dir=$2
@@ -17,6 +19,19 @@ setup)
 	truncate -s 4M "$dir/disk.img"
 	echo "--fifos 1 --device 0:0:blk,file=$dir/disk.img --device 0:1:rng --device 0:2:rng"
 	;;
-verify) ;;
+verify)
+	results=$3
+	answered=$(tr -d '\r' <"$results" | sed -n 's/^e2e-data: pings_answered //p')
+	[ -n "$answered" ] || exit 0
+	line=$(grep -o 'device PINGs sent [0-9]*, echoed [0-9]*' "${results%.results}.emulator" | tail -n 1)
+	sent=$(sed -n 's/.*sent \([0-9]*\),.*/\1/p' <<<"$line")
+	echoed=$(sed -n 's/.*echoed \([0-9]*\)$/\1/p' <<<"$line")
+	echo "faults.sh: emulator: $line; driver: $answered answered" >&2
+	if [ -n "$sent" ] && [ "$sent" = 20 ] && [ "$echoed" = 20 ]; then
+		echo "e2e-result: host_pings_echoed pass"
+	else
+		echo "e2e-result: host_pings_echoed fail (${line:-no PING count in the emulator log})"
+	fi
+	;;
 *) echo "faults.sh: unknown command $cmd" >&2; exit 2 ;;
 esac

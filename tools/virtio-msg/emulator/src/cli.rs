@@ -14,7 +14,8 @@ pub const USAGE: &str = "\
 usage: virtio-msg-emulator --socket PATH [--fifos N] [--mode compat|strict]
                            [--tokens model|zero|scramble]
                            [--log-level error|warn|info|debug]
-                           [--fault FIFO:NUM:KIND[,after=N][,every=N]]...
+                           [--fault FIFO:NUM:KIND[,OPTION=N...]]...
+                           [--control PATH]
                            --device FIFO:NUM:KIND[,key=value...] [--device ...]
 
 Serves the virtio-msg AMP PCI device (PCI 10ee:9039) to QEMU over vfio-user:
@@ -38,7 +39,8 @@ Options:
   --log-level LEVEL  error, warn, info (default) or debug; the log goes to stderr
   --fault SPEC       make the device misbehave on purpose, for tests: what FIFO
                      FIFO sends for device number NUM (or 'all') goes wrong;
-                     after=N lets its first N messages through. KIND:
+                     after=N lets its first N messages through, count=N stops
+                     after N messages. KIND:
                        silent         nothing more is sent
                        drop,every=N   every Nth message is dropped
                        twice          every message is sent twice
@@ -49,6 +51,22 @@ Options:
                        generation-churn
                                       every GET_CONFIG answer brings a new
                                       configuration generation
+                       late,ms=N      every message comes N ms late
+                       reorder        (NUM 'all') every message goes after
+                                      the next one of another device
+                       needs-reset    an EVENT_CONFIG with DEVICE_NEEDS_RESET
+                                      (once)
+                       flood-used,n=N N spurious EVENT_USED every 100 ms
+                       flood-config,n=N
+                                      N spurious EVENT_CONFIG every 100 ms
+                       stall,ms=N     the backend takes no buffer for N ms
+                                      from the first kick on (once)
+                       ping           (NUM 'all') the device PINGs the driver
+                                      every 100 ms and counts the echoes
+  --control PATH     a named pipe (created if missing) that takes commands
+                     while the emulator runs, one per line:
+                       fault SPEC     add the fault SPEC (as --fault)
+                       clear FIFO     no more faults on FIFO FIFO
   --device SPEC      a device on FIFO FIFO (below --fifos) with device number NUM
                      (0 to 31); repeat for more devices. KIND and its options:
                        rng                          entropy from /dev/urandom
@@ -127,6 +145,8 @@ pub struct Options {
     pub devices: Vec<DeviceSpec>,
     /// Faults to inject.
     pub faults: Vec<FaultSpec>,
+    /// The control pipe.
+    pub control: Option<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -263,6 +283,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     let mut tokens = None;
     let mut devices = Vec::new();
     let mut faults = Vec::new();
+    let mut control = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
@@ -270,7 +291,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         };
         if !matches!(
             name.as_str(),
-            "--socket" | "--fifos" | "--mode" | "--tokens" | "--log-level" | "--device" | "--fault"
+            "--socket"
+                | "--fifos"
+                | "--mode"
+                | "--tokens"
+                | "--log-level"
+                | "--device"
+                | "--fault"
+                | "--control"
         ) {
             return Err(format!("unknown option {arg:?} (see --help)"));
         }
@@ -322,6 +350,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
                 log_level = Some(level);
             }
             "--fault" => faults.push(value.parse::<FaultSpec>()?),
+            "--control" => {
+                twice(control.is_some())?;
+                control = Some(PathBuf::from(value));
+            }
             _ => devices.push(parse_device(&value)?),
         }
     }
@@ -373,6 +405,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         log_level: log_level.unwrap_or(log::LevelFilter::Info),
         devices,
         faults,
+        control,
     }))
 }
 

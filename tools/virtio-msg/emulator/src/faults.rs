@@ -5,12 +5,23 @@
 //!
 //! A fault acts on what the FIFO puts on its device queue for one device number (or for all of
 //! them), which is where a broken device or bus would show: messages that never come, come
-//! twice, or come mangled, and a queue index that makes no sense. `after=N` lets the first N
-//! messages of the device through untouched, so that a fault can start once the driver is up
-//! (the first messages answer the probe).
+//! twice, late, out of order or mangled, a queue index that makes no sense, events nobody
+//! asked for; and on what the device takes from the driver queue (a stalled backend).
+//! `after=N` lets the first N messages of the device through untouched, so that a fault can
+//! start once the driver is up (the first messages answer the probe); `count=N` ends it after
+//! N messages.
+//!
+//! Faults can also be switched while the guest runs, through the control socket
+//! ([`crate::control`]).
 
+use std::collections::VecDeque;
 use std::str::FromStr;
-use virtio_msg_wire::{transport_id::GET_CONFIG, TYPE_RESPONSE};
+use std::time::{Duration, Instant};
+use virtio_msg_wire::{
+    bus_id::PING,
+    transport_id::{EVENT_AVAIL, GET_CONFIG},
+    Frame, Message, TYPE_BUS, TYPE_RESPONSE,
+};
 
 /// Byte offset of `msg_size` in the header.
 const MSG_SIZE: usize = 6;
@@ -38,9 +49,42 @@ pub enum FaultKind {
     CorruptIndex,
     /// Every GET_CONFIG answer carries a new configuration generation.
     GenerationChurn,
+    /// Every message is held back for this many milliseconds (longer than the driver's
+    /// timeout, say), and what follows it waits behind it.
+    Late(u32),
+    /// Every message waits for the next message of another device and goes after it (or for
+    /// [`REORDER_WAIT`] if none comes).
+    Reorder,
+    /// Once: an EVENT_CONFIG with DEVICE_NEEDS_RESET in the device status.
+    NeedsReset,
+    /// This many EVENT_USED for queue 0 per tick, on top of the real ones.
+    FloodUsed(u32),
+    /// This many EVENT_CONFIG per tick, with nothing changed.
+    FloodConfig(u32),
+    /// Once: from the first EVENT_AVAIL on, the device's backend takes nothing from the driver
+    /// for this many milliseconds (its buffers wait, as behind a stalled disk).
+    Stall(u32),
+    /// The device PINGs the driver every tick and counts the echoes (bus messages: NUM must be
+    /// `all`).
+    Ping,
 }
 
-/// One `--fault FIFO:NUM:KIND[,after=N][,every=N]`.
+/// How long a reordered message waits for one of another device.
+pub const REORDER_WAIT: Duration = Duration::from_millis(50);
+/// Device status of the DEVICE_NEEDS_RESET event: running (ACKNOWLEDGE, DRIVER, DRIVER_OK,
+/// FEATURES_OK) and needing a reset.
+const NEEDS_RESET_STATUS: u32 = 0x0f | NEEDS_RESET;
+/// The DEVICE_NEEDS_RESET status bit.
+const NEEDS_RESET: u32 = 0x40;
+
+impl FaultKind {
+    /// Whether the fault acts on tick, not on messages.
+    fn on_tick(self) -> bool {
+        matches!(self, Self::FloodUsed(_) | Self::FloodConfig(_) | Self::Ping)
+    }
+}
+
+/// One `--fault FIFO:NUM:KIND[,after=N][,count=N][,every=N][,ms=N][,n=N]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultSpec {
     /// FIFO index.
@@ -51,7 +95,16 @@ pub struct FaultSpec {
     pub kind: FaultKind,
     /// Messages of the device let through before the fault starts.
     pub after: u64,
+    /// Messages (or ticks) the fault acts on, then it ends; `None`: for ever.
+    pub count: Option<u64>,
 }
+
+/// The syntax, for error messages and `--help`.
+pub const SYNTAX: &str = "FIFO:NUM:KIND[,after=N][,count=N][,every=N][,ms=N][,n=N]";
+/// The kinds, for error messages and `--help`.
+pub const KINDS: &str = "silent, drop (every=N), twice, garbage, lying-size, corrupt-index, \
+    generation-churn, late (ms=N), reorder, needs-reset, flood-used (n=N), flood-config (n=N), \
+    stall (ms=N), ping";
 
 impl FromStr for FaultSpec {
     type Err = String;
@@ -60,7 +113,7 @@ impl FromStr for FaultSpec {
         let err = |what: &str| format!("--fault {s:?}: {what}");
         let mut parts = s.splitn(3, ':');
         let (Some(fifo), Some(num), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(err("expected FIFO:NUM:KIND[,after=N][,every=N]"));
+            return Err(err(&format!("expected {SYNTAX}")));
         };
         let fifo = fifo.parse().map_err(|_| err("FIFO is not a number"))?;
         let dev_num = match num {
@@ -69,41 +122,70 @@ impl FromStr for FaultSpec {
         };
         let mut opts = rest.split(',');
         let kind = opts.next().unwrap_or_default();
-        let (mut after, mut every) = (0, None);
+        let (mut after, mut count, mut every, mut ms, mut n) = (0, None, None, None, None);
         for opt in opts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
             let value: u64 = value
                 .parse()
                 .map_err(|_| err(&format!("{key} needs a number ({key}=N)")))?;
+            let small = || u32::try_from(value).map_err(|_| err(&format!("{key}=N too large")));
             match key {
                 "after" => after = value,
-                "every" if (2..=u64::from(u32::MAX)).contains(&value) => every = Some(value as u32),
+                "count" if value > 0 => count = Some(value),
+                "count" => return Err(err("count=N needs N of 1 or more")),
+                "every" if value >= 2 => every = Some(small()?),
                 "every" => return Err(err("every=N needs N of 2 or more")),
+                "ms" => ms = Some(small()?),
+                "n" if value > 0 => n = Some(small()?),
+                "n" => return Err(err("n=N needs N of 1 or more")),
                 _ => return Err(err(&format!("unknown option {key:?}"))),
             }
         }
-        let kind = match (kind, every) {
-            ("silent", None) => FaultKind::Silent,
-            ("drop", Some(n)) => FaultKind::DropEvery(n),
-            ("drop", None) => return Err(err("drop needs every=N")),
-            ("twice", None) => FaultKind::Twice,
-            ("garbage", None) => FaultKind::Garbage,
-            ("lying-size", None) => FaultKind::LyingSize,
-            ("corrupt-index", None) => FaultKind::CorruptIndex,
-            ("generation-churn", None) => FaultKind::GenerationChurn,
-            (_, Some(_)) if kind != "drop" => return Err(err("only drop takes every=N")),
-            _ => {
-                return Err(err(
-                    "KIND is silent, drop, twice, garbage, lying-size, corrupt-index or \
-                     generation-churn",
-                ))
-            }
+        let needs = |what: &str| err(&format!("{kind} needs {what}"));
+        let kind = match kind {
+            "silent" => FaultKind::Silent,
+            "drop" => FaultKind::DropEvery(every.take().ok_or_else(|| needs("every=N"))?),
+            "twice" => FaultKind::Twice,
+            "garbage" => FaultKind::Garbage,
+            "lying-size" => FaultKind::LyingSize,
+            "corrupt-index" => FaultKind::CorruptIndex,
+            "generation-churn" => FaultKind::GenerationChurn,
+            "late" => FaultKind::Late(ms.take().ok_or_else(|| needs("ms=N"))?),
+            "reorder" => FaultKind::Reorder,
+            "needs-reset" => FaultKind::NeedsReset,
+            "flood-used" => FaultKind::FloodUsed(n.take().ok_or_else(|| needs("n=N"))?),
+            "flood-config" => FaultKind::FloodConfig(n.take().ok_or_else(|| needs("n=N"))?),
+            "stall" => FaultKind::Stall(ms.take().ok_or_else(|| needs("ms=N"))?),
+            "ping" => FaultKind::Ping,
+            _ => return Err(err(&format!("KIND is one of: {KINDS}"))),
         };
+        if every.is_some() || ms.is_some() || n.is_some() {
+            return Err(err(
+                "every=N is for drop, ms=N for late and stall, n=N for floods",
+            ));
+        }
+        let bus_wide = matches!(kind, FaultKind::Ping | FaultKind::Reorder);
+        let one_device = matches!(
+            kind,
+            FaultKind::NeedsReset
+                | FaultKind::Stall(_)
+                | FaultKind::FloodUsed(_)
+                | FaultKind::FloodConfig(_)
+        );
+        if bus_wide && dev_num.is_some() {
+            return Err(err(
+                "ping and reorder act on the whole FIFO: NUM must be 'all'",
+            ));
+        }
+        if one_device && dev_num.is_none() {
+            return Err(err("this fault needs a device number, not 'all'"));
+        }
         Ok(Self {
             fifo,
             dev_num,
             kind,
             after,
+            count,
         })
     }
 }
@@ -112,10 +194,20 @@ impl FromStr for FaultSpec {
 #[derive(Clone, Debug)]
 struct Active {
     spec: FaultSpec,
-    /// Messages of its device(s) seen so far.
+    /// Messages (or ticks) of its device(s) seen so far.
     seen: u64,
-    /// [`FaultKind::CorruptIndex`] has struck.
+    /// A once-only fault ([`FaultKind::CorruptIndex`], [`FaultKind::NeedsReset`],
+    /// [`FaultKind::Stall`]) has struck.
     struck: bool,
+}
+
+impl Active {
+    /// Counts one more message (or tick); whether the fault acts on it.
+    fn acts(&mut self) -> bool {
+        self.seen += 1;
+        let n = self.seen.saturating_sub(self.spec.after);
+        n > 0 && self.spec.count.is_none_or(|c| n <= c)
+    }
 }
 
 /// What a fault makes of one outgoing message.
@@ -127,12 +219,35 @@ pub struct Outcome {
     pub corrupt_index: bool,
 }
 
-/// The faults of one FIFO.
+/// The faults of one FIFO, and what they hold back.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     active: Vec<Active>,
-    /// Messages a fault dropped, doubled or mangled.
+    /// Messages a fault dropped, doubled, mangled, delayed or added.
     injected: u64,
+    /// Outgoing messages held back, with when they go out (late, reordered).
+    delayed: VecDeque<(Instant, Vec<u8>)>,
+    /// Driver messages a stalled backend has not taken yet, and when it takes them.
+    stalled: VecDeque<(Instant, Vec<u8>)>,
+    /// PINGs sent, and echoes that came back right.
+    pings: u32,
+    pongs: u32,
+}
+
+fn dev_num_of(msg: &[u8]) -> Option<u16> {
+    msg.get(2..4).map(|b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn encode(dev_num: u16, msg: Message<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; 64];
+    let frame = Frame {
+        dev_num,
+        token: 0,
+        msg,
+    };
+    let len = frame.encode(&mut out).unwrap_or(0);
+    out.truncate(len);
+    out
 }
 
 impl Faults {
@@ -148,8 +263,13 @@ impl Faults {
                     struck: false,
                 })
                 .collect(),
-            injected: 0,
+            ..Self::default()
         }
+    }
+
+    /// Replaces the faults with `other`'s; what is held back still goes out, when due.
+    pub fn replace(&mut self, other: Faults) {
+        self.active = other.active;
     }
 
     /// Whether any fault is configured.
@@ -157,24 +277,40 @@ impl Faults {
         self.active.is_empty()
     }
 
-    /// Messages a fault dropped, doubled or mangled so far.
+    /// Messages a fault dropped, doubled, mangled, delayed or added so far.
     pub fn injected(&self) -> u64 {
         self.injected
     }
 
-    /// Applies the faults to `msg`, an encoded message the device sends.
-    pub fn apply(&mut self, msg: Vec<u8>) -> Outcome {
-        let dev_num = msg.get(2..4).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    /// PINGs sent to the driver and echoes received.
+    pub fn pings(&self) -> (u32, u32) {
+        (self.pings, self.pongs)
+    }
+
+    /// When something held back is due next.
+    pub fn next_due(&self) -> Option<Instant> {
+        // Each queue goes out in order: its front decides.
+        let first = |q: &VecDeque<(Instant, Vec<u8>)>| q.front().map(|(t, _)| *t);
+        match (first(&self.delayed), first(&self.stalled)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies the faults to `msg`, an encoded message the device sends, at `now`.
+    pub fn apply(&mut self, msg: Vec<u8>, now: Instant) -> Outcome {
+        let dev_num = dev_num_of(&msg);
         let mut out = Outcome {
             msgs: vec![msg],
             corrupt_index: false,
         };
+        let (mut delay, mut reorder) = (None, false);
         for a in &mut self.active {
-            if a.spec.dev_num.is_some() && a.spec.dev_num != dev_num {
-                continue;
-            }
-            a.seen += 1;
-            if a.seen <= a.spec.after {
+            if a.spec.kind.on_tick()
+                || matches!(a.spec.kind, FaultKind::Stall(_))
+                || (a.spec.dev_num.is_some() && a.spec.dev_num != dev_num)
+                || !a.acts()
+            {
                 continue;
             }
             let before = out.msgs.clone();
@@ -222,13 +358,152 @@ impl Faults {
                         }
                     }
                 }
+                FaultKind::Late(ms) => delay = Some(Duration::from_millis(ms.into())),
+                FaultKind::Reorder => reorder = true,
+                FaultKind::NeedsReset if !a.struck => {
+                    a.struck = true;
+                    let event = Message::EventConfig {
+                        device_status: NEEDS_RESET_STATUS,
+                        generation: 0,
+                        offset: 0,
+                        length: 0,
+                        data: None,
+                    };
+                    out.msgs.push(encode(dev_num.unwrap_or(0), event));
+                }
+                FaultKind::NeedsReset
+                | FaultKind::FloodUsed(_)
+                | FaultKind::FloodConfig(_)
+                | FaultKind::Stall(_)
+                | FaultKind::Ping => {}
             }
-            if out.msgs != before || out.corrupt_index {
+            if out.msgs != before || out.corrupt_index || delay.is_some() || reorder {
                 self.injected += 1;
+            }
+        }
+        if reorder && !out.msgs.is_empty() {
+            // Behind the next message of another device, or alone after a while.
+            match self
+                .delayed
+                .iter()
+                .position(|(_, m)| dev_num_of(m) != dev_num)
+                .and_then(|i| self.delayed.remove(i))
+            {
+                Some((_, held)) => out.msgs.push(held),
+                None => delay = Some(REORDER_WAIT),
+            }
+        }
+        // A late message holds back what follows it, as a slow device would: the device side
+        // answers in order (the driver's barrier relies on it).
+        let behind = !reorder && !self.delayed.is_empty();
+        if let Some(due) = delay.map(|d| now + d).or(behind.then_some(now)) {
+            for m in out.msgs.drain(..) {
+                self.delayed.push_back((due, m));
             }
         }
         out
     }
+
+    /// What the tick faults send now (floods, PINGs).
+    pub fn tick(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for a in &mut self.active {
+            if !a.spec.kind.on_tick() || !a.acts() {
+                continue;
+            }
+            let dev_num = a.spec.dev_num.unwrap_or(0);
+            match a.spec.kind {
+                FaultKind::FloodUsed(n) => {
+                    let event = encode(dev_num, Message::EventUsed { vq_index: 0 });
+                    out.extend((0..n).map(|_| event.clone()));
+                }
+                FaultKind::FloodConfig(n) => {
+                    let event = Message::EventConfig {
+                        device_status: 0x0f,
+                        generation: 0,
+                        offset: 0,
+                        length: 0,
+                        data: None,
+                    };
+                    let event = encode(dev_num, event);
+                    out.extend((0..n).map(|_| event.clone()));
+                }
+                FaultKind::Ping => {
+                    self.pings += 1;
+                    out.push(encode(0, Message::Ping { data: self.pings }));
+                }
+                _ => {}
+            }
+        }
+        self.injected += out.len() as u64;
+        out
+    }
+
+    /// Outgoing messages whose delay is over at `now`, in order.
+    pub fn due(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        take_due(&mut self.delayed, now)
+    }
+
+    /// A message from the driver: whether a fault takes it (a stalled backend holds
+    /// EVENT_AVAIL back; the echo of the device's PING is counted).
+    pub fn intercept(&mut self, slot: &[u8], now: Instant) -> bool {
+        let (ty, id) = (slot.first().copied(), slot.get(1).copied());
+        if ty == Some(TYPE_BUS | TYPE_RESPONSE) && id == Some(PING) {
+            if let Ok(Frame {
+                msg: Message::Pong { data },
+                ..
+            }) = Frame::decode(slot)
+            {
+                if data <= self.pings {
+                    self.pongs += 1;
+                    return true;
+                }
+            }
+            return false;
+        }
+        if ty != Some(0) || id != Some(EVENT_AVAIL) {
+            return false;
+        }
+        let dev_num = dev_num_of(slot);
+        // Behind one held back, the device's next ones wait too: order is kept.
+        if let Some(&(due, _)) = self
+            .stalled
+            .iter()
+            .rev()
+            .find(|(_, m)| dev_num_of(m) == dev_num)
+        {
+            self.stalled.push_back((due, slot.to_vec()));
+            return true;
+        }
+        for a in &mut self.active {
+            if let FaultKind::Stall(ms) = a.spec.kind {
+                if a.spec.dev_num == dev_num && !a.struck && a.acts() {
+                    a.struck = true;
+                    self.injected += 1;
+                    let due = now + Duration::from_millis(ms.into());
+                    self.stalled.push_back((due, slot.to_vec()));
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Driver messages a stalled backend takes at `now`, in order.
+    pub fn unstalled(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        take_due(&mut self.stalled, now)
+    }
+}
+
+/// Takes the messages due at `now` off `q`, stopping at the first that is not (order kept).
+fn take_due(q: &mut VecDeque<(Instant, Vec<u8>)>, now: Instant) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while q.front().is_some_and(|(t, _)| *t <= now) {
+        if let Some((_, m)) = q.pop_front() {
+            out.push(m);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -240,6 +515,12 @@ mod tests {
         let mut m = vec![0x01, 0x03, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, tag];
         m[2..4].copy_from_slice(&dev_num.to_le_bytes());
         m
+    }
+
+    impl Faults {
+        fn apply_now(&mut self, msg: Vec<u8>) -> Outcome {
+            self.apply(msg, Instant::now())
+        }
     }
 
     fn faults(spec: &str) -> Faults {
@@ -255,7 +536,8 @@ mod tests {
                 fifo: 1,
                 dev_num: Some(3),
                 kind: FaultKind::DropEvery(4),
-                after: 10
+                after: 10,
+                count: None,
             }
         );
         let f: FaultSpec = "0:all:corrupt-index".parse().unwrap();
@@ -266,10 +548,15 @@ mod tests {
             ("0:y:silent", "NUM is not a number"),
             ("0:1:drop", "drop needs every=N"),
             ("0:1:drop,every=1", "every=N needs N of 2 or more"),
-            ("0:1:silent,every=3", "only drop takes every=N"),
+            ("0:1:silent,every=3", "every=N is for drop"),
+            ("0:1:late", "late needs ms=N"),
+            ("0:1:flood-used", "flood-used needs n=N"),
+            ("0:1:ping", "NUM must be 'all'"),
+            ("0:all:needs-reset", "needs a device number"),
+            ("0:1:silent,count=0", "count=N needs N of 1"),
             ("0:1:silent,after=x", "after needs a number"),
             ("0:1:silent,when=3", "unknown option"),
-            ("0:1:melt", "KIND is silent"),
+            ("0:1:melt", "KIND is one of"),
         ] {
             let e = bad.parse::<FaultSpec>().unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
@@ -279,33 +566,35 @@ mod tests {
     #[test]
     fn silent_after_n_and_only_for_its_device() {
         let mut f = faults("0:5:silent,after=2");
-        assert_eq!(f.apply(msg(5, 1)).msgs, [msg(5, 1)]);
-        assert_eq!(f.apply(msg(6, 2)).msgs, [msg(6, 2)]);
-        assert_eq!(f.apply(msg(5, 3)).msgs, [msg(5, 3)]);
-        assert!(f.apply(msg(5, 4)).msgs.is_empty());
-        assert_eq!(f.apply(msg(6, 5)).msgs, [msg(6, 5)]);
+        assert_eq!(f.apply_now(msg(5, 1)).msgs, [msg(5, 1)]);
+        assert_eq!(f.apply_now(msg(6, 2)).msgs, [msg(6, 2)]);
+        assert_eq!(f.apply_now(msg(5, 3)).msgs, [msg(5, 3)]);
+        assert!(f.apply_now(msg(5, 4)).msgs.is_empty());
+        assert_eq!(f.apply_now(msg(6, 5)).msgs, [msg(6, 5)]);
         assert_eq!(f.injected(), 1);
     }
 
     #[test]
     fn drop_every_nth_and_twice() {
         let mut f = faults("0:all:drop,every=3");
-        let kept: Vec<usize> = (0..9u8).map(|i| f.apply(msg(1, i)).msgs.len()).collect();
+        let kept: Vec<usize> = (0..9u8)
+            .map(|i| f.apply_now(msg(1, i)).msgs.len())
+            .collect();
         assert_eq!(kept, [1, 1, 0, 1, 1, 0, 1, 1, 0]);
         let mut f = faults("0:1:twice");
-        assert_eq!(f.apply(msg(1, 7)).msgs, [msg(1, 7), msg(1, 7)]);
-        assert_eq!(f.apply(msg(2, 7)).msgs, [msg(2, 7)]);
+        assert_eq!(f.apply_now(msg(1, 7)).msgs, [msg(1, 7), msg(1, 7)]);
+        assert_eq!(f.apply_now(msg(2, 7)).msgs, [msg(2, 7)]);
     }
 
     #[test]
     fn garbage_and_lying_size_mangle_what_the_driver_decodes() {
         let mut f = faults("0:4:garbage");
-        let out = f.apply(msg(4, 9)).msgs;
+        let out = f.apply_now(msg(4, 9)).msgs;
         assert_eq!(out[0][..4], [0x01, 0xff, 4, 0]);
         assert!(out[0][4..].iter().all(|&b| b == 0xff));
         assert!(virtio_msg_wire::Frame::decode(&out[0]).is_err());
         let mut f = faults("0:4:lying-size");
-        let out = f.apply(msg(4, 9)).msgs;
+        let out = f.apply_now(msg(4, 9)).msgs;
         assert_eq!(out[0][6..8], 200u16.to_le_bytes());
         assert!(virtio_msg_wire::Frame::decode(&out[0]).is_err());
     }
@@ -315,21 +604,122 @@ mod tests {
         let mut f = faults("0:1:generation-churn");
         let mut config = msg(1, 0);
         config[1] = GET_CONFIG;
-        let a = f.apply(config.clone()).msgs;
-        let b = f.apply(config.clone()).msgs;
+        let a = f.apply_now(config.clone()).msgs;
+        let b = f.apply_now(config.clone()).msgs;
         assert_ne!(a[0][8..12], b[0][8..12]);
         assert_eq!(a[0][12..], config[12..]);
-        assert_eq!(f.apply(msg(1, 5)).msgs, [msg(1, 5)]);
+        assert_eq!(f.apply_now(msg(1, 5)).msgs, [msg(1, 5)]);
     }
 
     #[test]
     fn corrupt_index_strikes_once() {
         let mut f = faults("0:1:corrupt-index,after=1");
-        assert!(!f.apply(msg(1, 0)).corrupt_index);
-        let out = f.apply(msg(1, 1));
+        assert!(!f.apply_now(msg(1, 0)).corrupt_index);
+        let out = f.apply_now(msg(1, 1));
         assert!(out.corrupt_index);
         assert_eq!(out.msgs, [msg(1, 1)]);
-        assert!(!f.apply(msg(1, 2)).corrupt_index);
+        assert!(!f.apply_now(msg(1, 2)).corrupt_index);
         assert_eq!(f.injected(), 1);
+    }
+
+    #[test]
+    fn count_ends_a_fault() {
+        let mut f = faults("0:1:silent,after=1,count=2");
+        let kept: Vec<usize> = (0..5u8)
+            .map(|i| f.apply_now(msg(1, i)).msgs.len())
+            .collect();
+        assert_eq!(kept, [1, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn late_messages_go_out_when_due_in_order() {
+        let mut f = faults("0:1:late,ms=100");
+        let t0 = Instant::now();
+        assert!(f.apply(msg(1, 1), t0).msgs.is_empty());
+        assert!(f.apply(msg(1, 2), t0).msgs.is_empty());
+        // Another device's message waits behind them: the device side answers in order.
+        assert!(f.apply(msg(2, 3), t0).msgs.is_empty());
+        assert_eq!(f.next_due(), Some(t0 + Duration::from_millis(100)));
+        assert!(f.due(t0 + Duration::from_millis(99)).is_empty());
+        assert_eq!(
+            f.due(t0 + Duration::from_millis(100)),
+            [msg(1, 1), msg(1, 2), msg(2, 3)]
+        );
+        assert_eq!(f.next_due(), None);
+        assert_eq!(f.apply(msg(2, 4), t0).msgs, [msg(2, 4)]);
+    }
+
+    #[test]
+    fn reorder_swaps_messages_of_different_devices() {
+        let mut f = faults("0:all:reorder");
+        let t0 = Instant::now();
+        assert!(f.apply(msg(1, 1), t0).msgs.is_empty());
+        // The next one of another device goes first, then the held one.
+        assert_eq!(f.apply(msg(2, 2), t0).msgs, [msg(2, 2), msg(1, 1)]);
+        // Alone, it goes out after the wait.
+        assert!(f.apply(msg(3, 3), t0).msgs.is_empty());
+        assert_eq!(f.due(t0 + REORDER_WAIT), [msg(3, 3)]);
+    }
+
+    #[test]
+    fn needs_reset_adds_one_event() {
+        let mut f = faults("0:4:needs-reset,after=1");
+        assert_eq!(f.apply_now(msg(4, 0)).msgs.len(), 1);
+        let out = f.apply_now(msg(4, 1)).msgs;
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], msg(4, 1));
+        match Frame::decode(&out[1]).unwrap() {
+            Frame {
+                dev_num: 4,
+                msg: Message::EventConfig { device_status, .. },
+                ..
+            } => assert_ne!(device_status & NEEDS_RESET, 0),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.apply_now(msg(4, 2)).msgs.len(), 1);
+    }
+
+    #[test]
+    fn floods_and_pings_come_on_ticks() {
+        let mut f = Faults::for_fifo(
+            0,
+            &[
+                "0:2:flood-used,n=5,after=1".parse().unwrap(),
+                "0:all:ping".parse().unwrap(),
+            ],
+        );
+        // First tick: the flood waits for `after`; the PING goes.
+        assert_eq!(f.tick().len(), 1);
+        let out = f.tick();
+        assert_eq!(out.len(), 6);
+        assert!(matches!(
+            Frame::decode(&out[0]).unwrap().msg,
+            Message::EventUsed { vq_index: 0 }
+        ));
+        // The driver's echo of the second PING is taken and counted.
+        let pong = encode(0, Message::Pong { data: 2 });
+        assert!(f.intercept(&pong, Instant::now()));
+        assert_eq!(f.pings(), (2, 1));
+    }
+
+    #[test]
+    fn stall_holds_a_devices_kicks_then_lets_them_through_in_order() {
+        let mut f = faults("0:3:stall,ms=100");
+        let t0 = Instant::now();
+        let kick = |n: u16, i: u32| {
+            let next = virtio_msg_wire::AvailNext::new(i, false).unwrap();
+            encode(n, Message::EventAvail { vq_index: 0, next })
+        };
+        assert!(f.intercept(&kick(3, 1), t0));
+        assert!(f.intercept(&kick(3, 2), t0));
+        // Other devices, and other messages, are not held.
+        assert!(!f.intercept(&kick(4, 1), t0));
+        assert!(f.unstalled(t0 + Duration::from_millis(50)).is_empty());
+        assert_eq!(
+            f.unstalled(t0 + Duration::from_millis(100)),
+            [kick(3, 1), kick(3, 2)]
+        );
+        // Once only.
+        assert!(!f.intercept(&kick(3, 3), t0));
     }
 }

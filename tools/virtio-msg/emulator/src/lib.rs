@@ -8,7 +8,8 @@
 //! - [`server`]: the vfio-user requests (BAR accesses, MSI-X eventfds, guest memory maps);
 //! - [`worker`]: one thread per FIFO running the SPSC queues ([`queues`]) and the virtio-msg
 //!   bus of the device crate, with the tokens of what it sends set as [`tokens`] says;
-//! - [`faults`]: what `--fault` makes go wrong, for tests that prove the driver copes;
+//! - [`faults`]: what `--fault` makes go wrong, for tests that prove the driver copes, and
+//!   [`control`], the pipe that switches faults while the guest runs;
 //! - [`backends`], [`cli`], [`logger`]: the program around them.
 //!
 //! The split between the vfio-user thread and the workers keeps every guest-visible reaction
@@ -16,6 +17,7 @@
 
 pub mod backends;
 pub mod cli;
+pub mod control;
 pub mod faults;
 pub mod logger;
 pub mod pci;

@@ -16,6 +16,7 @@ use virtio_msg_device::bus::FifoBus;
 use virtio_msg_emulator::{
     backends,
     cli::{self, Command, Options},
+    control::{self, Control},
     faults::Faults,
     logger, pci,
     server::{self, Device, GuestMem, Workers},
@@ -119,6 +120,11 @@ fn run(opts: Options) -> Result<(), String> {
     )
     .map_err(|e| format!("--socket {}: {e}", opts.socket.display()))?;
     spawn_signal_thread(workers.clone(), &opts.socket)?;
+    if let Some(path) = &opts.control {
+        let control = Control::new(opts.faults.clone(), opts.fifos);
+        control::spawn(path, control, workers.clone())
+            .map_err(|e| format!("--control {}: {e}", path.display()))?;
+    }
     info!(
         "listening on {} ({} FIFOs, {:?} mode, tokens {:?})",
         opts.socket.display(),

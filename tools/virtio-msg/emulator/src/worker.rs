@@ -84,6 +84,8 @@ impl FifoShared {
 enum Control {
     /// Reset every device and adopt the queue indexes again; answer on the channel.
     Reset(mpsc::Sender<()>),
+    /// Replace the faults (the control socket).
+    Faults(Faults),
     Stop,
 }
 
@@ -152,12 +154,47 @@ impl Fifo {
         Ok(fifo)
     }
 
-    /// Makes `faults` go wrong on this FIFO from now on.
+    /// Makes `faults` go wrong on this FIFO from now on (none: no more faults; what they
+    /// hold back still goes out when due).
     pub fn set_faults(&mut self, faults: Faults) {
-        if !faults.is_empty() {
+        if !faults.is_empty() || !self.faults.is_empty() {
             info!("FIFO {}: faults injected: {faults:?}", self.index);
         }
-        self.faults = faults;
+        self.faults.replace(faults);
+    }
+
+    /// When held-back messages are due next (see [`Fifo::timed`]).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.faults.next_due()
+    }
+
+    /// What faults do in time: held-back messages whose delay is over go out, a stalled
+    /// backend takes what waited for it, and with `tick`, floods and PINGs are sent. Returns
+    /// the messages put on the device queue.
+    pub fn timed(&mut self, tick: bool) -> u32 {
+        let now = Instant::now();
+        let mut sent = 0;
+        for msg in self.faults.due(now) {
+            self.queue(msg, &mut sent);
+        }
+        let len = self.mode.max_msg_size().min(SLOT_BYTES);
+        for slot in self.faults.unstalled(now) {
+            let request_token = u16::from_le_bytes([slot[4], slot[5]]);
+            let replies = self.bus.handle(slot.get(..len).unwrap_or(&slot));
+            self.send(replies, Some(request_token), &mut sent);
+        }
+        if tick {
+            let msgs = self.faults.tick();
+            for msg in msgs {
+                self.queue(msg, &mut sent);
+            }
+        }
+        sent
+    }
+
+    /// The device PINGs the `ping` fault sent, and the echoes that came back.
+    pub fn pings(&self) -> (u32, u32) {
+        self.faults.pings()
     }
 
     /// The bus and its devices.
@@ -262,6 +299,9 @@ impl Fifo {
                     return false;
                 }
             }
+            if self.faults.intercept(&slot[..len], Instant::now()) {
+                continue;
+            }
             let request_token = u16::from_le_bytes([slot[4], slot[5]]);
             let replies = self.bus.handle(&slot[..len]);
             self.send(replies, Some(request_token), sent);
@@ -275,14 +315,10 @@ impl Fifo {
         let mut corrupt = false;
         for mut msg in msgs {
             self.tokens.stamp(&mut msg, request_token);
-            let out = self.faults.apply(msg);
+            let out = self.faults.apply(msg, Instant::now());
             corrupt |= out.corrupt_index;
             for msg in out.msgs {
-                if !self.outbox.is_empty() {
-                    self.outbox.push_back(msg);
-                    continue;
-                }
-                self.push(msg, sent);
+                self.queue(msg, sent);
             }
         }
         if corrupt {
@@ -290,6 +326,15 @@ impl Fifo {
             // last slot, so the driver must stop reading this queue.
             self.device_window.store_index(HEAD_OFFSET, CAPACITY + 7);
             *sent += 1;
+        }
+    }
+
+    /// Puts one message on the device queue, behind what waits for room.
+    fn queue(&mut self, msg: Vec<u8>, sent: &mut u32) {
+        if self.outbox.is_empty() {
+            self.push(msg, sent);
+        } else {
+            self.outbox.push_back(msg);
         }
     }
 
@@ -384,6 +429,11 @@ impl FifoHandle {
         self.send(Control::Reset(ack)) && done.recv_timeout(timeout).is_ok()
     }
 
+    /// Makes `faults` go wrong on the FIFO from now on.
+    pub fn set_faults(&self, faults: Faults) -> bool {
+        self.send(Control::Faults(faults))
+    }
+
     /// Stops the worker and waits for it; `false` if it had panicked.
     pub fn stop(mut self) -> bool {
         self.send(Control::Stop);
@@ -423,13 +473,16 @@ impl Worker {
                     owners.push(n);
                 }
             }
-            let wait = if self.fifo.held_back() {
+            let mut wait = if self.fifo.held_back() {
                 RETRY
             } else if more {
                 Duration::ZERO
             } else {
                 TICK.saturating_sub(last_tick.elapsed())
             };
+            if let Some(due) = self.fifo.next_due() {
+                wait = wait.min(due.saturating_duration_since(Instant::now()));
+            }
             let nfds = fds.len() as libc::nfds_t;
             // SAFETY: `fds` is a live, initialised array of `nfds` pollfd structures.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), nfds, wait.as_millis() as i32) };
@@ -471,7 +524,8 @@ impl Worker {
                     sent += n_sent;
                 }
             }
-            if last_tick.elapsed() >= TICK {
+            let tick = last_tick.elapsed() >= TICK;
+            if tick {
                 last_tick = Instant::now();
                 self.muted.clear();
                 let nums: Vec<u16> = self.fifo.bus_mut().devices_mut().map(|(n, _)| n).collect();
@@ -479,6 +533,7 @@ impl Worker {
                     sent += self.fifo.host_ready(n).1;
                 }
             }
+            sent += self.fifo.timed(tick);
             if sent > 0 {
                 self.shared.raise();
             }
@@ -489,7 +544,17 @@ impl Worker {
     fn control(&mut self) -> bool {
         loop {
             match self.ctl.try_recv() {
-                Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
+                    let (pings, echoes) = self.fifo.pings();
+                    if pings > 0 {
+                        info!(
+                            "FIFO {}: device PINGs sent {pings}, echoed {echoes}",
+                            self.fifo.index
+                        );
+                    }
+                    return false;
+                }
+                Ok(Control::Faults(faults)) => self.fifo.set_faults(faults),
                 Ok(Control::Reset(ack)) => {
                     self.fifo.reset();
                     self.muted.clear();

@@ -1,0 +1,26 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Fault: entropy device 1 floods the FIFO with events nobody asked for: 62
+# EVENT_USED (a whole queue's worth) and 20 EVENT_CONFIG every 100 ms. The
+# interrupt handler takes a queue's worth at a time and leaves the rest to its
+# thread, so no CPU is kept in interrupt context (the lockup detectors would
+# say); the block device and the other entropy device move data meanwhile.
+# e2e-host: faults
+. /tests/lib.sh
+
+fault_up
+dbg=$(ls -d /sys/kernel/debug/virtio_msg_amp_pci-*)
+before=$(sed -n 's/^received: //p' $dbg/fifo0)
+emulator_ctl fault 0:1:flood-used,n=62
+emulator_ctl fault 0:1:flood-config,n=20
+check blk_moves_during_flood blk_moves 0
+check healthy_rng_reads_during_flood rng_reads virtio_rng.1
+check faulty_rng_reads_during_flood rng_reads virtio_rng.0
+sleep 3
+after=$(sed -n 's/^received: //p' $dbg/fifo0)
+echo "received during the flood: $((after - before))"
+check flood_arrived test $((after - before)) -gt 1500
+emulator_ctl clear 0
+cat $dbg/fifo0 | sed 's/^/  /'
+check no_device_broken test "$(bus_stat broken_devices)" = 0
+fault_down
