@@ -74,9 +74,12 @@ cmd_tree() {
 		local p f
 		for p in "$top"/patches/*.patch; do
 			# Break the hard links of the files a patch touches, so the
-			# pristine copy is never modified.
+			# pristine copy is never modified (a file an earlier patch
+			# touched is already a copy of its own: kept as patched).
 			for f in $(sed -n 's,^+++ b/,,p' "$p"); do
-				cp --remove-destination "$PRISTINE/$f" "$SRC/$f" 2>/dev/null || true
+				if [ "$(stat -c %h "$SRC/$f" 2>/dev/null)" != 1 ]; then
+					cp --remove-destination "$PRISTINE/$f" "$SRC/$f" 2>/dev/null || true
+				fi
 			done
 			patch -s -p1 -d "$SRC" --no-backup-if-mismatch <"$p" ||
 				die "patch $(basename "$p") does not apply"

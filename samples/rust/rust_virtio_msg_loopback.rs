@@ -794,8 +794,7 @@ impl Drop for LoopbackModule {
         // Break the cycles through `link` and `me`, then let queued work finish.
         *self.device.link.lock() = None;
         *self.device.me.lock() = None;
-        // SAFETY: `work` is a valid, initialised work item that lives as long as `device`.
-        unsafe { bindings::flush_work(Work::raw_get(&self.device.work)) };
+        self.device.work.flush();
         pr_info!("virtio-msg loopback bus down\n");
     }
 }

@@ -263,8 +263,7 @@ impl WorkItem for Recovery {
 impl Recovery {
     /// Waits until the work is neither queued nor running.
     fn flush(&self) {
-        // SAFETY: `work` is a valid, initialised work item that lives as long as `self`.
-        unsafe { kernel::bindings::flush_work(Work::raw_get(&self.work)) };
+        self.work.flush();
     }
 }
 
