@@ -37,6 +37,7 @@ use kernel::{
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
+        lock::spinlock_irqsave::with_local_irqs_disabled,
         Arc, Completion, Mutex, SpinLock, SpinLockIrqSave,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta},
@@ -130,7 +131,8 @@ fn inc(counter: &Atomic<u64>) {
 /// it, and keeps ringing while others queued messages meanwhile (`more`); those others return
 /// at once. Every message is still followed by a doorbell that starts after it was queued,
 /// so the device always sees it, and messages queued during a doorbell share the next one.
-/// A sender rings at most [`RING_ROUNDS`] times; then whoever queues next rings.
+/// A sender rings at most [`RING_ROUNDS`] times; then whoever queues next rings. From taking
+/// the doorbell to ringing it, the ringer keeps interrupts disabled ([`Fifo::push_and_ring`]).
 ///
 /// Kicks come in any context, interrupt handlers included, so the lock keeps interrupts
 /// disabled ([`SpinLockIrqSave`]).
@@ -345,6 +347,20 @@ impl Fifo {
         }
     }
 
+    /// Queues `msg` and rings the doorbell if that falls to this sender (see [`Tx`]), with
+    /// interrupts disabled from the one to the other. A sender that finds the doorbell taken
+    /// returns at once, trusting the taker to ring it: were the taker preempted in between, a
+    /// sender on the same CPU that then spins for the device's answer (virtio-console waits
+    /// for its buffer with interrupts off) would wait for a doorbell that never comes.
+    fn push_and_ring(&self, msg: &[u8]) -> Result {
+        with_local_irqs_disabled(|| {
+            if self.push(msg)? {
+                self.ring();
+            }
+            Ok(())
+        })
+    }
+
     /// Takes up to `budget` messages off the device queue and hands each on: transport
     /// messages to `link`, bus replies to the waiting [`Fifo::bus_exchange`]. Returns whether
     /// the budget ran out with messages left. Called by the interrupt handler and its thread.
@@ -547,13 +563,8 @@ impl Bus for Fifo {
     fn send(&self, msg: &[u8]) -> Result {
         let mut waited_us = 0u64;
         loop {
-            match self.push(msg) {
-                Ok(ring) => {
-                    if ring {
-                        self.ring();
-                    }
-                    return Ok(());
-                }
+            match self.push_and_ring(msg) {
+                Ok(()) => return Ok(()),
                 Err(e) if e == EBUSY => {
                     if waited_us == 0 {
                         inc(&self.stats.queue_full_waits);
@@ -571,10 +582,7 @@ impl Bus for Fifo {
     }
 
     fn send_atomic(&self, msg: &[u8]) -> Result {
-        if self.push(msg)? {
-            self.ring();
-        }
-        Ok(())
+        self.push_and_ring(msg)
     }
 
     fn sync(&self) -> Result {
@@ -662,8 +670,7 @@ impl FifoLoss {
 
     /// Waits until the work is neither queued nor running.
     fn flush(&self) {
-        // SAFETY: `work` is a valid, initialised work item that lives as long as `self`.
-        unsafe { kernel::bindings::flush_work(Work::raw_get(&self.work)) };
+        self.work.flush();
     }
 }
 

@@ -109,3 +109,27 @@ unsafe impl super::Backend for SpinLockIrqSaveBackend {
         unsafe { bindings::spin_assert_is_held(ptr) }
     }
 }
+
+/// Runs `f` with interrupts disabled on the local CPU (`local_irq_save()`), and restores them
+/// as they were.
+///
+/// For a short section that must not be interrupted or preempted between two steps, when no
+/// lock is needed: another context on the same CPU cannot run in between.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::sync::lock::spinlock_irqsave::with_local_irqs_disabled;
+///
+/// // SAFETY: Reading the interrupt state has no preconditions.
+/// let disabled = with_local_irqs_disabled(|| unsafe { kernel::bindings::irqs_disabled() });
+/// assert!(disabled);
+/// ```
+pub fn with_local_irqs_disabled<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: Saving and disabling interrupts is allowed in every context.
+    let flags = unsafe { bindings::local_irq_save() };
+    let r = f();
+    // SAFETY: `flags` were saved above, in this context.
+    unsafe { bindings::local_irq_restore(flags) };
+    r
+}
