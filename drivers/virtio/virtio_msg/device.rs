@@ -30,7 +30,7 @@
 
 use kernel::{
     alloc::KVec,
-    bindings, impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
+    impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
@@ -160,14 +160,17 @@ pub(crate) struct MsgDevice {
     /// Watches the device after a kick (see [`MsgDevice::watch_kicks`]).
     #[pin]
     watch: DelayedWork<MsgDevice, WATCH>,
-    /// Whether `watch` is armed; the device's EVENT_USED count when it began, the time waited
-    /// since (at least: the sum of the delays) and the current wait between looks.
+    /// Whether `watch` is armed; the device's EVENT_USED count when it began and the kicks it
+    /// covers, the time waited since (at least: the sum of the delays) and the current wait
+    /// between looks.
     watching: Atomic<bool>,
     watch_events: Atomic<u32>,
+    watch_kicks: Atomic<u32>,
     watch_waited_ms: Atomic<u32>,
     watch_wait_ms: Atomic<u32>,
-    /// EVENT_USED messages received.
+    /// EVENT_USED messages received, and kicks sent.
     used_events: Atomic<u32>,
+    kick_count: Atomic<u32>,
 }
 
 impl_has_work! {
@@ -236,8 +239,10 @@ impl MsgDevice {
                 watching: Atomic::new(false),
                 watch_waited_ms: Atomic::new(0),
                 watch_events: Atomic::new(0),
+                watch_kicks: Atomic::new(0),
                 watch_wait_ms: Atomic::new(0),
                 used_events: Atomic::new(0),
+                kick_count: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -363,8 +368,7 @@ impl MsgDevice {
 
     /// Waits until no kick work is queued or running.
     pub(crate) fn flush_kicks(&self) {
-        // SAFETY: `deferred` is a valid, initialised work item that lives as long as `self`.
-        unsafe { bindings::flush_work(Work::raw_get(&self.deferred)) };
+        self.deferred.flush();
     }
 
     /// Waits until no work of the device is queued or running. Called once its queues and
@@ -373,12 +377,7 @@ impl MsgDevice {
         self.flush_kicks();
         // Flushed, not cancelled: a queued watch owns a reference to `self`, which only its
         // run gives back. With the handle gone it runs at once and does not re-arm.
-        // SAFETY: `watch` is a valid, initialised delayed work item that lives as long as
-        // `self`; its `work_struct` is the first field of its `delayed_work`.
-        unsafe {
-            let work = DelayedWork::raw_as_work(&raw const self.watch);
-            bindings::flush_delayed_work(Work::raw_get(work).cast());
-        }
+        self.watch.flush();
     }
 
     /// Watches the device after a kick, until it announces a used buffer.
@@ -395,20 +394,28 @@ impl MsgDevice {
     ///   network device's receive queue does) and the watch ends; one that does not is broken
     ///   and recovered like any device that stops answering.
     ///
-    /// The first look is [`WATCH_FIRST_MS`] after the kick, then ever less often. One watch
-    /// covers every kick made while it runs; nothing is watched while no kick was made, so an
+    /// The first look is [`WATCH_FIRST_MS`] after the kick, then ever less often. A watch ends
+    /// when the device announced something and no kick came since it began; kicks that came
+    /// meanwhile are watched anew from then. Nothing is watched while no kick was made, so an
     /// idle device costs nothing.
     fn watch_kicks(self: &Arc<Self>) {
         let Some(h) = self.handle() else {
             self.watching.store(false, Relaxed);
             return;
         };
+        let kicks = self.kick_count.load(Relaxed);
         let found = h.poll_queues();
         if found > 0 {
             self.bus.stats().lost_events(found);
         }
-        if found > 0 || self.used_events.load(Relaxed) != self.watch_events.load(Relaxed) {
-            self.watching.store(false, Relaxed);
+        let events = self.used_events.load(Relaxed);
+        if found > 0 || events != self.watch_events.load(Relaxed) {
+            if kicks == self.watch_kicks.load(Relaxed) {
+                // Every kick watched came before what was announced.
+                return self.stop_watch(kicks);
+            }
+            // Later kicks may have come after it: watch them from here.
+            self.start_watch(events, kicks);
             return;
         }
         let waited = self
@@ -421,7 +428,7 @@ impl MsgDevice {
                 .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(wait));
             return;
         }
-        self.watching.store(false, Relaxed);
+        self.stop_watch(kicks);
         self.bus.stats().liveness_check();
         // Failing breaks the device and has it recovered (see `request`).
         let _ = self.request(Message::GetDeviceStatus, Policy::Essential, |m| match *m {
@@ -430,17 +437,38 @@ impl MsgDevice {
         });
     }
 
-    /// Starts [`MsgDevice::watch_kicks`] after a kick, unless it runs. Any context.
-    fn watch_kick(self: &Arc<Self>) {
-        if self.watching.xchg(true, Relaxed) {
-            return;
-        }
+    /// Starts a watch of the kicks up to `kicks`, with `events` EVENT_USED seen before them.
+    fn start_watch(self: &Arc<Self>, events: u32, kicks: u32) {
+        self.watch_events.store(events, Relaxed);
+        self.watch_kicks.store(kicks, Relaxed);
         self.watch_waited_ms.store(0, Relaxed);
-        self.watch_events
-            .store(self.used_events.load(Relaxed), Relaxed);
         self.watch_wait_ms.store(WATCH_FIRST_MS, Relaxed);
         let _ = workqueue::system_dfl()
             .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(WATCH_FIRST_MS));
+    }
+
+    /// Ends the watch that covered the kicks up to `kicks`; one that came meanwhile, and found
+    /// the watch still running, starts the next one.
+    fn stop_watch(self: &Arc<Self>, kicks: u32) {
+        self.watching.store(false, Relaxed);
+        if self.kick_count.load(Relaxed) != kicks && !self.watching.xchg(true, Relaxed) {
+            self.start_watch(
+                self.used_events.load(Relaxed),
+                self.kick_count.load(Relaxed),
+            );
+        }
+    }
+
+    /// Has the kick just made watched ([`MsgDevice::watch_kicks`]). Any context.
+    fn watch_kick(self: &Arc<Self>) {
+        // The count first: a watch that ends sees it, or this sees the watch ended.
+        self.kick_count.add(1, Relaxed);
+        if !self.watching.xchg(true, Relaxed) {
+            self.start_watch(
+                self.used_events.load(Relaxed),
+                self.kick_count.load(Relaxed),
+            );
+        }
     }
 
     /// Sends `msg` and waits for its response. An essential request is tried up to

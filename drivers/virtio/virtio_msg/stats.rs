@@ -194,6 +194,12 @@ impl Stats {
         self.retries.load(Relaxed)
     }
 
+    /// Liveness checks so far (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn liveness_check_count(&self) -> u64 {
+        self.liveness_checks.load(Relaxed)
+    }
+
     /// Broken devices so far (for tests).
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn broken_count(&self) -> u64 {

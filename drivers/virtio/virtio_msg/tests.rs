@@ -1318,4 +1318,26 @@ mod tests {
         core.shutdown();
         Ok(())
     }
+
+    #[test]
+    fn a_device_that_keeps_a_kicked_buffer_is_asked_whether_it_is_alive() -> Result {
+        let t = Setup::new(30)?;
+        // The fake takes the buffers virtio-rng gives it and never returns them.
+        let (dev, registration) = t.bind_rng()?;
+        assert!(dev.notify(0, None));
+        // Nothing announced for twice the timeout: asked for its status, which it answers.
+        assert!(wait_until(|| t.stats.liveness_check_count() >= 1));
+        assert!(wait_until(|| t.fake.sent(id::GET_DEVICE_STATUS) >= 1));
+        assert!(!dev.is_broken());
+        // Once it does not answer that either, it is broken and to be recovered.
+        t.silence(id::GET_DEVICE_STATUS)?;
+        assert!(dev.notify(0, None));
+        assert!(wait_until(|| dev.is_broken()));
+        assert!(dev.wants_recovery());
+        assert!(t.stats.liveness_check_count() >= 2);
+        drop(registration);
+        dev.set_handle(None);
+        dev.stop_work();
+        Ok(())
+    }
 }
