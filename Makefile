@@ -86,7 +86,7 @@ E2E_KASAN ?= $(basename $(notdir $(wildcard tools/testing/virtio-msg/guest/fault
 
 kasan: provision
 	@VMSG_VARIANT=kasan support/kernel.sh build
-	@tools/testing/virtio-msg/mkinitramfs.sh $(KASAN_OUT)/initramfs.cpio.gz $(wildcard $(KASAN_OUT)/modules/*.ko)
+	@tools/testing/virtio-msg/mkinitramfs.sh $(KASAN_OUT)/initramfs.cpio.gz $(KASAN_OUT)/modules/*.ko
 	@echo "initramfs: $(KASAN_OUT)/initramfs.cpio.gz"
 
 e2e-kasan: kasan emulator

@@ -3,12 +3,12 @@
 # Fault: once it is up (its first 11 messages: the probe and the first
 # buffer), entropy device 1 sends only undecodable messages. They are counted
 # as malformed and dropped, and the block device on the same FIFO keeps moving
-# data. The device never completes a buffer again, and the hwrng core's fill
-# thread waits for it (holding /dev/hwrng) until the device goes away at
-# unload, which takes bounded time: its reset times out and it is marked
-# broken. (Resetting a device that stops completing buffers is issue 11's
-# recovery work; until then /dev/hwrng is not tried here.) Loaded again, the
-# device fails its probe and is left out; the other two work.
+# data. Its backend still fills the buffers it is given: the transport's look
+# at the queues after each kick finds them, although no EVENT_USED can be
+# read, so the device still gives entropy. At unload its reset gets no
+# answer it can read, three times: it is broken, and the unload takes bounded
+# time. Loaded again, the device fails its probe and is left out; the other
+# two work.
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:1:garbage,after=11
 . /tests/lib.sh
@@ -18,7 +18,9 @@ check blk_moves blk_moves 0
 sleep 1
 cat "$stats" | sed 's/^/  /'
 check garbage_counted test "$(bus_stat malformed)" -gt 0
-fault_down no-rng
+check faulty_rng_still_reads rng_reads virtio_rng.0
+check lost_events_found test "$(bus_stat lost_events_found)" -ge 1
+fault_down
 
 check core_reload insmod $MODDIR/virtio_msg.ko
 check amp_pci_reload insmod $MODDIR/virtio_msg_amp_pci.ko

@@ -108,11 +108,11 @@ fault_unload() {
 	check ${1:-unload_within_60s} timeout 60 sh -c 'rmmod virtio_msg_amp_pci && rmmod virtio_msg'
 }
 
-# fault_down [no-rng]: the healthy devices still work (with no-rng, /dev/hwrng
-# is not tried), both modules unload within 60 s, nothing leaked.
+# fault_down: the healthy devices still work, both modules unload within 60 s,
+# nothing leaked.
 fault_down() {
 	check blk_still_moves blk_moves 512
-	[ "${1:-}" = no-rng ] || check healthy_rng_still_reads rng_reads virtio_rng.1
+	check healthy_rng_still_reads rng_reads virtio_rng.1
 	fault_unload
 	check_no_leaks
 }
