@@ -12,7 +12,7 @@
 //! FIFOs, a hypervisor channel, the loopback sample, ...) registers an auxiliary device named
 //! `virtio_msg.bus` with a [`kernel::virtio::msg::BusLink`] as registration data; this module
 //! is the auxiliary driver for that name (`bus.rs`). See
-//! Documentation/virtio/virtio_msg.rst.
+//! Documentation/driver-api/virtio/virtio_msg.rst.
 
 use kernel::{
     auxiliary,

@@ -14,7 +14,7 @@
 //! (`fifo.rs`), ask each FIFO for its devices (`enumerate.rs`), and register the buses.
 //! Unbind runs in the opposite order: the buses go first, so the virtio devices are
 //! unregistered while the FIFOs still carry their last requests; then the FIFOs stop and the
-//! interrupts are freed. See Documentation/virtio/virtio_msg_amp_pci.rst.
+//! interrupts are freed. See Documentation/driver-api/virtio/virtio_msg_amp_pci.rst.
 
 use core::ops::RangeInclusive;
 use kernel::{

@@ -8,7 +8,7 @@
 # removed within seconds (the entropy request in flight ends), and the modules
 # unload cleanly. The block device is idle meanwhile: with a
 # request in flight, 7.2's virtio-blk waits for it for ever when removed (see
-# Documentation/virtio/virtio_msg_amp_pci.rst, "A FIFO that stops").
+# Documentation/driver-api/virtio/virtio_msg_amp_pci.rst, "A FIFO that stops").
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:1:corrupt-index,after=40
 . /tests/lib.sh
