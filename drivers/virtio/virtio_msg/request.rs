@@ -41,7 +41,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Completion, Mutex, SpinLockIrqSave,
     },
-    time::msecs_to_jiffies,
+    time::Delta,
 };
 
 use crate::{
@@ -299,7 +299,7 @@ impl Requester {
         // right after the wait ended.
         let _ = self
             .done
-            .wait_for_completion_timeout(msecs_to_jiffies(self.timeout_ms));
+            .wait_for_completion_timeout(Delta::from_millis(self.timeout_ms.into()));
         let mut slot = self.slot.lock();
         match core::mem::replace(&mut slot.state, SlotState::Idle) {
             SlotState::Done { len } => slot

@@ -40,7 +40,7 @@ use kernel::{
         lock::spinlock_irqsave::with_local_irqs_disabled,
         Arc, Completion, Mutex, SpinLock, SpinLockIrqSave,
     },
-    time::{delay::fsleep, msecs_to_jiffies, Delta},
+    time::{delay::fsleep, Delta},
     virtio::msg::{Bus, BusLink},
     workqueue::{self, Work, WorkItem},
 };
@@ -468,7 +468,7 @@ impl Fifo {
             // right after the wait ended.
             let _ = self
                 .bus_done
-                .wait_for_completion_timeout(msecs_to_jiffies(timeout_ms));
+                .wait_for_completion_timeout(Delta::from_millis(timeout_ms.into()));
         }
         let reply = self.bus_replies.lock().finish();
         sent?;
