@@ -111,7 +111,7 @@ struct Mapping {
     len: usize,
 }
 
-// SAFETY: The mapping is plain memory, usable from any thread.
+// SAFETY: By the type invariant the mapping is plain RAM, usable from any thread.
 unsafe impl Send for Mapping {}
 
 impl Mapping {

@@ -1096,6 +1096,7 @@ impl MsgTransport {
     }
 }
 
+#[vtable]
 impl Transport for MsgTransport {
     fn get_config(&self, _dev: &Device, offset: u32, buf: &mut [u8]) {
         if self.dev.get_config(offset, buf).is_err() {
@@ -1154,8 +1155,6 @@ impl Transport for MsgTransport {
     fn shm_region(&self, _dev: &Device, id: u8) -> Option<ShmRegion> {
         self.dev.shm_region(id)
     }
-
-    const QUEUE_RESET: bool = true;
 
     fn queue_reset(&self, _dev: &Device, index: u16) -> Result {
         self.dev.queue_reset(index)

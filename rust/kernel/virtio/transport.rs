@@ -44,7 +44,7 @@ use super::{as_interrupt, feature, Device, Features};
 use crate::{
     alloc::KVec,
     bindings, device,
-    error::from_result,
+    error::{from_result, VTABLE_DEFAULT_ERROR},
     ffi::{c_char, c_int, c_uint, c_void},
     new_spinlock_irqsave,
     page::PAGE_SIZE,
@@ -101,6 +101,10 @@ pub struct ShmRegion {
 /// Methods that cannot report an error to the virtio core (configuration access, status) must
 /// still return in bounded time: a transport whose device stopped answering breaks the device
 /// ([`Handle::break_device`]) and returns something harmless (zeroes, status 0).
+///
+/// The last three are optional (`#[vtable]`): what a transport does not implement is left out
+/// of its `virtio_config_ops`, as a C transport would leave the pointer `NULL`.
+#[vtable]
 pub trait Transport: Send + Sync + 'static {
     /// Reads `buf.len()` bytes of configuration space from `offset`.
     fn get_config(&self, dev: &Device, offset: u32, buf: &mut [u8]);
@@ -139,25 +143,26 @@ pub trait Transport: Send + Sync + 'static {
     fn notify(&self, index: u16, data: Option<NotificationData>) -> bool;
 
     /// Makes sure that memory operations done before this call are seen by every queue callback
-    /// that runs after it. Queue callbacks delivered through [`Handle::queue_interrupt`] are
-    /// already ordered by its lock; a transport with deliveries of its own overrides this.
-    fn synchronize_cbs(&self, _dev: &Device) {}
-
-    /// Shared memory region `id`, if the device has one.
-    fn shm_region(&self, _dev: &Device, _id: u8) -> Option<ShmRegion> {
-        None
+    /// that runs after it. Optional: queue callbacks delivered through
+    /// [`Handle::queue_interrupt`] are already ordered by its lock; a transport with deliveries
+    /// of its own implements this.
+    fn synchronize_cbs(&self, _dev: &Device) {
+        build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Whether the transport can reset single queues. If so, and the device offers
-    /// `VIRTIO_F_RING_RESET`, the feature is negotiated and drivers may reset and re-enable a
-    /// queue (`virtqueue_reset()`, `virtqueue_resize()`): [`Transport::queue_reset`], then
-    /// [`Transport::queue_enable`] with the queue's (possibly new) rings.
-    const QUEUE_RESET: bool = false;
+    /// Shared memory region `id`, if the device has one. Optional: without it, devices have
+    /// none.
+    fn shm_region(&self, _dev: &Device, _id: u8) -> Option<ShmRegion> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// Resets queue `index`: the device stops using it and forgets its rings. Its callbacks
-    /// are already stopped.
+    /// are already stopped. Optional: a transport that implements it negotiates
+    /// `VIRTIO_F_RING_RESET` when the device offers it, and drivers may then reset and
+    /// re-enable a queue (`virtqueue_reset()`, `virtqueue_resize()`): this, then
+    /// [`Transport::queue_enable`] with the queue's (possibly new) rings.
     fn queue_reset(&self, _dev: &Device, _index: u16) -> Result {
-        Err(ENOTSUPP)
+        build_error!(VTABLE_DEFAULT_ERROR)
     }
 }
 
@@ -174,6 +179,11 @@ enum Life {
 }
 
 /// A virtqueue created by `find_vqs`.
+///
+/// # Invariants
+///
+/// Points to a live `struct virtqueue` of the device, created by `vring_create_virtqueue()`:
+/// it is removed from [`Inner::queues`], under its lock, before `del_vqs` deletes it.
 struct QueuePtr(NonNull<bindings::virtqueue>);
 
 /// A queue of the device, and whether its callbacks may run (not while it is reset).
@@ -182,7 +192,8 @@ struct Queue {
     active: bool,
 }
 
-// SAFETY: A `virtqueue` may be used from any thread; the virtio core serialises what needs it.
+// SAFETY: By the type invariant the pointer is a live `virtqueue`, which may be used from any
+// thread: the virtio core serialises what needs it, and the callbacks run under `queues`.
 unsafe impl Send for QueuePtr {}
 
 /// The allocation behind a device: the C `struct virtio_device`, the transport, and the state
@@ -190,6 +201,13 @@ unsafe impl Send for QueuePtr {}
 ///
 /// Reference-counted: one reference belongs to the `struct device` (dropped by its release
 /// callback), the others to [`Handle`]s, [`Unregistered`] and [`Registration`].
+///
+/// # Invariants
+///
+/// `vdev` is initialised by [`Unregistered::new`] before any other thread can reach it, and
+/// from then on it is only changed by the virtio core under its own locking, or by this module
+/// under `life` (registration) or `queues` (breaking its queues); `queues` holds only live
+/// queues of `vdev`.
 #[repr(C)]
 #[pin_data]
 struct Inner<T: Transport> {
@@ -206,8 +224,9 @@ struct Inner<T: Transport> {
     transport: T,
 }
 
-// SAFETY: The C part is only touched through the virtio core's own locking or under `life`;
-// the Rust parts are `Send`/`Sync` themselves (`T: Transport` is `Send + Sync`).
+// SAFETY: By the type invariants the C part is only changed under the virtio core's locking
+// or under `life`; the Rust parts are `Send`/`Sync` themselves (`T: Transport` is
+// `Send + Sync`).
 unsafe impl<T: Transport> Send for Inner<T> {}
 // SAFETY: See above.
 unsafe impl<T: Transport> Sync for Inner<T> {}
@@ -477,20 +496,28 @@ impl<T: Transport> OpsTable<T> {
         reset: Some(Self::reset),
         find_vqs: Some(Self::find_vqs),
         del_vqs: Some(Self::del_vqs),
-        synchronize_cbs: Some(Self::synchronize_cbs),
+        synchronize_cbs: if T::HAS_SYNCHRONIZE_CBS {
+            Some(Self::synchronize_cbs)
+        } else {
+            None
+        },
         get_features: Some(Self::get_features),
         get_extended_features: Some(Self::get_extended_features),
         finalize_features: Some(Self::finalize_features),
         bus_name: None,
         set_vq_affinity: None,
         get_vq_affinity: None,
-        get_shm_region: Some(Self::get_shm_region),
-        disable_vq_and_reset: if T::QUEUE_RESET {
+        get_shm_region: if T::HAS_SHM_REGION {
+            Some(Self::get_shm_region)
+        } else {
+            None
+        },
+        disable_vq_and_reset: if T::HAS_QUEUE_RESET {
             Some(Self::disable_vq_and_reset)
         } else {
             None
         },
-        enable_vq_after_reset: if T::QUEUE_RESET {
+        enable_vq_after_reset: if T::HAS_QUEUE_RESET {
             Some(Self::enable_vq_after_reset)
         } else {
             None
@@ -605,7 +632,7 @@ impl<T: Transport> OpsTable<T> {
     unsafe extern "C" fn finalize_features(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: Called by the virtio core on our device.
         let (t, dev) = unsafe { Self::parts(vdev) };
-        let ring_reset = T::QUEUE_RESET && dev.has_feature(feature::RING_RESET);
+        let ring_reset = T::HAS_QUEUE_RESET && dev.has_feature(feature::RING_RESET);
         // SAFETY: `vdev` is valid; this clears the transport feature bits this kernel's rings
         // do not implement, among them RING_RESET, which is the transport's to offer.
         unsafe { bindings::vring_transport_features(vdev) };
