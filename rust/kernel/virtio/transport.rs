@@ -102,8 +102,9 @@ pub struct ShmRegion {
 /// still return in bounded time: a transport whose device stopped answering breaks the device
 /// ([`Handle::break_device`]) and returns something harmless (zeroes, status 0).
 ///
-/// The last three are optional (`#[vtable]`): what a transport does not implement is left out
-/// of its `virtio_config_ops`, as a C transport would leave the pointer `NULL`.
+/// The last three are optional (`#[vtable]`): `shm_region` and `queue_reset` are left out of
+/// the `virtio_config_ops` of a transport that does not implement them, as a C transport would
+/// leave the pointer `NULL`.
 #[vtable]
 pub trait Transport: Send + Sync + 'static {
     /// Reads `buf.len()` bytes of configuration space from `offset`.
@@ -143,9 +144,9 @@ pub trait Transport: Send + Sync + 'static {
     fn notify(&self, index: u16, data: Option<NotificationData>) -> bool;
 
     /// Makes sure that memory operations done before this call are seen by every queue callback
-    /// that runs after it. Optional: queue callbacks delivered through
-    /// [`Handle::queue_interrupt`] are already ordered by its lock; a transport with deliveries
-    /// of its own implements this.
+    /// that runs after it. Optional: the abstraction already waits for the callbacks delivered
+    /// through [`Handle::queue_interrupt`] (they run under its lock); a transport with
+    /// deliveries of its own implements this too.
     fn synchronize_cbs(&self, _dev: &Device) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -496,11 +497,8 @@ impl<T: Transport> OpsTable<T> {
         reset: Some(Self::reset),
         find_vqs: Some(Self::find_vqs),
         del_vqs: Some(Self::del_vqs),
-        synchronize_cbs: if T::HAS_SYNCHRONIZE_CBS {
-            Some(Self::synchronize_cbs)
-        } else {
-            None
-        },
+        // Always: the queue lock is a cheaper barrier than the core's `synchronize_rcu()`.
+        synchronize_cbs: Some(Self::synchronize_cbs),
         get_features: Some(Self::get_features),
         get_extended_features: Some(Self::get_extended_features),
         finalize_features: Some(Self::finalize_features),
@@ -676,9 +674,11 @@ impl<T: Transport> OpsTable<T> {
         let inner = unsafe { Inner::<T>::from_vdev(vdev) };
         // Every callback run by `Handle::queue_interrupt` holds this lock.
         drop(inner.queues.lock());
-        // SAFETY: Called by the virtio core on our device.
-        let (t, dev) = unsafe { Self::parts(vdev) };
-        t.synchronize_cbs(dev);
+        if T::HAS_SYNCHRONIZE_CBS {
+            // SAFETY: Called by the virtio core on our device.
+            let (t, dev) = unsafe { Self::parts(vdev) };
+            t.synchronize_cbs(dev);
+        }
     }
 
     /// # Safety
