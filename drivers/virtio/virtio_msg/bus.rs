@@ -303,22 +303,31 @@ impl BusCore {
     }
 
     /// Removes every device that needs recovering and probes its device number again.
+    ///
+    /// The device is removed without the `devices` lock: a driver's removal may wait long
+    /// (7.2's virtio-blk waits for its requests in flight), and the bus's other devices must
+    /// still come and go meanwhile.
     fn recover(&self) {
-        let mut devices = self.devices.lock();
         while !self.closed.load(Relaxed) {
-            let Some(pos) = devices
-                .registered
-                .iter()
-                .position(|e| e.dev.wants_recovery())
-            else {
-                break;
-            };
-            let Ok(entry) = devices.registered.remove(pos) else {
-                break;
+            let entry = {
+                let mut devices = self.devices.lock();
+                let pos = devices
+                    .registered
+                    .iter()
+                    .position(|e| e.dev.wants_recovery());
+                match pos.map(|p| devices.registered.remove(p)) {
+                    Some(Ok(entry)) => entry,
+                    _ => break,
+                }
             };
             let dev_num = entry.dev.dev_num();
             let recoveries = entry.recoveries + 1;
             self.remove(entry);
+            let mut devices = self.devices.lock();
+            if self.closed.load(Relaxed) || devices.removed_early.contains(&dev_num) {
+                // Shut down, or reported gone by the bus meanwhile.
+                break;
+            }
             if recoveries > MAX_RECOVERIES {
                 dev_err!(
                     self.handle.dev(),

@@ -33,7 +33,7 @@ use kernel::{
     impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Atomic, Full, Relaxed},
         Arc, Mutex, SpinLockIrqSave,
     },
     time::msecs_to_jiffies,
@@ -160,6 +160,10 @@ pub(crate) struct MsgDevice {
     /// Watches the device after a kick (see [`MsgDevice::watch_kicks`]).
     #[pin]
     watch: DelayedWork<MsgDevice, WATCH>,
+    /// Whether `watch` may be queued: every enqueue happens under this lock, and
+    /// [`MsgDevice::stop_work`] closes it before it flushes, so no watch outlives it.
+    #[pin]
+    watch_open: SpinLockIrqSave<bool>,
     /// Whether `watch` is armed; the device's EVENT_USED count when it began and the kicks it
     /// covers, the time waited since (at least: the sum of the delays) and the current wait
     /// between looks.
@@ -236,6 +240,7 @@ impl MsgDevice {
                 kicks,
                 deferred <- new_work!("virtio_msg::MsgDevice::deferred"),
                 watch <- new_delayed_work!("virtio_msg::MsgDevice::watch"),
+                watch_open <- new_spinlock_irqsave!(true),
                 watching: Atomic::new(false),
                 watch_waited_ms: Atomic::new(0),
                 watch_events: Atomic::new(0),
@@ -375,9 +380,20 @@ impl MsgDevice {
     /// handle are gone, so no new kick can come and the watch does not re-arm.
     pub(crate) fn stop_work(&self) {
         self.flush_kicks();
-        // Flushed, not cancelled: a queued watch owns a reference to `self`, which only its
-        // run gives back. With the handle gone it runs at once and does not re-arm.
+        // Closed first: a watch running now cannot queue itself again. Then flushed, not
+        // cancelled: a queued watch owns a reference to `self`, which only its run gives back.
+        *self.watch_open.lock() = false;
         self.watch.flush();
+    }
+
+    /// Queues the watch to run in `ms` milliseconds, unless [`MsgDevice::stop_work`] ran.
+    fn queue_watch(self: &Arc<Self>, ms: u32) {
+        let open = self.watch_open.lock();
+        if *open {
+            // Already queued is fine: that run looks at everything this one would.
+            let _ = workqueue::system_dfl()
+                .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(ms));
+        }
     }
 
     /// Watches the device after a kick, until it announces a used buffer.
@@ -424,8 +440,7 @@ impl MsgDevice {
         if waited < 2 * self.bus.timeout_ms() {
             let wait = (self.watch_wait_ms.load(Relaxed) * 2).min(WATCH_MAX_MS);
             self.watch_wait_ms.store(wait, Relaxed);
-            let _ = workqueue::system_dfl()
-                .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(wait));
+            self.queue_watch(wait);
             return;
         }
         self.stop_watch(kicks);
@@ -443,15 +458,16 @@ impl MsgDevice {
         self.watch_kicks.store(kicks, Relaxed);
         self.watch_waited_ms.store(0, Relaxed);
         self.watch_wait_ms.store(WATCH_FIRST_MS, Relaxed);
-        let _ = workqueue::system_dfl()
-            .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(WATCH_FIRST_MS));
+        self.queue_watch(WATCH_FIRST_MS);
     }
 
     /// Ends the watch that covered the kicks up to `kicks`; one that came meanwhile, and found
     /// the watch still running, starts the next one.
     fn stop_watch(self: &Arc<Self>, kicks: u32) {
-        self.watching.store(false, Relaxed);
-        if self.kick_count.load(Relaxed) != kicks && !self.watching.xchg(true, Relaxed) {
+        // Full: the store must be seen before the count is read again (a store can otherwise
+        // pass a later load), and `watch_kick` orders the other way round.
+        self.watching.xchg(false, Full);
+        if self.kick_count.load(Relaxed) != kicks && !self.watching.xchg(true, Full) {
             self.start_watch(
                 self.used_events.load(Relaxed),
                 self.kick_count.load(Relaxed),
@@ -461,9 +477,10 @@ impl MsgDevice {
 
     /// Has the kick just made watched ([`MsgDevice::watch_kicks`]). Any context.
     fn watch_kick(self: &Arc<Self>) {
-        // The count first: a watch that ends sees it, or this sees the watch ended.
+        // The count first (ordered by the full barrier of the exchange): a watch that ends
+        // sees it, or this sees the watch ended.
         self.kick_count.add(1, Relaxed);
-        if !self.watching.xchg(true, Relaxed) {
+        if !self.watching.xchg(true, Full) {
             self.start_watch(
                 self.used_events.load(Relaxed),
                 self.kick_count.load(Relaxed),
@@ -574,13 +591,14 @@ impl MsgDevice {
                     let current = self.status.load(Relaxed);
                     self.status
                         .store(current | u32::from(status::NEEDS_RESET), Relaxed);
-                    dev_err!(
-                        self.bus.dev(),
-                        "device {}: device needs a reset, marked broken and recovered\n",
-                        self.dev_num
-                    );
+                    // Once: a device may keep saying so, from the interrupt handler.
                     if self.req.set_broken() {
                         stats.broken();
+                        dev_err!(
+                            self.bus.dev(),
+                            "device {}: device needs a reset, marked broken and recovered\n",
+                            self.dev_num
+                        );
                     }
                     // Not `break_and_recover()`: `handle` is held.
                     h.break_device();
