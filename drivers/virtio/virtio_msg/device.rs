@@ -475,16 +475,15 @@ impl MsgDevice {
         }
     }
 
-    /// Has the kick just made watched ([`MsgDevice::watch_kicks`]). Any context.
-    fn watch_kick(self: &Arc<Self>) {
+    /// Has the kick just made watched ([`MsgDevice::watch_kicks`]); `events` is the device's
+    /// EVENT_USED count read before the kick was sent (its answer may already be in). Any
+    /// context.
+    fn watch_kick(self: &Arc<Self>, events: u32) {
         // The count first (ordered by the full barrier of the exchange): a watch that ends
         // sees it, or this sees the watch ended.
         self.kick_count.add(1, Relaxed);
         if !self.watching.xchg(true, Full) {
-            self.start_watch(
-                self.used_events.load(Relaxed),
-                self.kick_count.load(Relaxed),
-            );
+            self.start_watch(events, self.kick_count.load(Relaxed));
         }
     }
 
@@ -994,12 +993,13 @@ impl MsgDevice {
         kick.data.store(raw, Relaxed);
         let mut buf = [0u8; KICK_BYTES];
         if let Some(len) = self.encode_kick(i, raw, &mut buf) {
+            let events = self.used_events.load(Relaxed);
             match self
                 .bus
                 .send_event_atomic(&buf[..len], wire::transport_id::EVENT_AVAIL)
             {
                 Ok(()) => {
-                    self.watch_kick();
+                    self.watch_kick(events);
                     return true;
                 }
                 Err(e) if e == ENODEV => return false,
@@ -1036,13 +1036,14 @@ impl MsgDevice {
                 let Some(len) = self.encode_kick(i, kick.data.load(Relaxed), &mut buf) else {
                     break;
                 };
+                let events = self.used_events.load(Relaxed);
                 let result = self
                     .bus
                     .send_event(&buf[..len], wire::transport_id::EVENT_AVAIL);
                 let waited = start.elapsed().as_millis();
                 match result {
                     Ok(()) => {
-                        self.watch_kick();
+                        self.watch_kick(events);
                         break;
                     }
                     Err(e) if e == EBUSY && waited < i64::from(self.bus.timeout_ms()) => {
