@@ -177,11 +177,8 @@ impl Fifo {
         for msg in self.faults.due(now) {
             self.queue(msg, &mut sent);
         }
-        let len = self.mode.max_msg_size().min(SLOT_BYTES);
-        for slot in self.faults.unstalled(now) {
-            let request_token = u16::from_le_bytes([slot[4], slot[5]]);
-            let replies = self.bus.handle(slot.get(..len).unwrap_or(&slot));
-            self.send(replies, Some(request_token), &mut sent);
+        for request in self.faults.unstalled(now) {
+            self.answer(&request, &mut sent);
         }
         if tick {
             let msgs = self.faults.tick();
@@ -299,14 +296,19 @@ impl Fifo {
                     return false;
                 }
             }
-            if self.faults.intercept(&slot[..len], Instant::now()) {
-                continue;
+            if !self.faults.intercept(&slot[..len], Instant::now()) {
+                self.answer(&slot[..len], sent);
             }
-            let request_token = u16::from_le_bytes([slot[4], slot[5]]);
-            let replies = self.bus.handle(&slot[..len]);
-            self.send(replies, Some(request_token), sent);
         }
         true
+    }
+
+    /// Hands one driver message (at most a message's worth of its slot) to the bus and puts
+    /// what it answers on the device queue, with the request's token as the token mode says.
+    fn answer(&mut self, request: &[u8], sent: &mut u32) {
+        let request_token = request.get(4..6).map(|t| u16::from_le_bytes([t[0], t[1]]));
+        let replies = self.bus.handle(request);
+        self.send(replies, request_token, sent);
     }
 
     /// Puts messages on the device queue, answering the request with `request_token` (`None`
