@@ -93,6 +93,17 @@ for suite in $suites; do
 	record "$suite" "$p" "$f" $(($(date +%s) - start))
 done
 
+# The failures again, just above the summary: CI may keep only the tail.
+echo
+for suite in build $suites; do
+	case $suite in
+	e2e | e2e-kasan) pattern='^e2e: (FAILED: |--- |  )' ;;
+	kunit) pattern='not ok [0-9]+ [a-z]|# .*(FAIL|failed)|Expected ' ;;
+	cargo) pattern='^test .* FAILED$|panicked at|^error' ;;
+	*) pattern='^(error|warning)|FAIL' ;;
+	esac
+	grep -E "$pattern" "$logs/$suite.log" 2>/dev/null | head -n 80 | sed "s/^/check: $suite: /"
+done
 echo
 printf '%s\n' "${summary[@]}"
 echo "check: $total_pass passed, $total_fail failed"

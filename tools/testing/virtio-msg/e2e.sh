@@ -36,11 +36,35 @@ if [ $# -eq 0 ]; then
 fi
 
 passed=0 failed=0
-all=()
+all=() failures=()
 result() {
 	echo "e2e: $1 $2 $3${4:+ $4}"
 	all+=("$2 $3")
-	if [ "$3" = pass ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+	if [ "$3" = pass ]; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$1 $2${4:+ $4}")
+	fi
+}
+
+# What went wrong, repeated at the end where a truncated CI log still shows
+# it: each failed check, then the guest's own account of the failing tests
+# (its verdicts and whatever the kernel said about virtio-msg or a problem).
+report_failures() {
+	local f t seen=" "
+	for f in "${failures[@]}"; do
+		echo "e2e: FAILED: $f"
+	done
+	for f in "${failures[@]}"; do
+		t=${f%% *}
+		case $seen in *" $t "*) continue ;; esac
+		seen="$seen$t "
+		echo "e2e: --- $t: last kernel lines about the failure ($logs/$t.log) ---"
+		{ tr -d '\r' <"$logs/$t.log"; } 2>/dev/null |
+			grep -E 'virtio_msg|virtio-msg|e2e-result: .* fail|BUG:|WARNING:|Oops|panic|blocked for more|lockup|kmemleak|deprecated' |
+			tail -n 25 | sed 's/^/e2e:   /'
+	done
 }
 
 # One line per virtio device type, from the checks named after it (rng_*,
@@ -131,5 +155,6 @@ for t in "$@"; do
 done
 
 by_device
+report_failures
 echo "e2e: $passed passed, $failed failed"
 [ $failed = 0 ]
