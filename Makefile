@@ -23,6 +23,10 @@
 #                   one guest; prints a table, writes build/bench/results.json
 #                   and results.svg (needs root for the TAP interfaces)
 #   make lint       rustfmt check, clippy on the kernel code and the tools
+#   make series     the overlay as a git format-patch series against the
+#                   pristine tree, with a cover letter (build/series/)
+#   make series-check  the series applies with git am, builds after every
+#                   patch, is checkpatch --strict clean, rustdoc warns not
 #   make provision  only the host set-up (idempotent; never upgrades)
 #   make clean      remove build/ (the caches in VMSG_CACHE stay)
 #
@@ -44,7 +48,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
 	-Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing
 
-.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e kasan e2e-kasan bench check lint clean
+.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e kasan e2e-kasan bench check lint series series-check clean
 
 all: kernel initramfs emulator
 
@@ -97,6 +101,12 @@ bench: all
 
 check:
 	@support/check.sh
+
+series: provision
+	@support/series.sh write
+
+series-check: provision
+	@support/series.sh check
 
 lint:
 	@support/lint.sh

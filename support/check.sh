@@ -5,7 +5,8 @@
 # end with the line CI reads:  check: N passed, N failed
 #
 # Suites: lint (rustfmt, rustc and clippy warnings), kunit (kunit.py), cargo (cargo test of tools/virtio-msg), fuzz
-# (the wire codec fuzz target, FUZZ_RUNS inputs), e2e (QEMU guests), e2e-kasan
+# (the wire codec fuzz target, FUZZ_RUNS inputs), series (make series-check:
+# the patch series applies, builds after every patch, is checkpatch-clean), e2e (QEMU guests), e2e-kasan
 # (the fault tests in the KASAN guest, whose kernel it builds first).
 # A suite that cannot even run (a build error, say) counts as one failure.
 # Full logs: build/check/SUITE.log.
@@ -14,7 +15,7 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 logs=$top/build/check
 mkdir -p "$logs"
-suites=${SUITES:-lint cargo fuzz kunit e2e e2e-kasan}
+suites=${SUITES:-lint cargo fuzz series kunit e2e e2e-kasan}
 
 total_pass=0 total_fail=0
 summary=()
@@ -73,6 +74,13 @@ for suite in $suites; do
 		f=$(grep -c '^lint: .* fail$' "$logs/lint.log")
 		[ $rc = 0 ] || [ "$f" -gt 0 ] || f=1
 		;;
+	series)
+		run series make -C "$top" --no-print-directory series-check
+		rc=$?
+		p=$(grep -c '^series: [a-z0-9_]* pass$' "$logs/series.log")
+		f=$(grep -c '^series: [a-z0-9_]* fail' "$logs/series.log")
+		[ $rc = 0 ] || [ "$f" -gt 0 ] || f=1
+		;;
 	fuzz)
 		if run fuzz make -C "$top" --no-print-directory fuzz; then p=1 f=0; else p=0 f=1; fi
 		;;
@@ -98,6 +106,7 @@ echo
 for suite in build $suites; do
 	case $suite in
 	e2e | e2e-kasan) pattern='^e2e: (FAILED: |--- |  )' ;;
+	series) pattern='^series: .*(fail|error)|^series:   ' ;;
 	kunit) pattern='not ok [0-9]+ [a-z]|# .*(FAIL|failed)|Expected ' ;;
 	cargo) pattern='^test .* FAILED$|panicked at|^error' ;;
 	*) pattern='^(error|warning)|FAIL' ;;

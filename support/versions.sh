@@ -18,7 +18,7 @@ BINDGEN_VERSION=0.72.1
 BINDGEN=$VMSG_CACHE/cargo/bin/bindgen
 LIBCLANG_PATH=/usr/lib/llvm-19/lib
 
-HOST_PACKAGES="make gcc libc6-dev python3 flex bison bc cpio xz-utils patch rsync libelf-dev libclang-19-dev busybox-static mmdebstrap"
+HOST_PACKAGES="make gcc libc6-dev python3 flex bison bc cpio xz-utils patch rsync libelf-dev libclang-19-dev busybox-static mmdebstrap python3-ply python3-git"
 # The KASAN guest (make kasan): Rust with KASAN needs the kernel built with clang.
 KASAN_PACKAGES="clang-19 lld-19 llvm-19"
 KASAN_LLVM=-19

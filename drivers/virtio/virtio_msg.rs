@@ -59,7 +59,7 @@ kernel::module_auxiliary_driver! {
     params: {
         timeout_ms: u32 {
             default: 2000,
-            description: "How long to wait for a device's response, in milliseconds, 10 to 60000 (a device that lets an essential request time out is marked broken)",
+            description: "Response timeout in ms, 10 to 60000; a device past it is broken",
         },
     },
 }

@@ -49,7 +49,7 @@ mod regs;
 #[path = "virtio_msg_amp_pci/shared.rs"]
 mod shared;
 /// The queues in shared memory, shared with the device emulator.
-#[path = "virtio_msg/spsc.rs"]
+#[path = "virtio_msg_amp_pci/spsc.rs"]
 pub mod spsc;
 #[cfg(CONFIG_VIRTIO_MSG_AMP_PCI_KUNIT_TEST)]
 #[path = "virtio_msg_amp_pci/tests.rs"]
@@ -70,11 +70,11 @@ kernel::module_pci_driver! {
     params: {
         bus_timeout_ms: u32 {
             default: 1000,
-            description: "How long to wait for the reply to a bus message (GET_DEVICES, PING), in milliseconds, 10 to 60000",
+            description: "Bus message (GET_DEVICES, PING) reply timeout in ms, 10 to 60000",
         },
         queue_wait_ms: u32 {
             default: 100,
-            description: "How long a message waits for room in a full driver queue before the send fails, in milliseconds, 1 to 10000",
+            description: "How long a send waits for room in a full queue, in ms, 1 to 10000",
         },
     },
 }

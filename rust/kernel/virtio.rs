@@ -12,7 +12,11 @@
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h),
 //! [`include/linux/virtio_ring.h`](srctree/include/linux/virtio_ring.h)
 
-use crate::{bindings, device, types::Opaque};
+use crate::{
+    bindings, device,
+    sync::lock::spinlock_irqsave::with_local_irqs_disabled,
+    types::{NotThreadSafe, Opaque},
+};
 
 pub mod transport;
 
@@ -31,17 +35,35 @@ pub fn as_interrupt<R>(f: impl FnOnce() -> R) -> R {
     if unsafe { bindings::irqs_disabled() } {
         return f();
     }
-    // SAFETY: Process context with interrupts enabled: bottom halves may be disabled here, and
-    // are enabled again below, in the same context, with interrupts enabled again.
-    unsafe { bindings::local_bh_disable() };
-    // SAFETY: Saving and disabling interrupts is allowed in every context.
-    let flags = unsafe { bindings::local_irq_save() };
-    let r = f();
-    // SAFETY: `flags` are the ones saved above, restored in the same context.
-    unsafe { bindings::local_irq_restore(flags) };
-    // SAFETY: Disabled above, in this context.
-    unsafe { bindings::local_bh_enable() };
-    r
+    // Dropped last: interrupts are restored first, and bottom halves are enabled with
+    // interrupts enabled, as `local_bh_enable()` requires.
+    let _bh = BottomHalvesDisabled::new();
+    with_local_irqs_disabled(f)
+}
+
+/// Bottom halves disabled on the local CPU (`local_bh_disable()`) until dropped.
+///
+/// # Invariants
+///
+/// Created with interrupts enabled, and dropped in the same context (the guard is neither `Send`
+/// nor `Sync`) with interrupts enabled: [`as_interrupt`] restores the interrupts it disabled
+/// before it drops the guard.
+struct BottomHalvesDisabled(NotThreadSafe);
+
+impl BottomHalvesDisabled {
+    fn new() -> Self {
+        // SAFETY: Allowed in every context; undone by `drop`, in this context.
+        unsafe { bindings::local_bh_disable() };
+        Self(NotThreadSafe)
+    }
+}
+
+impl Drop for BottomHalvesDisabled {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, bottom halves were disabled in this context, which
+        // has interrupts enabled.
+        unsafe { bindings::local_bh_enable() };
+    }
 }
 
 /// Device status bits (virtio specification, "Device Status Field").

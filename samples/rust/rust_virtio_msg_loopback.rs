@@ -48,16 +48,16 @@ module! {
     type: LoopbackModule,
     name: "rust_virtio_msg_loopback",
     authors: ["virtio-msg developers"],
-    description: "Rust virtio-msg loopback sample: an in-kernel virtio-rng device on a virtio-msg bus",
+    description: "virtio-msg loopback bus with an in-kernel virtio-rng device (Rust sample)",
     license: "GPL",
     params: {
         silent_after: u32 {
             default: 0,
-            description: "Test fixture: the device stops answering after this many messages (0: never)",
+            description: "Test: the device stops answering after this many messages (0: never)",
         },
         blk_mib: u32 {
             default: 0,
-            description: "Size of a memory-backed virtio block device on device number 2, in MiB, up to 1024 (0: none)",
+            description: "MiB of a RAM-backed virtio-blk device number 2, up to 1024 (0: none)",
         },
     },
 }

@@ -2,17 +2,19 @@
 
 //! One virtio-msg device: every virtio transport operation as messages.
 //!
-//! | operation | messages |
-//! |---|---|
-//! | probe | GET_DEVICE_INFO, first, before the device is registered |
-//! | features | GET_DEVICE_FEATURES / SET_DRIVER_FEATURES, in as many 32-bit blocks as fit a message |
-//! | status | SET_DEVICE_STATUS; its response is the status from then on (FEATURES_OK may be refused) |
-//! | reset | SET_DEVICE_STATUS 0, then GET_DEVICE_STATUS until the device reads 0 |
-//! | configuration | GET_CONFIG / SET_CONFIG in chunks that fit a message, never past `config_size` |
-//! | queues | GET_VQUEUE (size limit) then SET_VQUEUE, only once FEATURES_OK was confirmed |
-//! | queue reset | RESET_VQUEUE, then SET_VQUEUE again (with VIRTIO_F_RING_RESET) |
-//! | kick | EVENT_AVAIL, sent at once from atomic context, or by a work item if the bus is full |
-//! | interrupts | EVENT_USED runs the queue's callback; EVENT_CONFIG reports a change; both in the bus's interrupt handler |
+//! - probe: GET_DEVICE_INFO, first, before the device is registered;
+//! - features: GET_DEVICE_FEATURES / SET_DRIVER_FEATURES, in as many 32-bit blocks as fit a
+//!   message;
+//! - status: SET_DEVICE_STATUS; its response is the status from then on (FEATURES_OK may be
+//!   refused);
+//! - reset: SET_DEVICE_STATUS 0, then GET_DEVICE_STATUS until the device reads 0;
+//! - configuration: GET_CONFIG / SET_CONFIG in chunks that fit a message, never past
+//!   `config_size`;
+//! - queues: GET_VQUEUE (size limit) then SET_VQUEUE, only once FEATURES_OK was confirmed;
+//! - queue reset: RESET_VQUEUE, then SET_VQUEUE again (with VIRTIO_F_RING_RESET);
+//! - kick: EVENT_AVAIL, sent at once from atomic context, or by a work item if the bus is full;
+//! - interrupts: EVENT_USED runs the queue's callback, EVENT_CONFIG reports a change, both in
+//!   the bus's interrupt handler.
 //!
 //! The status and the configuration generation are cached from the device's answers and
 //! events, so reading them costs no message.
@@ -30,7 +32,9 @@
 
 use kernel::{
     alloc::KVec,
-    impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
+    impl_has_work,
+    io::poll::read_poll_timeout,
+    new_mutex, new_spinlock_irqsave, new_work,
     prelude::*,
     sync::{
         atomic::{Atomic, Full, Relaxed},
@@ -77,8 +81,10 @@ const GENERATION_CHURN_LIMIT: u32 = 8;
 /// after the barrier that keeps the late answer out; every request is idempotent. A device
 /// that stays silent costs `ESSENTIAL_ATTEMPTS` timeouts once, then is broken.
 const ESSENTIAL_ATTEMPTS: u32 = 3;
-/// GET_DEVICE_STATUS polls after a reset the device did not complete at once.
-const RESET_POLLS: usize = 20;
+/// How often, and how long, GET_DEVICE_STATUS is asked after a reset the device did not
+/// complete at once.
+const RESET_POLL_EVERY: Delta = Delta::from_millis(10);
+const RESET_POLL_FOR: Delta = Delta::from_millis(200);
 
 /// What a device is before GET_DEVICE_INFO answered.
 const NO_INFO: DeviceInfo = DeviceInfo {
@@ -707,23 +713,26 @@ impl MsgDevice {
             self.status.store(0, Relaxed);
             return;
         }
-        let mut status = self.set_status(0);
-        for _ in 0..RESET_POLLS {
-            if !matches!(status, Ok(s) if s != 0) {
-                break;
-            }
-            fsleep(Delta::from_millis(10));
-            status = self.request(Message::GetDeviceStatus, Policy::Essential, |m| match *m {
-                Message::DeviceStatus { status } => Some(status),
-                _ => None,
-            });
-        }
-        if let Ok(s) = status {
-            if s != 0 {
+        if matches!(self.set_status(0), Ok(s) if s != 0) {
+            let polled = read_poll_timeout(
+                || {
+                    self.request(Message::GetDeviceStatus, Policy::Essential, |m| match *m {
+                        Message::DeviceStatus { status } => Some(status),
+                        _ => None,
+                    })
+                    .map_err(Error::from)
+                },
+                |status| *status == 0,
+                RESET_POLL_EVERY,
+                RESET_POLL_FOR,
+            );
+            // A request that failed said so, and broke the device.
+            if polled.is_err_and(|e| e == ETIMEDOUT) {
                 dev_err!(
                     self.bus.dev(),
-                    "device {}: reset not completed (status {s:#x})\n",
-                    self.dev_num
+                    "device {}: reset not completed within {} ms\n",
+                    self.dev_num,
+                    RESET_POLL_FOR.as_millis()
                 );
             }
         }

@@ -8,14 +8,14 @@
 //! So a device coming up here shows that the transport works with what the device really
 //! says, not with what we believe it says, and that it does not depend on the token.
 //!
-//! A request is looked up from where the previous one was found onwards, so that answers
-//! that depend on the device's state (GET_DEVICE_STATUS) come from the same point of the
-//! recorded session, and from the start of the session if it is not found there (a reset
-//! brings the device back to where it started). It is compared with the recorded requests without its token and without
-//! the values the driver chooses itself: the ring addresses and size in SET_VQUEUE, the
+//! A request is looked up from where the previous one was found onwards, so that answers that
+//! depend on the device's state (GET_DEVICE_STATUS) come from the same point of the recorded
+//! session, and from the start of the session if it is not found there (a reset brings the device
+//! back to where it started). It is compared with the recorded requests without its token and
+//! without the values the driver chooses itself: the ring addresses and size in SET_VQUEUE, the
 //! feature bits in SET_DRIVER_FEATURES (the replies of both are header-only). A request the
-//! recording does not have goes unanswered and is counted, as the device model would stay
-//! silent on something it cannot handle.
+//! recording does not have goes unanswered and is counted, as the device model would stay silent on
+//! something it cannot handle.
 
 use kernel::{
     faux, new_mutex,

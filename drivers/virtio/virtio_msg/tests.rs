@@ -20,6 +20,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, Mutex, SpinLock,
     },
+    time::{Delta, Instant, Monotonic},
     types::Opaque,
     virtio::{
         msg::{Bus, Receiver},
@@ -91,6 +92,9 @@ struct FakeState {
     busy_requests: u32,
     /// A SET_DEVICE_STATUS to this status gets no answer.
     silent_status: Option<u32>,
+    /// After SET_DEVICE_STATUS 0, the device still shows its old status to this many
+    /// GET_DEVICE_STATUS (the last one finds it reset).
+    slow_reset: u32,
     /// SET_CONFIG requests still to reject.
     reject_set_config: u32,
     /// Message ids the device ignores.
@@ -223,6 +227,7 @@ impl Fake {
                     busy_kicks: 0,
                     busy_requests: 0,
                     silent_status: None,
+                    slow_reset: 0,
                     reject_set_config: 0,
                     silent: KVec::new(),
                     log: KVec::new(),
@@ -283,10 +288,20 @@ impl Fake {
                 reply(Message::DriverFeaturesSet, out)
             }
             Message::SetDeviceStatus { status } => {
-                s.status = status;
-                reply(Message::DeviceStatusSet { status }, out)
+                if status != 0 || s.slow_reset == 0 {
+                    s.status = status;
+                }
+                reply(Message::DeviceStatusSet { status: s.status }, out)
             }
-            Message::GetDeviceStatus => reply(Message::DeviceStatus { status: s.status }, out),
+            Message::GetDeviceStatus => {
+                if s.slow_reset > 0 {
+                    s.slow_reset -= 1;
+                    if s.slow_reset == 0 {
+                        s.status = 0;
+                    }
+                }
+                reply(Message::DeviceStatus { status: s.status }, out)
+            }
             Message::GetConfig { offset, length } => {
                 let (o, l) = (offset as usize, length as usize);
                 let Some(data) = s.config.get(o..o + l) else {
@@ -853,6 +868,40 @@ mod tests {
         dev.reset();
         assert_eq!(t.fake.state.lock().status, 0);
         assert_eq!(dev.cached_status(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_slow_reset_is_polled_until_it_completes() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        dev.set_status(0x0b).map_err(Error::from)?;
+        t.fake.state.lock().slow_reset = 3;
+        let polls = t.fake.sent(id::GET_DEVICE_STATUS);
+        dev.reset();
+        assert_eq!(t.fake.sent(id::GET_DEVICE_STATUS) - polls, 3);
+        assert_eq!(t.fake.state.lock().status, 0);
+        assert_eq!(dev.cached_status(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_reset_that_never_completes_is_polled_for_a_bounded_time() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        dev.set_status(0x0b).map_err(Error::from)?;
+        t.fake.state.lock().slow_reset = u32::MAX;
+        let polls = t.fake.sent(id::GET_DEVICE_STATUS);
+        let start = Instant::<Monotonic>::now();
+        dev.reset();
+        // Every 10 ms for 200 ms, then given up: the device is alive, so not broken, and the
+        // virtio core gets the status 0 it requires.
+        let asked = t.fake.sent(id::GET_DEVICE_STATUS) - polls;
+        assert!((2..=21).contains(&asked));
+        assert!(start.elapsed() < Delta::from_secs(2));
+        assert_eq!(t.fake.state.lock().status, 0x0b);
+        assert_eq!(dev.cached_status(), 0);
+        assert_eq!(t.stats.broken_count(), 0);
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The queues of BAR1 as [`QueueMemory`] for the shared SPSC code (`virtio_msg/spsc.rs`).
+//! The queues of BAR1 as [`QueueMemory`] for the shared SPSC code (`virtio_msg_amp_pci/spsc.rs`).
 //!
 //! BAR1 is memory the device side writes at any time, so it is only ever touched through MMIO
 //! accessors: every access is bounds-checked against the mapped BAR, and the accessors keep

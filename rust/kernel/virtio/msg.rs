@@ -81,9 +81,9 @@ pub fn new_bus_id() -> u32 {
 /// What a bus delivers to: implemented by the transport.
 pub trait Receiver: Send + Sync {
     /// One message from the device side, copied out of the bus into memory the device cannot
-    /// change; it may be followed by the rest of the bus's slot (the header's `msg_size` says
-    /// where the message ends). Called with interrupts disabled, from the bus's hard interrupt handler or as
-    /// from one ([`as_interrupt`]): must not sleep, and should be short (it runs virtqueue
+    /// change; it may be followed by the rest of the bus's slot (the header's `msg_size` says where
+    /// the message ends). Called with interrupts disabled, from the bus's hard interrupt handler or
+    /// as from one ([`as_interrupt`]): must not sleep, and should be short (it runs virtqueue
     /// callbacks, as virtio-pci's interrupt handler does).
     fn receive(&self, msg: &[u8]);
 

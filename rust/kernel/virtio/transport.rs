@@ -380,7 +380,10 @@ impl<T: Transport> Unregistered<T> {
                     }
                 }),
                 queues <- new_spinlock_irqsave!(KVec::new(), "virtio::transport::Inner::queues"),
-                life <- new_spinlock_irqsave!(Life::New { config_changed: false }, "virtio::transport::Inner::life"),
+                life <- new_spinlock_irqsave!(
+                    Life::New { config_changed: false },
+                    "virtio::transport::Inner::life"
+                ),
                 transport,
             }),
             GFP_KERNEL,

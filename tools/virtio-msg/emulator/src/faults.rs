@@ -84,7 +84,7 @@ impl FaultKind {
     }
 }
 
-/// One `--fault FIFO:NUM:KIND[,after=N][,count=N][,every=N][,ms=N][,n=N]`.
+/// One `--fault FIFO:NUM:KIND[,after=N][,count=N][,msg=ID][,every=N][,ms=N][,n=N]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultSpec {
     /// FIFO index.
@@ -97,10 +97,13 @@ pub struct FaultSpec {
     pub after: u64,
     /// Messages (or ticks) the fault acts on, then it ends; `None`: for ever.
     pub count: Option<u64>,
+    /// Only messages with this message id (a response has its request's) are counted and acted
+    /// on (`msg=ID`): a device that, say, stops answering resets and nothing else.
+    pub msg_id: Option<u8>,
 }
 
 /// The syntax, for error messages and `--help`.
-pub const SYNTAX: &str = "FIFO:NUM:KIND[,after=N][,count=N][,every=N][,ms=N][,n=N]";
+pub const SYNTAX: &str = "FIFO:NUM:KIND[,after=N][,count=N][,msg=ID][,every=N][,ms=N][,n=N]";
 /// The kinds, for error messages and `--help`.
 pub const KINDS: &str = "silent, drop (every=N), twice, garbage, lying-size, corrupt-index, \
     generation-churn, late (ms=N), reorder, needs-reset, flood-used (n=N), flood-config (n=N), \
@@ -123,11 +126,14 @@ impl FromStr for FaultSpec {
         let mut opts = rest.split(',');
         let kind = opts.next().unwrap_or_default();
         let (mut after, mut count, mut every, mut ms, mut n) = (0, None, None, None, None);
+        let mut msg_id = None;
         for opt in opts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
-            let value: u64 = value
-                .parse()
-                .map_err(|_| err(&format!("{key} needs a number ({key}=N)")))?;
+            let value = match value.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => value.parse(),
+            }
+            .map_err(|_| err(&format!("{key} needs a number ({key}=N)")))?;
             let small = || u32::try_from(value).map_err(|_| err(&format!("{key}=N too large")));
             match key {
                 "after" => after = value,
@@ -138,6 +144,7 @@ impl FromStr for FaultSpec {
                 "ms" => ms = Some(small()?),
                 "n" if value > 0 => n = Some(small()?),
                 "n" => return Err(err("n=N needs N of 1 or more")),
+                "msg" => msg_id = Some(u8::try_from(value).map_err(|_| err("msg=ID is one byte"))?),
                 _ => return Err(err(&format!("unknown option {key:?}"))),
             }
         }
@@ -186,6 +193,7 @@ impl FromStr for FaultSpec {
             kind,
             after,
             count,
+            msg_id,
         })
     }
 }
@@ -300,6 +308,7 @@ impl Faults {
     /// Applies the faults to `msg`, an encoded message the device sends, at `now`.
     pub fn apply(&mut self, msg: Vec<u8>, now: Instant) -> Outcome {
         let dev_num = dev_num_of(&msg);
+        let msg_id = msg.get(1).copied();
         let mut out = Outcome {
             msgs: vec![msg],
             corrupt_index: false,
@@ -309,6 +318,7 @@ impl Faults {
             if a.spec.kind.on_tick()
                 || matches!(a.spec.kind, FaultKind::Stall(_))
                 || (a.spec.dev_num.is_some() && a.spec.dev_num != dev_num)
+                || a.spec.msg_id.is_some_and(|id| msg_id != Some(id))
                 || !a.acts()
             {
                 continue;
@@ -538,8 +548,11 @@ mod tests {
                 kind: FaultKind::DropEvery(4),
                 after: 10,
                 count: None,
+                msg_id: None,
             }
         );
+        let f: FaultSpec = "0:1:silent,count=3,msg=0x08".parse().unwrap();
+        assert_eq!((f.count, f.msg_id), (Some(3), Some(0x08)));
         let f: FaultSpec = "0:all:corrupt-index".parse().unwrap();
         assert_eq!((f.dev_num, f.kind), (None, FaultKind::CorruptIndex));
         for (bad, why) in [
@@ -556,6 +569,7 @@ mod tests {
             ("0:1:silent,count=0", "count=N needs N of 1"),
             ("0:1:silent,after=x", "after needs a number"),
             ("0:1:silent,when=3", "unknown option"),
+            ("0:1:silent,msg=0x100", "msg=ID is one byte"),
             ("0:1:melt", "KIND is one of"),
         ] {
             let e = bad.parse::<FaultSpec>().unwrap_err();
@@ -572,6 +586,23 @@ mod tests {
         assert!(f.apply_now(msg(5, 4)).msgs.is_empty());
         assert_eq!(f.apply_now(msg(6, 5)).msgs, [msg(6, 5)]);
         assert_eq!(f.injected(), 1);
+    }
+
+    #[test]
+    fn a_message_filter_counts_and_acts_only_on_that_message() {
+        let mut f = faults("0:1:silent,count=2,msg=0x08");
+        let status = |tag| {
+            let mut m = msg(1, tag);
+            m[1] = 0x08;
+            m
+        };
+        // Other messages of the device neither count nor are dropped.
+        assert_eq!(f.apply_now(msg(1, 1)).msgs, [msg(1, 1)]);
+        assert!(f.apply_now(status(2)).msgs.is_empty());
+        assert_eq!(f.apply_now(msg(1, 3)).msgs, [msg(1, 3)]);
+        assert!(f.apply_now(status(4)).msgs.is_empty());
+        assert_eq!(f.apply_now(status(5)).msgs, [status(5)]);
+        assert_eq!(f.injected(), 2);
     }
 
     #[test]

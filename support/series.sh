@@ -1,0 +1,301 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The overlay as a patch series against the pristine Linux tree the build uses.
+#
+#   series.sh          write build/series/: git format-patch output and a cover
+#                      letter (make series)
+#   series.sh check    write it, then prove it (make check, suite "series"):
+#                      it applies with git am to the pristine tree and gives
+#                      the overlay's tree; scripts/checkpatch.pl --strict
+#                      finds nothing but the exceptions the cover letter
+#                      lists; the kernel builds after every patch (the guest
+#                      configuration, whatever of it exists at that patch);
+#                      make rustdoc of the result warns about nothing.
+#
+# What goes into which patch: patches/series. The commits are made in a git
+# repository of the pristine tree (build/series-git, a clone of one cached
+# outside the clone), author and dates taken from the repository's last
+# commit, so the same commit of ours always gives the same series.
+# Prints "series: CHECK pass|fail" per check, then "series: N passed, N failed".
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/support/versions.sh"
+
+B=$top/build
+OUT=$B/series
+WORK=$B/series-git
+OBJ=$B/series-obj
+PRISTINE=$VMSG_CACHE/linux-source-$LINUX_SERIES
+BASE_GIT=$VMSG_CACHE/linux-source-$LINUX_SOURCE_VERSION.git
+FRAGMENT=$top/kernel/configs/virtio_msg_guest.config
+JOBS=${JOBS:-$(nproc)}
+export BINDGEN LIBCLANG_PATH RUST_LIB_SRC
+
+log() { printf 'series: %s\n' "$*" >&2; }
+die() { printf 'series: error: %s\n' "$*" >&2; exit 1; }
+
+git_w() { git -C "$WORK" -c advice.detachedHead=false "$@"; }
+
+author_name=$(git -C "$top" log -1 --format=%an)
+author_email=$(git -C "$top" log -1 --format=%ae)
+export GIT_AUTHOR_NAME=$author_name GIT_AUTHOR_EMAIL=$author_email
+export GIT_COMMITTER_NAME=$author_name GIT_COMMITTER_EMAIL=$author_email
+GIT_AUTHOR_DATE=$(git -C "$top" log -1 --format=%cI)
+export GIT_AUTHOR_DATE GIT_COMMITTER_DATE=$GIT_AUTHOR_DATE
+
+# The pristine tree as a git repository with one commit, tagged "base"
+# (made once, outside the clone: about a minute).
+base_repository() {
+	[ -d "$BASE_GIT" ] && return
+	[ -f "$PRISTINE/Makefile" ] || "$top/support/kernel.sh" tree >/dev/null
+	log "making a git repository of Linux $(cat "$PRISTINE/.debian-version")"
+	rm -rf "$BASE_GIT.tmp"
+	git init -q --bare "$BASE_GIT.tmp"
+	# -f: Debian's .gitignore ignores everything at the top level.
+	git --git-dir="$BASE_GIT.tmp" --work-tree="$PRISTINE" add -f -A -- . ':!.debian-version'
+	git --git-dir="$BASE_GIT.tmp" --work-tree="$PRISTINE" commit -q \
+		-m "Linux $(cat "$PRISTINE/.debian-version") (Debian linux-source-$LINUX_SERIES)"
+	git --git-dir="$BASE_GIT.tmp" tag base
+	mv "$BASE_GIT.tmp" "$BASE_GIT"
+}
+
+# A work tree of it to commit in; kept between runs, so that the per-patch
+# builds are incremental.
+work_tree() {
+	base_repository
+	if [ ! -d "$WORK/.git" ]; then
+		log "checking out $WORK"
+		rm -rf "$WORK"
+		git clone -q --shared --no-checkout "$BASE_GIT" "$WORK"
+		git_w checkout -q -f base
+	fi
+}
+
+# The lines of patches/series: "PATCH ENTRY..."
+steps() { grep -vE '^(#|$)' "$top/patches/series"; }
+
+# entry_files ENTRY: the overlay files a full entry of patches/series adds
+entry_files() {
+	local e=${1%@*}
+	if [ -d "$top/$e" ]; then
+		(cd "$top" && git ls-files -- "$e")
+	else
+		echo "$e"
+	fi
+}
+
+# Every patch of patches/ and every new file of the overlay is in the
+# series once (kernel/configs/ are test configurations, not part of it).
+check_manifest() {
+	local bad=0 f n
+	for f in "$top"/patches/*.patch; do
+		n=$(steps | awk -v p="$(basename "$f")" '$1 == p' | wc -l)
+		[ "$n" = 1 ] || { log "patches/series names $(basename "$f") $n times"; bad=1; }
+	done
+	while read -r f; do
+		n=$(steps | tr ' ' '\n' | grep -v '@' | grep -v '\.patch$' | while read -r e; do entry_files "$e"; done | grep -cxF "$f" || true)
+		[ "$n" = 1 ] || { log "patches/series adds $f $n times (want 1)"; bad=1; }
+	done < <(cd "$top" && git ls-files -- Documentation drivers include rust samples)
+	[ $bad = 0 ] || die "patches/series does not match the overlay"
+}
+
+# add_entry ENTRY: copy what ENTRY adds into the work tree
+add_entry() {
+	local e=$1 f
+	case "$e" in
+	*@*)
+		f=${e%@*}
+		mkdir -p "$WORK/$(dirname "$f")"
+		awk -v stop="config ${e#*@}" '$0 == stop { exit } { print }' "$top/$f" |
+			sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' >"$WORK/$f"
+		;;
+	*)
+		entry_files "$e" | while read -r f; do
+			mkdir -p "$WORK/$(dirname "$f")"
+			cp "$top/$f" "$WORK/$f"
+		done
+		;;
+	esac
+}
+
+# The MAINTAINERS entry, with the F: lines of the files that exist now, in
+# its place in the alphabetical order of MAINTAINERS.
+maintainers() {
+	python3 - "$WORK" "$top/patches/MAINTAINERS" <<'EOF'
+import glob, os, sys
+work, entry_file = sys.argv[1:]
+entry = open(entry_file).read().rstrip('\n').split('\n')
+title = entry[0]
+keep = [l for l in entry if not l.startswith('F:\t')
+        or glob.glob(os.path.join(work, l[3:].rstrip('/')))]
+if not any(l.startswith('F:\t') for l in keep):
+    sys.exit(0)
+path = os.path.join(work, 'MAINTAINERS')
+lines = open(path).read().split('\n')
+# Drop the entry if an earlier patch added it.
+if title in lines:
+    i = lines.index(title)
+    j = lines.index('', i)
+    del lines[i:j + 1]
+# Entries are sorted, ignoring case.
+start = lines.index('Maintainers List')
+for i in range(start, len(lines) - 1):
+    if lines[i] and lines[i + 1].startswith(('M:\t', 'R:\t', 'L:\t', 'S:\t')) \
+            and lines[i].upper() > title.upper():
+        lines[i:i] = keep + ['']
+        break
+open(path, 'w').write('\n'.join(lines))
+EOF
+}
+
+# The commit message of a patch of patches/: its header, signed off.
+message() {
+	sed -n '/^--- a\//q; p' "$top/patches/$1" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
+	printf '\nSigned-off-by: %s <%s>\n' "$author_name" "$author_email"
+}
+
+generate() {
+	check_manifest
+	work_tree
+	git_w checkout -q -f -B series base
+	git_w clean -q -f -d -x
+	local patch entries e
+	while read -r patch entries; do
+		git_w apply --whitespace=error-all "$top/patches/$patch" ||
+			die "patches/$patch does not apply in the order of patches/series"
+		for e in $entries; do add_entry "$e"; done
+		maintainers
+		git_w add -f -A
+		message "$patch" | git_w commit -q -F -
+	done < <(steps)
+	rm -rf "$OUT"
+	git_w format-patch -q --cover-letter -o "$OUT" base..series
+	cover_letter
+	log "$(ls "$OUT" | wc -l) files in $OUT (the cover letter is 0000-cover-letter.patch)"
+}
+
+# The cover letter: patches/cover-letter (subject, blank line, body) in
+# place of format-patch's blanks.
+cover_letter() {
+	python3 - "$OUT/0000-cover-letter.patch" "$top/patches/cover-letter" <<'EOF'
+import sys
+path, src = sys.argv[1:]
+subject, _, body = open(src).read().partition('\n\n')
+text = open(path).read()
+text = text.replace('*** SUBJECT HERE ***', subject.strip())
+text = text.replace('*** BLURB HERE ***', body.rstrip('\n'))
+open(path, 'w').write(text)
+EOF
+}
+
+passed=0 failed=0
+result() {
+	echo "series: $1 $2${3:+ $3}"
+	if [ "$2" = pass ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+
+kmake() {
+	make -s -C "$WORK" O="$OBJ" ARCH=x86_64 BINDGEN="$BINDGEN" -j"$JOBS" "$@"
+}
+
+# The guest configuration, as far as its symbols exist in this commit.
+configure() {
+	mkdir -p "$OBJ"
+	kmake tinyconfig >/dev/null
+	"$WORK/scripts/kconfig/merge_config.sh" -m -O "$OBJ" "$OBJ/.config" "$FRAGMENT" >/dev/null
+	kmake olddefconfig >/dev/null
+}
+
+# Exceptions: the cover letter's lines "  NNNN TYPE: reason".
+exceptions() { sed -nE 's/^ +([0-9]{4}) ([A-Z_]+): .*/\1 \2/p' "$top/patches/cover-letter"; }
+
+check_apply() {
+	git_w checkout -q -f -B am base
+	if ls "$OUT"/*.patch | grep -v '/0000-cover-letter' | xargs git -C "$WORK" am -q 2>"$B/series-am.log"; then
+		result applies pass
+	else
+		result applies fail "($(head -n 3 "$B/series-am.log" | tr '\n' ' '))"
+		git_w am --abort 2>/dev/null || true
+		return 1
+	fi
+	# The result is the tree the overlay builds: every file the series
+	# touches, as kernel.sh lays it.
+	"$top/support/kernel.sh" tree
+	local f bad=0
+	while read -r f; do
+		[ "$f" = MAINTAINERS ] && continue
+		cmp -s "$WORK/$f" "$B/src/$f" || { log "$f differs from the overlay's"; bad=1; }
+	done < <(git_w diff --name-only base am)
+	if [ $bad = 0 ]; then result same_tree_as_overlay pass; else result same_tree_as_overlay fail; fi
+}
+
+check_checkpatch() {
+	local p n types t bad allowed
+	allowed=$(exceptions)
+	for p in "$OUT"/0*.patch; do
+		n=$(basename "$p" | cut -c1-4)
+		[ "$n" = 0000 ] && continue
+		types=$(cd "$WORK" && scripts/checkpatch.pl --strict --show-types --terse "$p" 2>&1 |
+			sed -nE 's/.*:[0-9]+: (ERROR|WARNING|CHECK):([A-Z_]+):.*/\2/p; s/^[^:]*: (ERROR|WARNING|CHECK):([A-Z_]+):.*/\2/p' | sort -u)
+		bad=""
+		for t in $types; do
+			grep -qx "$n $t" <<<"$allowed" || bad="$bad $t"
+		done
+		if [ -z "$bad" ]; then
+			result "checkpatch_$n" pass
+		else
+			(cd "$WORK" && scripts/checkpatch.pl --strict --show-types "$p" 2>&1 | sed 's/^/series:   /') || true
+			result "checkpatch_$n" fail "(not listed in the cover letter:$bad)"
+		fi
+	done
+}
+
+check_builds() {
+	local commits c i=0 n subject
+	mapfile -t commits < <(git_w rev-list --reverse base..am)
+	n=${#commits[@]}
+	for c in "${commits[@]}"; do
+		i=$((i + 1))
+		subject=$(git_w log -1 --format=%s "$c")
+		git_w checkout -q -f "$c"
+		log "building patch $i/$n: $subject"
+		configure
+		if kmake vmlinux modules >"$B/series-build-$i.log" 2>&1 &&
+			! grep -E '^(warning|error)(\[|:)|: (warning|error):' "$B/series-build-$i.log"; then
+			result "$(printf 'builds_after_%04d' "$i")" pass
+		else
+			tail -n 30 "$B/series-build-$i.log" | sed 's/^/series:   /'
+			result "$(printf 'builds_after_%04d' "$i")" fail
+		fi
+	done
+	# The last step has every symbol of the guest configuration.
+	local missing
+	missing=$(grep -E '^CONFIG_[A-Z0-9_]+=' "$FRAGMENT" | grep -vxFf "$OBJ/.config" || true)
+	if [ -z "$missing" ]; then
+		result full_guest_config_at_the_end pass
+	else
+		result full_guest_config_at_the_end fail "($(tr '\n' ' ' <<<"$missing"))"
+	fi
+	if kmake rustdoc >"$B/series-rustdoc.log" 2>&1 && ! grep -qE '^(warning|error)|: (warning|error):' "$B/series-rustdoc.log"; then
+		result rustdoc_without_warnings pass
+	else
+		grep -E -A6 '^(warning|error)' "$B/series-rustdoc.log" | head -n 40 | sed 's/^/series:   /'
+		result rustdoc_without_warnings fail
+	fi
+}
+
+case "${1:-write}" in
+write) generate ;;
+check)
+	generate
+	if check_apply; then
+		check_checkpatch
+		check_builds
+	fi
+	echo "series: $passed passed, $failed failed"
+	[ $failed = 0 ]
+	;;
+*) die "unknown command $1 (write or check)" ;;
+esac
