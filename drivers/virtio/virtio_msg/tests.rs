@@ -588,6 +588,26 @@ impl Drop for Setup {
 }
 
 /// The first queue of a registered device whose driver created one.
+/// An EVENT_CONFIG of device [`DEV`] with `status`, announcing a change of `length` bytes at
+/// `offset` (configuration generation 7, the fake's).
+fn event_config(status: u8, offset: u32, length: u32) -> Result<([u8; MAX_MSG], usize)> {
+    let mut event = [0u8; MAX_MSG];
+    let n = Frame {
+        dev_num: DEV,
+        token: 0,
+        msg: Message::EventConfig {
+            device_status: u32::from(status),
+            generation: 7,
+            offset,
+            length,
+            data: None,
+        },
+    }
+    .encode(&mut event)
+    .map_err(|_| EINVAL)?;
+    Ok((event, n))
+}
+
 fn first_queue(registration: &Registration<MsgTransport>) -> *mut bindings::virtqueue {
     let vdev = registration.device().as_raw();
     // SAFETY: The device is registered and its driver bound with at least one queue; `list`
@@ -734,20 +754,7 @@ mod tests {
         // The device changes a field and says so, keeping its generation (as QEMU's device
         // model does): the window is outdated.
         t.fake.state.lock().config[30] = 0x11;
-        let mut event = [0u8; MAX_MSG];
-        let n = Frame {
-            dev_num: DEV,
-            token: 0,
-            msg: Message::EventConfig {
-                device_status: 0,
-                generation: 7,
-                offset: 30,
-                length: 1,
-                data: None,
-            },
-        }
-        .encode(&mut event)
-        .map_err(|_| EINVAL)?;
+        let (event, n) = event_config(0, 30, 1)?;
         assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
         dev.get_config(30, &mut field[..1]).map_err(Error::from)?;
         assert_eq!(field[0], 0x11);
@@ -1324,20 +1331,7 @@ mod tests {
         core.device_added(DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
         let needs_reset = || -> Result {
-            let mut event = [0u8; MAX_MSG];
-            let n = Frame {
-                dev_num: DEV,
-                token: 0,
-                msg: Message::EventConfig {
-                    device_status: u32::from(status::NEEDS_RESET),
-                    generation: 7,
-                    offset: 0,
-                    length: 0,
-                    data: None,
-                },
-            }
-            .encode(&mut event)
-            .map_err(|_| EINVAL)?;
+            let (event, n) = event_config(status::NEEDS_RESET, 0, 0)?;
             assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
             Ok(())
         };

@@ -34,6 +34,7 @@ use kernel::{
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
     new_mutex, new_spinlock, new_spinlock_irqsave, new_work, pci,
     prelude::*,
+    random,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
@@ -232,8 +233,7 @@ impl Fifo {
             bus_done <- Completion::new(),
             bus_serial <- new_mutex!(()),
             next_token: Atomic::new(0),
-            // SAFETY: `get_random_u32()` has no preconditions.
-            next_ping: Atomic::new(unsafe { kernel::bindings::get_random_u32() }),
+            next_ping: Atomic::new(random::get_u32()),
             stopped: Atomic::new(false),
             queue_wait_ms: timeouts.queue_wait_ms,
             bus_timeout_ms: timeouts.bus_ms,

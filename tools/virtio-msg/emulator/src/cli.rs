@@ -1,90 +1,119 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! The command line, parsed by hand: a handful of options do not need a parser crate, and
-//! every mistake gets a message that says what was expected.
+//! The command line (`clap`). The device and fault specifications have small grammars of
+//! their own, parsed here and in [`crate::faults`], so that every mistake says what was
+//! expected.
 
-use crate::faults::FaultSpec;
+use crate::faults::{FaultSpec, KINDS as FAULT_KINDS};
 use crate::pci::MAX_FIFOS;
 use crate::tokens::TokenMode;
+use clap::{error::ErrorKind, CommandFactory, Parser, ValueEnum};
 use std::path::{Path, PathBuf};
 use virtio_msg_device::{bus::DEVICES_PER_FIFO, net::NetOptions, Mode};
 
-/// The usage text of `--help`.
-pub const USAGE: &str = "\
-usage: virtio-msg-emulator --socket PATH [--fifos N] [--mode compat|strict]
-                           [--tokens model|zero|scramble]
-                           [--log-level error|warn|info|debug]
-                           [--fault FIFO:NUM:KIND[,OPTION=N...]]...
-                           [--control PATH]
-                           --device FIFO:NUM:KIND[,key=value...] [--device ...]
-
+const ABOUT: &str = "\
 Serves the virtio-msg AMP PCI device (PCI 10ee:9039) to QEMU over vfio-user:
   qemu-system-x86_64 -object memory-backend-memfd,id=mem,size=512M,share=on \\
       -machine q35,memory-backend=mem -m 512M \\
-      -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"PATH\"}}'
+      -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"PATH\"}}'";
 
-Options:
-  --socket PATH      where to listen (must not exist; its directory must)
-  --fifos N          FIFOs of the device, 1 to 8 (default 1)
-  --mode MODE        compat: behave like QEMU's virtio-msg-amp-pci device model
-                     (48-byte messages, its quirks); strict: the specification
-                     (default compat)
-  --tokens MODE      the token of every message the device sends (the bus owns
-                     tokens; a driver must not rely on them): model: transport
-                     responses echo the request's token, bus replies and events
-                     carry 0, as the device model does (default); zero: every
-                     message carries 0; scramble: every response carries a
-                     token other than its request's, varying from message to
-                     message, and events arbitrary ones
-  --log-level LEVEL  error, warn, info (default) or debug; the log goes to stderr
-  --fault SPEC       make the device misbehave on purpose, for tests: what FIFO
-                     FIFO sends for device number NUM (or 'all') goes wrong;
-                     after=N lets its first N messages through, count=N stops
-                     after N messages. KIND:
-                       silent         nothing more is sent
-                       drop,every=N   every Nth message is dropped
-                       twice          every message is sent twice
-                       garbage        every message becomes undecodable
-                       lying-size     every header claims 200 bytes
-                       corrupt-index  the device queue's head goes out of
-                                      range (once): the queue is broken
-                       generation-churn
-                                      every GET_CONFIG answer brings a new
-                                      configuration generation
-                       late,ms=N      every message comes N ms late
-                       reorder        (NUM 'all') every message goes after
-                                      the next one of another device
-                       needs-reset    an EVENT_CONFIG with DEVICE_NEEDS_RESET
-                                      (once)
-                       flood-used,n=N N spurious EVENT_USED every 100 ms
-                       flood-config,n=N
-                                      N spurious EVENT_CONFIG every 100 ms
-                       stall,ms=N     the backend takes no buffer for N ms
-                                      from the first kick on (once)
-                       ping           (NUM 'all') the device PINGs the driver
-                                      every 100 ms and counts the echoes
-  --control PATH     a named pipe (created if missing) that takes commands
-                     while the emulator runs, one per line:
-                       fault SPEC     add the fault SPEC (as --fault)
-                       clear FIFO     no more faults on FIFO FIFO
-  --device SPEC      a device on FIFO FIFO (below --fifos) with device number NUM
-                     (0 to 31); repeat for more devices. KIND and its options:
-                       rng                          entropy from /dev/urandom
-                       blk,file=IMG[,readonly][,serial=S]
-                                                    block device on a raw image
-                       net,tap=IFNAME[,mac=M][,host-ip=A.B.C.D/NN]
-                                                    network device on a TAP
-                                                    interface (CAP_NET_ADMIN)
-                       net,socket=PATH[,peer=PEER][,mac=M]
-                                                    network device on a Unix
-                                                    datagram socket
-                       console,socket=PATH          console on a Unix stream socket
-                       console,pty                  console on a new pseudo-terminal
-  -h, --help         this text
+const AFTER_HELP: &str = "\
+The emulator serves one QEMU and exits (status 0) when it disconnects, or on SIGINT/SIGTERM;
+the socket is removed on exit.";
 
-The emulator serves one QEMU and exits (status 0) when it disconnects, or on
-SIGINT/SIGTERM; the socket is removed on exit.
-";
+const TOKENS_HELP: &str = "\
+The token of every message the device sends (the bus owns tokens; a driver must not rely on
+them). model: transport responses echo the request's token, bus replies and events carry 0, as
+the device model does; zero: every message carries 0; scramble: every response carries a token
+other than its request's, varying from message to message, and events arbitrary ones";
+
+const FAULT_HELP: &str = "\
+Make the device misbehave on purpose, for tests (repeatable). SPEC is
+FIFO:NUM:KIND[,after=N][,count=N][,msg=ID][,every=N][,ms=N][,n=N]: what FIFO FIFO sends for
+device number NUM (or 'all') goes wrong; after=N lets its first N messages through, count=N
+stops after N messages, msg=ID counts only messages with that message id (msg=0x08:
+SET_DEVICE_STATUS answers). KIND:
+  silent            nothing more is sent
+  drop,every=N      every Nth message is dropped
+  twice             every message is sent twice
+  garbage           every message becomes undecodable
+  lying-size        every header claims 200 bytes
+  corrupt-index     the device queue's head goes out of range (once): the queue is broken
+  generation-churn  every GET_CONFIG answer brings a new configuration generation
+  late,ms=N         every message comes N ms late
+  reorder           (NUM 'all') every message goes after the next one of another device
+  needs-reset       an EVENT_CONFIG with DEVICE_NEEDS_RESET (once)
+  flood-used,n=N    N spurious EVENT_USED every 100 ms
+  flood-config,n=N  N spurious EVENT_CONFIG every 100 ms
+  stall,ms=N        the backend takes no buffer for N ms from the first kick on (once)
+  ping              (NUM 'all') the device PINGs the driver every 100 ms, counts the echoes";
+
+const CONTROL_HELP: &str = "\
+A named pipe (created if missing) that takes commands while the emulator runs, one per line:
+  fault SPEC   add the fault SPEC (as --fault)
+  clear FIFO   no more faults on FIFO FIFO";
+
+const DEVICE_HELP: &str = "\
+A device on FIFO FIFO (below --fifos) with device number NUM (0 to 31); repeat for more
+devices. SPEC is FIFO:NUM:KIND[,key=value...]; KIND and its options:
+  rng                                     entropy from /dev/urandom
+  blk,file=IMG[,readonly][,serial=S]      block device on a raw image
+  net,tap=IFNAME[,mac=M][,host-ip=A.B.C.D/NN]
+                                          network device on a TAP interface (CAP_NET_ADMIN)
+  net,socket=PATH[,peer=PEER][,mac=M]     network device on a Unix datagram socket
+  console,socket=PATH                     console on a Unix stream socket
+  console,pty                             console on a new pseudo-terminal";
+
+/// `--mode`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// Behave like QEMU's virtio-msg-amp-pci device model (48-byte messages, its quirks)
+    Compat,
+    /// Follow the specification
+    Strict,
+}
+
+/// `--log-level`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LevelArg {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// The arguments as `clap` sees them; [`parse`] checks them against each other.
+#[derive(Debug, Parser)]
+#[command(name = "virtio-msg-emulator", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Args {
+    /// Where to listen (must not exist; its directory must)
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// FIFOs of the device
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_FIFOS as i64))]
+    fifos: u16,
+    /// Device model quirks or the specification
+    #[arg(long, value_enum, default_value_t = ModeArg::Compat)]
+    mode: ModeArg,
+    /// The token of every message the device sends
+    #[arg(long, value_enum, default_value_t = TokenMode::Model, long_help = TOKENS_HELP)]
+    tokens: TokenMode,
+    /// How much to log (to stderr)
+    #[arg(long, value_enum, default_value_t = LevelArg::Info)]
+    log_level: LevelArg,
+    /// Make the device misbehave on purpose (see --help)
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault,
+          long_help = FAULT_HELP)]
+    faults: Vec<FaultSpec>,
+    /// A named pipe taking "fault SPEC" and "clear FIFO" lines
+    #[arg(long, value_name = "PATH", long_help = CONTROL_HELP)]
+    control: Option<PathBuf>,
+    /// A device: FIFO:NUM:KIND[,key=value...] (see --help)
+    #[arg(long = "device", value_name = "SPEC", required = true, value_parser = parse_device,
+          long_help = DEVICE_HELP)]
+    devices: Vec<DeviceSpec>,
+}
 
 /// What the device on one device number is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,14 +149,6 @@ pub struct DeviceSpec {
     pub kind: Kind,
 }
 
-/// The log levels of `--log-level`.
-pub const LOG_LEVELS: [(&str, log::LevelFilter); 4] = [
-    ("error", log::LevelFilter::Error),
-    ("warn", log::LevelFilter::Warn),
-    ("info", log::LevelFilter::Info),
-    ("debug", log::LevelFilter::Debug),
-];
-
 /// The whole command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -147,15 +168,6 @@ pub struct Options {
     pub faults: Vec<FaultSpec>,
     /// The control pipe.
     pub control: Option<PathBuf>,
-}
-
-/// What the command line asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Print [`USAGE`] and exit.
-    Help,
-    /// Run.
-    Run(Options),
 }
 
 /// Parses `FIFO:NUM:KIND[,options]` (FIFO and NUM are checked against the limits later, when
@@ -272,141 +284,66 @@ pub fn check_socket_path(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses the arguments (without the program name).
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
-    let args: Vec<String> = args.into_iter().collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        return Ok(Command::Help);
-    }
-    let mut args = args.into_iter();
-    let (mut socket, mut fifos, mut mode, mut log_level) = (None, None, None, None);
-    let mut tokens = None;
-    let mut devices = Vec::new();
-    let mut faults = Vec::new();
-    let mut control = None;
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        if !matches!(
-            name.as_str(),
-            "--socket"
-                | "--fifos"
-                | "--mode"
-                | "--tokens"
-                | "--log-level"
-                | "--device"
-                | "--fault"
-                | "--control"
-        ) {
-            return Err(format!("unknown option {arg:?} (see --help)"));
-        }
-        let value = inline
-            .or_else(|| args.next())
-            .ok_or_else(|| format!("{name} needs a value"))?;
-        let twice = |given: bool| {
-            if given {
-                Err(format!("{name} given twice"))
-            } else {
-                Ok(())
-            }
-        };
-        match name.as_str() {
-            "--socket" => {
-                twice(socket.is_some())?;
-                socket = Some(PathBuf::from(value));
-            }
-            "--fifos" => {
-                twice(fifos.is_some())?;
-                let n = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_FIFOS).contains(n))
-                    .ok_or_else(|| format!("--fifos {value:?}: expected 1 to {MAX_FIFOS}"))?;
-                fifos = Some(n);
-            }
-            "--mode" => {
-                twice(mode.is_some())?;
-                mode = Some(match value.as_str() {
-                    "compat" => Mode::Compat,
-                    "strict" => Mode::Strict,
-                    _ => return Err(format!("--mode {value:?}: expected compat or strict")),
-                });
-            }
-            "--tokens" => {
-                twice(tokens.is_some())?;
-                tokens = Some(value.parse::<TokenMode>()?);
-            }
-            "--log-level" => {
-                twice(log_level.is_some())?;
-                let level = LOG_LEVELS
-                    .iter()
-                    .find(|(n, _)| *n == value)
-                    .map(|(_, l)| *l)
-                    .ok_or_else(|| {
-                        format!("--log-level {value:?}: expected error, warn, info or debug")
-                    })?;
-                log_level = Some(level);
-            }
-            "--fault" => faults.push(value.parse::<FaultSpec>()?),
-            "--control" => {
-                twice(control.is_some())?;
-                control = Some(PathBuf::from(value));
-            }
-            _ => devices.push(parse_device(&value)?),
-        }
-    }
-    let socket = socket.ok_or("--socket PATH is required (see --help)")?;
-    let fifos = fifos.unwrap_or(1);
-    if devices.is_empty() {
-        return Err("no --device given: the device needs at least one (see --help)".into());
-    }
-    for (i, d) in devices.iter().enumerate() {
+fn parse_fault(s: &str) -> Result<FaultSpec, String> {
+    s.parse().map_err(|e| format!("{e} (KIND: {FAULT_KINDS})"))
+}
+
+/// Parses the arguments (without the program name). `--help` and `--version` come back as
+/// errors of their kind, which [`clap::Error::exit`] prints to stdout with status 0.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, clap::Error> {
+    let args = Args::try_parse_from(std::iter::once("virtio-msg-emulator".into()).chain(args))?;
+    let invalid = |msg: String| Args::command().error(ErrorKind::ValueValidation, msg);
+    let fifos = usize::from(args.fifos);
+    for (i, d) in args.devices.iter().enumerate() {
+        let at = format!("--device {}:{}", d.fifo, d.num);
         if d.fifo >= fifos {
-            return Err(format!(
-                "--device {}:{}: FIFO {} out of range (--fifos {fifos}: 0 to {})",
-                d.fifo,
-                d.num,
+            return Err(invalid(format!(
+                "{at}: FIFO {} out of range (--fifos {fifos}: 0 to {})",
                 d.fifo,
                 fifos - 1
-            ));
+            )));
         }
         if d.num >= DEVICES_PER_FIFO {
-            return Err(format!(
-                "--device {}:{}: device number {} out of range (0 to {})",
-                d.fifo,
-                d.num,
+            return Err(invalid(format!(
+                "{at}: device number {} out of range (0 to {})",
                 d.num,
                 DEVICES_PER_FIFO - 1
-            ));
+            )));
         }
-        if devices[..i]
+        if args.devices[..i]
             .iter()
             .any(|e| (e.fifo, e.num) == (d.fifo, d.num))
         {
-            return Err(format!(
-                "--device {}:{}: device number {} on FIFO {} given twice",
-                d.fifo, d.num, d.num, d.fifo
-            ));
+            return Err(invalid(format!(
+                "{at}: device number {} on FIFO {} given twice",
+                d.num, d.fifo
+            )));
         }
     }
-    if let Some(f) = faults.iter().find(|f| f.fifo >= fifos) {
-        return Err(format!(
+    if let Some(f) = args.faults.iter().find(|f| f.fifo >= fifos) {
+        return Err(invalid(format!(
             "--fault: FIFO {} out of range (--fifos {fifos})",
             f.fifo
-        ));
+        )));
     }
-    Ok(Command::Run(Options {
-        socket,
+    Ok(Options {
+        socket: args.socket,
         fifos,
-        mode: mode.unwrap_or(Mode::Compat),
-        tokens: tokens.unwrap_or_default(),
-        log_level: log_level.unwrap_or(log::LevelFilter::Info),
-        devices,
-        faults,
-        control,
-    }))
+        mode: match args.mode {
+            ModeArg::Compat => Mode::Compat,
+            ModeArg::Strict => Mode::Strict,
+        },
+        tokens: args.tokens,
+        log_level: match args.log_level {
+            LevelArg::Error => log::LevelFilter::Error,
+            LevelArg::Warn => log::LevelFilter::Warn,
+            LevelArg::Info => log::LevelFilter::Info,
+            LevelArg::Debug => log::LevelFilter::Debug,
+        },
+        devices: args.devices,
+        faults: args.faults,
+        control: args.control,
+    })
 }
 
 #[cfg(test)]
@@ -414,10 +351,7 @@ mod tests {
     use super::*;
 
     fn run(args: &str) -> Result<Options, String> {
-        match parse(args.split_whitespace().map(String::from))? {
-            Command::Run(o) => Ok(o),
-            Command::Help => Err("help".into()),
-        }
+        parse(args.split_whitespace().map(String::from)).map_err(|e| e.to_string())
     }
 
     fn err(args: &str) -> String {
@@ -482,46 +416,52 @@ mod tests {
             TokenMode::Zero
         );
         assert_eq!(o.log_level, log::LevelFilter::Info);
-        // --help wins wherever it is.
-        assert_eq!(
-            parse(["--device".into(), "x".into(), "--help".into()]),
-            Ok(Command::Help)
-        );
-        assert_eq!(parse(["-h".to_string()]), Ok(Command::Help));
+        // --help shows the details, even with required options missing.
+        let help = parse(["--socket".into(), "s".into(), "--help".into()]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("generation-churn"));
+        let help = parse(["-h".to_string()]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
     }
 
     #[test]
     fn mistakes_are_reported() {
         let cases = [
-            ("--socket s --device 0:0:rng --bogus", "unknown option"),
+            (
+                "--socket s --device 0:0:rng --bogus",
+                "unexpected argument '--bogus'",
+            ),
             (
                 "--socket s --device 0:0:rng --fifos",
-                "--fifos needs a value",
+                "a value is required for '--fifos <N>'",
             ),
-            ("--socket s --device 0:0:rng --fifos 0", "expected 1 to 8"),
-            ("--socket s --device 0:0:rng --fifos 9", "expected 1 to 8"),
+            ("--socket s --device 0:0:rng --fifos 0", "not in 1..=8"),
+            ("--socket s --device 0:0:rng --fifos 9", "not in 1..=8"),
             (
                 "--socket s --device 0:0:rng --mode fast",
-                "expected compat or strict",
+                "invalid value 'fast' for '--mode <MODE>'",
             ),
             (
                 "--socket s --device 0:0:rng --tokens echo",
-                "expected model, zero or scramble",
+                "[possible values: model, zero, scramble]",
             ),
             (
                 "--socket s --device 0:0:rng --tokens zero --tokens model",
-                "--tokens given twice",
+                "'--tokens <TOKENS>' cannot be used multiple times",
             ),
             (
                 "--socket s --device 0:0:rng --log-level loud",
-                "expected error, warn",
+                "[possible values: error, warn, info, debug]",
             ),
             (
                 "--socket s --socket t --device 0:0:rng",
-                "--socket given twice",
+                "'--socket <PATH>' cannot be used multiple times",
             ),
-            ("--device 0:0:rng", "--socket PATH is required"),
-            ("--socket s", "no --device given"),
+            (
+                "--device 0:0:rng",
+                "required arguments were not provided:\n  --socket <PATH>",
+            ),
+            ("--socket s", "--device <SPEC>"),
             ("--socket s --device 1:0:rng", "FIFO 1 out of range"),
             (
                 "--socket s --fifos 2 --device 2:0:rng",

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use virtio_msg_device::bus::FifoBus;
 use virtio_msg_emulator::{
     backends,
-    cli::{self, Command, Options},
+    cli::{self, Options},
     control::{self, Control},
     faults::Faults,
     logger, pci,
@@ -153,15 +153,9 @@ fn run(opts: Options) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let opts = match cli::parse(std::env::args().skip(1)) {
-        Ok(Command::Help) => {
-            print!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(opts)) => opts,
-        Err(e) => {
-            eprintln!("virtio-msg-emulator: {e}");
-            return ExitCode::from(2);
-        }
+        Ok(opts) => opts,
+        // Help and version to stdout with status 0, mistakes to stderr with status 2.
+        Err(e) => e.exit(),
     };
     match run(opts) {
         Ok(()) => ExitCode::SUCCESS,

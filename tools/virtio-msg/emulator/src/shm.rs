@@ -3,18 +3,18 @@
 //! BAR1: the FIFO windows, a memfd shared with QEMU and mapped straight into the guest.
 //!
 //! The guest reads and writes this memory while the emulator does, so nothing here ever forms
-//! a Rust reference to its bytes: indexes are accessed as atomics (acquire/release, the
-//! ordering the SPSC protocol needs), slots are copied with volatile byte accesses, and every
-//! offset is checked against the mapping before use. What the guest wrote is then handled by
-//! the shared SPSC code ([`virtio_msg_spsc`]), which validates the indexes.
+//! a Rust reference to its bytes: the mapping is a `vm-memory` region, indexes are accessed as
+//! atomics (acquire/release, the ordering the SPSC protocol needs), slots are copied with
+//! volatile accesses, and every offset is checked against the mapping. What the guest wrote is
+//! then handled by the shared SPSC code ([`virtio_msg_spsc`]), which validates the indexes.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use virtio_msg_spsc::{QueueMemory, QUEUE_BYTES};
+use vm_memory::{Bytes, FileOffset, MmapRegion, VolatileMemory};
 
 /// Bytes of one FIFO's window in BAR1.
 pub const FIFO_WINDOW: usize = 16 * 1024;
@@ -25,17 +25,8 @@ pub const DEVICE_QUEUE: usize = 0x2000;
 
 /// A shared memory file mapped read-write into this process.
 pub struct SharedMem {
-    file: File,
-    ptr: NonNull<u8>,
-    len: usize,
+    region: MmapRegion,
 }
-
-// SAFETY: the mapping is plain memory owned by this object for its whole life; all accesses go
-// through atomics or volatile copies with bounds checks, so using it from several threads is
-// no different from another process (the guest) using it concurrently.
-unsafe impl Send for SharedMem {}
-// SAFETY: as above: no method hands out references into the mapping.
-unsafe impl Sync for SharedMem {}
 
 impl SharedMem {
     /// A new zero-filled memfd of `len` bytes (named `name` for /proc), mapped shared.
@@ -49,98 +40,64 @@ impl SharedMem {
         // SAFETY: fd is a new descriptor that nothing else owns.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(len as u64)?;
-        // SAFETY: a fresh shared mapping of a file we own, with the file's length; the kernel
-        // picks the address, so no existing memory is affected.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(io::ErrorKind::Other)?;
-        Ok(Self { file, ptr, len })
+        let region = MmapRegion::from_file(FileOffset::new(file, 0), len)
+            .map_err(|e| io::Error::other(format!("mapping BAR1: {e}")))?;
+        Ok(Self { region })
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.region.size()
     }
 
     /// Whether the mapping is empty (never, in practice).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The memfd, for handing to QEMU.
     pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+        self.region
+            .file_offset()
+            .map_or(-1, |f| f.file().as_raw_fd())
     }
 
     /// Whether `len` bytes at `offset` lie within the mapping.
     fn fits(&self, offset: usize, len: usize) -> bool {
-        offset.checked_add(len).is_some_and(|end| end <= self.len)
-    }
-
-    /// The atomic u32 at `offset`, if in bounds and aligned.
-    fn atomic(&self, offset: usize) -> Option<&AtomicU32> {
-        if !self.fits(offset, 4) || offset % 4 != 0 {
-            return None;
-        }
-        // SAFETY: in bounds (checked above) of a live mapping; the mapping is page aligned, so
-        // an offset that is a multiple of 4 is 4-byte aligned. Other accesses to these bytes
-        // are atomic too (ours) or come from another address space (the guest).
-        Some(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast::<u32>()) })
+        offset.checked_add(len).is_some_and(|end| end <= self.len())
     }
 
     /// Loads the little-endian u32 at `offset` (acquire); 0 when out of bounds or unaligned.
     pub fn load_u32(&self, offset: usize) -> u32 {
-        self.atomic(offset)
-            .map_or(0, |a| u32::from_le(a.load(Ordering::Acquire)))
+        self.region
+            .as_volatile_slice()
+            .load::<u32>(offset, Ordering::Acquire)
+            .map_or(0, u32::from_le)
     }
 
     /// Stores a little-endian u32 at `offset` (release); ignored out of bounds or unaligned.
     pub fn store_u32(&self, offset: usize, value: u32) {
-        if let Some(a) = self.atomic(offset) {
-            a.store(value.to_le(), Ordering::Release);
-        }
+        let _ = self
+            .region
+            .as_volatile_slice()
+            .store(value.to_le(), offset, Ordering::Release);
     }
 
     /// Copies bytes out; out of bounds reads give zeros.
     pub fn read(&self, offset: usize, out: &mut [u8]) {
-        if !self.fits(offset, out.len()) {
+        if self
+            .region
+            .as_volatile_slice()
+            .read_slice(out, offset)
+            .is_err()
+        {
             out.fill(0);
-            return;
-        }
-        for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: offset + i is within the mapping (checked above).
-            *b = unsafe { self.ptr.as_ptr().add(offset + i).read_volatile() };
         }
     }
 
     /// Copies bytes in; out of bounds writes are ignored.
     pub fn write(&self, offset: usize, data: &[u8]) {
-        if !self.fits(offset, data.len()) {
-            return;
-        }
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: offset + i is within the mapping (checked above).
-            unsafe { self.ptr.as_ptr().add(offset + i).write_volatile(*b) };
-        }
-    }
-}
-
-impl Drop for SharedMem {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was created in `new` with this address and length, and no
-        // reference into it outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        let _ = self.region.as_volatile_slice().write_slice(data, offset);
     }
 }
 
