@@ -38,8 +38,9 @@ mod correlate;
 mod enumerate;
 #[path = "virtio_msg_amp_pci/fifo.rs"]
 mod fifo;
+/// The layout of BAR1, shared with the device emulator.
 #[path = "virtio_msg_amp_pci/layout.rs"]
-mod layout;
+pub mod layout;
 /// Reader of the device model recordings that the KUnit suite replays.
 #[cfg(CONFIG_VIRTIO_MSG_AMP_PCI_KUNIT_TEST)]
 #[path = "virtio_msg/recording.rs"]

@@ -6,21 +6,24 @@
 //! 16 KiB per FIFO (rounded up to a power of two, as every BAR size is), and the MSI-X table
 //! has one vector per FIFO. This file turns those into a validated FIFO count; the driver then
 //! uses every FIFO it counted.
+//!
+//! Like `spsc.rs`, it uses `core` only: the device emulator (`tools/virtio-msg`) lays out its
+//! BAR1 with these same constants.
 
 /// Bytes of BAR1 per FIFO.
-pub(crate) const FIFO_WINDOW: u64 = 16 * 1024;
+pub const FIFO_WINDOW: u64 = 16 * 1024;
 /// Offset of a FIFO's driver queue (driver to device) within its window.
-pub(crate) const DRIVER_QUEUE: usize = 0x1000;
+pub const DRIVER_QUEUE: usize = 0x1000;
 /// Offset of a FIFO's device queue (device to driver) within its window.
-pub(crate) const DEVICE_QUEUE: usize = 0x2000;
+pub const DEVICE_QUEUE: usize = 0x2000;
 /// Most FIFOs one device has.
-pub(crate) const MAX_FIFOS: u32 = 8;
+pub const MAX_FIFOS: u32 = 8;
 /// Largest message, header included: the device model copies 48 bytes of each slot.
-pub(crate) const MAX_MSG_SIZE: usize = 48;
+pub const MAX_MSG_SIZE: usize = 48;
 
 /// Why a device's BAR1 cannot hold FIFOs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LayoutError {
+pub enum LayoutError {
     /// BAR1 is smaller than one FIFO window.
     TooSmall,
     /// BAR1 is not a whole number of FIFO windows.
@@ -28,7 +31,7 @@ pub(crate) enum LayoutError {
 }
 
 /// FIFOs whose windows fit in a BAR1 of `len` bytes (at most [`MAX_FIFOS`]).
-pub(crate) fn fifos_in_bar(len: u64) -> Result<u32, LayoutError> {
+pub fn fifos_in_bar(len: u64) -> Result<u32, LayoutError> {
     if len < FIFO_WINDOW {
         return Err(LayoutError::TooSmall);
     }
@@ -41,6 +44,6 @@ pub(crate) fn fifos_in_bar(len: u64) -> Result<u32, LayoutError> {
 }
 
 /// Offset in BAR1 of queue `queue` ([`DRIVER_QUEUE`] or [`DEVICE_QUEUE`]) of FIFO `fifo`.
-pub(crate) const fn queue_offset(fifo: u32, queue: usize) -> usize {
+pub const fn queue_offset(fifo: u32, queue: usize) -> usize {
     fifo as usize * FIFO_WINDOW as usize + queue
 }

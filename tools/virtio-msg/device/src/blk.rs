@@ -26,6 +26,7 @@
 //! back as zeros).
 
 use crate::{
+    feature,
     transport::{read_config_image, serve_chains, walk_queue, wants_used_event, QueueState},
     Backend, TRANSPORT_FEATURES,
 };
@@ -34,42 +35,50 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+use virtio_bindings::{
+    virtio_blk::{
+        VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
+        VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_TOPOLOGY,
+        VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+        VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
+        VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
+    },
+    virtio_ids::VIRTIO_ID_BLOCK,
+};
 use virtio_queue::{DescriptorChain, Queue, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemory};
 
-/// virtio device id of a block device.
-const VIRTIO_ID_BLOCK: u32 = 2;
-/// VIRTIO_BLK_F_SEG_MAX: `seg_max` in the configuration is valid.
-const F_SEG_MAX: u64 = 1 << 2;
-/// VIRTIO_BLK_F_GEOMETRY: `geometry` in the configuration is valid.
-const F_GEOMETRY: u64 = 1 << 4;
-/// VIRTIO_BLK_F_RO: the disk is read-only.
-const F_RO: u64 = 1 << 5;
-/// VIRTIO_BLK_F_BLK_SIZE: `blk_size` in the configuration is valid.
-const F_BLK_SIZE: u64 = 1 << 6;
-/// VIRTIO_BLK_F_FLUSH: the device handles VIRTIO_BLK_T_FLUSH.
-const F_FLUSH: u64 = 1 << 9;
-/// VIRTIO_BLK_F_TOPOLOGY: the topology fields of the configuration are valid.
-const F_TOPOLOGY: u64 = 1 << 10;
-/// VIRTIO_BLK_F_CONFIG_WCE: `writeback` in the configuration can be written.
-const F_CONFIG_WCE: u64 = 1 << 11;
-/// VIRTIO_BLK_F_DISCARD: the device handles VIRTIO_BLK_T_DISCARD.
-const F_DISCARD: u64 = 1 << 13;
-/// VIRTIO_BLK_F_WRITE_ZEROES: the device handles VIRTIO_BLK_T_WRITE_ZEROES.
-const F_WRITE_ZEROES: u64 = 1 << 14;
+/// `seg_max` in the configuration is valid.
+const F_SEG_MAX: u64 = feature(VIRTIO_BLK_F_SEG_MAX);
+/// `geometry` in the configuration is valid.
+const F_GEOMETRY: u64 = feature(VIRTIO_BLK_F_GEOMETRY);
+/// The disk is read-only.
+const F_RO: u64 = feature(VIRTIO_BLK_F_RO);
+/// `blk_size` in the configuration is valid.
+const F_BLK_SIZE: u64 = feature(VIRTIO_BLK_F_BLK_SIZE);
+/// The device handles VIRTIO_BLK_T_FLUSH.
+const F_FLUSH: u64 = feature(VIRTIO_BLK_F_FLUSH);
+/// The topology fields of the configuration are valid.
+const F_TOPOLOGY: u64 = feature(VIRTIO_BLK_F_TOPOLOGY);
+/// `writeback` in the configuration can be written.
+const F_CONFIG_WCE: u64 = feature(VIRTIO_BLK_F_CONFIG_WCE);
+/// The device handles VIRTIO_BLK_T_DISCARD.
+const F_DISCARD: u64 = feature(VIRTIO_BLK_F_DISCARD);
+/// The device handles VIRTIO_BLK_T_WRITE_ZEROES.
+const F_WRITE_ZEROES: u64 = feature(VIRTIO_BLK_F_WRITE_ZEROES);
 
 /// Request types.
-const T_IN: u32 = 0;
-const T_OUT: u32 = 1;
-const T_FLUSH: u32 = 4;
-const T_GET_ID: u32 = 8;
-const T_DISCARD: u32 = 11;
-const T_WRITE_ZEROES: u32 = 13;
+const T_IN: u32 = VIRTIO_BLK_T_IN;
+const T_OUT: u32 = VIRTIO_BLK_T_OUT;
+const T_FLUSH: u32 = VIRTIO_BLK_T_FLUSH;
+const T_GET_ID: u32 = VIRTIO_BLK_T_GET_ID;
+const T_DISCARD: u32 = VIRTIO_BLK_T_DISCARD;
+const T_WRITE_ZEROES: u32 = VIRTIO_BLK_T_WRITE_ZEROES;
 
 /// Request status values.
-const S_OK: u8 = 0;
-const S_IOERR: u8 = 1;
-const S_UNSUPP: u8 = 2;
+const S_OK: u8 = VIRTIO_BLK_S_OK as u8;
+const S_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+const S_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 
 /// Size of a sector, the unit of `capacity` and of request positions.
 pub const SECTOR_SIZE: u64 = 512;

@@ -44,12 +44,12 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::GuestAddressSpace;
 
-/// virtio device id of a console.
-const VIRTIO_ID_CONSOLE: u32 = 3;
-/// VIRTIO_CONSOLE_F_MULTIPORT: ports, set up through the control queues.
+/// VIRTIO_CONSOLE_F_MULTIPORT (virtio-bindings has no console module: the console's constants
+/// are written here): ports, set up through the control queues.
 pub const F_MULTIPORT: u64 = 1 << 1;
 /// VIRTIO_CONSOLE_F_EMERG_WRITE: `emerg_wr` in the configuration.
 pub const F_EMERG_WRITE: u64 = 1 << 2;

@@ -20,6 +20,8 @@ pub mod net;
 pub mod rng;
 pub mod transport;
 
+use virtio_bindings::{virtio_config, virtio_ring};
+
 /// How closely to follow the QEMU device model rather than the specification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -85,25 +87,29 @@ pub trait Backend {
     }
 }
 
+/// The feature mask of feature bit `bit` (the specification's numbers come from
+/// `virtio-bindings`, as bit numbers).
+pub(crate) const fn feature(bit: u32) -> u64 {
+    1 << bit
+}
+
 /// VIRTIO_F_INDIRECT_DESC: descriptor tables in a descriptor (walked by `virtio-queue`).
-pub const INDIRECT_DESC: u64 = 1 << 28;
+pub const INDIRECT_DESC: u64 = feature(virtio_ring::VIRTIO_RING_F_INDIRECT_DESC);
 /// VIRTIO_F_EVENT_IDX: `used_event` and `avail_event` ([`transport::rearm`],
 /// [`transport::wants_used_event`]).
-pub const EVENT_IDX: u64 = 1 << 29;
+pub const EVENT_IDX: u64 = feature(virtio_ring::VIRTIO_RING_F_EVENT_IDX);
 /// VIRTIO_F_VERSION_1.
-pub const VERSION_1: u64 = 1 << 32;
+pub const VERSION_1: u64 = feature(virtio_config::VIRTIO_F_VERSION_1);
 /// VIRTIO_F_RING_RESET: RESET_VQUEUE.
-pub const RING_RESET: u64 = 1 << 40;
+pub const RING_RESET: u64 = feature(virtio_config::VIRTIO_F_RING_RESET);
 /// The transport features every device offers, as every device of the device model does.
 pub const TRANSPORT_FEATURES: u64 = INDIRECT_DESC | EVENT_IDX | VERSION_1 | RING_RESET;
-
-/// VRING_AVAIL_F_NO_INTERRUPT: the driver does not want to be told about used buffers.
-const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// Whether the driver of `queue` (without EVENT_IDX) wants to be told about the used buffers
 /// just added: the `flags` of its available ring, read after them (a ring outside guest
 /// memory: yes). Drivers set VRING_AVAIL_F_NO_INTERRUPT while they poll a queue, and the device
-/// model then stays quiet.
+/// model then stays quiet. (`virtio-queue`'s `needs_notification` answers only for EVENT_IDX:
+/// without it, it always says yes.)
 fn driver_wants_interrupt<M: vm_memory::GuestMemory>(
     mem: &M,
     queue: &transport::QueueState,
@@ -113,7 +119,7 @@ fn driver_wants_interrupt<M: vm_memory::GuestMemory>(
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     mem.read_obj::<u16>(vm_memory::GuestAddress(queue.driver))
         .map_or(true, |flags| {
-            u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT == 0
+            u32::from(u16::from_le(flags)) & virtio_ring::VRING_AVAIL_F_NO_INTERRUPT == 0
         })
 }
 

@@ -11,11 +11,10 @@ use crate::{
     transport::{serve_chains, walk_queue, wants_used_event, QueueState},
     Backend, TRANSPORT_FEATURES,
 };
+use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddressSpace};
 
-/// virtio device id of an entropy device.
-const VIRTIO_ID_RNG: u32 = 4;
 /// Largest number of bytes put in one buffer (one descriptor chain).
 const MAX_FILL: u32 = 64 * 1024;
 

@@ -33,8 +33,8 @@ pub const REG_NOTIFY: u64 = 0x20;
 pub const BAR2_SIZE: u64 = 4096;
 /// Offset of the PBA in BAR2.
 pub const PBA_OFFSET: u32 = 0x800;
-/// Most FIFOs (MSI-X vectors) one device has.
-pub const MAX_FIFOS: usize = 8;
+/// Most FIFOs (MSI-X vectors) one device has: as many as the driver uses.
+pub const MAX_FIFOS: usize = virtio_msg_spsc::layout::MAX_FIFOS as usize;
 
 const CAP_MSIX: u8 = 0x40;
 const PCI_CAP_ID_MSIX: u8 = 0x11;

@@ -13,15 +13,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use virtio_msg_spsc::{QueueMemory, QUEUE_BYTES};
+use virtio_msg_spsc::{layout, QueueMemory, QUEUE_BYTES};
 use vm_memory::{Bytes, FileOffset, MmapRegion, VolatileMemory};
 
-/// Bytes of one FIFO's window in BAR1.
-pub const FIFO_WINDOW: usize = 16 * 1024;
-/// Offset of the driver queue (driver to device) in a FIFO window.
-pub const DRIVER_QUEUE: usize = 0x1000;
-/// Offset of the device queue (device to driver) in a FIFO window.
-pub const DEVICE_QUEUE: usize = 0x2000;
+/// Bytes of one FIFO's window in BAR1 (the driver's [`layout::FIFO_WINDOW`]).
+pub const FIFO_WINDOW: usize = layout::FIFO_WINDOW as usize;
 
 /// A shared memory file mapped read-write into this process.
 pub struct SharedMem {
@@ -109,7 +105,8 @@ pub struct QueueWindow {
 }
 
 impl QueueWindow {
-    /// The queue at `queue` (one of [`DRIVER_QUEUE`], [`DEVICE_QUEUE`]) of FIFO `fifo`; `None`
+    /// The queue at `queue` (one of [`layout::DRIVER_QUEUE`], [`layout::DEVICE_QUEUE`]) of FIFO
+    /// `fifo`; `None`
     /// if it lies outside the memory.
     pub fn new(mem: Arc<SharedMem>, fifo: usize, queue: usize) -> Option<Self> {
         let base = fifo.checked_mul(FIFO_WINDOW)?.checked_add(queue)?;
@@ -150,6 +147,7 @@ impl QueueMemory for QueueWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 
     #[test]
     fn bounds_are_checked() {

@@ -17,7 +17,7 @@
 
 use crate::faults::Faults;
 use crate::queues::{DeviceQueue, DriverQueue};
-use crate::shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE};
+use crate::shm::{QueueWindow, SharedMem};
 use crate::tokens::{Stamper, TokenMode};
 use log::{debug, info, warn};
 use std::collections::VecDeque;
@@ -28,6 +28,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use virtio_msg_device::{bus::FifoBus, Mode};
+use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, SLOT_BYTES};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use virtio_msg_device::{bus::FifoBus, Mode};
 use virtio_msg_emulator::{
     pci::bar1_size,
-    shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE},
+    shm::{QueueWindow, SharedMem},
     tokens::TokenMode,
     worker::{Fifo, FifoHandle, TICK},
 };
+use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{Consumer, Producer, QueueMemory, CAPACITY, HEAD_OFFSET, SLOT_BYTES};
 use virtio_msg_wire::{Frame, Message};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};

@@ -28,10 +28,11 @@ use virtio_msg_emulator::{
     cli::Kind,
     pci::bar1_size,
     server::GuestMem,
-    shm::{SharedMem, DEVICE_QUEUE, DRIVER_QUEUE, FIFO_WINDOW},
+    shm::{SharedMem, FIFO_WINDOW},
     tokens::TokenMode,
     worker::Fifo,
 };
+use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES, TAIL_OFFSET};
 use virtio_msg_wire::recording::{records, Record, Setup};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};

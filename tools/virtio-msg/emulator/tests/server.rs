@@ -18,10 +18,11 @@ use virtio_msg_emulator::{
     cli::Kind,
     pci::bar1_size,
     server::{irqs, regions, Device, GuestMem},
-    shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE},
+    shm::{QueueWindow, SharedMem},
     tokens::TokenMode,
     worker::{Fifo, FifoHandle},
 };
+use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{Consumer, Producer, SLOT_BYTES};
 use virtio_msg_wire::{Frame, Message};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};

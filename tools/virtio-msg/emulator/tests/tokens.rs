@@ -7,10 +7,11 @@ use std::sync::Arc;
 use virtio_msg_device::{bus::FifoBus, Mode};
 use virtio_msg_emulator::{
     pci::bar1_size,
-    shm::{QueueWindow, SharedMem, DEVICE_QUEUE, DRIVER_QUEUE},
+    shm::{QueueWindow, SharedMem},
     tokens::TokenMode,
     worker::Fifo,
 };
+use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{Consumer, Producer, SLOT_BYTES};
 use virtio_msg_wire::{AvailNext, Frame, Message};
 

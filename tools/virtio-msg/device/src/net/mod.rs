@@ -38,36 +38,44 @@ pub use options::{default_mac, parse_mac, Endpoint, NetOptions};
 pub use tap::{HostIp, Tap};
 
 use crate::{
+    feature,
     transport::{read_config_image, rearm, serve_chains, walk_queue, wants_used_event, QueueState},
     Backend, TRANSPORT_FEATURES,
 };
 use std::io::{Read, Write};
 use std::os::fd::RawFd;
+use virtio_bindings::{
+    virtio_ids::VIRTIO_ID_NET,
+    virtio_net::{
+        VIRTIO_NET_F_CTRL_GUEST_OFFLOADS, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX,
+        VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ,
+        VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
+        VIRTIO_NET_S_LINK_UP,
+    },
+};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemory};
 
-/// virtio device id of a network device.
-const VIRTIO_ID_NET: u32 = 1;
-/// VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: the driver can switch guest offloads (there are none).
-pub const F_CTRL_GUEST_OFFLOADS: u64 = 1 << 2;
-/// VIRTIO_NET_F_MAC: the configuration space holds the MAC address.
-pub const F_MAC: u64 = 1 << 5;
-/// VIRTIO_NET_F_MRG_RXBUF: a received frame may span several receive buffers.
-pub const F_MRG_RXBUF: u64 = 1 << 15;
-/// VIRTIO_NET_F_STATUS: the configuration space holds the link status.
-pub const F_STATUS: u64 = 1 << 16;
-/// VIRTIO_NET_F_CTRL_VQ: the control queue.
-pub const F_CTRL_VQ: u64 = 1 << 17;
-/// VIRTIO_NET_F_CTRL_RX: receive-mode commands.
-pub const F_CTRL_RX: u64 = 1 << 18;
-/// VIRTIO_NET_F_CTRL_VLAN: VLAN filter commands.
-pub const F_CTRL_VLAN: u64 = 1 << 19;
-/// VIRTIO_NET_F_CTRL_RX_EXTRA: more receive-mode commands.
-pub const F_CTRL_RX_EXTRA: u64 = 1 << 20;
-/// VIRTIO_NET_F_GUEST_ANNOUNCE: the driver can be asked to announce itself (never done).
-pub const F_GUEST_ANNOUNCE: u64 = 1 << 21;
-/// VIRTIO_NET_F_CTRL_MAC_ADDR: the driver can set the MAC address.
-pub const F_CTRL_MAC_ADDR: u64 = 1 << 23;
+/// The driver can switch guest offloads (there are none).
+pub const F_CTRL_GUEST_OFFLOADS: u64 = feature(VIRTIO_NET_F_CTRL_GUEST_OFFLOADS);
+/// The configuration space holds the MAC address.
+pub const F_MAC: u64 = feature(VIRTIO_NET_F_MAC);
+/// A received frame may span several receive buffers.
+pub const F_MRG_RXBUF: u64 = feature(VIRTIO_NET_F_MRG_RXBUF);
+/// The configuration space holds the link status.
+pub const F_STATUS: u64 = feature(VIRTIO_NET_F_STATUS);
+/// The control queue.
+pub const F_CTRL_VQ: u64 = feature(VIRTIO_NET_F_CTRL_VQ);
+/// Receive-mode commands.
+pub const F_CTRL_RX: u64 = feature(VIRTIO_NET_F_CTRL_RX);
+/// VLAN filter commands.
+pub const F_CTRL_VLAN: u64 = feature(VIRTIO_NET_F_CTRL_VLAN);
+/// More receive-mode commands.
+pub const F_CTRL_RX_EXTRA: u64 = feature(VIRTIO_NET_F_CTRL_RX_EXTRA);
+/// The driver can be asked to announce itself (never done).
+pub const F_GUEST_ANNOUNCE: u64 = feature(VIRTIO_NET_F_GUEST_ANNOUNCE);
+/// The driver can set the MAC address.
+pub const F_CTRL_MAC_ADDR: u64 = feature(VIRTIO_NET_F_CTRL_MAC_ADDR);
 /// What the device offers.
 pub const FEATURES: u64 = TRANSPORT_FEATURES
     | F_CTRL_GUEST_OFFLOADS
@@ -81,7 +89,7 @@ pub const FEATURES: u64 = TRANSPORT_FEATURES
     | F_GUEST_ANNOUNCE
     | F_CTRL_MAC_ADDR;
 /// VIRTIO_NET_S_LINK_UP.
-pub const LINK_UP: u16 = 1;
+pub const LINK_UP: u16 = VIRTIO_NET_S_LINK_UP as u16;
 /// Size of `virtio_net_hdr` (VERSION_1 layout, num_buffers included).
 pub const HDR_LEN: usize = 12;
 /// Configuration space: mac[6], status le16.
