@@ -106,7 +106,7 @@ echo
 for suite in build $suites; do
 	case $suite in
 	e2e | e2e-kasan) pattern='^e2e: (FAILED: |--- |  )' ;;
-	series) pattern='^series: .*(fail|error)|^series:   ' ;;
+	series) pattern='^series: [a-z0-9_]+ fail|^series: error|^series:   ' ;;
 	kunit) pattern='not ok [0-9]+ [a-z]|# .*(FAIL|failed)|Expected ' ;;
 	cargo) pattern='^test .* FAILED$|panicked at|^error' ;;
 	*) pattern='^(error|warning)|FAIL' ;;
