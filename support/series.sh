@@ -98,12 +98,17 @@ check_manifest() {
 		n=$(steps | awk -v p="$(basename "$f")" '$1 == p' | wc -l)
 		[ "$n" = 1 ] || { log "patches/series names $(basename "$f") $n times"; bad=1; }
 	done
+	local added
+	added=$(steps | tr ' ' '\n' | grep -v '@' | grep -v '\.patch$' | while read -r e; do entry_files "$e"; done)
 	while read -r f; do
-		n=$(steps | tr ' ' '\n' | grep -v '@' | grep -v '\.patch$' | while read -r e; do entry_files "$e"; done | grep -cxF "$f" || true)
+		n=$(grep -cxF "$f" <<<"$added" || true)
 		[ "$n" = 1 ] || { log "patches/series adds $f $n times (want 1)"; bad=1; }
 	done < <(cd "$top" && git ls-files -- Documentation drivers include rust samples)
 	[ $bad = 0 ] || die "patches/series does not match the overlay"
 }
+
+# Standard input without its trailing blank lines.
+trim_blank_tail() { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'; }
 
 # add_entry ENTRY: copy what ENTRY adds into the work tree
 add_entry() {
@@ -113,7 +118,7 @@ add_entry() {
 		f=${e%@*}
 		mkdir -p "$WORK/$(dirname "$f")"
 		awk -v stop="config ${e#*@}" '$0 == stop { exit } { print }' "$top/$f" |
-			sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' >"$WORK/$f"
+			trim_blank_tail >"$WORK/$f"
 		;;
 	*)
 		entry_files "$e" | while read -r f; do
@@ -156,7 +161,7 @@ EOF
 
 # The commit message of a patch of patches/: its header, signed off.
 message() {
-	sed -n '/^--- a\//q; p' "$top/patches/$1" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
+	sed -n '/^--- a\//q; p' "$top/patches/$1" | trim_blank_tail
 	printf '\nSigned-off-by: %s <%s>\n' "$author_name" "$author_email"
 }
 
@@ -203,6 +208,22 @@ result() {
 kmake() {
 	make -s -C "$WORK" O="$OBJ" ARCH=x86_64 BINDGEN="$BINDGEN" -j"$JOBS" "$@"
 }
+
+# build_check NAME LOG COMMAND...: NAME passes if COMMAND succeeds and its
+# output (kept in LOG) has no warning and no error.
+build_check() {
+	local name=$1 log=$2 bad='^(warning|error)|: (warning|error):'
+	shift 2
+	if "$@" >"$log" 2>&1 && ! grep -qE "$bad" "$log"; then
+		result "$name" pass
+	else
+		{ grep -E -A6 "$bad" "$log" || tail -n 30 "$log"; } | head -n 40 | sed 's/^/series:   /'
+		result "$name" fail
+	fi
+}
+
+# One patch: configured and built.
+build_patch() { configure && kmake vmlinux modules; }
 
 # The series configuration, as far as its symbols exist in this commit.
 configure() {
@@ -265,14 +286,7 @@ check_builds() {
 		subject=$(git_w log -1 --format=%s "$c")
 		git_w checkout -q -f "$c"
 		log "building patch $i/$n: $subject"
-		if configure >"$B/series-build-$i.log" 2>&1 &&
-			kmake vmlinux modules >>"$B/series-build-$i.log" 2>&1 &&
-			! grep -E '^(warning|error)(\[|:)|: (warning|error):' "$B/series-build-$i.log"; then
-			result "$(printf 'builds_after_%04d' "$i")" pass
-		else
-			tail -n 30 "$B/series-build-$i.log" | sed 's/^/series:   /'
-			result "$(printf 'builds_after_%04d' "$i")" fail
-		fi
+		build_check "$(printf 'builds_after_%04d' "$i")" "$B/series-build-$i.log" build_patch
 	done
 	# The last step has every symbol of the series configuration.
 	local missing
@@ -285,19 +299,9 @@ check_builds() {
 	# The result with the full guest configuration: build/src is the tree the series
 	# gives (same_tree_as_overlay), and kernel.sh checks every option of the guest
 	# fragment; after "make" (the build suite of make check) this is a no-op.
-	if "$top/support/kernel.sh" build >"$B/series-build-full.log" 2>&1 &&
-		! grep -E '^(warning|error)(\[|:)|: (warning|error):' "$B/series-build-full.log"; then
-		result builds_with_the_full_guest_config pass
-	else
-		tail -n 30 "$B/series-build-full.log" | sed 's/^/series:   /'
-		result builds_with_the_full_guest_config fail
-	fi
-	if kmake rustdoc >"$B/series-rustdoc.log" 2>&1 && ! grep -qE '^(warning|error)|: (warning|error):' "$B/series-rustdoc.log"; then
-		result rustdoc_without_warnings pass
-	else
-		grep -E -A6 '^(warning|error)' "$B/series-rustdoc.log" | head -n 40 | sed 's/^/series:   /'
-		result rustdoc_without_warnings fail
-	fi
+	build_check builds_with_the_full_guest_config "$B/series-build-full.log" \
+		"$top/support/kernel.sh" build
+	build_check rustdoc_without_warnings "$B/series-rustdoc.log" kmake rustdoc
 }
 
 case "${1:-write}" in
