@@ -35,6 +35,9 @@ if [ $# -eq 0 ]; then
 	set -- $(cd "$here/guest" && ls *.sh | grep -vxE 'lib\.sh|demo\.sh|bench\.sh' | sed 's/\.sh$//')
 fi
 
+# What a clean guest kernel log never shows.
+kernel_problems='BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated|blocked for more than|soft lockup|hard LOCKUP|workqueue lockup'
+
 passed=0 failed=0
 all=() failures=()
 result() {
@@ -62,7 +65,7 @@ report_failures() {
 		seen="$seen$t "
 		echo "e2e: --- $t: last kernel lines about the failure ($logs/$t.log) ---"
 		{ tr -d '\r' <"$logs/$t.log"; } 2>/dev/null |
-			grep -E 'virtio_msg|virtio-msg|e2e-result: .* fail|BUG:|WARNING:|Oops|panic|blocked for more|lockup|kmemleak|deprecated' |
+			grep -E "virtio_msg|virtio-msg|e2e-result: .* fail|$kernel_problems" |
 			tail -n 25 | sed 's/^/e2e:   /'
 	done
 }
@@ -147,7 +150,7 @@ for t in "$@"; do
 	fi
 	if ! tr -d '\r' <"$log.results" 2>/dev/null | grep -qx 'e2e: done'; then
 		result "$t" finished fail "(the guest did not finish its test)"
-	elif grep -nE 'BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated|blocked for more than|soft lockup|hard LOCKUP|workqueue lockup' "$log"; then
+	elif grep -nE "$kernel_problems" "$log"; then
 		result "$t" kernel_log_clean fail
 	else
 		result "$t" kernel_log_clean pass
