@@ -4,11 +4,12 @@
 //! their own, parsed here and in [`crate::faults`], so that every mistake says what was
 //! expected.
 
-use crate::faults::{FaultSpec, KINDS as FAULT_KINDS};
+use crate::faults::FaultSpec;
 use crate::pci::MAX_FIFOS;
 use crate::tokens::TokenMode;
 use clap::{error::ErrorKind, CommandFactory, Parser, ValueEnum};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use virtio_msg_device::{bus::DEVICES_PER_FIFO, net::NetOptions, Mode};
 
 const ABOUT: &str = "\
@@ -103,7 +104,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LevelArg::Info)]
     log_level: LevelArg,
     /// Make the device misbehave on purpose (see --help)
-    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault,
+    #[arg(long = "fault", value_name = "SPEC", value_parser = FaultSpec::from_str,
           long_help = FAULT_HELP)]
     faults: Vec<FaultSpec>,
     /// A named pipe taking "fault SPEC" and "clear FIFO" lines
@@ -282,10 +283,6 @@ pub fn check_socket_path(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn parse_fault(s: &str) -> Result<FaultSpec, String> {
-    s.parse().map_err(|e| format!("{e} (KIND: {FAULT_KINDS})"))
 }
 
 /// Parses the arguments (without the program name). `--help` and `--version` come back as

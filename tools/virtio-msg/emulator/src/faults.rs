@@ -102,10 +102,10 @@ pub struct FaultSpec {
     pub msg_id: Option<u8>,
 }
 
-/// The syntax, for error messages and `--help`.
-pub const SYNTAX: &str = "FIFO:NUM:KIND[,after=N][,count=N][,msg=ID][,every=N][,ms=N][,n=N]";
-/// The kinds, for error messages and `--help`.
-pub const KINDS: &str = "silent, drop (every=N), twice, garbage, lying-size, corrupt-index, \
+/// The syntax, for error messages.
+const SYNTAX: &str = "FIFO:NUM:KIND[,after=N][,count=N][,msg=ID][,every=N][,ms=N][,n=N]";
+/// The kinds, for error messages.
+const KINDS: &str = "silent, drop (every=N), twice, garbage, lying-size, corrupt-index, \
     generation-churn, late (ms=N), reorder, needs-reset, flood-used (n=N), flood-config (n=N), \
     stall (ms=N), ping";
 
