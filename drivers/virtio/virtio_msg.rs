@@ -18,6 +18,7 @@ use kernel::{
     auxiliary,
     debugfs::{Dir, File},
     device::Core,
+    devres::Devres,
     prelude::*,
     str::CString,
     sync::Arc,
@@ -83,17 +84,17 @@ kernel::auxiliary_device_table!(
 
 /// The transport bound to one bus.
 #[pin_data(PinnedDrop)]
-struct BusBinding<'bound> {
+struct BusBinding {
     core: Arc<BusCore>,
     /// Disconnected after `core` shut down (see `drop`).
-    _connection: Connection<'bound>,
+    _connection: Devres<Connection>,
     _debugfs: Dir,
     #[pin]
     _stats: File<Arc<Stats>>,
 }
 
 #[pinned_drop]
-impl PinnedDrop for BusBinding<'_> {
+impl PinnedDrop for BusBinding {
     fn drop(self: Pin<&mut Self>) {
         // Unregister the virtio devices while the bus still carries their last requests.
         self.core.shutdown();
@@ -102,7 +103,7 @@ impl PinnedDrop for BusBinding<'_> {
 
 impl auxiliary::Driver for VirtioMsgDriver {
     type IdInfo = ();
-    type Data<'bound> = BusBinding<'bound>;
+    type Data<'bound> = BusBinding;
 
     const ID_TABLE: auxiliary::IdTable<Self::IdInfo> = &AUX_TABLE;
 
@@ -111,8 +112,10 @@ impl auxiliary::Driver for VirtioMsgDriver {
         _info: &'bound Self::IdInfo,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
-            let link: &'bound BusLink = adev.registration_data::<ForLt!(Arc<BusLink>)>()?.get_ref();
+            let link: &Arc<BusLink> = adev.registration_data::<ForLt!(Arc<BusLink>)>()?.get_ref();
             let dev: &kernel::device::Device = adev.as_ref();
+            // The bus's device: the parent of the virtio devices, which do DMA through it.
+            let parent = adev.parent();
             let bus = link.bus().clone();
             if bus.max_msg_size() < wire::HEADER_SIZE + 40 {
                 dev_err!(
@@ -132,14 +135,14 @@ impl auxiliary::Driver for VirtioMsgDriver {
                 BusHandle::new(bus, dev.into(), timeout, stats.clone()),
                 GFP_KERNEL,
             )?;
-            let core = Arc::pin_init(BusCore::new(handle, adev.parent().into()), GFP_KERNEL)?;
+            let core = Arc::pin_init(BusCore::new(handle), GFP_KERNEL)?;
             let debugfs = Dir::new(&CString::try_from_fmt(fmt!("virtio_msg-{}", dev.name()))?);
             // Whatever an earlier transport left in flight arrives before the barrier's answer,
             // while no receiver is connected, and is dropped. A bus without a barrier, or one
             // whose device side is silent, shows itself on the first request instead.
             let _ = link.bus().sync();
             let receiver: Arc<dyn Receiver> = core.clone();
-            let (connection, devices) = link.connect(receiver)?;
+            let (connection, devices) = link.connect(parent, receiver)?;
             Ok(try_pin_init!(BusBinding {
                 _stats <- debugfs.read_only_file(c"stats", stats),
                 core,
@@ -148,11 +151,11 @@ impl auxiliary::Driver for VirtioMsgDriver {
             })
             .pin_chain(move |binding| {
                 // Here, where `drop` (`BusCore::shutdown`) undoes it.
-                binding.core.enable_recovery()?;
+                binding.core.enable_recovery(link.clone())?;
                 // The devices the bus found before we connected; later ones arrive through
                 // `Receiver::device_added`.
                 for dev_num in devices {
-                    binding.core.add_initial(dev_num);
+                    binding.core.add_initial(parent, dev_num);
                 }
                 Ok(())
             }))

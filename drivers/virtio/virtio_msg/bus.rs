@@ -22,7 +22,9 @@
 
 use kernel::{
     alloc::KVec,
-    device, impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
+    device::{self, Bound},
+    devres::Devres,
+    impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
     prelude::*,
     revocable::Revocable,
     sync::{
@@ -31,7 +33,7 @@ use kernel::{
         Arc, Mutex, SpinLockIrqSave,
     },
     virtio::{
-        msg::{Bus, Receiver},
+        msg::{Bus, BusLink, Receiver},
         transport::{DeviceId, Registration, Unregistered},
     },
     workqueue::{self, Work, WorkItem},
@@ -235,7 +237,7 @@ struct Devices {
 /// A registered virtio device of the bus.
 struct Entry {
     dev: Arc<MsgDevice>,
-    registration: Registration<MsgTransport>,
+    registration: Devres<Registration<MsgTransport>>,
     /// Times its device number was recovered before.
     recoveries: u32,
 }
@@ -244,6 +246,8 @@ struct Entry {
 #[pin_data]
 pub(crate) struct Recovery {
     core: Arc<BusCore>,
+    /// Lends the bus's device, bound, to probe the devices again.
+    link: Arc<BusLink>,
     #[pin]
     work: Work<Recovery>,
 }
@@ -256,7 +260,8 @@ impl WorkItem for Recovery {
     type Pointer = Arc<Recovery>;
 
     fn run(this: Arc<Recovery>) {
-        this.core.recover();
+        // `None`: disconnected, the transport is unbinding.
+        let _ = this.link.with_parent(|parent| this.core.recover(parent));
     }
 }
 
@@ -271,8 +276,6 @@ impl Recovery {
 #[pin_data]
 pub(crate) struct BusCore {
     handle: Arc<BusHandle>,
-    /// Parent of the virtio devices, and the device their queues are DMA-mapped through.
-    parent: ARef<device::Device>,
     /// Held while adding or removing a device.
     #[pin]
     devices: Mutex<Devices>,
@@ -280,20 +283,21 @@ pub(crate) struct BusCore {
 }
 
 impl BusCore {
-    pub(crate) fn new(handle: Arc<BusHandle>, parent: ARef<device::Device>) -> impl PinInit<Self> {
+    pub(crate) fn new(handle: Arc<BusHandle>) -> impl PinInit<Self> {
         pin_init!(Self {
             handle,
-            parent,
             devices <- new_mutex!(Devices { registered: KVec::new(), removed_early: KVec::new() }),
             closed: Atomic::new(false),
         })
     }
 
-    /// Lets the bus's devices be recovered (see the module docs) until [`BusCore::shutdown`].
-    pub(crate) fn enable_recovery(self: &Arc<Self>) -> Result {
+    /// Lets the bus's devices be recovered (see the module docs) until [`BusCore::shutdown`];
+    /// `link` is the bus's link, which this is connected to.
+    pub(crate) fn enable_recovery(self: &Arc<Self>, link: Arc<BusLink>) -> Result {
         let recovery = Arc::pin_init(
             pin_init!(Recovery {
                 core: self.clone(),
+                link,
                 work <- new_work!("virtio_msg::Recovery::work"),
             }),
             GFP_KERNEL,
@@ -302,12 +306,13 @@ impl BusCore {
         Ok(())
     }
 
-    /// Removes every device that needs recovering and probes its device number again.
+    /// Removes every device that needs recovering and probes its device number again, as a
+    /// child of `parent`.
     ///
     /// The device is removed without the `devices` lock: a driver's removal may wait long
     /// (7.2's virtio-blk waits for its requests in flight), and the bus's other devices must
     /// still come and go meanwhile.
-    fn recover(&self) {
+    fn recover(&self, parent: &device::Device<Bound>) {
         while !self.closed.load(Relaxed) {
             let entry = {
                 let mut devices = self.devices.lock();
@@ -342,7 +347,7 @@ impl BusCore {
             // What the device still had to say for its old driver arrives before the barrier's
             // answer and is dropped: nothing of it can answer the new probe.
             let _ = self.handle.sync();
-            self.add_locked(&mut devices, dev_num, recoveries);
+            self.add_locked(parent, &mut devices, dev_num, recoveries);
         }
     }
 
@@ -357,15 +362,15 @@ impl BusCore {
         entry.map(|e| e.dev.clone())
     }
 
-    /// Probes device `dev_num` and registers it with the virtio core.
-    fn add(&self, dev_num: u16, recoveries: u32) -> Result<Entry> {
+    /// Probes device `dev_num` and registers it with the virtio core, as a child of `parent`.
+    fn add(&self, parent: &device::Device<Bound>, dev_num: u16, recoveries: u32) -> Result<Entry> {
         let dev = MsgDevice::probe(self.handle.clone(), dev_num)?;
         let info = *dev.info();
         let id = DeviceId {
             device: info.device_id,
             vendor: info.vendor_id,
         };
-        let unregistered = Unregistered::new(&self.parent, id, MsgTransport::new(dev.clone()))?;
+        let unregistered = Unregistered::new(parent, id, MsgTransport::new(dev.clone()))?;
         dev.set_handle(Some(unregistered.handle()));
         if let Err(e) = self.handle.add_route(dev_num, dev.clone()) {
             dev.set_handle(None);
@@ -416,14 +421,20 @@ impl BusCore {
 impl BusCore {
     /// Probes a device the bus listed when the transport connected, unless it was reported
     /// removed since.
-    pub(crate) fn add_initial(&self, dev_num: u16) {
+    pub(crate) fn add_initial(&self, parent: &device::Device<Bound>, dev_num: u16) {
         let mut devices = self.devices.lock();
         if !devices.removed_early.contains(&dev_num) {
-            self.add_locked(&mut devices, dev_num, 0);
+            self.add_locked(parent, &mut devices, dev_num, 0);
         }
     }
 
-    fn add_locked(&self, devices: &mut Devices, dev_num: u16, recoveries: u32) {
+    fn add_locked(
+        &self,
+        parent: &device::Device<Bound>,
+        devices: &mut Devices,
+        dev_num: u16,
+        recoveries: u32,
+    ) {
         let registered = &mut devices.registered;
         if self.closed.load(Relaxed) || registered.iter().any(|e| e.dev.dev_num() == dev_num) {
             return;
@@ -432,7 +443,7 @@ impl BusCore {
             dev_err!(self.handle.dev(), "device {dev_num}: out of memory\n");
             return;
         }
-        match self.add(dev_num, recoveries) {
+        match self.add(parent, dev_num, recoveries) {
             Ok(entry) => {
                 let info = *entry.dev.info();
                 dev_info!(
@@ -455,10 +466,10 @@ impl Receiver for BusCore {
         self.handle.deliver(msg);
     }
 
-    fn device_added(&self, dev_num: u16) {
+    fn device_added(&self, parent: &device::Device<Bound>, dev_num: u16) {
         let mut devices = self.devices.lock();
         devices.removed_early.retain(|d| *d != dev_num);
-        self.add_locked(&mut devices, dev_num, 0);
+        self.add_locked(parent, &mut devices, dev_num, 0);
     }
 
     fn device_removed(&self, dev_num: u16) {

@@ -11,7 +11,9 @@
 
 use kernel::{
     alloc::KVec,
-    bindings, device, faux,
+    bindings, device,
+    devres::Devres,
+    faux,
     ffi::c_void,
     new_mutex, new_spinlock,
     prelude::*,
@@ -23,7 +25,7 @@ use kernel::{
     time::{Delta, Instant, Monotonic},
     types::Opaque,
     virtio::{
-        msg::{Bus, Receiver},
+        msg::{Bus, BusLink, Receiver},
         status,
         transport::{DeviceId, Registration, Unregistered},
         Features,
@@ -559,7 +561,7 @@ impl Setup {
 
     /// Makes the fake an entropy device with one queue, probes it and registers it, so that the
     /// stock virtio-rng driver binds and drives it.
-    fn bind_rng(&self) -> Result<(Arc<MsgDevice>, Registration<MsgTransport>)> {
+    fn bind_rng(&self) -> Result<(Arc<MsgDevice>, Devres<Registration<MsgTransport>>)> {
         self.fake.state.lock().info.device_id = 4;
         self.fake.state.lock().info.max_virtqueues = 1;
         let dev = self.probe()?;
@@ -568,7 +570,7 @@ impl Setup {
             vendor: 0x554d_4551,
         };
         let unregistered =
-            Unregistered::new(self.faux.as_ref(), id, MsgTransport::new(dev.clone()))?;
+            Unregistered::new(self.faux.bound_device(), id, MsgTransport::new(dev.clone()))?;
         dev.set_handle(Some(unregistered.handle()));
         let registration = unregistered.register()?;
         Ok((dev, registration))
@@ -608,11 +610,13 @@ fn event_config(status: u8, offset: u32, length: u32) -> Result<([u8; MAX_MSG], 
     Ok((event, n))
 }
 
-fn first_queue(registration: &Registration<MsgTransport>) -> *mut bindings::virtqueue {
-    let vdev = registration.device().as_raw();
+fn first_queue(
+    registration: &Devres<Registration<MsgTransport>>,
+) -> Result<*mut bindings::virtqueue> {
+    let vdev = registration.try_access().ok_or(ENODEV)?.device().as_raw();
     // SAFETY: The device is registered and its driver bound with at least one queue; `list`
     // is the first field of `struct virtqueue`, so the first entry of `vqs` is a queue.
-    unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() }
+    Ok(unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() })
 }
 
 /// Buffers taken back from a reset queue: the driver (virtio-rng) owns their memory.
@@ -665,7 +669,7 @@ mod tests {
         );
 
         // Reset the driver's live queue through the virtio core, as virtio-net does to resize.
-        let vq = first_queue(&registration);
+        let vq = first_queue(&registration)?;
         let before = t.fake.log().len();
         // SAFETY: `vq` is a live queue of a bound driver; `recycle` only drops the buffers.
         let ret = unsafe { bindings::virtqueue_reset(vq, Some(recycle), None) };
@@ -825,7 +829,7 @@ mod tests {
         t.fake.state.lock().silent_status = Some(0xf);
         let (dev, registration) = t.bind_rng()?;
         assert!(dev.is_broken());
-        let vq = first_queue(&registration);
+        let vq = first_queue(&registration)?;
         // SAFETY: `vq` is a live queue of the bound driver.
         assert!(unsafe { bindings::virtqueue_is_broken(vq) });
         drop(registration);
@@ -1253,14 +1257,14 @@ mod tests {
     #[test]
     fn device_removed_before_its_initial_probe_is_not_added() -> Result {
         let t = Setup::new(1000)?;
-        let parent: &device::Device = t.faux.as_ref();
-        let core = Arc::pin_init(BusCore::new(t.handle.clone(), parent.into()), GFP_KERNEL)?;
+        let parent = t.faux.bound_device();
+        let core = Arc::pin_init(BusCore::new(t.handle.clone()), GFP_KERNEL)?;
         // Listed at connection time, then removed before the initial probe ran.
         core.device_removed(DEV);
-        core.add_initial(DEV);
+        core.add_initial(parent, DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 0);
         // Announced again later: probed and registered.
-        core.device_added(DEV);
+        core.device_added(parent, DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
         core.shutdown();
         Ok(())
@@ -1325,10 +1329,13 @@ mod tests {
     #[test]
     fn a_device_that_needs_a_reset_is_removed_and_probed_again() -> Result {
         let t = Setup::new(100)?;
-        let parent: &device::Device = t.faux.as_ref();
-        let core = Arc::pin_init(BusCore::new(t.handle.clone(), parent.into()), GFP_KERNEL)?;
-        core.enable_recovery()?;
-        core.device_added(DEV);
+        let parent = t.faux.bound_device();
+        let core = Arc::pin_init(BusCore::new(t.handle.clone()), GFP_KERNEL)?;
+        // Recovery probes again through the bus's link, connected as the transport does it.
+        let link = BusLink::new(t.fake.clone())?;
+        let (connection, _) = link.connect(parent, core.clone())?;
+        core.enable_recovery(link)?;
+        core.device_added(parent, DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
         let needs_reset = || -> Result {
             let (event, n) = event_config(status::NEEDS_RESET, 0, 0)?;
@@ -1359,6 +1366,7 @@ mod tests {
             1 + crate::bus::MAX_RECOVERIES as usize
         );
         core.shutdown();
+        drop(connection);
         Ok(())
     }
 

@@ -15,6 +15,12 @@
 //! a bus appears, [`BusLink::connect`]s a [`Receiver`] on probe, and its unbind (which the bus
 //! triggers first when it goes away) unregisters the virtio devices before the bus stops.
 //!
+//! The transport makes its virtio devices children of the bus's device, which their queues do
+//! DMA through, and [`Unregistered::new`](super::transport::Unregistered::new) wants that
+//! parent bound. The link hands it out as a [`Device<Bound>`] to the calls it makes into the
+//! receiver, and to [`BusLink::with_parent`]: the [`Connection`] is a [`Devres`] of that
+//! device, so while a receiver is connected the device is bound.
+//!
 //! Messages cross the link as encoded bytes (see `drivers/virtio/virtio_msg/wire.rs`): the bus
 //! needs no knowledge of their meaning beyond what it owns (the header's token, the bus
 //! messages it handles itself).
@@ -22,9 +28,12 @@
 use super::as_interrupt;
 use crate::{
     alloc::KVec,
+    device::{Bound, Device},
+    devres::Devres,
     new_condvar, new_mutex, new_spinlock_irqsave,
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{Atomic, Relaxed},
         Arc, CondVar, Mutex, SpinLockIrqSave,
     },
@@ -87,17 +96,20 @@ pub trait Receiver: Send + Sync {
     /// callbacks, as virtio-pci's interrupt handler does).
     fn receive(&self, msg: &[u8]);
 
-    /// Device number `dev_num` appeared on the bus. Process context; may sleep (the transport
-    /// probes the device, so the bus must not call this from the context that delivers the
-    /// device's responses).
-    fn device_added(&self, dev_num: u16);
+    /// Device number `dev_num` appeared on the bus, whose device is `parent`. Process context;
+    /// may sleep (the transport probes the device, so the bus must not call this from the
+    /// context that delivers the device's responses).
+    fn device_added(&self, parent: &Device<Bound>, dev_num: u16);
 
     /// Device number `dev_num` went away. Process context; may sleep.
     fn device_removed(&self, dev_num: u16);
 }
 
 struct LinkState {
-    /// Calls into the receiver in progress, other than [`Receiver::receive`].
+    /// The device the connection is a resource of; `Some` while a receiver is connected.
+    parent: Option<ARef<Device>>,
+    /// Calls into the receiver, other than [`Receiver::receive`], and [`BusLink::with_parent`]
+    /// calls in progress.
     in_flight: usize,
     /// Device numbers the bus has found, in the order it found them.
     devices: KVec<u16>,
@@ -134,7 +146,7 @@ impl BusLink {
                 bus,
                 receiver <- new_spinlock_irqsave!(None, "virtio::msg::BusLink::receiver"),
                 state <- new_mutex!(
-                    LinkState { in_flight: 0, devices: KVec::new() },
+                    LinkState { parent: None, in_flight: 0, devices: KVec::new() },
                     "virtio::msg::BusLink::state"
                 ),
                 idle <- new_condvar!("virtio::msg::BusLink::idle"),
@@ -148,25 +160,37 @@ impl BusLink {
         &self.bus
     }
 
-    /// Runs `f`, which may sleep, on the connected receiver, if any, without holding a lock;
-    /// returns whether there was one. [`Connection`]'s drop waits for such calls to end.
-    fn with_receiver(&self, f: impl FnOnce(&dyn Receiver)) -> bool {
-        let receiver = {
+    /// Runs `f`, which may sleep, with the connected receiver and the bound parent, if a
+    /// receiver is connected, without holding a lock. [`Connection`]'s drop waits for such calls
+    /// to end.
+    fn with_receiver<R>(&self, f: impl FnOnce(&dyn Receiver, &Device<Bound>) -> R) -> Option<R> {
+        let (receiver, parent) = {
             let mut state = self.state.lock();
-            let Some(receiver) = self.receiver.lock().clone() else {
-                return false;
-            };
+            let receiver = self.receiver.lock().clone()?;
+            let parent = state.parent.clone()?;
             state.in_flight += 1;
-            receiver
+            (receiver, parent)
         };
-        f(&*receiver);
+        // SAFETY: `parent` is the device that the connection is a resource of (see
+        // `BusLink::connect`), and a receiver is connected: the connection was not dropped when
+        // `in_flight` was raised, and its drop (which runs before the device's unbinding ends)
+        // waits for `in_flight` to drop back. So the device stays bound until `f` returns.
+        let result = f(&*receiver, unsafe { parent.as_bound() });
         drop(receiver);
         let mut state = self.state.lock();
         state.in_flight -= 1;
         if state.in_flight == 0 {
             self.idle.notify_all();
         }
-        true
+        Some(result)
+    }
+
+    /// Transport side: runs `f`, which may sleep, with the bus's device, bound, if a receiver is
+    /// connected; returns `None` otherwise. For the transport's own work, outside the calls the
+    /// link makes into the receiver (for example, probing a device again after a failure);
+    /// [`Connection`]'s drop waits for it to end.
+    pub fn with_parent<R>(&self, f: impl FnOnce(&Device<Bound>) -> R) -> Option<R> {
+        self.with_receiver(|_, parent| f(parent))
     }
 
     /// Bus side: delivers a message from the device side. Returns `false` if no transport is
@@ -193,7 +217,7 @@ impl BusLink {
             }
             state.devices.push(dev_num, GFP_KERNEL)?;
         }
-        self.with_receiver(|r| r.device_added(dev_num));
+        self.with_receiver(|r, parent| r.device_added(parent, dev_num));
         Ok(())
     }
 
@@ -206,32 +230,50 @@ impl BusLink {
             };
             let _ = state.devices.remove(pos);
         }
-        self.with_receiver(|r| r.device_removed(dev_num));
+        self.with_receiver(|r, _| r.device_removed(dev_num));
     }
 
     /// Transport side: connects `receiver`, which gets every message and device event from now
-    /// on. Returns the connection (disconnected when dropped) and the devices already found.
+    /// on. Returns the connection and the devices already found.
+    ///
+    /// `parent` is the bus's device, the parent of the auxiliary device the transport is bound
+    /// to (the parent of the virtio devices it registers). The connection is a resource of it:
+    /// dropping the connection disconnects the receiver, and so does `parent`'s unbinding if it
+    /// comes first.
     ///
     /// Fails with [`EBUSY`] if a receiver is already connected.
-    pub fn connect(&self, receiver: Arc<dyn Receiver>) -> Result<(Connection<'_>, KVec<u16>)> {
-        let state = self.state.lock();
-        if self.receiver.lock().is_some() {
-            return Err(EBUSY);
-        }
-        let mut devices = KVec::with_capacity(state.devices.len(), GFP_KERNEL)?;
-        devices.extend_from_slice(&state.devices, GFP_KERNEL)?;
+    pub fn connect(
+        self: &Arc<Self>,
+        parent: &Device<Bound>,
+        receiver: Arc<dyn Receiver>,
+    ) -> Result<(Devres<Connection>, KVec<u16>)> {
+        let devices = {
+            let mut state = self.state.lock();
+            if state.parent.is_some() {
+                return Err(EBUSY);
+            }
+            let mut devices = KVec::with_capacity(state.devices.len(), GFP_KERNEL)?;
+            devices.extend_from_slice(&state.devices, GFP_KERNEL)?;
+            state.parent = Some(parent.into());
+            devices
+        };
+        // Before the receiver is connected. On failure the connection is dropped, which
+        // resets `parent`.
+        let connection = Devres::new(parent, Connection { link: self.clone() })?;
         *self.receiver.lock() = Some(receiver);
-        Ok((Connection { link: self }, devices))
+        Ok((connection, devices))
     }
 }
 
 /// A connected [`Receiver`]; dropping it disconnects the receiver and waits until no call into
 /// it is in progress, so that the receiver (and the module that implements it) can go away.
-pub struct Connection<'a> {
-    link: &'a BusLink,
+///
+/// Only handed out inside a [`Devres`] of the bus's device (see [`BusLink::connect`]).
+pub struct Connection {
+    link: Arc<BusLink>,
 }
 
-impl Drop for Connection<'_> {
+impl Drop for Connection {
     fn drop(&mut self) {
         let mut state = self.link.state.lock();
         // Dropped outside the spinlock: it may be the last reference.
@@ -240,5 +282,6 @@ impl Drop for Connection<'_> {
         while state.in_flight > 0 {
             self.link.idle.wait(&mut state);
         }
+        state.parent = None;
     }
 }

@@ -8,6 +8,12 @@
 //! virtio driver (virtio-net, virtio-blk, ...). Dropping the [`Registration`] unregisters the
 //! device; the memory is freed when the last reference goes away.
 //!
+//! The virtqueues are allocated and DMA-mapped through the device's parent, so a virtio device
+//! must not outlive the binding of its parent. The type system says so: [`Unregistered::new`]
+//! takes the parent as a [`device::Device<Bound>`], and [`Unregistered::register`] returns the
+//! [`Registration`] inside a [`Devres`] of the parent, which unregisters the device when the
+//! parent unbinds if its owner has not dropped it by then.
+//!
 //! Virtqueues are created and destroyed here, not by the transport: for each queue the driver
 //! asks for, the transport only answers [`Transport::queue_max_size`] and is told the ring's
 //! addresses by [`Transport::queue_enable`]. The transport delivers "used buffers" interrupts
@@ -33,6 +39,7 @@
 //! # Examples
 //!
 //! ```ignore
+//! // `parent: &Device<Bound>`, the device the transport's driver is bound to (or its parent).
 //! let dev = Unregistered::new(parent, DeviceId { device: 4, vendor: 0 }, MyTransport::new())?;
 //! my_router.insert(dev.handle())?;  // deliver interrupts from now on
 //! let registration = dev.register()?;
@@ -43,13 +50,15 @@
 use super::{as_interrupt, feature, Device, Features};
 use crate::{
     alloc::KVec,
-    bindings, device,
+    bindings,
+    device::{self, Bound},
+    devres::Devres,
     error::{from_result, VTABLE_DEFAULT_ERROR},
     ffi::{c_char, c_int, c_uint, c_void},
     new_spinlock_irqsave,
     page::PAGE_SIZE,
     prelude::*,
-    sync::{aref::ARef, Arc, SpinLockIrqSave},
+    sync::{Arc, SpinLockIrqSave},
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -350,21 +359,19 @@ impl<T: Transport> Handle<T> {
     }
 }
 
-/// A device that is allocated but not registered yet.
-pub struct Unregistered<T: Transport> {
+/// A device that is allocated but not registered yet, as a child of a parent bound for `'a`.
+pub struct Unregistered<'a, T: Transport> {
     inner: Arc<Inner<T>>,
     /// The reference that the `struct device` owns once registration starts.
     device_ref: Arc<Inner<T>>,
-    /// Keeps `vdev.dev.parent` valid until `device_add()` takes its own reference.
-    _parent: ARef<device::Device>,
+    /// `vdev.dev.parent`, bound (and so alive) for as long as `self` exists.
+    parent: &'a device::Device<Bound>,
 }
 
-impl<T: Transport> Unregistered<T> {
-    /// Allocates a device with `transport` behind it, as a child of `parent`.
-    ///
-    /// The virtqueues are allocated and DMA-mapped through `parent`, so the device must be
-    /// unregistered (its [`Registration`] dropped) before `parent`'s driver unbinds.
-    pub fn new(parent: &device::Device, id: DeviceId, transport: T) -> Result<Self> {
+impl<'a, T: Transport> Unregistered<'a, T> {
+    /// Allocates a device with `transport` behind it, as a child of `parent`, through which
+    /// the virtqueues are allocated and DMA-mapped.
+    pub fn new(parent: &'a device::Device<Bound>, id: DeviceId, transport: T) -> Result<Self> {
         let inner = Arc::pin_init(
             try_pin_init!(Inner::<T> {
                 vdev <- Opaque::ffi_init(|vdev: *mut bindings::virtio_device| {
@@ -391,7 +398,7 @@ impl<T: Transport> Unregistered<T> {
         Ok(Self {
             device_ref: inner.clone(),
             inner,
-            _parent: parent.into(),
+            parent,
         })
     }
 
@@ -402,9 +409,14 @@ impl<T: Transport> Unregistered<T> {
 
     /// Registers the device with the virtio core, which resets it, acknowledges it and binds
     /// a driver if one matches, before returning.
-    pub fn register(self) -> Result<Registration<T>> {
+    ///
+    /// The registration is a resource of the parent: dropping it unregisters the device, and so
+    /// does the parent's unbinding if it comes first.
+    pub fn register(self) -> Result<Devres<Registration<T>>> {
         let Self {
-            inner, device_ref, ..
+            inner,
+            device_ref,
+            parent,
         } = self;
         let vdev = inner.vdev();
         // From here on, the `struct device` owns `device_ref`: its release callback drops it.
@@ -433,14 +445,14 @@ impl<T: Transport> Unregistered<T> {
         if config_changed {
             Handle(inner.clone()).config_changed();
         }
-        Ok(Registration { inner })
+        // On failure the registration is dropped here, which unregisters the device.
+        Devres::new(parent, Registration { inner })
     }
 }
 
 /// A device registered with the virtio core; dropping it unregisters the device.
 ///
-/// The virtqueues do DMA through the parent: drop the registration before the parent's driver
-/// unbinds.
+/// Only handed out inside a [`Devres`] of the parent (see [`Unregistered::register`]).
 pub struct Registration<T: Transport> {
     inner: Arc<Inner<T>>,
 }
