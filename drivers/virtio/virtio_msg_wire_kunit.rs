@@ -42,8 +42,10 @@ mod tests {
         max_config_chunk, max_feature_blocks, AvailNext, Frame, Message, HEADER_SIZE,
     };
     use super::wire_vectors::{
-        check_exact, check_lenient, check_malformed, check_unencodable, Vector, BUS, LENIENT,
-        MALFORMED, TRANSPORT_EVENTS, TRANSPORT_REQUESTS, TRANSPORT_RESPONSES, UNENCODABLE,
+        check_device_model_malformed, check_device_model_reply, check_exact, check_lenient,
+        check_malformed, check_unencodable, Vector, BUS, DEVICE_MODEL_MALFORMED,
+        DEVICE_MODEL_REPLIES, LENIENT, MALFORMED, TRANSPORT_EVENTS, TRANSPORT_REQUESTS,
+        TRANSPORT_RESPONSES, UNENCODABLE,
     };
     use kernel::prelude::*;
 
@@ -92,6 +94,17 @@ mod tests {
     #[test]
     fn reserved_bits_and_padding_ignored() {
         assert_eq!(failures(LENIENT, |v| v.name, check_lenient), 0);
+    }
+
+    #[test]
+    fn device_model_replies_read_leniently() {
+        let read = failures(DEVICE_MODEL_REPLIES, |v| v.name, check_device_model_reply);
+        let rejected = failures(
+            DEVICE_MODEL_MALFORMED,
+            |v| v.name,
+            check_device_model_malformed,
+        );
+        assert_eq!(read + rejected, 0);
     }
 
     #[test]

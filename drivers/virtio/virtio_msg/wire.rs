@@ -127,15 +127,8 @@ impl Header {
     /// `buf` may be longer than the message (a fixed-size slot, say); it
     /// must not be shorter. Type bits 2-7 are ignored.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        if buf.len() < HEADER_SIZE {
-            return Err(DecodeError::ShortHeader { len: buf.len() });
-        }
-        let mut r = Reader::new(buf);
-        let ty = r.u8()?;
-        let msg_id = r.u8()?;
-        let dev_num = r.u16()?;
-        let token = r.u16()?;
-        let msg_size = r.u16()?;
+        let header = Self::read(buf)?;
+        let msg_size = header.msg_size;
         if usize::from(msg_size) < HEADER_SIZE {
             return Err(DecodeError::MsgSizeBelowHeader { msg_size });
         }
@@ -145,6 +138,20 @@ impl Header {
                 len: buf.len(),
             });
         }
+        Ok(header)
+    }
+
+    /// Reads the header's fields, without checking `msg_size`.
+    fn read(buf: &[u8]) -> Result<Self, DecodeError> {
+        if buf.len() < HEADER_SIZE {
+            return Err(DecodeError::ShortHeader { len: buf.len() });
+        }
+        let mut r = Reader::new(buf);
+        let ty = r.u8()?;
+        let msg_id = r.u8()?;
+        let dev_num = r.u16()?;
+        let token = r.u16()?;
+        let msg_size = r.u16()?;
         Ok(Header {
             class: if ty & TYPE_BUS != 0 {
                 Class::Bus
@@ -804,6 +811,40 @@ impl<'a> Frame<'a> {
             msg,
         };
         Ok((header, frame))
+    }
+
+    /// Decodes a bus response the way a driver must read those of QEMU's
+    /// device model: as [`Frame::decode`] does, except a GET_DEVICES
+    /// response, whose size fields v1 of the model gets wrong.
+    ///
+    /// A GET_DEVICES response is read from all of `buf` (what was received,
+    /// a slot, say), whatever its `msg_size` says, and its device number is
+    /// not looked at; its fixed fields must be there, and its bitmap is the
+    /// first `ceil(count / 8)` bytes after them, or as many as `buf` holds.
+    /// So the bitmap may be shorter than `count` needs: bits it does not
+    /// hold were not received, and mean nothing.
+    pub fn decode_lenient(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        let header = Header::read(buf)?;
+        let id = header.msg_id;
+        if (header.class, header.kind, id) != (Class::Bus, Kind::Response, bus_id::GET_DEVICES) {
+            return Self::decode(buf);
+        }
+        let payload = buf.get(HEADER_SIZE..).unwrap_or_default();
+        let mut r = at_least(id, payload, size::DEVICES_FIXED)?;
+        let offset = r.u16()?;
+        let count = r.u16()?;
+        let next_offset = r.u16()?;
+        let rest = r.rest();
+        Ok(Frame {
+            dev_num: 0,
+            token: header.token,
+            msg: Message::Devices {
+                offset,
+                count,
+                next_offset,
+                bitmap: rest.get(..bitmap_len(count)).unwrap_or(rest),
+            },
+        })
     }
 
     /// Number of bytes [`Frame::encode`] writes.

@@ -1031,6 +1031,120 @@ pub static UNENCODABLE: &[Unencodable] = &[
     },
 ];
 
+/// Bus responses as QEMU's device model sends them, which
+/// [`Frame::decode_lenient`] must read (v1 of the model misreports the
+/// size fields of GET_DEVICES responses); [`Frame::decode`] rejects the
+/// first four.
+pub static DEVICE_MODEL_REPLIES: &[Lenient] = &[
+    Vector {
+        name: "GET_DEVICES, v1: msg_size 8, bitmap in the slot",
+        bytes: &[
+            0x03, 0x02, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, //
+            0x00, 0x00, 0x40, 0x00, 0x00, 0x00, // offset 0, count 64, next 0
+            0x02, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0xee,
+        ],
+        frame: frame(
+            0,
+            0,
+            Message::Devices {
+                offset: 0,
+                count: 64,
+                next_offset: 0,
+                bitmap: &[0x02, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00],
+            },
+        ),
+    },
+    Vector {
+        name: "GET_DEVICES: msg_size beyond what was received",
+        bytes: &[
+            0x03, 0x02, 0x00, 0x00, 0x07, 0x00, 0xff, 0xff, //
+            0x08, 0x00, 0x10, 0x00, 0x18, 0x00, // offset 8, count 16, next 24
+            0xaa, 0x55, 0x77,
+        ],
+        frame: frame(
+            0,
+            7,
+            Message::Devices {
+                offset: 8,
+                count: 16,
+                next_offset: 24,
+                bitmap: &[0xaa, 0x55],
+            },
+        ),
+    },
+    Vector {
+        name: "GET_DEVICES: bitmap shorter than count needs",
+        bytes: &[
+            0x03, 0x02, 0x00, 0x00, 0x00, 0x00, 0x12, 0x00, //
+            0x00, 0x00, 0x20, 0x00, 0x20, 0x00, // offset 0, count 32, next 32
+            0x01, 0x02,
+        ],
+        frame: frame(
+            0,
+            0,
+            Message::Devices {
+                offset: 0,
+                count: 32,
+                next_offset: 32,
+                bitmap: &[0x01, 0x02],
+            },
+        ),
+    },
+    Vector {
+        name: "GET_DEVICES: device number not looked at",
+        bytes: &[
+            0x03, 0x02, 0x05, 0x00, 0x09, 0x00, 0x0f, 0x00, //
+            0x00, 0x00, 0x08, 0x00, 0x08, 0x00, 0x21,
+        ],
+        frame: frame(
+            0,
+            9,
+            Message::Devices {
+                offset: 0,
+                count: 8,
+                next_offset: 8,
+                bitmap: &[0x21],
+            },
+        ),
+    },
+    Vector {
+        name: "PING response, decoded exactly",
+        bytes: &[
+            0x03, 0x03, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, //
+            0x44, 0x33, 0x22, 0x11, 0x00, 0x00,
+        ],
+        frame: frame(0, 0, Message::Pong { data: 0x1122_3344 }),
+    },
+];
+
+/// Bus responses that [`Frame::decode_lenient`] must reject all the same.
+pub static DEVICE_MODEL_MALFORMED: &[Malformed] = &[
+    Malformed {
+        name: "GET_DEVICES without its fixed fields",
+        bytes: &[
+            0x03, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0e, 0x00, //
+            0x00, 0x00, 0x20, 0x00,
+        ],
+        error: DecodeError::ShortPayload {
+            msg_id: 0x02,
+            needed: 6,
+            len: 4,
+        },
+    },
+    Malformed {
+        name: "PING response with a wrong msg_size",
+        bytes: &[
+            0x03, 0x03, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, //
+            0x44, 0x33, 0x22, 0x11,
+        ],
+        error: DecodeError::PayloadSize {
+            msg_id: 0x03,
+            expected: 4,
+            len: 0,
+        },
+    },
+];
+
 /// Checks one [`Vector`] both ways; on failure returns what went wrong.
 pub fn check_exact(v: &Vector) -> Result<(), &'static str> {
     match Frame::decode(v.bytes) {
@@ -1052,6 +1166,26 @@ pub fn check_lenient(v: &Lenient) -> Result<(), &'static str> {
         Ok(f) if f == v.frame => Ok(()),
         Ok(_) => Err("decoded to a different message"),
         Err(_) => Err("failed to decode"),
+    }
+}
+
+/// Checks one [`DEVICE_MODEL_REPLIES`] vector: the lenient decoder reads
+/// it as its message.
+pub fn check_device_model_reply(v: &Lenient) -> Result<(), &'static str> {
+    match Frame::decode_lenient(v.bytes) {
+        Ok(f) if f == v.frame => Ok(()),
+        Ok(_) => Err("decoded to a different message"),
+        Err(_) => Err("failed to decode"),
+    }
+}
+
+/// Checks one [`DEVICE_MODEL_MALFORMED`] vector: the lenient decoder
+/// rejects it with its error.
+pub fn check_device_model_malformed(v: &Malformed) -> Result<(), &'static str> {
+    match Frame::decode_lenient(v.bytes) {
+        Err(e) if e == v.error => Ok(()),
+        Err(_) => Err("rejected with a different error"),
+        Ok(_) => Err("accepted"),
     }
 }
 

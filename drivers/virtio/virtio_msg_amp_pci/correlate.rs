@@ -15,12 +15,45 @@
 //!   it has been seen (and dropped).
 //!
 //! This file is the bookkeeping only, with no locking and no I/O, so KUnit can drive it; the
-//! FIFO (`fifo.rs`) holds it under a spinlock, sends, waits and runs the barrier.
+//! FIFO (`fifo.rs`) decodes what it receives once, holds this under a spinlock, sends, waits
+//! and runs the barrier.
 
 use crate::{
-    layout::MAX_MSG_SIZE,
-    wire::{bus_id, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE},
+    enumerate::DevicesReply,
+    wire::{Frame, Message},
 };
+
+/// A bus reply from the device, decoded and copied out of its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BusReply {
+    /// A GET_DEVICES reply.
+    Devices(DevicesReply),
+    /// A PING reply, with the data it echoes.
+    Pong(u32),
+}
+
+impl BusReply {
+    /// The bus reply `frame` carries, if it is one. `frame` comes from
+    /// [`Frame::decode_lenient`], which is how the device model's GET_DEVICES replies must be
+    /// read (see `enumerate.rs`).
+    pub(crate) fn from_frame(frame: &Frame<'_>) -> Option<Self> {
+        match frame.msg {
+            Message::Devices {
+                offset,
+                count,
+                next_offset,
+                bitmap,
+            } => Some(Self::Devices(DevicesReply::new(
+                offset,
+                count,
+                next_offset,
+                bitmap,
+            ))),
+            Message::Pong { data } => Some(Self::Pong(data)),
+            _ => None,
+        }
+    }
+}
 
 /// A bus request waiting for its reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,21 +64,19 @@ pub(crate) enum Awaited {
     Pong(u32),
 }
 
-/// What a received bus message turned out to be.
+/// What a received bus reply turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Offered {
     /// The awaited reply: the waiter can take it.
     Matched,
     /// A reply to a request that is no longer waited for (timed out, or answered twice).
     Late,
-    /// Not a reply to anything the FIFO sends.
-    Unexpected,
 }
 
 /// The bus request in flight on one FIFO and its reply.
 pub(crate) struct BusReplies {
     awaiting: Option<Awaited>,
-    reply: Option<[u8; MAX_MSG_SIZE]>,
+    reply: Option<BusReply>,
     /// No GET_DEVICES reply from before the latest request can still arrive.
     in_step: bool,
 }
@@ -78,7 +109,7 @@ impl BusReplies {
 
     /// The wait is over: the reply, or `None` if it did not come (then a GET_DEVICES reply
     /// may still be on its way and the FIFO is out of step).
-    pub(crate) fn finish(&mut self) -> Option<[u8; MAX_MSG_SIZE]> {
+    pub(crate) fn finish(&mut self) -> Option<BusReply> {
         let awaited = self.awaiting.take();
         let reply = self.reply.take();
         if reply.is_none() && awaited == Some(Awaited::Devices) {
@@ -87,38 +118,29 @@ impl BusReplies {
         reply
     }
 
-    /// A bus message from the device, copied out of its slot. Keeps it if it is the awaited
-    /// reply.
-    pub(crate) fn offer(&mut self, msg: &[u8; MAX_MSG_SIZE]) -> Offered {
-        let is_reply = msg[0] & (TYPE_BUS | TYPE_RESPONSE) == TYPE_BUS | TYPE_RESPONSE;
-        let matched = is_reply
-            && match (msg[1], self.awaiting) {
-                (bus_id::GET_DEVICES, Some(Awaited::Devices)) => true,
-                (bus_id::PING, Some(Awaited::Pong(data))) => {
-                    msg.get(HEADER_SIZE..HEADER_SIZE + 4) == Some(&data.to_le_bytes()[..])
-                }
-                _ => false,
-            };
+    /// A bus reply from the device. Keeps it if it is the awaited one.
+    pub(crate) fn offer(&mut self, reply: BusReply) -> Offered {
+        let matched = match (reply, self.awaiting) {
+            (BusReply::Devices(_), Some(Awaited::Devices)) => true,
+            (BusReply::Pong(echoed), Some(Awaited::Pong(data))) => echoed == data,
+            _ => false,
+        };
         if matched {
-            if self.awaiting != Some(Awaited::Devices) {
+            if let BusReply::Pong(_) = reply {
                 // A barrier's answer: everything sent before it has been seen. In step from
                 // here, before any later message can be offered.
                 self.in_step = true;
             }
             self.awaiting = None;
-            self.reply = Some(*msg);
+            self.reply = Some(reply);
             return Offered::Matched;
         }
-        match (is_reply, msg[1]) {
-            // The answer to a PING that timed out: it names its request, it does no harm.
-            (true, bus_id::PING) => Offered::Late,
+        if let BusReply::Devices(_) = reply {
             // Late or a second copy: more may follow, so the next GET_DEVICES waits for a
             // barrier.
-            (true, bus_id::GET_DEVICES) => {
-                self.in_step = false;
-                Offered::Late
-            }
-            _ => Offered::Unexpected,
+            self.in_step = false;
         }
+        // The answer to a PING that timed out names its request: it does no harm.
+        Offered::Late
     }
 }

@@ -11,14 +11,15 @@
 //! - v1 ignores the offset, reports at least 32 slots from 0, sets `next_offset` to 0 and may
 //!   misreport `msg_size`.
 //!
-//! So a reply is parsed leniently and bounded by what was really received, not by its own
-//! size fields: the bitmap is `ceil(count / 8)` bytes but never more than the received bytes
-//! hold, `msg_size` is not trusted, and the window the reply claims is what its bits mean.
-//! The walk stops when the device says so, when a reply makes no progress, after
-//! [`MAX_WINDOWS`] windows, or at [`MAX_DEVICE_NUMBER`]: a hostile device cannot keep the
-//! driver enumerating, nor make it register thousands of devices.
+//! So a reply is decoded leniently (`Frame::decode_lenient()` of the codec) and bounded by
+//! what was really received, not by its own size fields: the bitmap is `ceil(count / 8)`
+//! bytes but never more than the received bytes hold, `msg_size` is not trusted, and the
+//! window the reply claims is what its bits mean. The walk stops when the device says so,
+//! when a reply makes no progress, after [`MAX_WINDOWS`] windows, or at
+//! [`MAX_DEVICE_NUMBER`]: a hostile device cannot keep the driver enumerating, nor make it
+//! register thousands of devices.
 
-use crate::wire::{bus_id, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE};
+use crate::{layout::MAX_MSG_SIZE, wire::HEADER_SIZE};
 
 /// Device numbers asked for per GET_DEVICES request (the device model has 32 per FIFO).
 pub(crate) const WINDOW: u16 = 32;
@@ -27,14 +28,12 @@ pub(crate) const MAX_DEVICE_NUMBER: u16 = 256;
 /// Most GET_DEVICES requests per enumeration.
 pub(crate) const MAX_WINDOWS: u32 = 16;
 
-/// Type byte of a bus response.
-const BUS_RESPONSE: u8 = TYPE_BUS | TYPE_RESPONSE;
 /// Bytes of the GET_DEVICES response payload before the bitmap.
 const FIXED_PAYLOAD: usize = 6;
-/// Bitmap bytes that fit the largest slot.
-const MAX_BITMAP: usize = 64 - HEADER_SIZE - FIXED_PAYLOAD;
+/// Bitmap bytes that fit a slot.
+const MAX_BITMAP: usize = MAX_MSG_SIZE - HEADER_SIZE - FIXED_PAYLOAD;
 
-/// A GET_DEVICES reply, copied out of what was received.
+/// A GET_DEVICES reply, copied out of the decoded message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DevicesReply {
     /// First device number of the window the bitmap describes.
@@ -48,53 +47,20 @@ pub(crate) struct DevicesReply {
     bitmap_len: usize,
 }
 
-/// Why a received message is no GET_DEVICES reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ReplyError {
-    /// Fewer bytes than a header and the fixed payload.
-    Short,
-    /// Not a bus response to GET_DEVICES.
-    NotDevices,
-}
-
-fn le16(bytes: &[u8], at: usize) -> u16 {
-    match bytes.get(at..at + 2) {
-        Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
-        _ => 0,
-    }
-}
-
 impl DevicesReply {
-    /// Parses a reply from `received`, the bytes copied out of the queue (a slot's worth; the
-    /// header's `msg_size` is not trusted, see the module documentation).
-    pub(crate) fn parse(received: &[u8]) -> Result<Self, ReplyError> {
-        let fixed = HEADER_SIZE + FIXED_PAYLOAD;
-        if received.len() < fixed {
-            return Err(ReplyError::Short);
-        }
-        let (&[ty, msg_id], payload) = (
-            received.first_chunk::<2>().ok_or(ReplyError::Short)?,
-            received.get(fixed..).unwrap_or_default(),
-        );
-        if ty & BUS_RESPONSE != BUS_RESPONSE || msg_id != bus_id::GET_DEVICES {
-            return Err(ReplyError::NotDevices);
-        }
-        let count = le16(received, HEADER_SIZE + 2);
-        let mut bitmap = [0u8; MAX_BITMAP];
-        let claimed = usize::from(count).div_ceil(8);
-        // Bitmap bytes that were claimed, received and fit: the shortest of the three.
-        let mut bitmap_len = 0;
-        for (dst, &src) in bitmap.iter_mut().zip(payload).take(claimed) {
-            *dst = src;
-            bitmap_len += 1;
-        }
-        Ok(Self {
-            offset: le16(received, HEADER_SIZE),
+    /// The reply with these fields and (what was received of) `bitmap`, of which the bytes
+    /// beyond a slot's worth are left out.
+    pub(crate) fn new(offset: u16, count: u16, next_offset: u16, bitmap: &[u8]) -> Self {
+        let mut copy = [0u8; MAX_BITMAP];
+        let bitmap_len = bitmap.len().min(MAX_BITMAP);
+        copy[..bitmap_len].copy_from_slice(&bitmap[..bitmap_len]);
+        Self {
+            offset,
             count,
-            next_offset: le16(received, HEADER_SIZE + 4),
-            bitmap,
+            next_offset,
+            bitmap: copy,
             bitmap_len,
-        })
+        }
     }
 
     /// The device numbers present, in increasing order: bits within `count` and within the

@@ -47,7 +47,7 @@ use kernel::{
 };
 
 use crate::{
-    correlate::{Awaited, BusReplies, Offered},
+    correlate::{Awaited, BusReplies, BusReply, Offered},
     enumerate::{DeviceSet, DevicesReply, Enumeration},
     layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE, MAX_MSG_SIZE},
     regs,
@@ -398,25 +398,28 @@ impl Fifo {
         }
     }
 
-    /// A bus message from the device: a PING is answered, otherwise only replies to our own
-    /// request are expected.
+    /// A bus message from the device, decoded once: a PING is answered, otherwise only replies
+    /// to our own request are expected.
     fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE]) {
+        let frame = Frame::decode_lenient(msg);
         if let Ok(Frame {
             token,
             msg: Message::Ping { data },
             ..
-        }) = Frame::decode(msg)
+        }) = frame
         {
             self.pong(token, data);
             return;
         }
+        let Some(reply) = frame.as_ref().ok().and_then(BusReply::from_frame) else {
+            return inc(&self.stats.unexpected_bus);
+        };
         let mut replies = self.bus_replies.lock();
-        match replies.offer(msg) {
+        match replies.offer(reply) {
             // Under the lock: a later request re-arms the completion under it too, so this
             // cannot wake the wrong one.
             Offered::Matched => self.bus_done.complete(),
             Offered::Late => inc(&self.stats.late_bus),
-            Offered::Unexpected => inc(&self.stats.unexpected_bus),
         }
     }
 
@@ -447,7 +450,7 @@ impl Fifo {
         msg: Message<'_>,
         awaited: Awaited,
         timeout_ms: u32,
-    ) -> Result<[u8; MAX_MSG_SIZE]> {
+    ) -> Result<BusReply> {
         // Our own sequence, for whoever reads the queues; nothing depends on it coming back.
         let token = (self.next_token.fetch_add(1, Relaxed) % u32::from(u16::MAX)) as u16 + 1;
         let mut buf = [0u8; MAX_MSG_SIZE];
@@ -505,17 +508,22 @@ impl Fifo {
 
     /// Sends GET_DEVICES for the window (`offset`, `count`) and returns its reply, after a
     /// barrier if a GET_DEVICES reply may still be on its way.
-    fn get_devices(&self, offset: u16, count: u16) -> Result<[u8; MAX_MSG_SIZE]> {
+    fn get_devices(&self, offset: u16, count: u16) -> Result<DevicesReply> {
         let _serial = self.bus_serial.lock();
         if self.bus_replies.lock().needs_barrier() {
             // Without one (v1 of the device model), nothing can put the FIFO back in step.
             self.barrier()?;
         }
-        self.bus_exchange(
+        let reply = self.bus_exchange(
             Message::GetDevices { offset, count },
             Awaited::Devices,
             self.bus_timeout_ms,
-        )
+        )?;
+        match reply {
+            BusReply::Devices(devices) => Ok(devices),
+            // Not matched to GET_DEVICES (see `correlate.rs`).
+            BusReply::Pong(_) => Err(EINVAL),
+        }
     }
 
     /// Checks the device answers PING, which is also the FIFO's first barrier. v1 of the
@@ -535,10 +543,7 @@ impl Fifo {
     pub(crate) fn enumerate(&self) -> Enumeration {
         let mut walk = Enumeration::new();
         while let Some((offset, count)) = walk.request() {
-            let reply = self
-                .get_devices(offset, count)
-                .and_then(|raw| DevicesReply::parse(&raw).map_err(|_| EINVAL));
-            match reply {
+            match self.get_devices(offset, count) {
                 Ok(reply) => walk.reply(&reply),
                 Err(e) => {
                     dev_warn!(

@@ -11,11 +11,11 @@
 use kernel::prelude::*;
 
 use crate::{
-    correlate::{Awaited, BusReplies, Offered},
-    enumerate::{DevicesReply, Enumeration, ReplyError, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
+    correlate::{Awaited, BusReplies, BusReply, Offered},
+    enumerate::{DevicesReply, Enumeration, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
     layout::{fifos_in_bar, LayoutError, FIFO_WINDOW, MAX_MSG_SIZE},
     recording::{records, Record},
-    wire::{Frame, Message},
+    wire::{DecodeError, Frame, Message},
 };
 
 /// The device model's answers to GET_DEVICES windows and PING on two FIFOs.
@@ -54,7 +54,7 @@ fn recorded_devices_reply(
             }
             Record::Reply { fifo: f, msg } if f == fifo => {
                 let Some(c) = asked.take() else { continue };
-                let reply = DevicesReply::parse(msg.as_slice()).map_err(|_| EINVAL)?;
+                let reply = parse(msg.as_slice())?;
                 if c == count || (found.is_none() && reply.count == clipped) {
                     let mut slot = [0u8; MAX_MSG_SIZE];
                     slot.get_mut(..msg.as_slice().len())
@@ -74,7 +74,7 @@ fn recorded_devices_reply(
 }
 
 /// Enumerates FIFO `fifo` of `recording` as the FIFO does: each request armed, each recorded
-/// reply offered to the reply matching, the matched one parsed. Returns the device numbers
+/// reply decoded and offered to the reply matching, the matched one taken. Returns the device numbers
 /// found and how the walk went.
 fn replay_enumeration(recording: &str, fifo: u8) -> Result<(KVec<u16>, u32)> {
     let mut walk = Enumeration::new();
@@ -86,11 +86,11 @@ fn replay_enumeration(recording: &str, fifo: u8) -> Result<(KVec<u16>, u32)> {
         if let Some(slot) = recorded_devices_reply(recording, fifo, offset, count)? {
             // Recorded with token 0, never the request's: matched all the same.
             assert_eq!(&slot[4..6], &[0, 0]);
-            assert_eq!(replies.offer(&slot), Offered::Matched);
+            assert_eq!(replies.offer(bus_reply(&slot)?), Offered::Matched);
         }
         match replies.finish() {
-            Some(slot) => walk.reply(&parse(&slot)?),
-            None => walk.abort(),
+            Some(BusReply::Devices(reply)) => walk.reply(&reply),
+            _ => walk.abort(),
         }
         windows += 1;
     }
@@ -129,8 +129,18 @@ fn reply(msg_size: u16, offset: u16, count: u16, next: u16, bitmap: &[u8]) -> [u
     slot
 }
 
+/// The bus reply in `slot`, decoded as the FIFO decodes it.
+fn bus_reply(slot: &[u8]) -> Result<BusReply> {
+    let frame = Frame::decode_lenient(slot).map_err(|_| EINVAL)?;
+    BusReply::from_frame(&frame).ok_or(EINVAL)
+}
+
+/// The GET_DEVICES reply in `slot`, decoded as the FIFO decodes it.
 fn parse(slot: &[u8]) -> Result<DevicesReply> {
-    DevicesReply::parse(slot).map_err(|_| EINVAL)
+    match bus_reply(slot)? {
+        BusReply::Devices(reply) => Ok(reply),
+        BusReply::Pong(_) => Err(EINVAL),
+    }
 }
 
 /// Runs an enumeration against `device`, which answers a request (offset, count) with a
@@ -203,16 +213,20 @@ mod tests {
 
         // 10 bytes received in all: 14 needed before the bitmap even starts.
         assert_eq!(
-            DevicesReply::parse(&[0b11, 2, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Err(ReplyError::Short)
+            Frame::decode_lenient(&[0b11, 2, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::ShortPayload {
+                msg_id: 2,
+                needed: 6,
+                len: 2
+            })
         );
-        // Not a bus response.
+        // Not a bus response, or not to GET_DEVICES: no GET_DEVICES reply.
         let mut slot = reply(16, 0, 8, 0, &[1]);
         slot[0] = 0b10;
-        assert_eq!(DevicesReply::parse(&slot), Err(ReplyError::NotDevices));
+        assert!(parse(&slot).is_err());
         slot[0] = 0b11;
         slot[1] = 0x03;
-        assert_eq!(DevicesReply::parse(&slot), Err(ReplyError::NotDevices));
+        assert!(parse(&slot).is_err());
         Ok(())
     }
 
@@ -306,35 +320,29 @@ mod tests {
         // GET_DEVICES by id, whatever the token (the device model sends 0).
         for token in [0, 0x1234] {
             replies.arm(Awaited::Devices);
-            let slot = bus_slot(0b11, 0x02, token, &[0, 0, 8, 0, 8, 0, 1]);
-            assert_eq!(replies.offer(&slot), Offered::Matched);
-            assert_eq!(replies.finish(), Some(slot));
+            let reply = bus_reply(&bus_slot(0b11, 0x02, token, &[0, 0, 8, 0, 8, 0, 1]))?;
+            assert_eq!(replies.offer(reply), Offered::Matched);
+            assert_eq!(replies.finish(), Some(reply));
         }
         // PING by the data it echoes.
         replies.arm(Awaited::Pong(0x1122_3344));
-        let other = bus_slot(0b11, 0x03, 0, &0x1122_3343u32.to_le_bytes());
-        assert_eq!(replies.offer(&other), Offered::Late);
-        let pong = bus_slot(0b11, 0x03, 0, &0x1122_3344u32.to_le_bytes());
-        assert_eq!(replies.offer(&pong), Offered::Matched);
+        let other = bus_reply(&bus_slot(0b11, 0x03, 0, &0x1122_3343u32.to_le_bytes()))?;
+        assert_eq!(replies.offer(other), Offered::Late);
+        let pong = bus_reply(&bus_slot(0b11, 0x03, 0, &0x1122_3344u32.to_le_bytes()))?;
+        assert_eq!(pong, BusReply::Pong(0x1122_3344));
+        assert_eq!(replies.offer(pong), Offered::Matched);
         assert_eq!(replies.finish(), Some(pong));
-        // A late PING answer does not put GET_DEVICES out of step; requests and events do
-        // not count as replies.
+        // A late PING answer does not put GET_DEVICES out of step; requests and events are
+        // no replies.
         assert!(!replies.needs_barrier());
-        assert_eq!(
-            replies.offer(&bus_slot(0b10, 0x02, 0, &[])),
-            Offered::Unexpected
-        );
-        assert_eq!(
-            replies.offer(&bus_slot(0b10, 0x40, 0, &[0, 0, 1, 0])),
-            Offered::Unexpected
-        );
-        assert!(!replies.needs_barrier());
+        assert!(bus_reply(&bus_slot(0b10, 0x02, 0, &[0, 0, 8, 0])).is_err());
+        assert!(bus_reply(&bus_slot(0b10, 0x40, 0, &[0, 0, 1, 0])).is_err());
         Ok(())
     }
 
     #[test]
     fn late_or_doubled_get_devices_reply_needs_a_barrier() -> Result {
-        let reply = bus_slot(0b11, 0x02, 0, &[0, 0, 8, 0, 8, 0, 1]);
+        let reply = bus_reply(&bus_slot(0b11, 0x02, 0, &[0, 0, 8, 0, 8, 0, 1]))?;
         // A new FIFO may have a previous driver's request in flight.
         let mut replies = BusReplies::new();
         assert!(replies.needs_barrier());
@@ -345,20 +353,17 @@ mod tests {
         assert_eq!(replies.finish(), None);
         assert!(replies.needs_barrier());
         replies.arm(Awaited::Pong(7));
-        assert_eq!(replies.offer(&reply), Offered::Late);
-        assert_eq!(
-            replies.offer(&bus_slot(0b11, 0x03, 0, &7u32.to_le_bytes())),
-            Offered::Matched
-        );
+        assert_eq!(replies.offer(reply), Offered::Late);
+        assert_eq!(replies.offer(BusReply::Pong(7)), Offered::Matched);
         // The barrier's answer itself puts the FIFO back in step.
         assert!(!replies.needs_barrier());
         assert!(replies.finish().is_some());
         // Answered twice: the second copy is dropped and a barrier is due.
         replies.arm(Awaited::Devices);
-        assert_eq!(replies.offer(&reply), Offered::Matched);
+        assert_eq!(replies.offer(reply), Offered::Matched);
         assert_eq!(replies.finish(), Some(reply));
         assert!(!replies.needs_barrier());
-        assert_eq!(replies.offer(&reply), Offered::Late);
+        assert_eq!(replies.offer(reply), Offered::Late);
         assert!(replies.needs_barrier());
         Ok(())
     }

@@ -4,8 +4,9 @@
 //! a failure names its vector.
 
 use virtio_msg_wire::wire_vectors::{
-    check_exact, check_lenient, check_malformed, check_unencodable, BUS, LENIENT, MALFORMED,
-    TRANSPORT_EVENTS, TRANSPORT_REQUESTS, TRANSPORT_RESPONSES, UNENCODABLE,
+    check_device_model_malformed, check_device_model_reply, check_exact, check_lenient,
+    check_malformed, check_unencodable, BUS, DEVICE_MODEL_MALFORMED, DEVICE_MODEL_REPLIES, LENIENT,
+    MALFORMED, TRANSPORT_EVENTS, TRANSPORT_REQUESTS, TRANSPORT_RESPONSES, UNENCODABLE,
 };
 use virtio_msg_wire::{EncodeError, Frame, Message, Words, MAX_MSG_SIZE};
 
@@ -41,6 +42,28 @@ fn malformed() {
             "vector {:?}: got {:?}",
             v.name,
             Frame::decode(v.bytes)
+        );
+    }
+}
+
+#[test]
+fn device_model_replies() {
+    for v in DEVICE_MODEL_REPLIES {
+        assert_eq!(check_device_model_reply(v), Ok(()), "vector {:?}", v.name);
+    }
+    // What the strict decoder refuses: the GET_DEVICES replies, not the PING one.
+    let strict: Vec<_> = DEVICE_MODEL_REPLIES
+        .iter()
+        .map(|v| Frame::decode(v.bytes).is_ok())
+        .collect();
+    assert_eq!(strict, [false, false, false, false, true]);
+    for v in DEVICE_MODEL_MALFORMED {
+        assert_eq!(
+            check_device_model_malformed(v),
+            Ok(()),
+            "vector {:?}: got {:?}",
+            v.name,
+            Frame::decode_lenient(v.bytes)
         );
     }
 }
