@@ -24,6 +24,15 @@
 //!
 //! Decoding borrows variable-length data from the input; a bus must copy a
 //! message out of shared memory into private memory before decoding it.
+//!
+//! Each message is written down in three places, each a single `match`:
+//! [`Message::id`] (its class, kind and id), `encode_payload` (its fields
+//! in order: the same code measures a payload and writes it, so its length
+//! and its bytes cannot disagree) and the decoder's arm for its id (the
+//! fields read back, after the size check of its layout). The known-answer
+//! vectors (`wire_vectors.rs`) pin all three to the byte layouts of the
+//! specification, and the property tests check that decoding inverts
+//! encoding for every message.
 
 use core::fmt;
 
@@ -849,8 +858,9 @@ impl<'a> Frame<'a> {
 
     /// Number of bytes [`Frame::encode`] writes.
     pub fn encoded_len(&self) -> Result<usize, EncodeError> {
-        let payload = payload_len(&self.msg)?;
-        let len = HEADER_SIZE + payload;
+        let mut payload = Counter(0);
+        encode_payload(&self.msg, &mut payload)?;
+        let len = HEADER_SIZE.saturating_add(payload.0);
         if len > MAX_MSG_SIZE {
             return Err(EncodeError::TooLarge { needed: len });
         }
@@ -860,7 +870,8 @@ impl<'a> Frame<'a> {
     /// Encodes the message at the start of `out` and returns its length.
     ///
     /// Reserved bits and fields are written as zero; the rest of `out` is
-    /// left untouched.
+    /// left untouched, and all of it if encoding fails (the message is
+    /// measured, and so checked, before anything is written).
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         let len = self.encoded_len()?;
         let (class, kind, msg_id) = self.msg.id();
@@ -892,60 +903,6 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// Payload length of `msg`, checking that its length fields agree with its
-/// data.
-fn payload_len(msg: &Message<'_>) -> Result<usize, EncodeError> {
-    let words = |w: &Words<'_>| {
-        w.len()
-            .checked_mul(4)
-            .ok_or(EncodeError::TooLarge { needed: usize::MAX })
-    };
-    let optional = |length: u32, data: Option<&[u8]>| match data {
-        None => Ok(0),
-        Some(d) if u32::try_from(d.len()) == Ok(length) => Ok(d.len()),
-        Some(_) => Err(EncodeError::Inconsistent),
-    };
-    Ok(match msg {
-        Message::GetDeviceInfo
-        | Message::GetDeviceStatus
-        | Message::DriverFeaturesSet
-        | Message::VqueueSet
-        | Message::VqueueReset => 0,
-        Message::GetDeviceFeatures { .. } => size::FEATURES_FIXED,
-        Message::SetDriverFeatures { features, .. } | Message::DeviceFeatures { features, .. } => {
-            size::FEATURES_FIXED + words(features)?
-        }
-        Message::GetConfig { .. } => size::GET_CONFIG,
-        Message::SetConfig { data, .. } | Message::Config { data, .. } => {
-            size::CONFIG_FIXED + data.len()
-        }
-        Message::ConfigSet { length, echo, .. } => size::CONFIG_FIXED + optional(*length, *echo)?,
-        Message::SetDeviceStatus { .. }
-        | Message::DeviceStatus { .. }
-        | Message::DeviceStatusSet { .. } => size::STATUS,
-        Message::GetVqueue { .. } | Message::ResetVqueue { .. } | Message::GetShm { .. } => {
-            size::INDEX
-        }
-        Message::EventUsed { .. } => size::INDEX,
-        Message::SetVqueue(_) | Message::Vqueue(_) => size::VQUEUE,
-        Message::DeviceInfo(_) => size::DEVICE_INFO,
-        Message::Shm { .. } => size::SHM,
-        Message::EventConfig { length, data, .. } => {
-            size::EVENT_CONFIG_FIXED + optional(*length, *data)?
-        }
-        Message::EventAvail { .. } => size::EVENT_AVAIL,
-        Message::GetDevices { .. } => size::GET_DEVICES,
-        Message::Devices { count, bitmap, .. } => {
-            if bitmap.len() != bitmap_len(*count) {
-                return Err(EncodeError::Inconsistent);
-            }
-            size::DEVICES_FIXED + bitmap.len()
-        }
-        Message::Ping { .. } | Message::Pong { .. } => size::PING,
-        Message::EventDevice { .. } => size::EVENT_DEVICE,
-    })
-}
-
 /// Bytes of a GET_DEVICES bitmap covering `count` device numbers.
 pub const fn bitmap_len(count: u16) -> usize {
     (count as usize).div_ceil(8)
@@ -955,7 +912,18 @@ fn len_u32(len: usize) -> Result<u32, EncodeError> {
     u32::try_from(len).map_err(|_| EncodeError::TooLarge { needed: len })
 }
 
-fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+/// Checks that optional data, when present, is `length` bytes long.
+fn check_optional(length: u32, data: Option<&[u8]>) -> Result<(), EncodeError> {
+    match data {
+        Some(d) if u32::try_from(d.len()) != Ok(length) => Err(EncodeError::Inconsistent),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the payload of `msg` to `w`, checking that its length fields
+/// agree with its data: the one description of every payload, which both
+/// measures it (with a [`Counter`]) and writes it (with a [`Writer`]).
+fn encode_payload(msg: &Message<'_>, w: &mut impl Sink) -> Result<(), EncodeError> {
     match *msg {
         Message::GetDeviceInfo
         | Message::GetDeviceStatus
@@ -1008,6 +976,7 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
             length,
             echo,
         } => {
+            check_optional(length, echo)?;
             w.u32(generation)?;
             w.u32(offset)?;
             w.u32(length)?;
@@ -1062,6 +1031,7 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
             length,
             data,
         } => {
+            check_optional(length, data)?;
             w.u32(device_status)?;
             w.u32(generation)?;
             w.u32(offset)?;
@@ -1083,6 +1053,9 @@ fn encode_payload(msg: &Message<'_>, w: &mut Writer<'_>) -> Result<(), EncodeErr
             next_offset,
             bitmap,
         } => {
+            if bitmap.len() != bitmap_len(count) {
+                return Err(EncodeError::Inconsistent);
+            }
             w.u16(offset)?;
             w.u16(count)?;
             w.u16(next_offset)?;
@@ -1461,31 +1434,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Bounds-checked little-endian writer.
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl<'a> Writer<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    fn bytes(&mut self, data: &[u8]) -> Result<(), EncodeError> {
-        let len = self.buf.len();
-        let end = self
-            .pos
-            .checked_add(data.len())
-            .ok_or(EncodeError::TooLarge { needed: usize::MAX })?;
-        let dst = self
-            .buf
-            .get_mut(self.pos..end)
-            .ok_or(EncodeError::BufferTooSmall { needed: end, len })?;
-        dst.copy_from_slice(data);
-        self.pos = end;
-        Ok(())
-    }
+/// Where a payload is encoded to: little-endian fields on top of bytes.
+trait Sink {
+    fn bytes(&mut self, data: &[u8]) -> Result<(), EncodeError>;
 
     fn u8(&mut self, v: u8) -> Result<(), EncodeError> {
         self.bytes(&[v])
@@ -1501,5 +1452,47 @@ impl<'a> Writer<'a> {
 
     fn u64(&mut self, v: u64) -> Result<(), EncodeError> {
         self.bytes(&v.to_le_bytes())
+    }
+}
+
+/// A [`Sink`] that only counts the bytes.
+struct Counter(usize);
+
+impl Sink for Counter {
+    fn bytes(&mut self, data: &[u8]) -> Result<(), EncodeError> {
+        self.0 = self
+            .0
+            .checked_add(data.len())
+            .ok_or(EncodeError::TooLarge { needed: usize::MAX })?;
+        Ok(())
+    }
+}
+
+/// Bounds-checked little-endian writer.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+}
+
+impl Sink for Writer<'_> {
+    fn bytes(&mut self, data: &[u8]) -> Result<(), EncodeError> {
+        let len = self.buf.len();
+        let end = self
+            .pos
+            .checked_add(data.len())
+            .ok_or(EncodeError::TooLarge { needed: usize::MAX })?;
+        let dst = self
+            .buf
+            .get_mut(self.pos..end)
+            .ok_or(EncodeError::BufferTooSmall { needed: end, len })?;
+        dst.copy_from_slice(data);
+        self.pos = end;
+        Ok(())
     }
 }
