@@ -23,7 +23,7 @@ use kernel::{
     str::CString,
     sync::Arc,
     types::ForLt,
-    virtio::msg::{BusLink, Connection, Receiver, AUXILIARY_MODNAME, AUXILIARY_NAME},
+    virtio::msg::{wire, BusLink, Connection, Receiver, AUXILIARY_MODNAME, AUXILIARY_NAME},
 };
 
 // A module crate's root is resolved like `lib.rs`: name the files of `virtio_msg/`.
@@ -45,8 +45,6 @@ mod stats;
 #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
 #[path = "virtio_msg/tests.rs"]
 mod tests;
-#[path = "virtio_msg/wire.rs"]
-pub mod wire;
 
 use bus::{BusCore, BusHandle};
 use stats::Stats;

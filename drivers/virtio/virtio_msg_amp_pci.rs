@@ -28,7 +28,7 @@ use kernel::{
     str::CString,
     sync::Arc,
     types::ForLt,
-    virtio::msg::{new_bus_id, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
+    virtio::msg::{new_bus_id, wire, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
 };
 
 // A module crate's root is resolved like `lib.rs`: name the files of `virtio_msg_amp_pci/`.
@@ -55,9 +55,6 @@ pub mod spsc;
 #[cfg(CONFIG_VIRTIO_MSG_AMP_PCI_KUNIT_TEST)]
 #[path = "virtio_msg_amp_pci/tests.rs"]
 mod tests;
-/// The virtio-msg wire format, shared with the transport.
-#[path = "virtio_msg/wire.rs"]
-pub mod wire;
 
 use fifo::{Fifo, FifoIrq, FifoLoss, RegsBar, Timeouts};
 use shared::SharedBar;

@@ -3,19 +3,14 @@
 //! KUnit suite for the virtio-msg wire format.
 //!
 //! Runs the shared known-answer vectors (`virtio_msg/wire_vectors.rs`)
-//! against the codec (`virtio_msg/wire.rs`) as compiled for the kernel, and
+//! against the codec (`kernel::virtio::msg::wire`) as compiled for the kernel, and
 //! adds kernel-side checks of the limits the drivers derive from the bus's
 //! maximum message size.
 //!
 //! Built as a module, loading it runs the suite; built in, it runs at boot
 //! (and under `kunit.py run`).
 
-use kernel::prelude::*;
-
-// Public, like in the userspace crate: the codec's whole interface is in use
-// somewhere, if not in this module.
-#[path = "virtio_msg/wire.rs"]
-pub mod wire;
+use kernel::{prelude::*, virtio::msg::wire};
 
 #[path = "virtio_msg/wire_vectors.rs"]
 pub mod wire_vectors;

@@ -34,15 +34,13 @@ use kernel::{
     },
     time::{delay::fsleep, Delta},
     types::ForLt,
-    virtio::msg::{new_bus_id, Bus, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
+    virtio::msg::{
+        new_bus_id,
+        wire::{DeviceInfo, Frame, Message, VqueueInfo, Words},
+        Bus, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME,
+    },
     workqueue::{self, Work, WorkItem},
 };
-
-/// The virtio-msg wire format, shared with the transport.
-#[path = "../../drivers/virtio/virtio_msg/wire.rs"]
-pub mod wire;
-
-use wire::{DeviceInfo, Frame, Message, VqueueInfo, Words};
 
 module! {
     type: LoopbackModule,

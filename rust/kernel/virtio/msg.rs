@@ -21,9 +21,9 @@
 //! receiver, and to [`BusLink::with_parent`]: the [`Connection`] is a [`Devres`] of that
 //! device, so while a receiver is connected the device is bound.
 //!
-//! Messages cross the link as encoded bytes (see `drivers/virtio/virtio_msg/wire.rs`): the bus
-//! needs no knowledge of their meaning beyond what it owns (the header's token, the bus
-//! messages it handles itself).
+//! Messages cross the link as encoded bytes, in the format of [`wire`], which both sides use to
+//! encode and decode them: the bus needs no knowledge of their meaning beyond what it owns (the
+//! header's token, the bus messages it handles itself).
 
 use super::as_interrupt;
 use crate::{
@@ -38,6 +38,8 @@ use crate::{
         Arc, CondVar, Mutex, SpinLockIrqSave,
     },
 };
+
+pub mod wire;
 
 /// The `modname` part of the auxiliary device name of every virtio-msg bus.
 pub const AUXILIARY_MODNAME: &CStr = c"virtio_msg";

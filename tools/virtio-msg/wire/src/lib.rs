@@ -3,14 +3,14 @@
 //! The virtio-msg wire format for userspace.
 //!
 //! The codec is not written here: this crate compiles the kernel's own
-//! `drivers/virtio/virtio_msg/wire.rs` (pure `core`), so the device emulator
+//! `rust/kernel/virtio/msg/wire.rs` (pure `core`), so the device emulator
 //! and the tests use byte for byte the code the drivers run, and the cargo
 //! tests, property tests and fuzzing of this crate exercise it.
 
 #![no_std]
 #![forbid(unsafe_code)]
 
-#[path = "../../../../drivers/virtio/virtio_msg/wire.rs"]
+#[path = "../../../../rust/kernel/virtio/msg/wire.rs"]
 mod wire;
 
 pub use wire::*;

@@ -8,15 +8,16 @@
 //! trailing variable part for a few messages (feature blocks, config data,
 //! the GET_DEVICES bitmap).
 //!
-//! This file is the one definition of that format in the project. It uses
-//! `core` only (no `kernel` crate item, no allocation), so the very same
-//! source is compiled into the kernel modules (with `#[path]`) and into the
-//! userspace crate `tools/virtio-msg/wire`, where it is unit-tested,
-//! property-tested and fuzzed.
+//! This file is the one definition of that format: the transport and every
+//! bus use it from here. It uses `core` only (no other `kernel` crate item,
+//! no allocation), so the very same source is also compiled, with `#[path]`,
+//! into the userspace crate `tools/virtio-msg/wire` of the project this comes
+//! from, where it is unit-tested, property-tested and fuzzed, and which the
+//! device emulator of its end-to-end tests uses.
 //!
 //! Everything decoded here may come from a hostile peer. Decoding therefore
 //! never reads outside the given bytes and never panics: every field is read
-//! through a bounds-checked [`Reader`], every length is checked with
+//! through a bounds-checked reader, every length is checked with
 //! overflow-free arithmetic, and every way a message can be malformed has its
 //! own [`DecodeError`]. Sizes are exact: a payload one byte too long is as
 //! wrong as one byte too short. Reserved bits and fields are written as zero
