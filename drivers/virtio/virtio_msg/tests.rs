@@ -1384,7 +1384,8 @@ mod tests {
         t.silence(id::GET_DEVICE_STATUS)?;
         assert!(dev.notify(0, None));
         assert!(wait_until(|| dev.is_broken()));
-        assert!(dev.wants_recovery());
+        // Marked broken first, then to be recovered: wait for the second too.
+        assert!(wait_until(|| dev.wants_recovery()));
         assert!(t.stats.liveness_check_count() >= 2);
         drop(registration);
         dev.set_handle(None);
