@@ -7,7 +7,8 @@
 use crate::cli::Kind;
 use crate::server::GuestMem;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
+use std::path::PathBuf;
 use virtio_msg_device::{
     blk::Blk,
     console::{Console, ConsoleHost},
@@ -22,13 +23,34 @@ pub const RANDOM_SOURCE: &str = "/dev/urandom";
 /// A boxed backend of any kind.
 pub type BoxedBackend = Box<dyn Backend + Send>;
 
+/// The host side of a device that could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{RANDOM_SOURCE}: {0}", RANDOM_SOURCE = RANDOM_SOURCE)]
+    Random(#[source] io::Error),
+    #[error("blk image {path}: {1}", path = .0.display())]
+    Blk(PathBuf, #[source] io::Error),
+    #[error("net tap {0:?}: {1} (a TAP interface needs root or CAP_NET_ADMIN)")]
+    Tap(String, #[source] io::Error),
+    #[error("net socket {path}: {1}", path = .0.display())]
+    NetSocket(PathBuf, #[source] io::Error),
+    #[error("console socket {path}: {1}", path = .0.display())]
+    ConsoleSocket(PathBuf, #[source] io::Error),
+    #[error("console pty: {0}")]
+    ConsolePty(#[source] io::Error),
+}
+
 /// Builds the backend `kind` for device number `num` of FIFO `fifo`, reaching guest memory
 /// through `mem`.
-pub fn build(kind: &Kind, fifo: usize, num: u16, mem: &GuestMem) -> Result<BoxedBackend, String> {
+pub fn build(
+    kind: &Kind,
+    fifo: usize,
+    num: u16,
+    mem: &GuestMem,
+) -> Result<BoxedBackend, BackendError> {
     match kind {
         Kind::Rng => {
-            let mut random =
-                File::open(RANDOM_SOURCE).map_err(|e| format!("{RANDOM_SOURCE}: {e}"))?;
+            let mut random = File::open(RANDOM_SOURCE).map_err(BackendError::Random)?;
             let source = Box::new(move |buf: &mut [u8]| {
                 if let Err(e) = random.read_exact(buf) {
                     // Never hand out predictable bytes as entropy: leave the buffer zeroed and
@@ -45,7 +67,7 @@ pub fn build(kind: &Kind, fifo: usize, num: u16, mem: &GuestMem) -> Result<Boxed
             serial,
         } => {
             let blk = Blk::open(mem.clone(), file, *read_only)
-                .map_err(|e| format!("blk image {}: {e}", file.display()))?;
+                .map_err(|e| BackendError::Blk(file.clone(), e))?;
             Ok(match serial {
                 Some(s) => Box::new(blk.with_serial(s)),
                 None => Box::new(blk),
@@ -53,10 +75,8 @@ pub fn build(kind: &Kind, fifo: usize, num: u16, mem: &GuestMem) -> Result<Boxed
         }
         Kind::Net(opts) => {
             let io = opts.open().map_err(|e| match &opts.endpoint {
-                Endpoint::Tap { name, .. } => {
-                    format!("net tap {name:?}: {e} (a TAP interface needs root or CAP_NET_ADMIN)")
-                }
-                Endpoint::Socket { path, .. } => format!("net socket {}: {e}", path.display()),
+                Endpoint::Tap { name, .. } => BackendError::Tap(name.clone(), e),
+                Endpoint::Socket { path, .. } => BackendError::NetSocket(path.clone(), e),
             })?;
             let mac = opts.mac.unwrap_or_else(|| default_mac(fifo as u8, num));
             Ok(Box::new(Net::new(mem.clone(), io, mac)))
@@ -67,8 +87,8 @@ pub fn build(kind: &Kind, fifo: usize, num: u16, mem: &GuestMem) -> Result<Boxed
                 None => ConsoleHost::Pty,
             };
             let console = Console::new(mem.clone(), host).map_err(|e| match socket {
-                Some(path) => format!("console socket {}: {e}", path.display()),
-                None => format!("console pty: {e}"),
+                Some(path) => BackendError::ConsoleSocket(path.clone(), e),
+                None => BackendError::ConsolePty(e),
             })?;
             Ok(Box::new(console))
         }

@@ -10,7 +10,7 @@ use crate::tokens::TokenMode;
 use clap::{error::ErrorKind, CommandFactory, Parser, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use virtio_msg_device::{bus::DEVICES_PER_FIFO, net::NetOptions, Mode};
+use virtio_msg_device::{bus::DEVICES_PER_FIFO, net, Mode};
 
 const ABOUT: &str = "\
 Serves the virtio-msg AMP PCI device (PCI 10ee:9039) to QEMU over vfio-user:
@@ -131,7 +131,7 @@ pub enum Kind {
         serial: Option<String>,
     },
     /// A network device (`tap=...` or `socket=...`, parsed by the network backend's parser).
-    Net(NetOptions),
+    Net(net::NetOptions),
     /// A console on a Unix stream socket (`Some`) or a new pseudo-terminal (`None`).
     Console {
         /// The socket path.
@@ -171,23 +171,48 @@ pub struct Options {
     pub control: Option<PathBuf>,
 }
 
+/// A `--device` specification that does not parse, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("--device {0:?}: {1}")]
+pub struct DeviceSpecError(String, Problem);
+
+/// What is wrong with a `--device` specification.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("expected FIFO:NUM:KIND[,key=value...]")]
+    Syntax,
+    #[error("FIFO {0:?} is not a number")]
+    Fifo(String),
+    #[error("NUM {0:?} is not a number")]
+    Num(String),
+    #[error("unknown device kind {0:?} (rng, blk, net or console)")]
+    Kind(String),
+    #[error("rng takes no options (got {0:?})")]
+    RngOptions(String),
+    #[error("unknown {0} option {1:?}")]
+    Unknown(String, String),
+    #[error("{0} option {1} needs a value ({1}=...)")]
+    NoValue(String, String),
+    #[error("{0} option {1} given twice")]
+    Twice(String, String),
+    #[error("{0} needs {1}")]
+    Needs(String, &'static str),
+    #[error(transparent)]
+    Net(#[from] net::NetOptionError),
+}
+
 /// Parses `FIFO:NUM:KIND[,options]` (FIFO and NUM are checked against the limits later, when
 /// `--fifos` is known).
-pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+pub fn parse_device(s: &str) -> Result<DeviceSpec, DeviceSpecError> {
+    let err = |problem| DeviceSpecError(s.into(), problem);
     let mut parts = s.splitn(3, ':');
     let (Some(fifo), Some(num), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!(
-            "--device {s:?}: expected FIFO:NUM:KIND[,key=value...]"
-        ));
+        return Err(err(Problem::Syntax));
     };
-    let fifo = fifo
-        .parse()
-        .map_err(|_| format!("--device {s:?}: FIFO {fifo:?} is not a number"))?;
-    let num = num
-        .parse()
-        .map_err(|_| format!("--device {s:?}: NUM {num:?} is not a number"))?;
+    let fifo = fifo.parse().map_err(|_| err(Problem::Fifo(fifo.into())))?;
+    let num = num.parse().map_err(|_| err(Problem::Num(num.into())))?;
     let (kind, opts) = rest.split_once(',').unwrap_or((rest, ""));
-    let kind = parse_kind(kind, opts).map_err(|e| format!("--device {s:?}: {e}"))?;
+    let kind = parse_kind(kind, opts).map_err(err)?;
     Ok(DeviceSpec { fifo, num, kind })
 }
 
@@ -198,20 +223,23 @@ fn pairs(opts: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|o| o.split_once('=').unwrap_or((o, "")))
 }
 
-fn parse_kind(kind: &str, opts: &str) -> Result<Kind, String> {
+fn parse_kind(kind: &str, opts: &str) -> Result<Kind, Problem> {
     let once = |slot: &mut Option<String>, key: &str, value: &str| {
+        let (kind, key) = (kind.to_string(), key.to_string());
         if value.is_empty() {
-            return Err(format!("{kind} option {key} needs a value ({key}=...)"));
+            return Err(Problem::NoValue(kind, key));
         }
         match slot.replace(value.to_string()) {
-            Some(_) => Err(format!("{kind} option {key} given twice")),
+            Some(_) => Err(Problem::Twice(kind, key)),
             None => Ok(()),
         }
     };
+    let unknown = |key: &str| Problem::Unknown(kind.into(), key.into());
+    let needs = |what| Problem::Needs(kind.into(), what);
     match kind {
         "rng" => match pairs(opts).next() {
             None => Ok(Kind::Rng),
-            Some((key, _)) => Err(format!("rng takes no options (got {key:?})")),
+            Some((key, _)) => Err(Problem::RngOptions(key.into())),
         },
         "blk" => {
             let (mut file, mut serial, mut read_only) = (None, None, false);
@@ -221,29 +249,25 @@ fn parse_kind(kind: &str, opts: &str) -> Result<Kind, String> {
                     ("serial", _) => once(&mut serial, key, value)?,
                     ("readonly", "" | "on" | "true") => read_only = true,
                     ("readonly", "off" | "false") => read_only = false,
-                    _ => return Err(format!("unknown blk option {key:?}")),
+                    _ => return Err(unknown(key)),
                 }
             }
-            let file = file.ok_or("blk needs file=IMAGE")?.into();
+            let file = file.ok_or(needs("file=IMAGE"))?.into();
             Ok(Kind::Blk {
                 file,
                 read_only,
                 serial,
             })
         }
-        "net" => {
-            if opts.is_empty() {
-                return Err("net needs tap=IFNAME or socket=PATH".into());
-            }
-            Ok(Kind::Net(opts.parse()?))
-        }
+        "net" if opts.is_empty() => Err(needs("tap=IFNAME or socket=PATH")),
+        "net" => Ok(Kind::Net(opts.parse()?)),
         "console" => {
             let (mut socket, mut pty) = (None, false);
             for (key, value) in pairs(opts) {
                 match (key, value) {
                     ("socket", _) => once(&mut socket, key, value)?,
                     ("pty", "") => pty = true,
-                    _ => return Err(format!("unknown console option {key:?}")),
+                    _ => return Err(unknown(key)),
                 }
             }
             match (socket, pty) {
@@ -251,36 +275,38 @@ fn parse_kind(kind: &str, opts: &str) -> Result<Kind, String> {
                     socket: Some(s.into()),
                 }),
                 (None, true) => Ok(Kind::Console { socket: None }),
-                _ => Err("console needs exactly one of socket=PATH, pty".into()),
+                _ => Err(needs("exactly one of socket=PATH, pty")),
             }
         }
-        _ => Err(format!(
-            "unknown device kind {kind:?} (rng, blk, net or console)"
-        )),
+        _ => Err(Problem::Kind(kind.into())),
     }
 }
 
+/// Why a socket cannot be created at a path.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SocketPathError {
+    #[error("--socket: empty path")]
+    Empty,
+    #[error("--socket {}: the path exists (a stale socket? remove it first)", .0.display())]
+    Exists(PathBuf),
+    #[error("--socket {}: directory {} does not exist", .0.display(), .1.display())]
+    NoDirectory(PathBuf, PathBuf),
+}
+
 /// Checks that a socket can be created at `path`: nothing is there, and the directory exists.
-pub fn check_socket_path(path: &Path) -> Result<(), String> {
+pub fn check_socket_path(path: &Path) -> Result<(), SocketPathError> {
     if path.as_os_str().is_empty() {
-        return Err("--socket: empty path".into());
+        return Err(SocketPathError::Empty);
     }
     if path.symlink_metadata().is_ok() {
-        return Err(format!(
-            "--socket {}: the path exists (a stale socket? remove it first)",
-            path.display()
-        ));
+        return Err(SocketPathError::Exists(path.into()));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(format!(
-            "--socket {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        ));
+        return Err(SocketPathError::NoDirectory(path.into(), dir.into()));
     }
     Ok(())
 }
@@ -517,10 +543,12 @@ mod tests {
         std::fs::write(&sock, b"").unwrap();
         assert!(check_socket_path(&sock)
             .unwrap_err()
+            .to_string()
             .contains("the path exists"));
         let missing = dir.join("nope").join("s.sock");
         assert!(check_socket_path(&missing)
             .unwrap_err()
+            .to_string()
             .contains("does not exist"));
         assert!(check_socket_path(Path::new("")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -8,7 +8,7 @@
 //! goes away. Every command is logged, with the error if it is refused: a writer cannot read an
 //! answer.
 
-use crate::faults::{FaultSpec, Faults};
+use crate::faults::{FaultParseError, FaultSpec, Faults};
 use crate::server::Workers;
 use log::{info, warn};
 use std::ffi::CString;
@@ -16,6 +16,19 @@ use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+/// A line that is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Fault(#[from] FaultParseError),
+    #[error("clear {0:?}: FIFO is not a number")]
+    ClearFifo(String),
+    #[error("{0:?}: expected 'fault SPEC' or 'clear FIFO'")]
+    Syntax(String),
+    #[error("FIFO {0} out of range (--fifos {1})")]
+    OutOfRange(usize, usize),
+}
 
 /// What one line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,7 +41,7 @@ pub enum Request {
 
 impl Request {
     /// Parses one line.
-    pub fn parse(line: &str) -> Result<Self, String> {
+    pub fn parse(line: &str) -> Result<Self, ControlError> {
         let line = line.trim();
         match line.split_once(' ') {
             Some(("fault", spec)) => Ok(Self::Fault(spec.trim().parse()?)),
@@ -36,8 +49,8 @@ impl Request {
                 .trim()
                 .parse()
                 .map(Self::Clear)
-                .map_err(|_| format!("clear {fifo:?}: FIFO is not a number")),
-            _ => Err(format!("{line:?}: expected 'fault SPEC' or 'clear FIFO'")),
+                .map_err(|_| ControlError::ClearFifo(fifo.into())),
+            _ => Err(ControlError::Syntax(line.into())),
         }
     }
 }
@@ -55,7 +68,7 @@ impl Control {
     }
 
     /// Applies `req`; returns the FIFO whose faults changed and what they are now.
-    pub fn apply(&mut self, req: Request) -> Result<(usize, Faults), String> {
+    pub fn apply(&mut self, req: Request) -> Result<(usize, Faults), ControlError> {
         let fifo = match req {
             Request::Fault(spec) => {
                 self.check(spec.fifo)?;
@@ -71,11 +84,11 @@ impl Control {
         Ok((fifo, Faults::for_fifo(fifo, &self.specs)))
     }
 
-    fn check(&self, fifo: usize) -> Result<(), String> {
+    fn check(&self, fifo: usize) -> Result<(), ControlError> {
         if fifo < self.fifos {
             Ok(())
         } else {
-            Err(format!("FIFO {fifo} out of range (--fifos {})", self.fifos))
+            Err(ControlError::OutOfRange(fifo, self.fifos))
         }
     }
 }
@@ -143,10 +156,10 @@ mod tests {
             ("clear x", "FIFO is not a number"),
             ("fault 0:1", "expected FIFO:NUM:KIND"),
         ] {
-            let e = Request::parse(bad).unwrap_err();
+            let e = Request::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
         let e = c.apply(Request::parse("clear 2").unwrap()).unwrap_err();
-        assert!(e.contains("out of range"), "{e}");
+        assert_eq!(e.to_string(), "FIFO 2 out of range (--fifos 2)");
     }
 }

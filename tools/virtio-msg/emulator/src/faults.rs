@@ -109,19 +109,55 @@ const KINDS: &str = "silent, drop (every=N), twice, garbage, lying-size, corrupt
     generation-churn, late (ms=N), reorder, needs-reset, flood-used (n=N), flood-config (n=N), \
     stall (ms=N), ping";
 
-impl FromStr for FaultSpec {
-    type Err = String;
+/// A `--fault` specification that does not parse, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("--fault {0:?}: {1}")]
+pub struct FaultParseError(String, Problem);
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let err = |what: &str| format!("--fault {s:?}: {what}");
+/// What is wrong with a `--fault` specification.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("expected {SYNTAX}", SYNTAX = SYNTAX)]
+    Syntax,
+    #[error("FIFO is not a number")]
+    Fifo,
+    #[error("NUM is not a number or 'all'")]
+    Num,
+    #[error("{0} needs a number ({0}=N)")]
+    NotANumber(String),
+    #[error("{0}=N too large")]
+    TooLarge(String),
+    #[error("{0}=N needs N of {1} or more")]
+    TooSmall(&'static str, u64),
+    #[error("msg=ID is one byte")]
+    MsgId,
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    #[error("{0} needs {1}")]
+    KindNeeds(String, &'static str),
+    #[error("KIND is one of: {KINDS}", KINDS = KINDS)]
+    Kind,
+    #[error("every=N is for drop, ms=N for late and stall, n=N for floods")]
+    Misplaced,
+    #[error("ping and reorder act on the whole FIFO: NUM must be 'all'")]
+    BusWide,
+    #[error("this fault needs a device number, not 'all'")]
+    OneDevice,
+}
+
+impl FromStr for FaultSpec {
+    type Err = FaultParseError;
+
+    fn from_str(s: &str) -> Result<Self, FaultParseError> {
+        let err = |problem| FaultParseError(s.into(), problem);
         let mut parts = s.splitn(3, ':');
         let (Some(fifo), Some(num), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(err(&format!("expected {SYNTAX}")));
+            return Err(err(Problem::Syntax));
         };
-        let fifo = fifo.parse().map_err(|_| err("FIFO is not a number"))?;
+        let fifo = fifo.parse().map_err(|_| err(Problem::Fifo))?;
         let dev_num = match num {
             "all" => None,
-            n => Some(n.parse().map_err(|_| err("NUM is not a number or 'all'"))?),
+            n => Some(n.parse().map_err(|_| err(Problem::Num))?),
         };
         let mut opts = rest.split(',');
         let kind = opts.next().unwrap_or_default();
@@ -133,22 +169,22 @@ impl FromStr for FaultSpec {
                 Some(hex) => u64::from_str_radix(hex, 16),
                 None => value.parse(),
             }
-            .map_err(|_| err(&format!("{key} needs a number ({key}=N)")))?;
-            let small = || u32::try_from(value).map_err(|_| err(&format!("{key}=N too large")));
+            .map_err(|_| err(Problem::NotANumber(key.into())))?;
+            let small = || u32::try_from(value).map_err(|_| err(Problem::TooLarge(key.into())));
             match key {
                 "after" => after = value,
                 "count" if value > 0 => count = Some(value),
-                "count" => return Err(err("count=N needs N of 1 or more")),
+                "count" => return Err(err(Problem::TooSmall("count", 1))),
                 "every" if value >= 2 => every = Some(small()?),
-                "every" => return Err(err("every=N needs N of 2 or more")),
+                "every" => return Err(err(Problem::TooSmall("every", 2))),
                 "ms" => ms = Some(small()?),
                 "n" if value > 0 => n = Some(small()?),
-                "n" => return Err(err("n=N needs N of 1 or more")),
-                "msg" => msg_id = Some(u8::try_from(value).map_err(|_| err("msg=ID is one byte"))?),
-                _ => return Err(err(&format!("unknown option {key:?}"))),
+                "n" => return Err(err(Problem::TooSmall("n", 1))),
+                "msg" => msg_id = Some(u8::try_from(value).map_err(|_| err(Problem::MsgId))?),
+                _ => return Err(err(Problem::UnknownOption(key.into()))),
             }
         }
-        let needs = |what: &str| err(&format!("{kind} needs {what}"));
+        let needs = |what| err(Problem::KindNeeds(kind.into(), what));
         let kind = match kind {
             "silent" => FaultKind::Silent,
             "drop" => FaultKind::DropEvery(every.take().ok_or_else(|| needs("every=N"))?),
@@ -164,12 +200,10 @@ impl FromStr for FaultSpec {
             "flood-config" => FaultKind::FloodConfig(n.take().ok_or_else(|| needs("n=N"))?),
             "stall" => FaultKind::Stall(ms.take().ok_or_else(|| needs("ms=N"))?),
             "ping" => FaultKind::Ping,
-            _ => return Err(err(&format!("KIND is one of: {KINDS}"))),
+            _ => return Err(err(Problem::Kind)),
         };
         if every.is_some() || ms.is_some() || n.is_some() {
-            return Err(err(
-                "every=N is for drop, ms=N for late and stall, n=N for floods",
-            ));
+            return Err(err(Problem::Misplaced));
         }
         let bus_wide = matches!(kind, FaultKind::Ping | FaultKind::Reorder);
         let one_device = matches!(
@@ -180,12 +214,10 @@ impl FromStr for FaultSpec {
                 | FaultKind::FloodConfig(_)
         );
         if bus_wide && dev_num.is_some() {
-            return Err(err(
-                "ping and reorder act on the whole FIFO: NUM must be 'all'",
-            ));
+            return Err(err(Problem::BusWide));
         }
         if one_device && dev_num.is_none() {
-            return Err(err("this fault needs a device number, not 'all'"));
+            return Err(err(Problem::OneDevice));
         }
         Ok(Self {
             fifo,
@@ -572,7 +604,7 @@ mod tests {
             ("0:1:silent,msg=0x100", "msg=ID is one byte"),
             ("0:1:melt", "KIND is one of"),
         ] {
-            let e = bad.parse::<FaultSpec>().unwrap_err();
+            let e = bad.parse::<FaultSpec>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -9,6 +9,7 @@
 //! exits with status 0, as does a QEMU disconnect.
 
 use log::{error, info};
+use std::error::Error;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -71,7 +72,7 @@ fn spawn_signal_thread(workers: Workers, socket: &Path) -> Result<(), String> {
         .map_err(|e| format!("signal thread: {e}"))
 }
 
-fn run(opts: Options) -> Result<(), String> {
+fn run(opts: Options) -> Result<(), Box<dyn Error>> {
     logger::init(opts.log_level);
     cli::check_socket_path(&opts.socket)?;
     let set = stop_signals();
@@ -142,7 +143,7 @@ fn run(opts: Options) -> Result<(), String> {
             info!("QEMU disconnected");
             Ok(())
         }
-        Err(vfio_user::Error::SocketAccept(e)) => Err(format!("accept: {e}")),
+        Err(vfio_user::Error::SocketAccept(e)) => Err(format!("accept: {e}").into()),
         Err(e) => {
             // The connection broke (QEMU killed): the same end as a disconnect.
             info!("connection ended: {e}");

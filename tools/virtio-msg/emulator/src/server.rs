@@ -26,8 +26,8 @@ use vfio_bindings::bindings::vfio::{
 };
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 use vm_memory::{
-    FileOffset, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
-    GuestRegionMmap, MmapRegion,
+    mmap::MmapRegionError, FileOffset, GuestAddress, GuestAddressSpace, GuestMemoryAtomic,
+    GuestMemoryMmap, GuestRegionCollectionError, GuestRegionMmap, MmapRegion,
 };
 
 /// The guest's memory as the backends see it; QEMU's DMA_MAP/DMA_UNMAP change it.
@@ -121,43 +121,53 @@ impl Device {
         }
     }
 
-    fn map(&self, offset: u64, address: u64, size: u64, file: File) -> Result<(), String> {
-        let len = usize::try_from(size).map_err(|_| "size too large".to_string())?;
+    fn map(&self, offset: u64, address: u64, size: u64, file: File) -> Result<(), MapError> {
+        let len = usize::try_from(size).map_err(|_| MapError::Size)?;
         // Mapping past the end of the file would make a guest access there kill us (SIGBUS).
-        let file_len = file.metadata().map_err(|e| format!("fstat: {e}"))?.len();
+        let file_len = file.metadata().map_err(MapError::Fstat)?.len();
         if offset.checked_add(size).is_none_or(|end| end > file_len) {
-            return Err(format!(
-                "file offset {offset:#x}+{size:#x} beyond the file ({file_len:#x} bytes)"
-            ));
+            return Err(MapError::PastEof(offset, size, file_len));
         }
-        let region = MmapRegion::from_file(FileOffset::new(file, offset), len)
-            .map_err(|e| format!("mmap: {e}"))?;
-        let region = GuestRegionMmap::new(region, GuestAddress(address))
-            .ok_or_else(|| "address range overflows".to_string())?;
-        let guard = self.mem.lock().map_err(|_| "memory map lock".to_string())?;
-        let map = self
-            .mem
-            .memory()
-            .insert_region(Arc::new(region))
-            .map_err(|e| format!("{e}"))?;
-        guard.replace(map);
+        let region = MmapRegion::from_file(FileOffset::new(file, offset), len)?;
+        let region =
+            GuestRegionMmap::new(region, GuestAddress(address)).ok_or(MapError::Overflow)?;
+        let guard = self.mem.lock().map_err(|_| MapError::Lock)?;
+        guard.replace(self.mem.memory().insert_region(Arc::new(region))?);
         Ok(())
     }
 
-    fn unmap(&self, all: bool, address: u64, size: u64) -> Result<(), String> {
-        let guard = self.mem.lock().map_err(|_| "memory map lock".to_string())?;
+    fn unmap(&self, all: bool, address: u64, size: u64) -> Result<(), MapError> {
+        let guard = self.mem.lock().map_err(|_| MapError::Lock)?;
         let map = if all {
             GuestMemoryMmap::new()
         } else {
             self.mem
                 .memory()
-                .remove_region(GuestAddress(address), size)
-                .map_err(|e| format!("{e}"))?
+                .remove_region(GuestAddress(address), size)?
                 .0
         };
         guard.replace(map);
         Ok(())
     }
+}
+
+/// Why a guest memory map (or unmap) QEMU asked for is not followed.
+#[derive(Debug, thiserror::Error)]
+enum MapError {
+    #[error("size too large")]
+    Size,
+    #[error("fstat: {0}")]
+    Fstat(#[source] io::Error),
+    #[error("file offset {0:#x}+{1:#x} beyond the file ({2:#x} bytes)")]
+    PastEof(u64, u64, u64),
+    #[error("mmap: {0}")]
+    Mmap(#[from] MmapRegionError),
+    #[error("address range overflows")]
+    Overflow,
+    #[error("memory map lock")]
+    Lock,
+    #[error(transparent)]
+    Regions(#[from] GuestRegionCollectionError),
 }
 
 fn offset_usize(offset: u64) -> usize {

@@ -16,8 +16,10 @@ fn scratch(name: &str) -> PathBuf {
 
 fn build_spec(spec: &str) -> Result<u32, String> {
     let mem: GuestMem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let d = parse_device(spec)?;
-    build(&d.kind, d.fifo, d.num, &mem).map(|b| b.device_id())
+    let d = parse_device(spec).map_err(|e| e.to_string())?;
+    build(&d.kind, d.fifo, d.num, &mem)
+        .map(|b| b.device_id())
+        .map_err(|e| e.to_string())
 }
 
 #[test]

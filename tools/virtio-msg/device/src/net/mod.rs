@@ -34,7 +34,7 @@ mod options;
 mod tap;
 
 pub use io::{PacketIo, SocketIo};
-pub use options::{default_mac, parse_mac, Endpoint, NetOptions};
+pub use options::{default_mac, parse_mac, Endpoint, NetOptionError, NetOptions};
 pub use tap::{HostIp, Tap};
 
 use crate::{

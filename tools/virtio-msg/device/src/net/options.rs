@@ -46,9 +46,34 @@ pub struct NetOptions {
     pub mac: Option<[u8; 6]>,
 }
 
+/// A mistake in the network device's options (or in a value of one, the string quoted).
+#[derive(Debug, thiserror::Error)]
+pub enum NetOptionError {
+    #[error("net option {0:?}: expected key=value")]
+    NotKeyValue(String),
+    #[error("unknown net option {0:?}")]
+    Unknown(String),
+    #[error("net option {0:?} given twice")]
+    Twice(String),
+    #[error("{0:?}: expected a MAC address like 52:54:00:12:34:56")]
+    Mac(String),
+    #[error("{0:?}: expected A.B.C.D/NN")]
+    HostIp(String),
+    #[error("{0:?}: bad IPv4 address")]
+    Ipv4(String),
+    #[error("{0:?}: prefix length must be 0 to 32")]
+    Prefix(String),
+    #[error("peer= goes with socket=, not tap=")]
+    PeerWithTap,
+    #[error("host-ip= goes with tap=, not socket=")]
+    HostIpWithSocket,
+    #[error("a net device needs exactly one of tap=IFNAME, socket=PATH")]
+    Endpoint,
+}
+
 /// Parses a MAC address written as six hexadecimal bytes separated by colons.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let bad = || format!("{s:?}: expected a MAC address like 52:54:00:12:34:56");
+pub fn parse_mac(s: &str) -> Result<[u8; 6], NetOptionError> {
+    let bad = || NetOptionError::Mac(s.into());
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for byte in &mut mac {
@@ -62,33 +87,33 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 }
 
 impl FromStr for NetOptions {
-    type Err = String;
+    type Err = NetOptionError;
 
     /// Parses `key=value` pairs separated by commas (see the module documentation).
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, NetOptionError> {
         let (mut tap, mut socket, mut host_ip, mut peer, mut mac) = (None, None, None, None, None);
         for item in s.split(',') {
             let (key, value) = item
                 .split_once('=')
-                .ok_or_else(|| format!("net option {item:?}: expected key=value"))?;
+                .ok_or_else(|| NetOptionError::NotKeyValue(item.into()))?;
             let slot_taken = match key {
                 "tap" => tap.replace(value.to_string()).is_some(),
                 "socket" => socket.replace(PathBuf::from(value)).is_some(),
                 "peer" => peer.replace(PathBuf::from(value)).is_some(),
                 "host-ip" => host_ip.replace(value.parse::<HostIp>()?).is_some(),
                 "mac" => mac.replace(parse_mac(value)?).is_some(),
-                _ => return Err(format!("unknown net option {key:?}")),
+                _ => return Err(NetOptionError::Unknown(key.into())),
             };
             if slot_taken {
-                return Err(format!("net option {key:?} given twice"));
+                return Err(NetOptionError::Twice(key.into()));
             }
         }
         let endpoint = match (tap, socket) {
             (Some(name), None) if peer.is_none() => Endpoint::Tap { name, host_ip },
             (None, Some(path)) if host_ip.is_none() => Endpoint::Socket { path, peer },
-            (Some(_), None) => return Err("peer= goes with socket=, not tap=".into()),
-            (None, Some(_)) => return Err("host-ip= goes with tap=, not socket=".into()),
-            _ => return Err("a net device needs exactly one of tap=IFNAME, socket=PATH".into()),
+            (Some(_), None) => return Err(NetOptionError::PeerWithTap),
+            (None, Some(_)) => return Err(NetOptionError::HostIpWithSocket),
+            _ => return Err(NetOptionError::Endpoint),
         };
         Ok(Self { endpoint, mac })
     }

@@ -8,7 +8,7 @@
 //! Ethernet frames, no packet information prefix) and lives as long as the [`Tap`]. Creating
 //! it and configuring it need CAP_NET_ADMIN; the errors say so.
 
-use super::PacketIo;
+use super::{NetOptionError, PacketIo};
 use std::{
     ffi::c_char,
     fmt,
@@ -45,20 +45,18 @@ impl HostIp {
 }
 
 impl FromStr for HostIp {
-    type Err = String;
+    type Err = NetOptionError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, NetOptionError> {
         let (addr, prefix) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?}: expected A.B.C.D/NN"))?;
-        let addr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: bad IPv4 address"))?;
+            .ok_or_else(|| NetOptionError::HostIp(s.into()))?;
+        let addr = addr.parse().map_err(|_| NetOptionError::Ipv4(s.into()))?;
         let prefix = prefix
             .parse()
             .ok()
             .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("{s:?}: prefix length must be 0 to 32"))?;
+            .ok_or_else(|| NetOptionError::Prefix(s.into()))?;
         Ok(Self { addr, prefix })
     }
 }
