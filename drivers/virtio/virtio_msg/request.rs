@@ -9,6 +9,10 @@
 //! every later request fails at once, so no driver waits on a device that is gone. An optional
 //! request (GET_SHM, which the device model does not implement) only fails.
 //!
+//! The waiting itself is `kernel::virtio::msg::exchange`'s, which the buses use for their own
+//! requests too; what is here are the rules that say which response answers the request in
+//! flight ([`Slot`]).
+//!
 //! # Correlation without trusting the token
 //!
 //! The token belongs to the bus: the specification lets a bus insert or overwrite it and
@@ -35,13 +39,14 @@
 
 use kernel::{
     alloc::KVec,
-    new_mutex, new_spinlock_irqsave,
+    new_exchange, new_mutex,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Completion, Mutex, SpinLockIrqSave,
+        Mutex,
     },
     time::Delta,
+    virtio::msg::exchange::{Correlate, Exchange},
 };
 
 use crate::{
@@ -125,6 +130,8 @@ const TRUSTED_ECHOES: u8 = 4;
 /// other or with a bus's own counter.
 static NEXT_SEQUENCE: Atomic<u32> = Atomic::new(0x4d53_0000);
 
+/// The request in flight and what is known of the device's answers: the rules of the
+/// requester's [`Exchange`].
 struct Slot {
     state: SlotState,
     /// No response from before the latest request can still arrive (see the module docs).
@@ -134,17 +141,87 @@ struct Slot {
     buf: KVec<u8>,
 }
 
+impl Correlate for Slot {
+    /// Message id and token of the request.
+    type Awaited = (u8, u16);
+    /// The header of a decoded response, and the whole message.
+    type Offer<'a> = (&'a Header, &'a [u8]);
+    /// Length of the response in `buf`.
+    type Reply = usize;
+    type Refused = Dropped;
+
+    fn arm(&mut self, (msg_id, token): (u8, u16)) {
+        self.state = SlotState::Waiting { msg_id, token };
+    }
+
+    fn cancel(&mut self) {
+        self.state = SlotState::Idle;
+    }
+
+    fn offer(&mut self, (header, bytes): (&Header, &[u8])) -> Result<(), Dropped> {
+        let (awaited, token) = match self.state {
+            SlotState::Waiting { msg_id, token } => (msg_id, token),
+            // From before the barrier, or from before a timeout that still awaits its barrier.
+            SlotState::Syncing => return Err(Dropped::Late),
+            SlotState::Idle | SlotState::Done { .. } if !self.in_step => return Err(Dropped::Late),
+            // Nothing asked for it (a duplicate, say): whatever sent it may send more, so the
+            // next request waits for a barrier first.
+            SlotState::Idle | SlotState::Done { .. } => {
+                self.in_step = false;
+                return Err(Dropped::Unsolicited);
+            }
+        };
+        if header.msg_id != awaited {
+            let why = if self.in_step {
+                Dropped::Unsolicited
+            } else {
+                Dropped::Late
+            };
+            self.in_step = false;
+            return Err(why);
+        }
+        if self.tokens == Tokens::Echoed && header.token != 0 && header.token != token {
+            // An echoing device answering an earlier request.
+            return Err(Dropped::Late);
+        }
+        let dst = self.buf.get_mut(..bytes.len()).ok_or(Dropped::Malformed)?;
+        dst.copy_from_slice(bytes);
+        self.state = SlotState::Done { len: bytes.len() };
+        self.tokens = match (self.tokens, header.token == token) {
+            (Tokens::Learning(n), true) if n + 1 >= TRUSTED_ECHOES => Tokens::Echoed,
+            (Tokens::Learning(n), true) => Tokens::Learning(n + 1),
+            (Tokens::Echoed, _) => Tokens::Echoed,
+            _ => Tokens::Opaque,
+        };
+        if self.tokens == Tokens::Echoed && header.token == token {
+            // The device answers in order: the answer to this request, named by its token,
+            // comes after every answer to earlier ones. Back in step without a barrier.
+            self.in_step = true;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Option<usize> {
+        match core::mem::replace(&mut self.state, SlotState::Idle) {
+            SlotState::Done { len } => Some(len),
+            _ => {
+                // The response may still come, and must not answer the next request.
+                self.in_step = false;
+                None
+            }
+        }
+    }
+}
+
 /// The request engine of one device.
 #[pin_data]
 pub(crate) struct Requester {
     /// One request at a time: held from sending to the end of the wait.
     #[pin]
     serial: Mutex<KVec<u8>>,
-    /// Completed from the bus's interrupt handler.
+    /// Responses are offered from the bus's interrupt handler.
     #[pin]
-    slot: SpinLockIrqSave<Slot>,
-    #[pin]
-    done: Completion,
+    exchange: Exchange<Slot>,
     next_token: Atomic<u32>,
     broken: Atomic<bool>,
     timeout_ms: u32,
@@ -169,13 +246,15 @@ impl Requester {
     pub(crate) fn new(max_msg_size: usize, timeout_ms: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             serial <- new_mutex!(KVec::from_elem(0u8, max_msg_size, GFP_KERNEL)?),
-            slot <- new_spinlock_irqsave!(Slot {
-                state: SlotState::Idle,
-                in_step: true,
-                tokens: Tokens::Learning(0),
-                buf: KVec::from_elem(0u8, max_msg_size, GFP_KERNEL)?,
-            }),
-            done <- Completion::new(),
+            exchange <- new_exchange!(
+                Slot {
+                    state: SlotState::Idle,
+                    in_step: true,
+                    tokens: Tokens::Learning(0),
+                    buf: KVec::from_elem(0u8, max_msg_size, GFP_KERNEL)?,
+                },
+                "virtio_msg::Requester::exchange"
+            ),
             next_token: Atomic::new(NEXT_SEQUENCE.fetch_add(0x1_0000 + 0x1337, Relaxed)),
             broken: Atomic::new(false),
             timeout_ms,
@@ -200,7 +279,7 @@ impl Requester {
     /// Whether a barrier is due before the next request (for tests).
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn out_of_step(&self) -> bool {
-        !self.slot.lock().in_step
+        !self.exchange.rules().in_step
     }
 
     /// A fresh token; never 0, which devices use for "no token".
@@ -218,14 +297,14 @@ impl Requester {
     /// ahead unprotected; a barrier that fails is a device that does not answer.
     fn sync(&self, sender: &dyn Sender) -> Result<(), Failure> {
         {
-            let mut slot = self.slot.lock();
+            let mut slot = self.exchange.rules();
             if slot.in_step {
                 return Ok(());
             }
             slot.state = SlotState::Syncing;
         }
         let synced = sender.sync();
-        let mut slot = self.slot.lock();
+        let mut slot = self.exchange.rules();
         slot.state = SlotState::Idle;
         match synced {
             Ok(()) => {
@@ -283,89 +362,27 @@ impl Requester {
         token: u16,
         parse: impl FnOnce(&Message<'_>) -> Option<R>,
     ) -> Result<R, Failure> {
-        {
-            let mut slot = self.slot.lock();
-            // A `complete()` of an earlier, timed-out request may still be counted: forget it,
-            // under the lock, before a response can match.
-            self.done.reinit();
-            slot.state = SlotState::Waiting { msg_id, token };
-        }
-        if let Err(e) = sender.send(bytes, msg_id) {
-            self.slot.lock().state = SlotState::Idle;
-            return Err(Failure::Send(e));
-        }
-
-        // Whether it timed out is decided below, under the lock: the response may arrive
-        // right after the wait ended.
-        let _ = self
-            .done
-            .wait_for_completion_timeout(Delta::from_millis(self.timeout_ms.into()));
-        let mut slot = self.slot.lock();
-        match core::mem::replace(&mut slot.state, SlotState::Idle) {
-            SlotState::Done { len } => slot
-                .buf
-                .get(..len)
-                .and_then(|b| Frame::decode(b).ok())
-                .and_then(|f| parse(&f.msg))
-                .ok_or(Failure::BadResponse),
-            _ => {
-                // The response may still come, and must not answer the next request.
-                slot.in_step = false;
-                Err(Failure::Timeout)
-            }
-        }
+        let timeout = Delta::from_millis(self.timeout_ms.into());
+        let len = self
+            .exchange
+            .request((msg_id, token), || sender.send(bytes, msg_id), timeout)
+            .map_err(Failure::Send)?
+            .ok_or(Failure::Timeout)?;
+        // Nothing writes `buf` again before the next request is armed.
+        let slot = self.exchange.rules();
+        slot.buf
+            .get(..len)
+            .and_then(|b| Frame::decode(b).ok())
+            .and_then(|f| parse(&f.msg))
+            .ok_or(Failure::BadResponse)
     }
 
     /// Offers a received response (already decoded, `bytes` is the whole message). Wakes the
     /// waiter if it is the awaited one.
     pub(crate) fn complete(&self, header: &Header, bytes: &[u8]) -> Match {
-        let mut slot = self.slot.lock();
-        let (awaited, token) = match slot.state {
-            SlotState::Waiting { msg_id, token } => (msg_id, token),
-            // From before the barrier, or from before a timeout that still awaits its barrier.
-            SlotState::Syncing => return Match::Dropped(Dropped::Late),
-            SlotState::Idle | SlotState::Done { .. } if !slot.in_step => {
-                return Match::Dropped(Dropped::Late)
-            }
-            // Nothing asked for it (a duplicate, say): whatever sent it may send more, so the
-            // next request waits for a barrier first.
-            SlotState::Idle | SlotState::Done { .. } => {
-                slot.in_step = false;
-                return Match::Dropped(Dropped::Unsolicited);
-            }
-        };
-        if header.msg_id != awaited {
-            let why = if slot.in_step {
-                Dropped::Unsolicited
-            } else {
-                Dropped::Late
-            };
-            slot.in_step = false;
-            return Match::Dropped(why);
+        match self.exchange.offer((header, bytes)) {
+            Ok(()) => Match::Matched,
+            Err(why) => Match::Dropped(why),
         }
-        if slot.tokens == Tokens::Echoed && header.token != 0 && header.token != token {
-            // An echoing device answering an earlier request.
-            return Match::Dropped(Dropped::Late);
-        }
-        let Some(dst) = slot.buf.get_mut(..bytes.len()) else {
-            return Match::Dropped(Dropped::Malformed);
-        };
-        dst.copy_from_slice(bytes);
-        slot.state = SlotState::Done { len: bytes.len() };
-        slot.tokens = match (slot.tokens, header.token == token) {
-            (Tokens::Learning(n), true) if n + 1 >= TRUSTED_ECHOES => Tokens::Echoed,
-            (Tokens::Learning(n), true) => Tokens::Learning(n + 1),
-            (Tokens::Echoed, _) => Tokens::Echoed,
-            _ => Tokens::Opaque,
-        };
-        if slot.tokens == Tokens::Echoed && header.token == token {
-            // The device answers in order: the answer to this request, named by its token,
-            // comes after every answer to earlier ones. Back in step without a barrier.
-            slot.in_step = true;
-        }
-        // Under the lock: once the waiter saw `Done`, no `complete()` of this response can
-        // still be on its way to the next request.
-        self.done.complete();
-        Match::Matched
     }
 }

@@ -14,9 +14,12 @@
 //!   answers in order, so when the barrier's answer is in, every reply to what was sent before
 //!   it has been seen (and dropped).
 //!
-//! This file is the bookkeeping only, with no locking and no I/O, so KUnit can drive it; the
-//! FIFO (`fifo.rs`) decodes what it receives once, holds this under a spinlock, sends, waits
-//! and runs the barrier.
+//! This file is the rules only ([`Correlate`]), with no locking and no I/O, so KUnit can drive
+//! them; the FIFO (`fifo.rs`) decodes what it receives once, and runs its requests, the
+//! barrier included, through an [`Exchange`](kernel::virtio::msg::exchange::Exchange) with
+//! these rules, as the transport runs its own with the transport's.
+
+use kernel::virtio::msg::exchange::Correlate;
 
 use crate::{
     enumerate::DevicesReply,
@@ -64,14 +67,9 @@ pub(crate) enum Awaited {
     Pong(u32),
 }
 
-/// What a received bus reply turned out to be.
+/// A bus reply to a request that is no longer waited for (timed out, or answered twice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Offered {
-    /// The awaited reply: the waiter can take it.
-    Matched,
-    /// A reply to a request that is no longer waited for (timed out, or answered twice).
-    Late,
-}
+pub(crate) struct Late;
 
 /// The bus request in flight on one FIFO and its reply.
 pub(crate) struct BusReplies {
@@ -100,26 +98,25 @@ impl BusReplies {
     pub(crate) fn set_in_step(&mut self) {
         self.in_step = true;
     }
+}
 
-    /// A request waiting for `awaited` is about to be sent.
-    pub(crate) fn arm(&mut self, awaited: Awaited) {
+impl Correlate for BusReplies {
+    type Awaited = Awaited;
+    type Offer<'a> = BusReply;
+    type Reply = BusReply;
+    type Refused = Late;
+
+    fn arm(&mut self, awaited: Awaited) {
         self.awaiting = Some(awaited);
         self.reply = None;
     }
 
-    /// The wait is over: the reply, or `None` if it did not come (then a GET_DEVICES reply
-    /// may still be on its way and the FIFO is out of step).
-    pub(crate) fn finish(&mut self) -> Option<BusReply> {
-        let awaited = self.awaiting.take();
-        let reply = self.reply.take();
-        if reply.is_none() && awaited == Some(Awaited::Devices) {
-            self.in_step = false;
-        }
-        reply
+    fn cancel(&mut self) {
+        self.awaiting = None;
     }
 
-    /// A bus reply from the device. Keeps it if it is the awaited one.
-    pub(crate) fn offer(&mut self, reply: BusReply) -> Offered {
+    /// Keeps `reply` if it is the awaited one.
+    fn offer(&mut self, reply: BusReply) -> Result<(), Late> {
         let matched = match (reply, self.awaiting) {
             (BusReply::Devices(_), Some(Awaited::Devices)) => true,
             (BusReply::Pong(echoed), Some(Awaited::Pong(data))) => echoed == data,
@@ -133,7 +130,7 @@ impl BusReplies {
             }
             self.awaiting = None;
             self.reply = Some(reply);
-            return Offered::Matched;
+            return Ok(());
         }
         if let BusReply::Devices(_) = reply {
             // Late or a second copy: more may follow, so the next GET_DEVICES waits for a
@@ -141,6 +138,17 @@ impl BusReplies {
             self.in_step = false;
         }
         // The answer to a PING that timed out names its request: it does no harm.
-        Offered::Late
+        Err(Late)
+    }
+
+    /// The reply, or `None` if it did not come (then a GET_DEVICES reply may still be on its
+    /// way and the FIFO is out of step).
+    fn finish(&mut self) -> Option<BusReply> {
+        let awaited = self.awaiting.take();
+        let reply = self.reply.take();
+        if reply.is_none() && awaited == Some(Awaited::Devices) {
+            self.in_step = false;
+        }
+        reply
     }
 }

@@ -20,7 +20,7 @@
 //! breaks their virtqueues and removes them, as for a device unplugged by surprise, instead
 //! of the drivers acting on garbage or waiting for ever.
 //!
-//! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_exchange`] sends one
+//! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_request`] sends one
 //! and waits, with a bound, for the reply that the interrupt handler hands back. Replies are
 //! matched without the token (`correlate.rs`); a PING with fresh data is the FIFO's barrier,
 //! for its own GET_DEVICES and, as [`Bus::sync`], for the transport after a timeout.
@@ -32,22 +32,22 @@ use kernel::{
     impl_has_work,
     io::{register::Array, Io},
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
-    new_mutex, new_spinlock, new_spinlock_irqsave, new_work, pci,
+    new_exchange, new_mutex, new_spinlock, new_spinlock_irqsave, new_work, pci,
     prelude::*,
     random,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
         lock::spinlock_irqsave::with_local_irqs_disabled,
-        Arc, Completion, Mutex, SpinLock, SpinLockIrqSave,
+        Arc, Mutex, SpinLock, SpinLockIrqSave,
     },
     time::{delay::fsleep, Delta},
-    virtio::msg::{Bus, BusLink},
+    virtio::msg::{exchange::Exchange, Bus, BusLink},
     workqueue::{self, Work, WorkItem},
 };
 
 use crate::{
-    correlate::{Awaited, BusReplies, BusReply, Offered},
+    correlate::{Awaited, BusReplies, BusReply},
     enumerate::{DeviceSet, DevicesReply, Enumeration},
     layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE, MAX_MSG_SIZE},
     regs,
@@ -154,11 +154,9 @@ pub(crate) struct Fifo {
     /// Taken by the interrupt handler and its thread.
     #[pin]
     rx: SpinLockIrqSave<Consumer<SharedQueue>>,
-    /// Offered replies by the interrupt handler.
+    /// The bus request in flight; its replies are offered by the interrupt handler.
     #[pin]
-    bus_replies: SpinLockIrqSave<BusReplies>,
-    #[pin]
-    bus_done: Completion,
+    bus_exchange: Exchange<BusReplies>,
     /// One bus request at a time: held from sending to the end of the wait.
     #[pin]
     bus_serial: Mutex<()>,
@@ -229,8 +227,7 @@ impl Fifo {
             regs,
             tx <- new_spinlock_irqsave!(tx),
             rx <- new_spinlock_irqsave!(rx),
-            bus_replies <- new_spinlock_irqsave!(BusReplies::new()),
-            bus_done <- Completion::new(),
+            bus_exchange <- new_exchange!(BusReplies::new(), "virtio_msg_amp_pci::Fifo::bus_exchange"),
             bus_serial <- new_mutex!(()),
             next_token: Atomic::new(0),
             next_ping: Atomic::new(random::get_u32()),
@@ -362,7 +359,7 @@ impl Fifo {
     }
 
     /// Takes up to `budget` messages off the device queue and hands each on: transport
-    /// messages to `link`, bus replies to the waiting [`Fifo::bus_exchange`]. Returns whether
+    /// messages to `link`, bus replies to the waiting [`Fifo::bus_request`]. Returns whether
     /// the budget ran out with messages left. Called by the interrupt handler and its thread.
     fn drain(&self, link: &BusLink, budget: u32) -> bool {
         if self.stopped() {
@@ -414,12 +411,8 @@ impl Fifo {
         let Some(reply) = frame.as_ref().ok().and_then(BusReply::from_frame) else {
             return inc(&self.stats.unexpected_bus);
         };
-        let mut replies = self.bus_replies.lock();
-        match replies.offer(reply) {
-            // Under the lock: a later request re-arms the completion under it too, so this
-            // cannot wake the wrong one.
-            Offered::Matched => self.bus_done.complete(),
-            Offered::Late => inc(&self.stats.late_bus),
+        if self.bus_exchange.offer(reply).is_err() {
+            inc(&self.stats.late_bus);
         }
     }
 
@@ -445,12 +438,7 @@ impl Fifo {
 
     /// Sends bus request `msg` and waits up to `timeout_ms` for the reply `awaited`. The
     /// caller holds `bus_serial`.
-    fn bus_exchange(
-        &self,
-        msg: Message<'_>,
-        awaited: Awaited,
-        timeout_ms: u32,
-    ) -> Result<BusReply> {
+    fn bus_request(&self, msg: Message<'_>, awaited: Awaited, timeout_ms: u32) -> Result<BusReply> {
         // Our own sequence, for whoever reads the queues; nothing depends on it coming back.
         let token = (self.next_token.fetch_add(1, Relaxed) % u32::from(u16::MAX)) as u16 + 1;
         let mut buf = [0u8; MAX_MSG_SIZE];
@@ -460,25 +448,14 @@ impl Fifo {
             msg,
         };
         let len = frame.encode(&mut buf).map_err(|_| EINVAL)?;
-        {
-            let mut replies = self.bus_replies.lock();
-            replies.arm(awaited);
-            self.bus_done.reinit();
-        }
-        let sent = self.send(buf.get(..len).unwrap_or_default());
-        if sent.is_ok() {
-            // Whether it timed out is decided below, under the lock: the reply may arrive
-            // right after the wait ended.
-            let _ = self
-                .bus_done
-                .wait_for_completion_timeout(Delta::from_millis(timeout_ms.into()));
-        }
-        let reply = self.bus_replies.lock().finish();
-        sent?;
-        reply.ok_or_else(|| {
-            inc(&self.stats.bus_timeouts);
-            ETIMEDOUT
-        })
+        let send = || self.send(buf.get(..len).unwrap_or_default());
+        let timeout = Delta::from_millis(timeout_ms.into());
+        self.bus_exchange
+            .request(awaited, send, timeout)?
+            .ok_or_else(|| {
+                inc(&self.stats.bus_timeouts);
+                ETIMEDOUT
+            })
     }
 
     /// The barrier: a PING with data not used before (the sequence starts at a random value
@@ -496,7 +473,7 @@ impl Fifo {
         };
         let data = self.next_ping.fetch_add(1, Relaxed);
         inc(&self.stats.barriers);
-        match self.bus_exchange(Message::Ping { data }, Awaited::Pong(data), timeout_ms) {
+        match self.bus_request(Message::Ping { data }, Awaited::Pong(data), timeout_ms) {
             Ok(_) => {
                 self.answers_ping.store(true, Relaxed);
                 Ok(())
@@ -510,11 +487,11 @@ impl Fifo {
     /// barrier if a GET_DEVICES reply may still be on its way.
     fn get_devices(&self, offset: u16, count: u16) -> Result<DevicesReply> {
         let _serial = self.bus_serial.lock();
-        if self.bus_replies.lock().needs_barrier() {
+        if self.bus_exchange.rules().needs_barrier() {
             // Without one (v1 of the device model), nothing can put the FIFO back in step.
             self.barrier()?;
         }
-        let reply = self.bus_exchange(
+        let reply = self.bus_request(
             Message::GetDevices { offset, count },
             Awaited::Devices,
             self.bus_timeout_ms,
@@ -534,7 +511,7 @@ impl Fifo {
         let answered = self.barrier().is_ok();
         if !answered {
             // Nothing better to go on: take the FIFO as it is.
-            self.bus_replies.lock().set_in_step();
+            self.bus_exchange.rules().set_in_step();
         }
         answered
     }

@@ -8,10 +8,10 @@
 //! reply matching as the FIFO uses; the FIFO count is checked against the BAR1 sizes a device
 //! can have. The queues themselves are covered by `virtio_msg_spsc`.
 
-use kernel::prelude::*;
+use kernel::{prelude::*, virtio::msg::exchange::Correlate};
 
 use crate::{
-    correlate::{Awaited, BusReplies, BusReply, Offered},
+    correlate::{Awaited, BusReplies, BusReply, Late},
     enumerate::{DevicesReply, Enumeration, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
     layout::{fifos_in_bar, LayoutError, FIFO_WINDOW, MAX_MSG_SIZE},
     recording::{records, Record},
@@ -86,7 +86,7 @@ fn replay_enumeration(recording: &str, fifo: u8) -> Result<(KVec<u16>, u32)> {
         if let Some(slot) = recorded_devices_reply(recording, fifo, offset, count)? {
             // Recorded with token 0, never the request's: matched all the same.
             assert_eq!(&slot[4..6], &[0, 0]);
-            assert_eq!(replies.offer(bus_reply(&slot)?), Offered::Matched);
+            assert_eq!(replies.offer(bus_reply(&slot)?), Ok(()));
         }
         match replies.finish() {
             Some(BusReply::Devices(reply)) => walk.reply(&reply),
@@ -321,16 +321,16 @@ mod tests {
         for token in [0, 0x1234] {
             replies.arm(Awaited::Devices);
             let reply = bus_reply(&bus_slot(0b11, 0x02, token, &[0, 0, 8, 0, 8, 0, 1]))?;
-            assert_eq!(replies.offer(reply), Offered::Matched);
+            assert_eq!(replies.offer(reply), Ok(()));
             assert_eq!(replies.finish(), Some(reply));
         }
         // PING by the data it echoes.
         replies.arm(Awaited::Pong(0x1122_3344));
         let other = bus_reply(&bus_slot(0b11, 0x03, 0, &0x1122_3343u32.to_le_bytes()))?;
-        assert_eq!(replies.offer(other), Offered::Late);
+        assert_eq!(replies.offer(other), Err(Late));
         let pong = bus_reply(&bus_slot(0b11, 0x03, 0, &0x1122_3344u32.to_le_bytes()))?;
         assert_eq!(pong, BusReply::Pong(0x1122_3344));
-        assert_eq!(replies.offer(pong), Offered::Matched);
+        assert_eq!(replies.offer(pong), Ok(()));
         assert_eq!(replies.finish(), Some(pong));
         // A late PING answer does not put GET_DEVICES out of step; requests and events are
         // no replies.
@@ -353,17 +353,17 @@ mod tests {
         assert_eq!(replies.finish(), None);
         assert!(replies.needs_barrier());
         replies.arm(Awaited::Pong(7));
-        assert_eq!(replies.offer(reply), Offered::Late);
-        assert_eq!(replies.offer(BusReply::Pong(7)), Offered::Matched);
+        assert_eq!(replies.offer(reply), Err(Late));
+        assert_eq!(replies.offer(BusReply::Pong(7)), Ok(()));
         // The barrier's answer itself puts the FIFO back in step.
         assert!(!replies.needs_barrier());
         assert!(replies.finish().is_some());
         // Answered twice: the second copy is dropped and a barrier is due.
         replies.arm(Awaited::Devices);
-        assert_eq!(replies.offer(reply), Offered::Matched);
+        assert_eq!(replies.offer(reply), Ok(()));
         assert_eq!(replies.finish(), Some(reply));
         assert!(!replies.needs_barrier());
-        assert_eq!(replies.offer(reply), Offered::Late);
+        assert_eq!(replies.offer(reply), Err(Late));
         assert!(replies.needs_barrier());
         Ok(())
     }

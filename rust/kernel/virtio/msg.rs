@@ -39,6 +39,7 @@ use crate::{
     },
 };
 
+pub mod exchange;
 pub mod wire;
 
 /// The `modname` part of the auxiliary device name of every virtio-msg bus.
@@ -174,9 +175,13 @@ impl BusLink {
             (receiver, parent)
         };
         // SAFETY: `parent` is the device that the connection is a resource of (see
-        // `BusLink::connect`), and a receiver is connected: the connection was not dropped when
-        // `in_flight` was raised, and its drop (which runs before the device's unbinding ends)
-        // waits for `in_flight` to drop back. So the device stays bound until `f` returns.
+        // `BusLink::connect`), and a receiver was connected when `in_flight` was raised under
+        // `state`: the connection's drop, which takes the receiver under `state` and then waits
+        // for `in_flight` to drop back, had not begun. That drop runs at the latest in the
+        // device's devres release, which waits for it, so the device is not unbound before `f`
+        // returns. (On that last path the device's other resources are being released already;
+        // the transport never gets there, as a bus unregisters its auxiliary device, and so
+        // unbinds the transport, in its own remove.)
         let result = f(&*receiver, unsafe { parent.as_bound() });
         drop(receiver);
         let mut state = self.state.lock();
@@ -277,13 +282,16 @@ pub struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let mut state = self.link.state.lock();
-        // Dropped outside the spinlock: it may be the last reference.
-        let receiver = self.link.receiver.lock().take();
+        let receiver = {
+            let mut state = self.link.state.lock();
+            let receiver = self.link.receiver.lock().take();
+            while state.in_flight > 0 {
+                self.link.idle.wait(&mut state);
+            }
+            state.parent = None;
+            receiver
+        };
+        // Outside the locks: it may be the last reference.
         drop(receiver);
-        while state.in_flight > 0 {
-            self.link.idle.wait(&mut state);
-        }
-        state.parent = None;
     }
 }
