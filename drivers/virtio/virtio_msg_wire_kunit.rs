@@ -34,7 +34,8 @@ impl kernel::Module for WireKunit {
 #[kunit_tests(virtio_msg_wire)]
 mod tests {
     use super::wire::{
-        max_config_chunk, max_feature_blocks, AvailNext, Frame, Message, HEADER_SIZE,
+        max_config_chunk, max_devices_bitmap, max_feature_blocks, AvailNext, Frame, Message,
+        HEADER_SIZE,
     };
     use super::wire_vectors::{
         check_device_model_malformed, check_device_model_reply, check_exact, check_lenient,
@@ -139,8 +140,10 @@ mod tests {
         // The QEMU device model copies 48 bytes per FIFO slot.
         assert_eq!(max_config_chunk(48), 28);
         assert_eq!(max_feature_blocks(48), 8);
+        assert_eq!(max_devices_bitmap(48), 34);
         assert_eq!(max_config_chunk(HEADER_SIZE), 0);
         assert_eq!(max_feature_blocks(0), 0);
+        assert_eq!(max_devices_bitmap(HEADER_SIZE), 0);
     }
 
     #[test]

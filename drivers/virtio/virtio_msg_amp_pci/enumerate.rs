@@ -19,7 +19,7 @@
 //! [`MAX_DEVICE_NUMBER`]: a hostile device cannot keep the driver enumerating, nor make it
 //! register thousands of devices.
 
-use crate::{layout::MAX_MSG_SIZE, wire::HEADER_SIZE};
+use crate::{layout::MAX_MSG_SIZE, wire::max_devices_bitmap};
 
 /// Device numbers asked for per GET_DEVICES request (the device model has 32 per FIFO).
 pub(crate) const WINDOW: u16 = 32;
@@ -28,10 +28,8 @@ pub(crate) const MAX_DEVICE_NUMBER: u16 = 256;
 /// Most GET_DEVICES requests per enumeration.
 pub(crate) const MAX_WINDOWS: u32 = 16;
 
-/// Bytes of the GET_DEVICES response payload before the bitmap.
-const FIXED_PAYLOAD: usize = 6;
 /// Bitmap bytes that fit a slot.
-const MAX_BITMAP: usize = MAX_MSG_SIZE - HEADER_SIZE - FIXED_PAYLOAD;
+const MAX_BITMAP: usize = max_devices_bitmap(MAX_MSG_SIZE);
 
 /// A GET_DEVICES reply, copied out of the decoded message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

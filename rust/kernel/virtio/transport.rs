@@ -418,36 +418,50 @@ impl<'a, T: Transport> Unregistered<'a, T> {
             device_ref,
             parent,
         } = self;
-        let vdev = inner.vdev();
-        // From here on, the `struct device` owns `device_ref`: its release callback drops it.
-        let _ = Arc::into_raw(device_ref);
-        // SAFETY: `vdev` is a fully initialised, unregistered `virtio_device` whose ops are
-        // implemented by `T`, and it lives as long as its `struct device` holds its reference.
-        let ret = unsafe { bindings::register_virtio_device(vdev) };
-        if ret != 0 {
-            *inner.life.lock() = Life::Gone;
-            // SAFETY: On failure the caller must drop the device reference with
-            // `put_device()` (which runs `release`), never free the device directly.
-            unsafe { bindings::put_device(&raw mut (*vdev).dev) };
-            return Err(Error::from_errno(ret));
-        }
-        let config_changed = {
-            let mut life = inner.life.lock();
-            let pending = matches!(
-                *life,
-                Life::New {
-                    config_changed: true
-                }
-            );
-            *life = Life::Registered;
-            pending
-        };
-        if config_changed {
-            Handle(inner.clone()).config_changed();
-        }
-        // On failure the registration is dropped here, which unregisters the device.
-        Devres::new(parent, Registration { inner })
+        // Registered as the data of the allocated `Devres`: once registered, the device is
+        // always owned by what unregisters it.
+        Devres::new(
+            parent,
+            try_init!(Registration {
+                inner: register_device(inner, device_ref)?,
+            }),
+        )
     }
+}
+
+/// Registers the device of `inner` with the virtio core, which then owns `device_ref`.
+fn register_device<T: Transport>(
+    inner: Arc<Inner<T>>,
+    device_ref: Arc<Inner<T>>,
+) -> Result<Arc<Inner<T>>> {
+    let vdev = inner.vdev();
+    // From here on, the `struct device` owns `device_ref`: its release callback drops it.
+    let _ = Arc::into_raw(device_ref);
+    // SAFETY: `vdev` is a fully initialised, unregistered `virtio_device` whose ops are
+    // implemented by `T`, and it lives as long as its `struct device` holds its reference.
+    let ret = unsafe { bindings::register_virtio_device(vdev) };
+    if ret != 0 {
+        *inner.life.lock() = Life::Gone;
+        // SAFETY: On failure the caller must drop the device reference with `put_device()`
+        // (which runs `release`), never free the device directly.
+        unsafe { bindings::put_device(&raw mut (*vdev).dev) };
+        return Err(Error::from_errno(ret));
+    }
+    let config_changed = {
+        let mut life = inner.life.lock();
+        let pending = matches!(
+            *life,
+            Life::New {
+                config_changed: true
+            }
+        );
+        *life = Life::Registered;
+        pending
+    };
+    if config_changed {
+        Handle(inner.clone()).config_changed();
+    }
+    Ok(inner)
 }
 
 /// A device registered with the virtio core; dropping it unregisters the device.

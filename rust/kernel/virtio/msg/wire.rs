@@ -182,6 +182,7 @@ impl Header {
 
     /// Whether this header starts an event (a request-class id that gets no
     /// response).
+    #[inline]
     pub fn is_event(&self) -> bool {
         self.kind == Kind::Request && (FIRST_EVENT_ID..FIRST_IMPL_DEFINED_ID).contains(&self.msg_id)
     }
@@ -355,11 +356,13 @@ enum WordsRepr<'a> {
 
 impl<'a> Words<'a> {
     /// Words to be sent.
+    #[inline]
     pub const fn new(words: &'a [u32]) -> Self {
         Self(WordsRepr::Host(words))
     }
 
     /// Number of words.
+    #[inline]
     pub fn len(&self) -> usize {
         match self.0 {
             WordsRepr::Wire(b) => b.len() / 4,
@@ -368,11 +371,13 @@ impl<'a> Words<'a> {
     }
 
     /// Whether there are no words.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Word `i`, if there is one.
+    #[inline]
     pub fn get(&self, i: usize) -> Option<u32> {
         match self.0 {
             WordsRepr::Wire(b) => {
@@ -385,6 +390,7 @@ impl<'a> Words<'a> {
     }
 
     /// The words, in order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = u32> + 'a {
         let words = *self;
         (0..words.len()).filter_map(move |i| words.get(i))
@@ -468,6 +474,7 @@ impl AvailNext {
     pub const NONE: Self = Self(0);
 
     /// `offset` must fit in 31 bits.
+    #[inline]
     pub const fn new(offset: u32, wrap: bool) -> Option<Self> {
         if offset & Self::WRAP != 0 {
             return None;
@@ -476,16 +483,19 @@ impl AvailNext {
     }
 
     /// Offset of the next available entry.
+    #[inline]
     pub const fn offset(self) -> u32 {
         self.0 & !Self::WRAP
     }
 
     /// Wrap counter (packed virtqueues).
+    #[inline]
     pub const fn wrap(self) -> bool {
         self.0 & Self::WRAP != 0
     }
 
     /// The word as sent.
+    #[inline]
     pub const fn raw(self) -> u32 {
         self.0
     }
@@ -703,6 +713,7 @@ pub enum Message<'a> {
 
 impl Message<'_> {
     /// Class, kind and id of this message.
+    #[inline]
     pub fn id(&self) -> (Class, Kind, u8) {
         use transport_id as t;
         use Class::{Bus, Transport};
@@ -762,6 +773,7 @@ mod size {
 
 /// Most configuration bytes one GET_CONFIG response (or SET_CONFIG request)
 /// can carry on a bus whose messages are at most `max_msg_size` bytes.
+#[inline]
 pub const fn max_config_chunk(max_msg_size: usize) -> usize {
     max_msg_size.saturating_sub(HEADER_SIZE + size::CONFIG_FIXED)
 }
@@ -769,8 +781,16 @@ pub const fn max_config_chunk(max_msg_size: usize) -> usize {
 /// Most feature blocks one GET_DEVICE_FEATURES response (or
 /// SET_DRIVER_FEATURES request) can carry on a bus whose messages are at
 /// most `max_msg_size` bytes.
+#[inline]
 pub const fn max_feature_blocks(max_msg_size: usize) -> usize {
     max_msg_size.saturating_sub(HEADER_SIZE + size::FEATURES_FIXED) / 4
+}
+
+/// Most bitmap bytes one GET_DEVICES response can carry on a bus whose
+/// messages are at most `max_msg_size` bytes.
+#[inline]
+pub const fn max_devices_bitmap(max_msg_size: usize) -> usize {
+    max_msg_size.saturating_sub(HEADER_SIZE + size::DEVICES_FIXED)
 }
 
 /// A whole message: addressing plus content.
@@ -905,6 +925,7 @@ impl<'a> Frame<'a> {
 }
 
 /// Bytes of a GET_DEVICES bitmap covering `count` device numbers.
+#[inline]
 pub const fn bitmap_len(count: u16) -> usize {
     (count as usize).div_ceil(8)
 }

@@ -11,11 +11,11 @@
 //! and look at the device queue once it has been answered, as with the device model.
 //!
 //! The wait is poll(2), not epoll: the backends name their host fd afresh before every wait (a
-//! console's listener, then its client; none while input waits for buffers), less the devices
-//! left out until the next doorbell. An epoll set would have to be brought in line with that
-//! list on every pass, and epoll drops a registration silently when its fd is closed, even if
-//! the number comes back for the next client; a pollfd array built for each wait says exactly
-//! what it waits for.
+//! console's listener, then its client; none while input waits for buffers), and a device whose
+//! fd was ready but gave nothing is left out until the next doorbell. An epoll set would have
+//! to be brought in line with that list on every pass, and epoll drops a registration silently
+//! when its fd is closed, even if the number comes back for the next client; a pollfd array
+//! built for each wait says exactly what it waits for.
 //!
 //! The guest owns half of each queue and is not trusted: in strict mode a queue index that
 //! makes no sense stops the FIFO (logged once) until the next doorbell adopts the indexes

@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(frame) = Frame::decode(data) else {
         return;
     };
-    assert_eq!(lenient, Ok(frame), "the lenient decoder reads a valid message differently");
+    assert_eq!(
+        lenient,
+        Ok(frame),
+        "the lenient decoder reads a valid message differently"
+    );
     let header = header.expect("a decodable frame has a decodable header");
     let mut out = [0u8; 128];
     let n = frame.encode(&mut out).expect("a decoded frame re-encodes");
