@@ -227,7 +227,7 @@ impl Fifo {
             regs,
             tx <- new_spinlock_irqsave!(tx),
             rx <- new_spinlock_irqsave!(rx),
-            bus_exchange <- new_exchange!(BusReplies::new(), "virtio_msg_amp_pci::Fifo::bus_exchange"),
+            bus_exchange <- new_exchange!(BusReplies::new(), "virtio_msg_amp_pci::Fifo::bus"),
             bus_serial <- new_mutex!(()),
             next_token: Atomic::new(0),
             next_ping: Atomic::new(random::get_u32()),

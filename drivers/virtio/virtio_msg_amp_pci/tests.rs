@@ -74,8 +74,8 @@ fn recorded_devices_reply(
 }
 
 /// Enumerates FIFO `fifo` of `recording` as the FIFO does: each request armed, each recorded
-/// reply decoded and offered to the reply matching, the matched one taken. Returns the device numbers
-/// found and how the walk went.
+/// reply decoded and offered to the reply matching, the matched one taken. Returns the device
+/// numbers found and how the walk went.
 fn replay_enumeration(recording: &str, fifo: u8) -> Result<(KVec<u16>, u32)> {
     let mut walk = Enumeration::new();
     let mut replies = BusReplies::new();
