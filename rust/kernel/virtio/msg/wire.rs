@@ -26,14 +26,14 @@
 //! Decoding borrows variable-length data from the input; a bus must copy a
 //! message out of shared memory into private memory before decoding it.
 //!
-//! Each message is written down in three places, each a single `match`:
-//! [`Message::id`] (its class, kind and id), `encode_payload` (its fields
-//! in order: the same code measures a payload and writes it, so its length
-//! and its bytes cannot disagree) and the decoder's arm for its id (the
-//! fields read back, after the size check of its layout). The known-answer
-//! vectors (`wire_vectors.rs`) pin all three to the byte layouts of the
-//! specification, and the property tests check that decoding inverts
-//! encoding for every message.
+//! Each message is written down once, in the table that defines
+//! [`Message`]: its class, kind and id, and its fields in wire order. The
+//! id lookup, the encoder, the decoder and the size checks are generated
+//! from it, so they cannot disagree: a field's type says how it is written
+//! and read, and the same code measures a payload and writes it. The
+//! known-answer vectors (`wire_vectors.rs`) pin the table to the byte
+//! layouts of the specification, and the property tests check that
+//! decoding inverts encoding for every message.
 
 use core::fmt;
 
@@ -522,36 +522,168 @@ impl DeviceState {
     }
 }
 
-/// Every virtio-msg message, with its payload.
+/// Defines [`Message`] from its table (below): each message once, with its
+/// class, kind and id and its payload's fields in wire order, from which
+/// [`Message::id`], the encoder (`encode_payload`), the decoder
+/// (`decode_payload`) and the fixed sizes (`Message::fixed_len`) are all
+/// generated.
 ///
-/// Variant names say the direction: requests are verbs, their responses are
-/// nouns or participles, events start with `Event`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Message<'a> {
+/// A field's type says how it is written ([`Field`]); two kinds of trailing
+/// data depend on an earlier field instead: `= optional(LEN)`, bytes that
+/// are either absent or exactly `LEN` long, and `= sized(LEN)`, exactly
+/// `LEN` bytes.
+macro_rules! messages {
+    (
+        <$lt:lifetime>
+        $(
+            $(#[doc = $doc:literal])*
+            $name:ident
+            $( ( $tuple_field:ident : $tuple:ty ) )?
+            $( {
+                $(
+                    $(#[doc = $field_doc:literal])*
+                    $field:ident : $ty:ty $( = $how:ident($len:expr) )?
+                ),* $(,)?
+            } )?
+            = $class:ident $kind:ident $id:path;
+        )*
+    ) => {
+        /// Every virtio-msg message, with its payload.
+        ///
+        /// Variant names say the direction: requests are verbs, their
+        /// responses are nouns or participles, events start with `Event`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Message<$lt> {
+            $(
+                $(#[doc = $doc])*
+                $name
+                $( ($tuple) )?
+                $( { $( $(#[doc = $field_doc])* $field: $ty ),* } )?,
+            )*
+        }
+
+        impl<$lt> Message<$lt> {
+            /// Class, kind and id of this message.
+            #[inline]
+            pub fn id(&self) -> (Class, Kind, u8) {
+                match self {
+                    $( Self::$name { .. } => (Class::$class, Kind::$kind, $id), )*
+                }
+            }
+
+            /// Bytes of the fixed fields of the payload of message `id` of
+            /// `class` and `kind`: its whole payload if it has no trailing
+            /// data.
+            const fn fixed_len(class: Class, kind: Kind, id: u8) -> Option<usize> {
+                match (class, kind, id) {
+                    $(
+                        (Class::$class, Kind::$kind, $id) => Some(
+                            0 $( + <$tuple as Field<$lt>>::FIXED )?
+                            $( $( + messages!(@fixed $ty $(= $how($len))?) )* )?
+                        ),
+                    )*
+                    _ => None,
+                }
+            }
+        }
+
+        /// Writes the payload of `msg` to `w`, checking that its length
+        /// fields agree with its data: the same code measures a payload
+        /// (with a [`Counter`]) and writes it (with a [`Writer`]).
+        fn encode_payload(msg: &Message<'_>, w: &mut impl Sink) -> Result<(), EncodeError> {
+            match *msg {
+                $(
+                    Message::$name {
+                        $( 0: $tuple_field, )?
+                        $( $( $field, )* )?
+                    } => {
+                        $( Field::put($tuple_field, w)?; )?
+                        $( $( messages!(@put w, $field, $ty $(= $how($len))?); )* )?
+                    }
+                )*
+            }
+            Ok(())
+        }
+
+        /// Decodes payload `p` of the message that header `h` announces.
+        fn decode_payload<$lt>(h: &Header, p: &$lt [u8]) -> Result<Message<$lt>, DecodeError> {
+            let id = h.msg_id;
+            match (h.class, h.kind, id) {
+                $(
+                    (Class::$class, Kind::$kind, $id) => {
+                        let fixed = 0
+                            $( + <$tuple as Field<$lt>>::FIXED )?
+                            $( $( + messages!(@fixed $ty $(= $how($len))?) )* )?;
+                        let trailing = false
+                            $( || <$tuple as Field<$lt>>::TRAILING )?
+                            $( $( || messages!(@trailing $ty $(= $how($len))?) )* )?;
+                        #[allow(unused_mut, unused_variables)]
+                        let mut r = if trailing {
+                            at_least(id, p, fixed)?
+                        } else {
+                            exact(id, p, fixed)?
+                        };
+                        $( let $tuple_field = <$tuple as Field<$lt>>::get(&mut r, id)?; )?
+                        $( $(
+                            let $field: $ty = messages!(@get r, id, $ty $(= $how($len))?);
+                        )* )?
+                        Ok(Message::$name {
+                            $( 0: $tuple_field, )?
+                            $( $( $field, )* )?
+                        })
+                    }
+                )*
+                (class, kind, msg_id) => Err(DecodeError::UnknownId { class, kind, msg_id }),
+            }
+        }
+    };
+
+    (@fixed $ty:ty) => { <$ty as Field<'_>>::FIXED };
+    (@fixed $ty:ty = $how:ident($len:expr)) => { 0 };
+    (@trailing $ty:ty) => { <$ty as Field<'_>>::TRAILING };
+    (@trailing $ty:ty = $how:ident($len:expr)) => { true };
+    (@put $w:ident, $v:ident, $ty:ty) => { Field::put($v, $w)? };
+    (@put $w:ident, $v:ident, $ty:ty = optional($len:expr)) => {{
+        check_optional($len, $v)?;
+        $w.bytes($v.unwrap_or(&[]))?
+    }};
+    (@put $w:ident, $v:ident, $ty:ty = sized($len:expr)) => {{
+        if u32::try_from($v.len()) != Ok($len) {
+            return Err(EncodeError::Inconsistent);
+        }
+        $w.bytes($v)?
+    }};
+    (@get $r:ident, $id:ident, $ty:ty) => { Field::get(&mut $r, $id)? };
+    (@get $r:ident, $id:ident, $ty:ty = optional($len:expr)) => { optional_tail($id, &$r, $len)? };
+    (@get $r:ident, $id:ident, $ty:ty = sized($len:expr)) => { tail($id, &$r, $len, 1)? };
+}
+
+messages! {
+    <'a>
     // Transport requests (driver to device).
     /// GET_DEVICE_INFO request.
-    GetDeviceInfo,
+    GetDeviceInfo = Transport Request transport_id::GET_DEVICE_INFO;
     /// GET_DEVICE_FEATURES request.
     GetDeviceFeatures {
         /// First 32-bit feature block.
         block_index: u32,
         /// Number of blocks wanted.
         num_blocks: u32,
-    },
+    } = Transport Request transport_id::GET_DEVICE_FEATURES;
     /// SET_DRIVER_FEATURES request.
     SetDriverFeatures {
         /// First 32-bit feature block.
         block_index: u32,
         /// The blocks, from `block_index` on.
         features: Words<'a>,
-    },
+    } = Transport Request transport_id::SET_DRIVER_FEATURES;
     /// GET_CONFIG request.
     GetConfig {
         /// Offset in the configuration space.
         offset: u32,
         /// Bytes wanted.
         length: u32,
-    },
+    } = Transport Request transport_id::GET_CONFIG;
     /// SET_CONFIG request.
     SetConfig {
         /// Latest configuration generation seen by the driver.
@@ -560,44 +692,44 @@ pub enum Message<'a> {
         offset: u32,
         /// Bytes to write.
         data: &'a [u8],
-    },
+    } = Transport Request transport_id::SET_CONFIG;
     /// GET_DEVICE_STATUS request.
-    GetDeviceStatus,
+    GetDeviceStatus = Transport Request transport_id::GET_DEVICE_STATUS;
     /// SET_DEVICE_STATUS request.
     SetDeviceStatus {
         /// New status (0 resets the device).
         status: u32,
-    },
+    } = Transport Request transport_id::SET_DEVICE_STATUS;
     /// GET_VQUEUE request.
     GetVqueue {
         /// Virtqueue index.
         index: u32,
-    },
+    } = Transport Request transport_id::GET_VQUEUE;
     /// SET_VQUEUE request.
-    SetVqueue(VqueueConfig),
+    SetVqueue(config: VqueueConfig) = Transport Request transport_id::SET_VQUEUE;
     /// RESET_VQUEUE request.
     ResetVqueue {
         /// Virtqueue index.
         index: u32,
-    },
+    } = Transport Request transport_id::RESET_VQUEUE;
     /// GET_SHM request.
     GetShm {
         /// Shared memory region id.
         index: u32,
-    },
+    } = Transport Request transport_id::GET_SHM;
 
     // Transport responses (device to driver).
     /// GET_DEVICE_INFO response.
-    DeviceInfo(DeviceInfo),
+    DeviceInfo(info: DeviceInfo) = Transport Response transport_id::GET_DEVICE_INFO;
     /// GET_DEVICE_FEATURES response.
     DeviceFeatures {
         /// First 32-bit feature block.
         block_index: u32,
         /// The blocks (zero beyond the implemented bits).
         features: Words<'a>,
-    },
+    } = Transport Response transport_id::GET_DEVICE_FEATURES;
     /// SET_DRIVER_FEATURES response (no payload).
-    DriverFeaturesSet,
+    DriverFeaturesSet = Transport Response transport_id::SET_DRIVER_FEATURES;
     /// GET_CONFIG response.
     Config {
         /// Configuration generation the data belongs to.
@@ -606,7 +738,7 @@ pub enum Message<'a> {
         offset: u32,
         /// The bytes read.
         data: &'a [u8],
-    },
+    } = Transport Response transport_id::GET_CONFIG;
     /// SET_CONFIG response.
     ConfigSet {
         /// Configuration generation after the write.
@@ -617,24 +749,24 @@ pub enum Message<'a> {
         length: u32,
         /// Optional echo of the bytes now in the configuration space; when
         /// present, exactly `length` bytes.
-        echo: Option<&'a [u8]>,
-    },
+        echo: Option<&'a [u8]> = optional(length),
+    } = Transport Response transport_id::SET_CONFIG;
     /// GET_DEVICE_STATUS response.
     DeviceStatus {
         /// Current status.
         status: u32,
-    },
+    } = Transport Response transport_id::GET_DEVICE_STATUS;
     /// SET_DEVICE_STATUS response.
     DeviceStatusSet {
         /// Resulting status (FEATURES_OK may have been cleared).
         status: u32,
-    },
+    } = Transport Response transport_id::SET_DEVICE_STATUS;
     /// GET_VQUEUE response.
-    Vqueue(VqueueInfo),
+    Vqueue(info: VqueueInfo) = Transport Response transport_id::GET_VQUEUE;
     /// SET_VQUEUE response (no payload).
-    VqueueSet,
+    VqueueSet = Transport Response transport_id::SET_VQUEUE;
     /// RESET_VQUEUE response (no payload).
-    VqueueReset,
+    VqueueReset = Transport Response transport_id::RESET_VQUEUE;
     /// GET_SHM response.
     Shm {
         /// Shared memory region id.
@@ -643,7 +775,7 @@ pub enum Message<'a> {
         length: u32,
         /// Address of the region.
         address: u32,
-    },
+    } = Transport Response transport_id::GET_SHM;
 
     // Transport events.
     /// EVENT_CONFIG (device to driver).
@@ -657,20 +789,20 @@ pub enum Message<'a> {
         /// Length of the change.
         length: u32,
         /// Optional new bytes; when present, exactly `length` bytes.
-        data: Option<&'a [u8]>,
-    },
+        data: Option<&'a [u8]> = optional(length),
+    } = Transport Request transport_id::EVENT_CONFIG;
     /// EVENT_AVAIL (driver to device).
     EventAvail {
         /// Virtqueue index.
         vq_index: u32,
         /// Notification data, or [`AvailNext::NONE`].
         next: AvailNext,
-    },
+    } = Transport Request transport_id::EVENT_AVAIL;
     /// EVENT_USED (device to driver).
     EventUsed {
         /// Virtqueue index.
         vq_index: u32,
-    },
+    } = Transport Request transport_id::EVENT_USED;
 
     // Bus messages.
     /// GET_DEVICES request.
@@ -679,7 +811,7 @@ pub enum Message<'a> {
         offset: u16,
         /// Device numbers in the window.
         count: u16,
-    },
+    } = Bus Request bus_id::GET_DEVICES;
     /// GET_DEVICES response.
     Devices {
         /// First device number of the window.
@@ -690,92 +822,249 @@ pub enum Message<'a> {
         next_offset: u16,
         /// One bit per device number, `ceil(count / 8)` bytes; the least
         /// significant bit of byte 0 is device number `offset`.
-        bitmap: &'a [u8],
-    },
+        bitmap: &'a [u8] = sized(u32::from(count).div_ceil(8)),
+    } = Bus Response bus_id::GET_DEVICES;
     /// PING request.
     Ping {
         /// Value to echo.
         data: u32,
-    },
+    } = Bus Request bus_id::PING;
     /// PING response.
     Pong {
         /// The echoed value.
         data: u32,
-    },
+    } = Bus Response bus_id::PING;
     /// EVENT_DEVICE (device side to driver side).
     EventDevice {
         /// The device number concerned.
         device_number: u16,
         /// What happened to it.
         state: DeviceState,
-    },
+    } = Bus Request bus_id::EVENT_DEVICE;
 }
 
-impl Message<'_> {
-    /// Class, kind and id of this message.
-    #[inline]
-    pub fn id(&self) -> (Class, Kind, u8) {
-        use transport_id as t;
-        use Class::{Bus, Transport};
-        use Kind::{Request, Response};
-        match self {
-            Self::GetDeviceInfo => (Transport, Request, t::GET_DEVICE_INFO),
-            Self::GetDeviceFeatures { .. } => (Transport, Request, t::GET_DEVICE_FEATURES),
-            Self::SetDriverFeatures { .. } => (Transport, Request, t::SET_DRIVER_FEATURES),
-            Self::GetConfig { .. } => (Transport, Request, t::GET_CONFIG),
-            Self::SetConfig { .. } => (Transport, Request, t::SET_CONFIG),
-            Self::GetDeviceStatus => (Transport, Request, t::GET_DEVICE_STATUS),
-            Self::SetDeviceStatus { .. } => (Transport, Request, t::SET_DEVICE_STATUS),
-            Self::GetVqueue { .. } => (Transport, Request, t::GET_VQUEUE),
-            Self::SetVqueue(_) => (Transport, Request, t::SET_VQUEUE),
-            Self::ResetVqueue { .. } => (Transport, Request, t::RESET_VQUEUE),
-            Self::GetShm { .. } => (Transport, Request, t::GET_SHM),
-            Self::DeviceInfo(_) => (Transport, Response, t::GET_DEVICE_INFO),
-            Self::DeviceFeatures { .. } => (Transport, Response, t::GET_DEVICE_FEATURES),
-            Self::DriverFeaturesSet => (Transport, Response, t::SET_DRIVER_FEATURES),
-            Self::Config { .. } => (Transport, Response, t::GET_CONFIG),
-            Self::ConfigSet { .. } => (Transport, Response, t::SET_CONFIG),
-            Self::DeviceStatus { .. } => (Transport, Response, t::GET_DEVICE_STATUS),
-            Self::DeviceStatusSet { .. } => (Transport, Response, t::SET_DEVICE_STATUS),
-            Self::Vqueue(_) => (Transport, Response, t::GET_VQUEUE),
-            Self::VqueueSet => (Transport, Response, t::SET_VQUEUE),
-            Self::VqueueReset => (Transport, Response, t::RESET_VQUEUE),
-            Self::Shm { .. } => (Transport, Response, t::GET_SHM),
-            Self::EventConfig { .. } => (Transport, Request, t::EVENT_CONFIG),
-            Self::EventAvail { .. } => (Transport, Request, t::EVENT_AVAIL),
-            Self::EventUsed { .. } => (Transport, Request, t::EVENT_USED),
-            Self::GetDevices { .. } => (Bus, Request, bus_id::GET_DEVICES),
-            Self::Devices { .. } => (Bus, Response, bus_id::GET_DEVICES),
-            Self::Ping { .. } => (Bus, Request, bus_id::PING),
-            Self::Pong { .. } => (Bus, Response, bus_id::PING),
-            Self::EventDevice { .. } => (Bus, Request, bus_id::EVENT_DEVICE),
+/// How a payload field is written and read: the field types of the message
+/// table.
+trait Field<'a>: Sized {
+    /// Bytes it takes, up to any trailing data.
+    const FIXED: usize;
+    /// Whether trailing data of a length it says follows (the last field).
+    const TRAILING: bool = false;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError>;
+
+    /// Reads the field; the payload's size was checked against the fixed
+    /// fields of its message.
+    fn get(r: &mut Reader<'a>, msg_id: u8) -> Result<Self, DecodeError>;
+}
+
+impl Field<'_> for u16 {
+    const FIXED: usize = 2;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u16(self)
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        r.u16()
+    }
+}
+
+impl Field<'_> for u32 {
+    const FIXED: usize = 4;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u32(self)
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        r.u32()
+    }
+}
+
+impl Field<'_> for u64 {
+    const FIXED: usize = 8;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u64(self)
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        r.u64()
+    }
+}
+
+/// Feature blocks: their number, then the words.
+impl<'a> Field<'a> for Words<'a> {
+    const FIXED: usize = 4;
+    const TRAILING: bool = true;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u32(len_u32(self.len())?)?;
+        self.iter().try_for_each(|word| w.u32(word))
+    }
+
+    fn get(r: &mut Reader<'a>, msg_id: u8) -> Result<Self, DecodeError> {
+        let count = r.u32()?;
+        Ok(Words(WordsRepr::Wire(tail(msg_id, r, count, 4)?)))
+    }
+}
+
+/// Configuration bytes: their length, then the bytes.
+impl<'a> Field<'a> for &'a [u8] {
+    const FIXED: usize = 4;
+    const TRAILING: bool = true;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u32(len_u32(self.len())?)?;
+        w.bytes(self)
+    }
+
+    fn get(r: &mut Reader<'a>, msg_id: u8) -> Result<Self, DecodeError> {
+        let length = r.u32()?;
+        tail(msg_id, r, length, 1)
+    }
+}
+
+impl Field<'_> for AvailNext {
+    const FIXED: usize = 4;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u32(self.raw())
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        Ok(AvailNext(r.u32()?))
+    }
+}
+
+impl Field<'_> for DeviceState {
+    const FIXED: usize = 2;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u16(self.raw())
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        match r.u16()? {
+            Self::READY => Ok(Self::Ready),
+            Self::REMOVED => Ok(Self::Removed),
+            state => Err(DecodeError::DeviceState { state }),
         }
     }
 }
 
-/// Payload sizes of the fixed parts, in bytes.
-mod size {
-    pub(super) const DEVICE_INFO: usize = 24;
-    pub(super) const FEATURES_FIXED: usize = 8;
-    pub(super) const GET_CONFIG: usize = 8;
-    pub(super) const CONFIG_FIXED: usize = 12;
-    pub(super) const STATUS: usize = 4;
-    pub(super) const INDEX: usize = 4;
-    pub(super) const VQUEUE: usize = 40;
-    pub(super) const SHM: usize = 12;
-    pub(super) const EVENT_CONFIG_FIXED: usize = 16;
-    pub(super) const EVENT_AVAIL: usize = 8;
-    pub(super) const GET_DEVICES: usize = 4;
-    pub(super) const DEVICES_FIXED: usize = 6;
-    pub(super) const PING: usize = 4;
-    pub(super) const EVENT_DEVICE: usize = 4;
+impl Field<'_> for DeviceInfo {
+    const FIXED: usize = 24;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u32(self.device_id)?;
+        w.u32(self.vendor_id)?;
+        w.u32(self.num_feature_bits)?;
+        w.u32(self.config_size)?;
+        w.u32(self.max_virtqueues)?;
+        w.u16(self.admin_vq_start)?;
+        w.u16(self.admin_vq_count)
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        Ok(Self {
+            device_id: r.u32()?,
+            vendor_id: r.u32()?,
+            num_feature_bits: r.u32()?,
+            config_size: r.u32()?,
+            max_virtqueues: r.u32()?,
+            admin_vq_start: r.u16()?,
+            admin_vq_count: r.u16()?,
+        })
+    }
 }
+
+/// With two reserved words, written as zero and ignored when read.
+impl Field<'_> for VqueueConfig {
+    const FIXED: usize = 40;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u32(self.index)?;
+        w.u32(0)?;
+        w.u32(self.size)?;
+        w.u32(0)?;
+        w.u64(self.desc_addr)?;
+        w.u64(self.driver_addr)?;
+        w.u64(self.device_addr)
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        let index = r.u32()?;
+        let _reserved = r.u32()?;
+        let size = r.u32()?;
+        let _reserved = r.u32()?;
+        Ok(Self {
+            index,
+            size,
+            desc_addr: r.u64()?,
+            driver_addr: r.u64()?,
+            device_addr: r.u64()?,
+        })
+    }
+}
+
+/// With a reserved word, written as zero and ignored when read.
+impl Field<'_> for VqueueInfo {
+    const FIXED: usize = 40;
+
+    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+        w.u32(self.index)?;
+        w.u32(self.max_size)?;
+        w.u32(self.cur_size)?;
+        w.u32(0)?;
+        w.u64(self.desc_addr)?;
+        w.u64(self.driver_addr)?;
+        w.u64(self.device_addr)
+    }
+
+    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+        let index = r.u32()?;
+        let max_size = r.u32()?;
+        let cur_size = r.u32()?;
+        let _reserved = r.u32()?;
+        Ok(Self {
+            index,
+            max_size,
+            cur_size,
+            desc_addr: r.u64()?,
+            driver_addr: r.u64()?,
+            device_addr: r.u64()?,
+        })
+    }
+}
+
+/// Bytes of the fixed fields of message `id` of `class` and `kind`, for
+/// constants (a message that does not exist does not compile).
+const fn fixed(class: Class, kind: Kind, id: u8) -> usize {
+    match Message::fixed_len(class, kind, id) {
+        Some(len) => len,
+        None => panic!("no such message"),
+    }
+}
+
+/// GET_CONFIG response (and SET_CONFIG request) payload up to the data.
+const CONFIG_FIXED: usize = fixed(Class::Transport, Kind::Response, transport_id::GET_CONFIG);
+/// GET_DEVICE_FEATURES response (and SET_DRIVER_FEATURES request) payload up
+/// to the blocks.
+const FEATURES_FIXED: usize = fixed(
+    Class::Transport,
+    Kind::Response,
+    transport_id::GET_DEVICE_FEATURES,
+);
+/// GET_DEVICES response payload up to the bitmap.
+const DEVICES_FIXED: usize = fixed(Class::Bus, Kind::Response, bus_id::GET_DEVICES);
 
 /// Most configuration bytes one GET_CONFIG response (or SET_CONFIG request)
 /// can carry on a bus whose messages are at most `max_msg_size` bytes.
 #[inline]
 pub const fn max_config_chunk(max_msg_size: usize) -> usize {
-    max_msg_size.saturating_sub(HEADER_SIZE + size::CONFIG_FIXED)
+    max_msg_size.saturating_sub(HEADER_SIZE + CONFIG_FIXED)
 }
 
 /// Most feature blocks one GET_DEVICE_FEATURES response (or
@@ -783,14 +1072,14 @@ pub const fn max_config_chunk(max_msg_size: usize) -> usize {
 /// most `max_msg_size` bytes.
 #[inline]
 pub const fn max_feature_blocks(max_msg_size: usize) -> usize {
-    max_msg_size.saturating_sub(HEADER_SIZE + size::FEATURES_FIXED) / 4
+    max_msg_size.saturating_sub(HEADER_SIZE + FEATURES_FIXED) / 4
 }
 
 /// Most bitmap bytes one GET_DEVICES response can carry on a bus whose
 /// messages are at most `max_msg_size` bytes.
 #[inline]
 pub const fn max_devices_bitmap(max_msg_size: usize) -> usize {
-    max_msg_size.saturating_sub(HEADER_SIZE + size::DEVICES_FIXED)
+    max_msg_size.saturating_sub(HEADER_SIZE + DEVICES_FIXED)
 }
 
 /// A whole message: addressing plus content.
@@ -824,17 +1113,12 @@ impl<'a> Frame<'a> {
                 len: buf.len(),
             },
         )?;
-        let msg = match header.class {
-            Class::Transport => decode_transport(&header, payload)?,
-            Class::Bus => {
-                if header.dev_num != 0 {
-                    return Err(DecodeError::BusDeviceNumber {
-                        dev_num: header.dev_num,
-                    });
-                }
-                decode_bus(&header, payload)?
-            }
-        };
+        if header.class == Class::Bus && header.dev_num != 0 {
+            return Err(DecodeError::BusDeviceNumber {
+                dev_num: header.dev_num,
+            });
+        }
+        let msg = decode_payload(&header, payload)?;
         let frame = Frame {
             dev_num: header.dev_num,
             token: header.token,
@@ -860,7 +1144,7 @@ impl<'a> Frame<'a> {
             return Self::decode(buf);
         }
         let payload = buf.get(HEADER_SIZE..).unwrap_or_default();
-        let mut r = at_least(id, payload, size::DEVICES_FIXED)?;
+        let mut r = at_least(id, payload, DEVICES_FIXED)?;
         let offset = r.u16()?;
         let count = r.u16()?;
         let next_offset = r.u16()?;
@@ -942,159 +1226,6 @@ fn check_optional(length: u32, data: Option<&[u8]>) -> Result<(), EncodeError> {
     }
 }
 
-/// Writes the payload of `msg` to `w`, checking that its length fields
-/// agree with its data: the one description of every payload, which both
-/// measures it (with a [`Counter`]) and writes it (with a [`Writer`]).
-fn encode_payload(msg: &Message<'_>, w: &mut impl Sink) -> Result<(), EncodeError> {
-    match *msg {
-        Message::GetDeviceInfo
-        | Message::GetDeviceStatus
-        | Message::DriverFeaturesSet
-        | Message::VqueueSet
-        | Message::VqueueReset => {}
-        Message::GetDeviceFeatures {
-            block_index,
-            num_blocks,
-        } => {
-            w.u32(block_index)?;
-            w.u32(num_blocks)?;
-        }
-        Message::SetDriverFeatures {
-            block_index,
-            features,
-        }
-        | Message::DeviceFeatures {
-            block_index,
-            features,
-        } => {
-            w.u32(block_index)?;
-            w.u32(len_u32(features.len())?)?;
-            for word in features.iter() {
-                w.u32(word)?;
-            }
-        }
-        Message::GetConfig { offset, length } => {
-            w.u32(offset)?;
-            w.u32(length)?;
-        }
-        Message::SetConfig {
-            generation,
-            offset,
-            data,
-        }
-        | Message::Config {
-            generation,
-            offset,
-            data,
-        } => {
-            w.u32(generation)?;
-            w.u32(offset)?;
-            w.u32(len_u32(data.len())?)?;
-            w.bytes(data)?;
-        }
-        Message::ConfigSet {
-            generation,
-            offset,
-            length,
-            echo,
-        } => {
-            check_optional(length, echo)?;
-            w.u32(generation)?;
-            w.u32(offset)?;
-            w.u32(length)?;
-            w.bytes(echo.unwrap_or(&[]))?;
-        }
-        Message::SetDeviceStatus { status }
-        | Message::DeviceStatus { status }
-        | Message::DeviceStatusSet { status } => w.u32(status)?,
-        Message::GetVqueue { index }
-        | Message::ResetVqueue { index }
-        | Message::GetShm { index } => w.u32(index)?,
-        Message::SetVqueue(c) => {
-            w.u32(c.index)?;
-            w.u32(0)?;
-            w.u32(c.size)?;
-            w.u32(0)?;
-            w.u64(c.desc_addr)?;
-            w.u64(c.driver_addr)?;
-            w.u64(c.device_addr)?;
-        }
-        Message::DeviceInfo(i) => {
-            w.u32(i.device_id)?;
-            w.u32(i.vendor_id)?;
-            w.u32(i.num_feature_bits)?;
-            w.u32(i.config_size)?;
-            w.u32(i.max_virtqueues)?;
-            w.u16(i.admin_vq_start)?;
-            w.u16(i.admin_vq_count)?;
-        }
-        Message::Vqueue(q) => {
-            w.u32(q.index)?;
-            w.u32(q.max_size)?;
-            w.u32(q.cur_size)?;
-            w.u32(0)?;
-            w.u64(q.desc_addr)?;
-            w.u64(q.driver_addr)?;
-            w.u64(q.device_addr)?;
-        }
-        Message::Shm {
-            index,
-            length,
-            address,
-        } => {
-            w.u32(index)?;
-            w.u32(length)?;
-            w.u32(address)?;
-        }
-        Message::EventConfig {
-            device_status,
-            generation,
-            offset,
-            length,
-            data,
-        } => {
-            check_optional(length, data)?;
-            w.u32(device_status)?;
-            w.u32(generation)?;
-            w.u32(offset)?;
-            w.u32(length)?;
-            w.bytes(data.unwrap_or(&[]))?;
-        }
-        Message::EventAvail { vq_index, next } => {
-            w.u32(vq_index)?;
-            w.u32(next.raw())?;
-        }
-        Message::EventUsed { vq_index } => w.u32(vq_index)?,
-        Message::GetDevices { offset, count } => {
-            w.u16(offset)?;
-            w.u16(count)?;
-        }
-        Message::Devices {
-            offset,
-            count,
-            next_offset,
-            bitmap,
-        } => {
-            if bitmap.len() != bitmap_len(count) {
-                return Err(EncodeError::Inconsistent);
-            }
-            w.u16(offset)?;
-            w.u16(count)?;
-            w.u16(next_offset)?;
-            w.bytes(bitmap)?;
-        }
-        Message::Ping { data } | Message::Pong { data } => w.u32(data)?,
-        Message::EventDevice {
-            device_number,
-            state,
-        } => {
-            w.u16(device_number)?;
-            w.u16(state.raw())?;
-        }
-    }
-    Ok(())
-}
-
 /// Checks that a payload of fixed size has exactly `expected` bytes.
 fn exact(msg_id: u8, payload: &[u8], expected: usize) -> Result<Reader<'_>, DecodeError> {
     if payload.len() != expected {
@@ -1154,257 +1285,6 @@ fn optional_tail<'a>(
         return Ok(None);
     }
     tail(msg_id, r, length, 1).map(Some)
-}
-
-fn decode_transport<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeError> {
-    use transport_id as t;
-    let id = h.msg_id;
-    let unknown = DecodeError::UnknownId {
-        class: h.class,
-        kind: h.kind,
-        msg_id: id,
-    };
-    Ok(match h.kind {
-        Kind::Request => match id {
-            t::GET_DEVICE_INFO => {
-                exact(id, p, 0)?;
-                Message::GetDeviceInfo
-            }
-            t::GET_DEVICE_FEATURES => {
-                let mut r = exact(id, p, size::FEATURES_FIXED)?;
-                Message::GetDeviceFeatures {
-                    block_index: r.u32()?,
-                    num_blocks: r.u32()?,
-                }
-            }
-            t::SET_DRIVER_FEATURES => {
-                let mut r = at_least(id, p, size::FEATURES_FIXED)?;
-                let block_index = r.u32()?;
-                let num_blocks = r.u32()?;
-                let words = tail(id, &r, num_blocks, 4)?;
-                Message::SetDriverFeatures {
-                    block_index,
-                    features: Words(WordsRepr::Wire(words)),
-                }
-            }
-            t::GET_CONFIG => {
-                let mut r = exact(id, p, size::GET_CONFIG)?;
-                Message::GetConfig {
-                    offset: r.u32()?,
-                    length: r.u32()?,
-                }
-            }
-            t::SET_CONFIG => {
-                let mut r = at_least(id, p, size::CONFIG_FIXED)?;
-                let generation = r.u32()?;
-                let offset = r.u32()?;
-                let length = r.u32()?;
-                Message::SetConfig {
-                    generation,
-                    offset,
-                    data: tail(id, &r, length, 1)?,
-                }
-            }
-            t::GET_DEVICE_STATUS => {
-                exact(id, p, 0)?;
-                Message::GetDeviceStatus
-            }
-            t::SET_DEVICE_STATUS => Message::SetDeviceStatus {
-                status: exact(id, p, size::STATUS)?.u32()?,
-            },
-            t::GET_VQUEUE => Message::GetVqueue {
-                index: exact(id, p, size::INDEX)?.u32()?,
-            },
-            t::SET_VQUEUE => {
-                let mut r = exact(id, p, size::VQUEUE)?;
-                let index = r.u32()?;
-                let _reserved = r.u32()?;
-                let size = r.u32()?;
-                let _reserved = r.u32()?;
-                Message::SetVqueue(VqueueConfig {
-                    index,
-                    size,
-                    desc_addr: r.u64()?,
-                    driver_addr: r.u64()?,
-                    device_addr: r.u64()?,
-                })
-            }
-            t::RESET_VQUEUE => Message::ResetVqueue {
-                index: exact(id, p, size::INDEX)?.u32()?,
-            },
-            t::GET_SHM => Message::GetShm {
-                index: exact(id, p, size::INDEX)?.u32()?,
-            },
-            t::EVENT_CONFIG => {
-                let mut r = at_least(id, p, size::EVENT_CONFIG_FIXED)?;
-                let device_status = r.u32()?;
-                let generation = r.u32()?;
-                let offset = r.u32()?;
-                let length = r.u32()?;
-                let data = optional_tail(id, &r, length)?;
-                Message::EventConfig {
-                    device_status,
-                    generation,
-                    offset,
-                    length,
-                    data,
-                }
-            }
-            t::EVENT_AVAIL => {
-                let mut r = exact(id, p, size::EVENT_AVAIL)?;
-                Message::EventAvail {
-                    vq_index: r.u32()?,
-                    next: AvailNext(r.u32()?),
-                }
-            }
-            t::EVENT_USED => Message::EventUsed {
-                vq_index: exact(id, p, size::INDEX)?.u32()?,
-            },
-            _ => return Err(unknown),
-        },
-        Kind::Response => match id {
-            t::GET_DEVICE_INFO => {
-                let mut r = exact(id, p, size::DEVICE_INFO)?;
-                Message::DeviceInfo(DeviceInfo {
-                    device_id: r.u32()?,
-                    vendor_id: r.u32()?,
-                    num_feature_bits: r.u32()?,
-                    config_size: r.u32()?,
-                    max_virtqueues: r.u32()?,
-                    admin_vq_start: r.u16()?,
-                    admin_vq_count: r.u16()?,
-                })
-            }
-            t::GET_DEVICE_FEATURES => {
-                let mut r = at_least(id, p, size::FEATURES_FIXED)?;
-                let block_index = r.u32()?;
-                let num_blocks = r.u32()?;
-                let words = tail(id, &r, num_blocks, 4)?;
-                Message::DeviceFeatures {
-                    block_index,
-                    features: Words(WordsRepr::Wire(words)),
-                }
-            }
-            t::SET_DRIVER_FEATURES => {
-                exact(id, p, 0)?;
-                Message::DriverFeaturesSet
-            }
-            t::GET_CONFIG => {
-                let mut r = at_least(id, p, size::CONFIG_FIXED)?;
-                let generation = r.u32()?;
-                let offset = r.u32()?;
-                let length = r.u32()?;
-                Message::Config {
-                    generation,
-                    offset,
-                    data: tail(id, &r, length, 1)?,
-                }
-            }
-            t::SET_CONFIG => {
-                let mut r = at_least(id, p, size::CONFIG_FIXED)?;
-                let generation = r.u32()?;
-                let offset = r.u32()?;
-                let length = r.u32()?;
-                let echo = optional_tail(id, &r, length)?;
-                Message::ConfigSet {
-                    generation,
-                    offset,
-                    length,
-                    echo,
-                }
-            }
-            t::GET_DEVICE_STATUS => Message::DeviceStatus {
-                status: exact(id, p, size::STATUS)?.u32()?,
-            },
-            t::SET_DEVICE_STATUS => Message::DeviceStatusSet {
-                status: exact(id, p, size::STATUS)?.u32()?,
-            },
-            t::GET_VQUEUE => {
-                let mut r = exact(id, p, size::VQUEUE)?;
-                let index = r.u32()?;
-                let max_size = r.u32()?;
-                let cur_size = r.u32()?;
-                let _reserved = r.u32()?;
-                Message::Vqueue(VqueueInfo {
-                    index,
-                    max_size,
-                    cur_size,
-                    desc_addr: r.u64()?,
-                    driver_addr: r.u64()?,
-                    device_addr: r.u64()?,
-                })
-            }
-            t::SET_VQUEUE => {
-                exact(id, p, 0)?;
-                Message::VqueueSet
-            }
-            t::RESET_VQUEUE => {
-                exact(id, p, 0)?;
-                Message::VqueueReset
-            }
-            t::GET_SHM => {
-                let mut r = exact(id, p, size::SHM)?;
-                Message::Shm {
-                    index: r.u32()?,
-                    length: r.u32()?,
-                    address: r.u32()?,
-                }
-            }
-            _ => return Err(unknown),
-        },
-    })
-}
-
-fn decode_bus<'a>(h: &Header, p: &'a [u8]) -> Result<Message<'a>, DecodeError> {
-    let id = h.msg_id;
-    Ok(match (h.kind, id) {
-        (Kind::Request, bus_id::GET_DEVICES) => {
-            let mut r = exact(id, p, size::GET_DEVICES)?;
-            Message::GetDevices {
-                offset: r.u16()?,
-                count: r.u16()?,
-            }
-        }
-        (Kind::Response, bus_id::GET_DEVICES) => {
-            let mut r = at_least(id, p, size::DEVICES_FIXED)?;
-            let offset = r.u16()?;
-            let count = r.u16()?;
-            let next_offset = r.u16()?;
-            let bitmap = tail(id, &r, u32::from(count).div_ceil(8), 1)?;
-            Message::Devices {
-                offset,
-                count,
-                next_offset,
-                bitmap,
-            }
-        }
-        (Kind::Request, bus_id::PING) => Message::Ping {
-            data: exact(id, p, size::PING)?.u32()?,
-        },
-        (Kind::Response, bus_id::PING) => Message::Pong {
-            data: exact(id, p, size::PING)?.u32()?,
-        },
-        (Kind::Request, bus_id::EVENT_DEVICE) => {
-            let mut r = exact(id, p, size::EVENT_DEVICE)?;
-            let device_number = r.u16()?;
-            let state = match r.u16()? {
-                DeviceState::READY => DeviceState::Ready,
-                DeviceState::REMOVED => DeviceState::Removed,
-                state => return Err(DecodeError::DeviceState { state }),
-            };
-            Message::EventDevice {
-                device_number,
-                state,
-            }
-        }
-        _ => {
-            return Err(DecodeError::UnknownId {
-                class: h.class,
-                kind: h.kind,
-                msg_id: id,
-            })
-        }
-    })
 }
 
 /// Bounds-checked little-endian reader over a payload.
