@@ -52,7 +52,7 @@ use kernel::{
 
 use crate::{
     bus::BusHandle,
-    request::{Failure, Match, Policy, Requester},
+    request::{Failure, Policy, Requester},
     stats::Dropped,
     wire::{self, AvailNext, DeviceInfo, Frame, Header, Kind, Message, VqueueConfig, Words},
 };
@@ -566,7 +566,7 @@ impl MsgDevice {
     pub(crate) fn receive(&self, header: &Header, frame: &Frame<'_>, bytes: &[u8]) {
         let stats = self.bus.stats();
         if header.kind == Kind::Response {
-            if let Match::Dropped(why) = self.req.complete(header, bytes) {
+            if let Err(why) = self.req.complete(header, bytes) {
                 stats.dropped(why);
             }
             return;

@@ -88,15 +88,6 @@ impl From<Failure> for Error {
     }
 }
 
-/// What a received response turned out to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Match {
-    /// The awaited response; the waiter was woken.
-    Matched,
-    /// Not awaited.
-    Dropped(Dropped),
-}
-
 enum SlotState {
     Idle,
     /// Waiting for the bus's barrier: whatever arrives predates it.
@@ -378,11 +369,8 @@ impl Requester {
     }
 
     /// Offers a received response (already decoded, `bytes` is the whole message). Wakes the
-    /// waiter if it is the awaited one.
-    pub(crate) fn complete(&self, header: &Header, bytes: &[u8]) -> Match {
-        match self.exchange.offer((header, bytes)) {
-            Ok(()) => Match::Matched,
-            Err(why) => Match::Dropped(why),
-        }
+    /// waiter if it is the awaited one; otherwise says why it was dropped.
+    pub(crate) fn complete(&self, header: &Header, bytes: &[u8]) -> Result<(), Dropped> {
+        self.exchange.offer((header, bytes))
     }
 }

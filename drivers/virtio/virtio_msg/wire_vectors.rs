@@ -1145,13 +1145,30 @@ pub static DEVICE_MODEL_MALFORMED: &[Malformed] = &[
     },
 ];
 
+/// A decoder under test: [`Frame::decode`] or [`Frame::decode_lenient`].
+type Decoder = fn(&'static [u8]) -> Result<Frame<'static>, DecodeError>;
+
+/// Checks that `decode` reads `v` as its message.
+fn decodes_to(v: &Vector, decode: Decoder) -> Result<(), &'static str> {
+    match decode(v.bytes) {
+        Ok(f) if f == v.frame => Ok(()),
+        Ok(_) => Err("decoded to a different message"),
+        Err(_) => Err("failed to decode"),
+    }
+}
+
+/// Checks that `decode` rejects `v` with its error.
+fn rejects(v: &Malformed, decode: Decoder) -> Result<(), &'static str> {
+    match decode(v.bytes) {
+        Err(e) if e == v.error => Ok(()),
+        Err(_) => Err("rejected with a different error"),
+        Ok(_) => Err("accepted"),
+    }
+}
+
 /// Checks one [`Vector`] both ways; on failure returns what went wrong.
 pub fn check_exact(v: &Vector) -> Result<(), &'static str> {
-    match Frame::decode(v.bytes) {
-        Ok(f) if f == v.frame => {}
-        Ok(_) => return Err("decoded to a different message"),
-        Err(_) => return Err("failed to decode"),
-    }
+    decodes_to(v, Frame::decode)?;
     let mut out = [0u8; 128];
     match v.frame.encode(&mut out) {
         Ok(n) if out.get(..n) == Some(v.bytes) => Ok(()),
@@ -1162,40 +1179,24 @@ pub fn check_exact(v: &Vector) -> Result<(), &'static str> {
 
 /// Checks one [`Lenient`] vector: it decodes to its message.
 pub fn check_lenient(v: &Lenient) -> Result<(), &'static str> {
-    match Frame::decode(v.bytes) {
-        Ok(f) if f == v.frame => Ok(()),
-        Ok(_) => Err("decoded to a different message"),
-        Err(_) => Err("failed to decode"),
-    }
+    decodes_to(v, Frame::decode)
 }
 
 /// Checks one [`DEVICE_MODEL_REPLIES`] vector: the lenient decoder reads
 /// it as its message.
 pub fn check_device_model_reply(v: &Lenient) -> Result<(), &'static str> {
-    match Frame::decode_lenient(v.bytes) {
-        Ok(f) if f == v.frame => Ok(()),
-        Ok(_) => Err("decoded to a different message"),
-        Err(_) => Err("failed to decode"),
-    }
+    decodes_to(v, Frame::decode_lenient)
 }
 
 /// Checks one [`DEVICE_MODEL_MALFORMED`] vector: the lenient decoder
 /// rejects it with its error.
 pub fn check_device_model_malformed(v: &Malformed) -> Result<(), &'static str> {
-    match Frame::decode_lenient(v.bytes) {
-        Err(e) if e == v.error => Ok(()),
-        Err(_) => Err("rejected with a different error"),
-        Ok(_) => Err("accepted"),
-    }
+    rejects(v, Frame::decode_lenient)
 }
 
 /// Checks one [`Malformed`] vector: it is rejected with its error.
 pub fn check_malformed(v: &Malformed) -> Result<(), &'static str> {
-    match Frame::decode(v.bytes) {
-        Err(e) if e == v.error => Ok(()),
-        Err(_) => Err("rejected with a different error"),
-        Ok(_) => Err("accepted"),
-    }
+    rejects(v, Frame::decode)
 }
 
 /// Checks one [`Unencodable`] vector: encoding fails with its error and

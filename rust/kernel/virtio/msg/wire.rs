@@ -858,41 +858,24 @@ trait Field<'a>: Sized {
     fn get(r: &mut Reader<'a>, msg_id: u8) -> Result<Self, DecodeError>;
 }
 
-impl Field<'_> for u16 {
-    const FIXED: usize = 2;
+/// Little-endian integers, with the [`Sink`] and `Reader` method of their width.
+macro_rules! integer_fields {
+    ($($ty:ident),*) => {$(
+        impl Field<'_> for $ty {
+            const FIXED: usize = core::mem::size_of::<$ty>();
 
-    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
-        w.u16(self)
-    }
+            fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
+                w.$ty(self)
+            }
 
-    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
-        r.u16()
-    }
+            fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
+                r.$ty()
+            }
+        }
+    )*};
 }
 
-impl Field<'_> for u32 {
-    const FIXED: usize = 4;
-
-    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
-        w.u32(self)
-    }
-
-    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
-        r.u32()
-    }
-}
-
-impl Field<'_> for u64 {
-    const FIXED: usize = 8;
-
-    fn put(self, w: &mut impl Sink) -> Result<(), EncodeError> {
-        w.u64(self)
-    }
-
-    fn get(r: &mut Reader<'_>, _: u8) -> Result<Self, DecodeError> {
-        r.u64()
-    }
-}
+integer_fields!(u16, u32, u64);
 
 /// Feature blocks: their number, then the words.
 impl<'a> Field<'a> for Words<'a> {
