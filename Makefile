@@ -10,12 +10,15 @@
 #                   "poweroff -f"; needs root for the TAP interface)
 #   make check      every test suite; ends with "check: N passed, N failed"
 #
-#   make kunit      KUnit suites (kunit.py run --arch=x86_64)
+#   make kunit      KUnit suites (kunit.py run --arch=x86_64, a kernel of
+#                   its own); make kunit-guest runs them in the guest
+#                   kernel "make" built, as make check does
 #   make cargo-test cargo tests of tools/virtio-msg
 #   make emulator   build virtio-msg-emulator (release), the AMP PCI device
 #                   served to QEMU over vfio-user (boot.sh --emulator)
 #   make fuzz       fuzz the wire codec for FUZZ_RUNS inputs
-#   make e2e        QEMU end-to-end tests (E2E="test ..." to pick some)
+#   make e2e        QEMU end-to-end tests (E2E="test ..." to pick some;
+#                   E2E_JOBS guests at a time, default 2)
 #   make kasan      the KASAN variant of the guest kernel (build/out-kasan/,
 #                   built with clang)
 #   make e2e-kasan  the fault tests (guest/fault_*.sh) in the KASAN guest
@@ -48,7 +51,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
 	-Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing
 
-.PHONY: all provision kernel initramfs emulator run kunit cargo-test fuzz e2e kasan e2e-kasan bench check lint series series-check clean
+.PHONY: all provision kernel initramfs emulator run kunit kunit-guest cargo-test fuzz e2e kasan e2e-kasan bench check lint series series-check clean
 
 all: kernel initramfs emulator
 
@@ -70,6 +73,9 @@ run: all
 
 kunit: provision
 	@support/kunit.sh
+
+kunit-guest: kernel initramfs
+	@support/kunit.sh guest
 
 cargo-test:
 	cd $(TOOLS) && cargo test --release

@@ -1,119 +1,195 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# make check: run every test suite, print one summary line per suite and
-# end with the line CI reads:  check: N passed, N failed
+# make check: run every test suite, print one summary line per suite (with
+# the time it took) and end with the line CI reads:
+#   check: N passed, N failed
 #
-# Suites: lint (rustfmt, rustc and clippy warnings), kunit (kunit.py), cargo (cargo test of tools/virtio-msg), fuzz
-# (the wire codec fuzz target, FUZZ_RUNS inputs), series (make series-check:
-# the patch series applies, builds after every patch, is checkpatch-clean), e2e (QEMU guests), e2e-kasan
-# (the fault tests in the KASAN guest, whose kernel it builds first).
+# Suites: lint (rustfmt, rustc and clippy warnings), kunit (the KUnit suites,
+# in the guest kernel: support/kunit.sh guest), cargo (cargo test of
+# tools/virtio-msg), fuzz (the wire codec fuzz target, FUZZ_RUNS inputs),
+# series (make series-check: the patch series applies, builds after every
+# patch, is checkpatch-clean), e2e (QEMU guests), e2e-kasan (the fault tests
+# in the KASAN guest, whose kernel is built first). SUITES="..." picks some.
 # A suite that cannot even run (a build error, say) counts as one failure.
+#
+# First "make" (provisioning, the guest kernel, the initramfs, the emulator);
+# then two lanes run side by side, because a TCG guest keeps about one of
+# the two host cores busy and a build the other:
+#   guests: kunit, e2e, e2e-kasan (E2E_JOBS guests at a time, see e2e.sh);
+#   builds: the KASAN kernel (e2e-kasan waits for it), series, lint, cargo,
+#           fuzz, at the lowest CPU priority (nice 19), so that they take
+#           what the guests leave and the guests' timing is what it is on
+#           an idle machine.
+# Each suite's output is printed when the suite ends.
 # Full logs: build/check/SUITE.log.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 logs=$top/build/check
+here=$top/tools/testing/virtio-msg
 mkdir -p "$logs"
-suites=${SUITES:-lint cargo fuzz series kunit e2e e2e-kasan}
+rm -f "$logs"/*.result "$logs"/kasan-kernel.*
+suites=" ${SUITES:-lint cargo fuzz series kunit e2e e2e-kasan} "
+check_start=$(date +%s)
 
-total_pass=0 total_fail=0
-summary=()
+# record SUITE PASSED FAILED SECONDS: the suite's verdict, for the summary
+record() { echo "$2 $3 $4" >"$logs/$1.result"; }
 
-# record SUITE PASSED FAILED SECONDS
-record() {
-	summary+=("check: $1: $2 passed, $3 failed ($4 s)")
-	total_pass=$((total_pass + $2))
-	total_fail=$((total_fail + $3))
+# show SUITE: its log, whole, when it ends (one lane at a time)
+show() {
+	{
+		flock 9
+		echo "=== check: $1 ==="
+		cat "$logs/$1.log"
+	} 9>"$logs/.print.lock"
 }
 
-# run SUITE COMMAND...: run with output to the terminal and to the log
-run() {
-	local suite=$1
-	shift
-	echo "=== check: $suite ==="
-	"$@" 2>&1 | tee "$logs/$suite.log"
-	return "${PIPESTATUS[0]}"
+# count_e2e LOG RC: "P F" from e2e.sh's last line
+count_e2e() {
+	local line p f
+	line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
+	p=$(sed -nE 's/^e2e: ([0-9]+) passed.*/\1/p' <<<"$line")
+	f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
+	p=${p:-0} f=${f:-0}
+	[ "$2" = 0 ] || [ "$f" -gt 0 ] || f=1
+	echo "$p $f"
 }
 
-# Everything the suites need: provisioning, the kernel, our modules, the
-# initramfs. If this fails, nothing else can pass.
-start=$(date +%s)
-if run build make -C "$top" --no-print-directory all; then
-	record build 1 0 $(($(date +%s) - start))
-else
-	record build 0 1 $(($(date +%s) - start))
-	suites=
-fi
-
-for suite in $suites; do
+# suite NAME: run it, log it, record it
+suite() {
+	local name=$1 start rc p f line log=$logs/$1.log
 	start=$(date +%s)
-	case $suite in
+	case $name in
 	kunit)
-		run kunit make -C "$top" --no-print-directory kunit
+		"$top/support/kunit.sh" guest >"$log" 2>&1
 		rc=$?
-		line=$(sed 's/\x1b\[[0-9;]*m//g' "$logs/kunit.log" | grep -E 'Ran [0-9]+ tests?' | tail -1)
+		line=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E 'Ran [0-9]+ tests?' | tail -1)
 		p=$(sed -nE 's/.*passed: ([0-9]+).*/\1/p' <<<"$line")
 		f=$(sed -nE 's/.*failed: ([0-9]+).*/\1/p' <<<"$line")
 		p=${p:-0} f=${f:-0}
 		[ $rc = 0 ] || [ "$f" -gt 0 ] || f=1
 		[ -n "$line" ] || { p=0; f=1; }
 		;;
-	cargo)
-		run cargo make -C "$top" --no-print-directory cargo-test
+	e2e)
+		"$here/e2e.sh" >"$log" 2>&1
 		rc=$?
-		p=$(sed -nE 's/^test result: .* ([0-9]+) passed.*/\1/p' "$logs/cargo.log" | paste -sd+ | bc)
-		f=$(sed -nE 's/^test result: .* ([0-9]+) failed.*/\1/p' "$logs/cargo.log" | paste -sd+ | bc)
+		read -r p f < <(count_e2e "$log" $rc)
+		;;
+	e2e-kasan)
+		# The KASAN kernel comes from the build lane.
+		while [ ! -f "$logs/kasan-kernel.rc" ]; do sleep 5; done
+		start=$(date +%s)
+		if [ "$(cat "$logs/kasan-kernel.rc")" = 0 ]; then
+			VMSG_VARIANT=kasan "$here/e2e.sh" $(cd "$here/guest" && ls fault_*.sh | sed 's/\.sh$//') \
+				>"$log" 2>&1
+			rc=$?
+			read -r p f < <(count_e2e "$log" $rc)
+		else
+			{ echo "check: the KASAN kernel did not build:"; tail -n 40 "$logs/kasan-kernel.log"; } >"$log"
+			p=0 f=1
+		fi
+		;;
+	kasan-kernel)
+		# Not a suite: the kernel e2e-kasan needs (its time is shown apart).
+		make -C "$top" --no-print-directory kasan >"$logs/kasan-kernel.log" 2>&1
+		echo $? >"$logs/kasan-kernel.rc"
+		echo "$(($(date +%s) - start))" >"$logs/kasan-kernel.seconds"
+		return
+		;;
+	cargo)
+		make -C "$top" --no-print-directory cargo-test >"$log" 2>&1
+		rc=$?
+		p=$(sed -nE 's/^test result: .* ([0-9]+) passed.*/\1/p' "$log" | paste -sd+ | bc)
+		f=$(sed -nE 's/^test result: .* ([0-9]+) failed.*/\1/p' "$log" | paste -sd+ | bc)
 		p=${p:-0} f=${f:-0}
 		[ $rc = 0 ] || [ "$f" -gt 0 ] || f=1
 		;;
 	lint)
-		run lint make -C "$top" --no-print-directory lint
+		make -C "$top" --no-print-directory lint >"$log" 2>&1
 		rc=$?
-		p=$(grep -c '^lint: .* pass$' "$logs/lint.log")
-		f=$(grep -c '^lint: .* fail$' "$logs/lint.log")
+		p=$(grep -c '^lint: .* pass$' "$log")
+		f=$(grep -c '^lint: .* fail$' "$log")
 		[ $rc = 0 ] || [ "$f" -gt 0 ] || f=1
 		;;
 	series)
-		run series make -C "$top" --no-print-directory series-check
+		make -C "$top" --no-print-directory series-check >"$log" 2>&1
 		rc=$?
-		p=$(grep -c '^series: [a-z0-9_]* pass$' "$logs/series.log")
-		f=$(grep -c '^series: [a-z0-9_]* fail' "$logs/series.log")
+		p=$(grep -c '^series: [a-z0-9_]* pass$' "$log")
+		f=$(grep -c '^series: [a-z0-9_]* fail' "$log")
 		[ $rc = 0 ] || [ "$f" -gt 0 ] || f=1
 		;;
 	fuzz)
-		if run fuzz make -C "$top" --no-print-directory fuzz; then p=1 f=0; else p=0 f=1; fi
-		;;
-	e2e | e2e-kasan)
-		run "$suite" make -C "$top" --no-print-directory "$suite"
-		rc=$?
-		line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$logs/$suite.log" | tail -1)
-		p=$(sed -nE 's/^e2e: ([0-9]+) passed.*/\1/p' <<<"$line")
-		f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
-		p=${p:-0} f=${f:-0}
-		[ $rc = 0 ] || [ "$f" -gt 0 ] || f=1
+		if make -C "$top" --no-print-directory fuzz >"$log" 2>&1; then p=1 f=0; else p=0 f=1; fi
 		;;
 	*)
-		echo "check: unknown suite $suite" >&2
+		echo "check: unknown suite $name" >"$log"
 		p=0 f=1
 		;;
 	esac
-	record "$suite" "$p" "$f" $(($(date +%s) - start))
+	record "$name" "$p" "$f" $(($(date +%s) - start))
+	show "$name"
+}
+
+# lane SUITE...: those of SUITES, one after the other
+lane() {
+	local s
+	for s in "$@"; do
+		case $suites in *" $s "*) suite "$s" ;; esac
+	done
+}
+
+# Everything the suites need: provisioning, the kernel, our modules, the
+# initramfs, the emulator. If this fails, nothing else can pass.
+echo "=== check: build ==="
+start=$(date +%s)
+make -C "$top" --no-print-directory all 2>&1 | tee "$logs/build.log"
+if [ "${PIPESTATUS[0]}" = 0 ]; then
+	record build 1 0 $(($(date +%s) - start))
+	case $suites in *" e2e-kasan "*) want_kasan=kasan-kernel ;; *) want_kasan= ;; esac
+	lane kunit e2e e2e-kasan &
+	guests=$!
+	# The KASAN kernel first: e2e-kasan waits for it.
+	(
+		renice -n 19 -p $BASHPID >/dev/null
+		[ -z "$want_kasan" ] || suite kasan-kernel
+		lane series lint cargo fuzz
+	) &
+	builds=$!
+	wait $guests $builds
+else
+	record build 0 1 $(($(date +%s) - start))
+	suites=" "
+fi
+
+total_pass=0 total_fail=0
+summary=()
+for s in build lint cargo fuzz series kunit e2e e2e-kasan; do
+	[ -f "$logs/$s.result" ] || continue
+	read -r p f secs <"$logs/$s.result"
+	extra=
+	if [ "$s" = e2e-kasan ] && [ -f "$logs/kasan-kernel.seconds" ]; then
+		extra=", after its kernel: $(cat "$logs/kasan-kernel.seconds") s"
+	fi
+	summary+=("check: $s: $p passed, $f failed ($secs s$extra)")
+	total_pass=$((total_pass + p))
+	total_fail=$((total_fail + f))
 done
 
 # The failures again, just above the summary: CI may keep only the tail.
 echo
-for suite in build $suites; do
-	case $suite in
-	e2e | e2e-kasan) pattern='^e2e: (FAILED: |--- |  )' ;;
+for s in build $suites; do
+	case $s in
+	e2e | e2e-kasan) pattern='^e2e: (FAILED: |--- |  )|^check: ' ;;
 	series) pattern='^series: [a-z0-9_]+ fail|^series: error|^series:   ' ;;
-	kunit) pattern='not ok [0-9]+ [a-z]|# .*(FAIL|failed)|Expected ' ;;
+	kunit) pattern='not ok [0-9]+ [a-z]|# .*(FAIL|failed)|Expected |^kunit: ' ;;
 	cargo) pattern='^test .* FAILED$|panicked at|^error' ;;
 	*) pattern='^(error|warning)|FAIL' ;;
 	esac
-	grep -E "$pattern" "$logs/$suite.log" 2>/dev/null | head -n 80 | sed "s/^/check: $suite: /"
+	grep -E "$pattern" "$logs/$s.log" 2>/dev/null | head -n 80 | sed "s/^/check: $s: /"
 done
 echo
 printf '%s\n' "${summary[@]}"
+echo "check: wall time $(($(date +%s) - check_start)) s"
 echo "check: $total_pass passed, $total_fail failed"
 [ $total_fail = 0 ]

@@ -26,13 +26,15 @@ B=$top/build
 SRC=$B/src
 PRISTINE=$VMSG_CACHE/linux-source-$LINUX_SERIES
 FRAGMENTS=virtio_msg_guest.config
-TOOLCHAIN=()
 case "${VMSG_VARIANT:-}" in
-"") OBJ=$B/obj OUT=$B/out ;;
+"")
+	OBJ=$B/obj OUT=$B/out
+	TOOLCHAIN=(CC="ccache gcc")
+	;;
 kasan)
 	OBJ=$B/obj-kasan OUT=$B/out-kasan
 	FRAGMENTS+=" virtio_msg_kasan.config"
-	TOOLCHAIN=(LLVM="$KASAN_LLVM")
+	TOOLCHAIN=(LLVM="$KASAN_LLVM" CC="ccache clang$KASAN_LLVM")
 	;;
 *) echo "kernel: error: unknown VMSG_VARIANT '$VMSG_VARIANT'" >&2; exit 1 ;;
 esac
@@ -41,6 +43,7 @@ OVERLAY_DIRS="Documentation drivers include kernel rust samples"
 
 JOBS=${JOBS:-$(nproc)}
 export BINDGEN LIBCLANG_PATH RUST_LIB_SRC
+export CCACHE_BASEDIR=$top
 
 log() { printf 'kernel: %s\n' "$*" >&2; }
 die() { printf 'kernel: error: %s\n' "$*" >&2; exit 1; }
@@ -94,21 +97,27 @@ cmd_tree() {
 	echo "$stamp" >"$B/src.stamp"
 }
 
-# Every option of the fragments must have the value they ask for.
+# Every option of the fragments must have the value they ask for (a later
+# fragment's value for an option replaces an earlier one's).
 check_config() {
 	local bad=0 line sym f
+	local -A want=()
 	for f in $FRAGMENTS; do
-	while read -r line; do
-		case "$line" in
-		CONFIG_*=*) sym=${line%%=*} ;;
-		"# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *} ;;
-		*) continue ;;
-		esac
+		while read -r line; do
+			case "$line" in
+			CONFIG_*=*) sym=${line%%=*} ;;
+			"# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *} ;;
+			*) continue ;;
+			esac
+			want[$sym]=$line
+		done <"$top/kernel/configs/$f"
+	done
+	for sym in "${!want[@]}"; do
+		line=${want[$sym]}
 		if ! grep -qxF "$line" "$OBJ/.config"; then
 			log "config: wanted '$line', got '$(grep -E "^$sym=|^# $sym is not set" "$OBJ/.config" || echo unset)'"
 			bad=1
 		fi
-	done <"$top/kernel/configs/$f"
 	done
 	[ $bad = 0 ] || die "the configuration does not match kernel/configs/{${FRAGMENTS// /,}} (missing dependency?)"
 }
@@ -127,15 +136,28 @@ cmd_config() {
 	fi
 }
 
+# install FILE DIR: copy FILE into DIR unless it is there already, by rename:
+# a guest booting from DIR meanwhile reads the old file or the new, whole.
+install_file() {
+	cmp -s "$1" "$2/$(basename "$1")" && return
+	cp "$1" "$2/.$(basename "$1").tmp"
+	mv "$2/.$(basename "$1").tmp" "$2/$(basename "$1")"
+}
+
 cmd_build() {
 	cmd_config
 	log "building bzImage and modules (-j$JOBS)"
 	kmake bzImage modules
-	rm -rf "$OUT/modules"
 	mkdir -p "$OUT/modules"
-	cp "$OBJ/arch/x86/boot/bzImage" "$OUT/bzImage"
-	(cd "$top" && overlay_files) | sed -n 's,\.rs$,,p; s,\.c$,,p' | while read -r m; do
-		if [ -f "$OBJ/$m.ko" ]; then cp "$OBJ/$m.ko" "$OUT/modules/"; fi
+	install_file "$OBJ/arch/x86/boot/bzImage" "$OUT"
+	local m ko want=" "
+	while read -r m; do
+		[ -f "$OBJ/$m.ko" ] || continue
+		install_file "$OBJ/$m.ko" "$OUT/modules"
+		want+="$(basename "$m").ko "
+	done < <(overlay_files | sed -n 's,\.rs$,,p; s,\.c$,,p')
+	for ko in "$OUT"/modules/*.ko; do
+		case $want in *" $(basename "$ko") "*) ;; *) rm -f "$ko" ;; esac
 	done
 	echo "Linux $(cat "$PRISTINE/.debian-version") (linux-source-$LINUX_SERIES)" >"$OUT/linux-version"
 	log "$OUT/bzImage, $(ls "$OUT/modules" | wc -l) modules in $OUT/modules"
@@ -143,6 +165,12 @@ cmd_build() {
 
 cmd="${1:-build}"
 shift || true
+# One kernel.sh at a time per build tree ("make check" builds in two lanes):
+# two makes in one O= directory, or an overlay laid while a build reads it,
+# break each other.
+mkdir -p "$B"
+exec 8>"$OBJ.lock"
+flock 8
 case "$cmd" in
 tree) cmd_tree ;;
 config) cmd_config ;;

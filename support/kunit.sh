@@ -1,8 +1,18 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Run the KUnit suites of drivers/virtio/.kunitconfig with the kernel's own
-# runner: tools/testing/kunit/kunit.py run --arch=x86_64, in build/kunit.
+#   kunit.sh [ARGS...]  the KUnit suites of drivers/virtio/.kunitconfig with
+#                       the kernel's own runner (make kunit): kunit.py run
+#                       --arch=x86_64 in build/kunit, its own kernel; ARGS
+#                       go to kunit.py
+#   kunit.sh guest      the same suites in the guest kernel that "make"
+#                       built (make check): no kernel build of its own. The
+#                       guest config builds them (as modules where they
+#                       belong to one) with kunit.enable off by default;
+#                       this boots it with kunit.enable=1, guest/kunit.sh
+#                       loads the modules and writes every suite's results
+#                       as one KTAP document, and kunit.py parse reads it
+#                       (same summary as kunit.py run). Log: build/kunit-guest/.
 #
 # kunit.py hard-codes "-accel kvm -accel hvf -accel tcg"; KVM is broken on
 # these hosts, so build/bin/qemu-system-x86_64 (support/qemu) drops the
@@ -12,6 +22,19 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/support/versions.sh"
 export BINDGEN LIBCLANG_PATH RUST_LIB_SRC
+
+if [ "${1:-}" = guest ]; then
+	dir=$top/build/kunit-guest
+	mkdir -p "$dir"
+	rc=0
+	"$top/tools/testing/virtio-msg/boot.sh" --test kunit --log "$dir/console.log" \
+		--timeout "${KUNIT_TIMEOUT:-600}" --append kunit.enable=1 || rc=$?
+	[ $rc = 0 ] || echo "kunit: the guest exited with status $rc (log $dir/console.log)"
+	# The document, without what /init writes around it.
+	tr -d '\r' <"$dir/console.log.results" | sed -n '/^KTAP version 1$/,$p' |
+		grep -v '^e2e: done$' >"$dir/results.ktap"
+	exec python3 "$top/build/src/tools/testing/kunit/kunit.py" parse "$dir/results.ktap"
+fi
 
 "$top/support/kernel.sh" tree
 mkdir -p "$top/build/bin"

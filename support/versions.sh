@@ -18,11 +18,18 @@ BINDGEN_VERSION=0.72.1
 BINDGEN=$VMSG_CACHE/cargo/bin/bindgen
 LIBCLANG_PATH=/usr/lib/llvm-19/lib
 
-HOST_PACKAGES="make gcc libc6-dev python3 flex bison bc cpio xz-utils patch rsync libelf-dev libclang-19-dev busybox-static mmdebstrap python3-ply python3-git"
+HOST_PACKAGES="make gcc ccache libc6-dev python3 flex bison bc cpio xz-utils patch rsync libelf-dev libclang-19-dev busybox-static mmdebstrap python3-ply python3-git"
 # The KASAN guest (make kasan): Rust with KASAN needs the kernel built with clang.
 KASAN_PACKAGES="clang-19 lld-19 llvm-19"
 KASAN_LLVM=-19
 QEMU_PACKAGES="qemu-system-x86 qemu-system-common qemu-system-data seabios"
 QEMU_ROOT=$VMSG_CACHE/qemu-root
 
-export VMSG_CACHE RUST_LIB_SRC LIBCLANG_PATH
+# ccache for the C side of every kernel build (support/kernel.sh, series.sh):
+# the cache is kept with the others, and paths under a clone are hashed
+# relative to it (CCACHE_BASEDIR, set by the scripts), so a fresh clone of the
+# same tree compiles no C file twice. Rust has no such cache.
+CCACHE_DIR=$VMSG_CACHE/ccache
+: "${CCACHE_MAXSIZE:=8G}"
+
+export VMSG_CACHE RUST_LIB_SRC LIBCLANG_PATH CCACHE_DIR CCACHE_MAXSIZE

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # e2e.sh [TEST...]: boot one guest per test (default: every guest/*.sh
-# except lib.sh, demo.sh and bench.sh), collect the guest's "e2e-result:" lines (from
+# except lib.sh, demo.sh, bench.sh and kunit.sh), collect the guest's "e2e-result:" lines (from
 # its second serial port, see boot.sh), and
 # add one check of our own per boot: the guest finished, and the kernel log
 # holds no oops, BUG, WARNING, lockdep splat, hung task or lockup report. Logs: build/e2e/TEST.log.
@@ -21,7 +21,15 @@
 # "# e2e-host: OTHER" uses host/OTHER.sh as its host side, and
 # "# e2e-emulator-extra: ARGS" appends ARGS to the emulator's arguments
 # (amp_pci_tokens_zero: the amp_pci suite with --tokens zero), and
-# "# e2e-timeout: SECONDS" gives a longer run more than E2E_TIMEOUT.
+# "# e2e-timeout: SECONDS" gives a longer run more than E2E_TIMEOUT,
+# "# e2e-append: ARGS" adds ARGS to the guest kernel's command line, and
+# "# e2e-exclusive: NAME" keeps the test from running beside any other test
+# (of this run or of another e2e.sh, the KASAN one say) that names NAME (a TAP
+# interface or a host port they share).
+#
+# Guests run E2E_JOBS at a time (default 2; a TCG guest keeps about one host
+# core busy), longest timeout first; each test's lines are printed when it
+# ends.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -32,16 +40,20 @@ timeout=${E2E_TIMEOUT:-240}
 logs=$top/build/e2e${VMSG_VARIANT:+-$VMSG_VARIANT}
 
 if [ $# -eq 0 ]; then
-	set -- $(cd "$here/guest" && ls *.sh | grep -vxE 'lib\.sh|demo\.sh|bench\.sh' | sed 's/\.sh$//')
+	set -- $(cd "$here/guest" && ls *.sh | grep -vxE 'lib\.sh|demo\.sh|bench\.sh|kunit\.sh' | sed 's/\.sh$//')
 fi
 
 # What a clean guest kernel log never shows.
 kernel_problems='BUG:|WARNING:|Oops|Call Trace:|kernel panic|possible recursive locking|circular locking|kmemleak: [0-9]+ new suspected|deprecated|blocked for more than|soft lockup|hard LOCKUP|workqueue lockup'
 
+jobs=${E2E_JOBS:-2}
+locks=$top/build/e2e-locks
+mkdir -p "$logs" "$locks"
+
 passed=0 failed=0
 all=() failures=()
-result() {
-	echo "e2e: $1 $2 $3${4:+ $4}"
+# count TEST CHECK VERDICT [REASON]: a check's verdict, in the totals
+count() {
 	all+=("$2 $3")
 	if [ "$3" = pass ]; then
 		passed=$((passed + 1))
@@ -49,6 +61,13 @@ result() {
 		failed=$((failed + 1))
 		failures+=("$1 $2${4:+ $4}")
 	fi
+}
+
+# result TEST CHECK VERDICT [REASON] (in a test's job): printed, and kept in
+# build/e2e/TEST.checks for the totals
+result() {
+	echo "e2e: $1 $2 $3${4:+ $4}"
+	echo "$2 $3${4:+ $4}" >>"$logs/$1.checks"
 }
 
 # What went wrong, repeated at the end where a truncated CI log still shows
@@ -95,8 +114,11 @@ directive() {
 	sed -n "s/^# e2e-$2: //p" "$here/guest/$1.sh" 2>/dev/null | head -n 1
 }
 
-for t in "$@"; do
-	log=$logs/$t.log
+# run_one TEST: boot the guest of TEST and check what it did (a job)
+run_one() {
+	local t=$1 log=$logs/$1.log start emulator host_of host hostdir extra t_timeout rc n
+	local tokens bad name verdict reason append
+	rm -f "$logs/$t.checks"
 	start=$(date +%s)
 	emulator=$(directive "$t" emulator)
 	host_of=$(directive "$t" host)
@@ -111,7 +133,9 @@ for t in "$@"; do
 	t_timeout=$(directive "$t" timeout)
 	t_timeout=${t_timeout:-$timeout}
 	[ -z "${VMSG_VARIANT:-}" ] || t_timeout=$((t_timeout * 2))
-	"$here/boot.sh" --test "$t" --log "$log" --timeout "$t_timeout" ${emulator:+--emulator "$emulator"}
+	append=$(directive "$t" append)
+	"$here/boot.sh" --test "$t" --log "$log" --timeout "$t_timeout" ${append:+--append "$append"} \
+		${emulator:+--emulator "$emulator"}
 	rc=$?
 	if [ -x "$host" ]; then
 		"$host" verify "$hostdir" "$log.results" >>"$log.results"
@@ -155,7 +179,47 @@ for t in "$@"; do
 	else
 		result "$t" kernel_log_clean pass
 	fi
+}
+
+# job TEST: run_one, holding the lock its e2e-exclusive directive names
+# (fd 9, which the guest, the emulator and the host helpers do not inherit:
+# bash keeps its copy close-on-exec while run_one runs with 9 closed)
+job() {
+	local exclusive
+	exclusive=$(directive "$1" exclusive)
+	if [ -n "$exclusive" ]; then
+		exec 9>"$locks/$exclusive"
+		flock 9
+	fi
+	run_one "$1" 9>&-
+}
+
+# The tests, longest timeout first (the soak), so that it does not end alone.
+mapfile -t order < <(for t in "$@"; do echo "$(directive "$t" timeout) $t"; done |
+	sort -s -k1,1nr | cut -d' ' -f2)
+
+# collect TEST: its job ended: its output, and its checks in the totals
+collect() {
+	local name verdict reason
+	cat "$logs/$1.out"
+	while read -r name verdict reason; do
+		count "$1" "$name" "$verdict" "$reason"
+	done <"$logs/$1.checks"
+}
+
+declare -A running=()
+finish_one() {
+	local pid
+	wait -n -p pid "${!running[@]}"
+	collect "${running[$pid]}"
+	unset "running[$pid]"
+}
+for t in "${order[@]}"; do
+	while [ ${#running[@]} -ge "$jobs" ]; do finish_one; done
+	job "$t" >"$logs/$t.out" 2>&1 &
+	running[$!]=$t
 done
+while [ ${#running[@]} -gt 0 ]; do finish_one; done
 
 by_device
 report_failures

@@ -33,4 +33,6 @@ chmod +x "$root/init" "$root"/tests/*.sh
 for ko in "$@"; do cp "$ko" "$root/lib/modules/virtio-msg/"; done
 # /dev/console must exist before devtmpfs is mounted, or /init has no output.
 mknod "$root/dev/console" c 5 1
-(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -9 -n >"$out"
+# Renamed into place: a guest booting meanwhile reads the old one or the new.
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -9 -n >"$out.tmp"
+mv "$out.tmp" "$out"

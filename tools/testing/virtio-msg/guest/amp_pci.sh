@@ -7,6 +7,7 @@
 # network peer received, the console line). Then both modules are unloaded,
 # loaded again, and the devices work again; finally they are unloaded while
 # the entropy and block devices are busy.
+# e2e-exclusive: vmsgtap0
 . /tests/lib.sh
 
 HOST_IP=10.77.0.1

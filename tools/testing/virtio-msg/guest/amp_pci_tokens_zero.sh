@@ -4,5 +4,6 @@
 # emulator that sends token 0 in every message: the drivers must match
 # replies without tokens.
 # e2e-host: amp_pci
+# e2e-exclusive: vmsgtap0
 # e2e-emulator-extra: --tokens zero
 . /tests/amp_pci.sh

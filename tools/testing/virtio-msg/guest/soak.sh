@@ -10,6 +10,7 @@
 # the disk; after it, it must read back unchanged (host/soak.sh checks the
 # image too). No kernel warning (e2e.sh) and no leak at the end.
 # e2e-timeout: 900
+# e2e-exclusive: vmsgsoak0
 . /tests/lib.sh
 
 CYCLES=100

@@ -2,6 +2,9 @@
 #
 # Load the virtio-msg wire-format KUnit module in the guest, check that its
 # suite ran and passed (its KTAP output in the kernel log), and unload it.
+# The guest kernel runs no KUnit suite unless told to: this boot enables
+# KUnit for this suite alone.
+# e2e-append: kunit.enable=1 kunit.filter_glob=virtio_msg_wire
 . /tests/lib.sh
 
 mark="vmsg-e2e-$$"
