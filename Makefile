@@ -7,7 +7,7 @@
 #   make run        the demo: the guest with our modules driving an entropy,
 #                   a block, a console and a network device served by the
 #                   emulator; shell on this terminal (leave with
-#                   "poweroff -f"; needs root for the TAP interface)
+#                   "reboot -f"; needs root for the TAP interface)
 #   make check      every test suite; ends with "check: N passed, N failed"
 #
 #   make kunit      KUnit suites (kunit.py run --arch=x86_64, a kernel of

@@ -16,11 +16,12 @@
 # First "make" (provisioning, the guest kernel, the initramfs, the emulator);
 # then two lanes run side by side, because a TCG guest keeps about one of
 # the two host cores busy and a build the other:
-#   guests: kunit, e2e, e2e-kasan (E2E_JOBS guests at a time, see e2e.sh);
-#   builds: the KASAN kernel (e2e-kasan waits for it), series, lint, cargo,
-#           fuzz, at the lowest CPU priority (nice 19), so that they take
-#           what the guests leave and the guests' timing is what it is on
-#           an idle machine.
+#   guests: kunit, e2e, e2e-kasan (E2E_JOBS guests at a time, see e2e.sh),
+#           then cargo and fuzz, which fill the cores the build lane's
+#           single-threaded steps leave at the end;
+#   builds: the KASAN kernel (e2e-kasan waits for it), series, lint, at the
+#           lowest CPU priority (nice 19), so that they take what the guests
+#           leave and the guests' timing is what it is on an idle machine.
 # Each suite's output is printed when the suite ends.
 # Full logs: build/check/SUITE.log.
 set -uo pipefail
@@ -147,13 +148,13 @@ make -C "$top" --no-print-directory all 2>&1 | tee "$logs/build.log"
 if [ "${PIPESTATUS[0]}" = 0 ]; then
 	record build 1 0 $(($(date +%s) - start))
 	case $suites in *" e2e-kasan "*) want_kasan=kasan-kernel ;; *) want_kasan= ;; esac
-	lane kunit e2e e2e-kasan &
+	lane kunit e2e e2e-kasan cargo fuzz &
 	guests=$!
 	# The KASAN kernel first: e2e-kasan waits for it.
 	(
 		renice -n 19 -p $BASHPID >/dev/null
 		[ -z "$want_kasan" ] || suite kasan-kernel
-		lane series lint cargo fuzz
+		lane series lint
 	) &
 	builds=$!
 	wait $guests $builds

@@ -104,15 +104,10 @@ if ! installed "linux-source-$LINUX_SERIES"; then
 fi
 [ -f "$LINUX_TARBALL" ] || die "$LINUX_TARBALL missing after installing linux-source-$LINUX_SERIES"
 
-# --- bindgen -------------------------------------------------------------------
-if [ "$("$BINDGEN" --version 2>/dev/null)" != "bindgen $BINDGEN_VERSION" ]; then
-	log "cargo install bindgen-cli $BINDGEN_VERSION (about 3 minutes)"
-	LIBCLANG_PATH=$LIBCLANG_PATH cargo install --quiet --locked --root "$VMSG_CACHE/cargo" \
-		"bindgen-cli@$BINDGEN_VERSION"
-fi
-
 # --- QEMU >= 10.1 (vfio-user client) in a trixie chroot --------------------------
-if [ ! -x "$QEMU_ROOT/usr/bin/qemu-system-x86_64" ]; then
+# Made in the background (mostly downloads) while bindgen compiles.
+qemu_chroot() {
+	local uri inc
 	uri=$(mirror)
 	log "building the QEMU chroot in $QEMU_ROOT (about a minute)"
 	rm -rf "$QEMU_ROOT.tmp"
@@ -120,6 +115,22 @@ if [ ! -x "$QEMU_ROOT/usr/bin/qemu-system-x86_64" ]; then
 	mmdebstrap --quiet --variant=apt --include="${inc%,}" trixie "$QEMU_ROOT.tmp" \
 		"deb $uri trixie main" "deb $uri $BACKPORTS main" >&2
 	mv "$QEMU_ROOT.tmp" "$QEMU_ROOT"
+}
+chroot_pid=
+if [ ! -x "$QEMU_ROOT/usr/bin/qemu-system-x86_64" ]; then
+	qemu_chroot &
+	chroot_pid=$!
+fi
+
+# --- bindgen -------------------------------------------------------------------
+if [ "$("$BINDGEN" --version 2>/dev/null)" != "bindgen $BINDGEN_VERSION" ]; then
+	log "cargo install bindgen-cli $BINDGEN_VERSION (about 3 minutes)"
+	LIBCLANG_PATH=$LIBCLANG_PATH cargo install --quiet --locked --root "$VMSG_CACHE/cargo" \
+		"bindgen-cli@$BINDGEN_VERSION"
+fi
+
+if [ -n "$chroot_pid" ]; then
+	wait "$chroot_pid" || die "building the QEMU chroot failed"
 fi
 
 log "ready: rustc $(rustc --version | cut -d' ' -f2), $("$BINDGEN" --version)," \

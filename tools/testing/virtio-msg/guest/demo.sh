@@ -36,4 +36,4 @@ fi
 echo
 echo "Try: cat /sys/kernel/debug/virtio_msg_amp_pci-*/fifo0"
 echo "     cat /sys/kernel/debug/virtio_msg-*/stats"
-echo "Leave with: poweroff -f"
+echo "Leave with: reboot -f"
