@@ -329,9 +329,13 @@ impl BusCore {
             let recoveries = entry.recoveries + 1;
             self.remove(entry);
             let mut devices = self.devices.lock();
-            if self.closed.load(Relaxed) || devices.removed_early.contains(&dev_num) {
-                // Shut down, or reported gone by the bus meanwhile.
+            if self.closed.load(Relaxed) {
                 break;
+            }
+            if devices.removed_early.contains(&dev_num) {
+                // Reported gone by the bus meanwhile: not probed again, but the other devices
+                // that need recovering still are.
+                continue;
             }
             if recoveries > MAX_RECOVERIES {
                 dev_err!(
@@ -374,6 +378,7 @@ impl BusCore {
         dev.set_handle(Some(unregistered.handle()));
         if let Err(e) = self.handle.add_route(dev_num, dev.clone()) {
             dev.set_handle(None);
+            dev.stop_work();
             return Err(e);
         }
         match unregistered.register() {
@@ -385,6 +390,8 @@ impl BusCore {
             Err(e) => {
                 self.handle.remove_route(dev_num);
                 dev.set_handle(None);
+                // No work of the device may outlive it (and the module).
+                dev.stop_work();
                 Err(e)
             }
         }

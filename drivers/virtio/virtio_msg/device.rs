@@ -69,12 +69,25 @@ const MAX_QUEUE_SIZE: u32 = 32768;
 const SET_CONFIG_ATTEMPTS: usize = 4;
 /// Multi-chunk GET_CONFIG attempts before accepting a read across generations.
 const GET_CONFIG_ATTEMPTS: usize = 4;
-/// GET_CONFIG answers in a row, each with a new generation, that the driver is told about.
-/// The virtio core reads a field again for as long as the generation changed meanwhile
-/// (`__virtio_cread_many()`), holding the device; a device that changes it on every read would
-/// keep it there for ever. Past this many, the generation the driver sees stays put (and a
-/// warning says why) until the device answers twice with the same one.
+/// Changes of the generation in a row (GET_CONFIG answers or EVENT_CONFIG messages that bring
+/// a new one) that the driver is told about. The virtio core reads a field again for as long as
+/// the generation changed meanwhile (`__virtio_cread_many()`), holding the device; a device
+/// that changes it on every read, in its answers or by an event before each, would keep it
+/// there for ever. Past this many, the generation the driver sees stays put (and a warning
+/// says why) until the device settles: two GET_CONFIG answers in a row with the same
+/// generation and no EVENT_CONFIG between them.
 const GENERATION_CHURN_LIMIT: u32 = 8;
+
+/// The status the driver is shown when it wrote `written` and the device reports `reported`:
+/// the bits the driver wrote that the device kept, and NEEDS_RESET while DRIVER_OK.
+fn driver_visible_status(written: u32, reported: u32) -> u32 {
+    let needs_reset = u32::from(status::NEEDS_RESET);
+    let mut visible = written & reported & !needs_reset;
+    if visible & u32::from(status::DRIVER_OK) != 0 {
+        visible |= reported & needs_reset;
+    }
+    visible
+}
 /// Attempts of an essential request before the device is broken. A response can be lost
 /// without the device being dead (the device model drops what does not fit its full queue, and
 /// the bus may have had no room for the request), so a timeout or a full bus is tried again,
@@ -143,9 +156,12 @@ pub(crate) struct MsgDevice {
     status: Atomic<u32>,
     /// The configuration generation the device last reported.
     generation: Atomic<u32>,
-    /// GET_CONFIG answers in a row that brought a new generation, and the latest answer's.
+    /// Changes of the generation since the device last settled (saturating), the latest
+    /// GET_CONFIG answer's generation, and whether an EVENT_CONFIG came since that answer
+    /// (see [`GENERATION_CHURN_LIMIT`]).
     generation_churn: Atomic<u32>,
     last_answered_generation: Atomic<u32>,
+    event_since_answer: Atomic<bool>,
     /// EVENT_CONFIG messages received, SET_CONFIG requests and resets sent: each one outdates
     /// the configuration window.
     config_changes: Atomic<u32>,
@@ -239,6 +255,7 @@ impl MsgDevice {
                 generation: Atomic::new(0),
                 generation_churn: Atomic::new(0),
                 last_answered_generation: Atomic::new(0),
+                event_since_answer: Atomic::new(false),
                 config_changes: Atomic::new(0),
                 config_window <- new_mutex!(window),
                 handle <- new_spinlock_irqsave!(None),
@@ -519,6 +536,10 @@ impl MsgDevice {
                     true
                 }
                 Err(Failure::Send(e)) => e == EBUSY,
+                // An answer that decodes but makes no sense (another offset, length or
+                // size than asked for): asked again; a device that keeps answering so is
+                // broken below, as `virtio_ring` breaks a device that corrupts its ring.
+                Err(Failure::BadResponse) => true,
                 _ => false,
             };
             if !again || attempt == attempts {
@@ -528,20 +549,32 @@ impl MsgDevice {
             attempt += 1;
         };
         match result {
-            Err(Failure::Timeout | Failure::Send(_)) if policy == Policy::Essential => {
+            Err(Failure::Timeout | Failure::Send(_) | Failure::BadResponse)
+                if policy == Policy::Essential =>
+            {
                 if self.req.set_broken() {
                     self.bus.stats().broken();
-                    let why = match result {
-                        Err(Failure::Send(e)) => e,
-                        _ => ETIMEDOUT,
-                    };
-                    dev_err!(
-                        self.bus.dev(),
-                        "device {}: message {:#04x} failed {attempt} times ({why:?}, {} ms timeout), device marked broken\n",
-                        self.dev_num,
-                        msg.id().2,
-                        self.bus.timeout_ms()
-                    );
+                    match result {
+                        Err(Failure::BadResponse) => dev_err!(
+                            self.bus.dev(),
+                            "device {}: message {:#04x} answered with nonsense {attempt} times, device marked broken\n",
+                            self.dev_num,
+                            msg.id().2
+                        ),
+                        _ => {
+                            let why = match result {
+                                Err(Failure::Send(e)) => e,
+                                _ => ETIMEDOUT,
+                            };
+                            dev_err!(
+                                self.bus.dev(),
+                                "device {}: message {:#04x} failed {attempt} times ({why:?}, {} ms timeout), device marked broken\n",
+                                self.dev_num,
+                                msg.id().2,
+                                self.bus.timeout_ms()
+                            );
+                        }
+                    }
                     if let Some(h) = self.handle() {
                         h.break_device();
                     }
@@ -588,14 +621,17 @@ impl MsgDevice {
                 ..
             } => {
                 // An event may predate a reset: take only what a device raises on its own.
-                self.generation.store(generation, Relaxed);
+                self.event_since_answer.store(true, Relaxed);
+                self.note_generation(generation);
                 self.config_changes.add(1, Relaxed);
                 let handle = self.handle.lock();
                 let Some(h) = handle.as_ref() else { return };
                 if device_status & u32::from(status::NEEDS_RESET) != 0 {
                     let current = self.status.load(Relaxed);
-                    self.status
-                        .store(current | u32::from(status::NEEDS_RESET), Relaxed);
+                    self.status.store(
+                        driver_visible_status(current, current | device_status),
+                        Relaxed,
+                    );
                     // Once: a device may keep saying so, from the interrupt handler.
                     if self.req.set_broken() {
                         stats.broken();
@@ -684,8 +720,13 @@ impl MsgDevice {
         Ok(())
     }
 
+    /// Writes the status; returns what the device answered. What is cached (what the driver
+    /// reads back) is only what the driver wrote and the device kept (a device clears
+    /// FEATURES_OK to refuse the features), plus NEEDS_RESET while DRIVER_OK: a bit the driver
+    /// never set would trip the virtio core (`virtio_device_ready()` warns if DRIVER_OK is
+    /// already set, `virtio_dev_remove()` if a reset device is not 0).
     pub(crate) fn set_status(&self, value: u32) -> Result<u32, Failure> {
-        let new = self.request(
+        let answer = self.request(
             Message::SetDeviceStatus { status: value },
             Policy::Essential,
             |m| match *m {
@@ -693,8 +734,9 @@ impl MsgDevice {
                 _ => None,
             },
         )?;
-        self.status.store(new, Relaxed);
-        Ok(new)
+        self.status
+            .store(driver_visible_status(value, answer), Relaxed);
+        Ok(answer)
     }
 
     pub(crate) fn reset(&self) {
@@ -782,23 +824,34 @@ impl MsgDevice {
         Ok(generation)
     }
 
-    /// Takes the generation of a GET_CONFIG answer, unless the device changes it on every
-    /// read (see [`GENERATION_CHURN_LIMIT`]).
+    /// Takes the generation of a GET_CONFIG answer: the device settled if it is the previous
+    /// answer's and no EVENT_CONFIG came between them.
     fn learn_generation(&self, generation: u32) {
         let previous = self.last_answered_generation.xchg(generation, Relaxed);
-        if generation == self.generation.load(Relaxed) || generation == previous {
-            // Unchanged, or settled on a new value.
+        let event = self.event_since_answer.xchg(false, Relaxed);
+        if generation == previous && !event {
             self.generation_churn.store(0, Relaxed);
             self.generation.store(generation, Relaxed);
+        } else {
+            self.note_generation(generation);
+        }
+    }
+
+    /// Takes a generation the device reported, unless it has changed it too often since it
+    /// last settled (see [`GENERATION_CHURN_LIMIT`]).
+    fn note_generation(&self, generation: u32) {
+        if generation == self.generation.load(Relaxed) {
             return;
         }
-        let churn = self.generation_churn.fetch_add(1, Relaxed) + 1;
+        // Racy between an event and an answer, but bounded: it only counts.
+        let churn = self.generation_churn.load(Relaxed).saturating_add(1);
+        self.generation_churn.store(churn, Relaxed);
         if churn < GENERATION_CHURN_LIMIT {
             self.generation.store(generation, Relaxed);
         } else if churn == GENERATION_CHURN_LIMIT {
             dev_warn!(
                 self.bus.dev(),
-                "device {}: configuration generation changed on {churn} reads in a row; ignoring its changes until it settles\n",
+                "device {}: configuration generation changed {churn} times in a row; ignoring its changes until it settles\n",
                 self.dev_num
             );
         }

@@ -328,10 +328,16 @@ impl Requester {
         policy: Policy,
         parse: impl FnOnce(&Message<'_>) -> Option<R>,
     ) -> Result<R, Failure> {
-        if self.is_broken() && policy != Policy::BestEffort {
+        let refused = || self.is_broken() && policy != Policy::BestEffort;
+        if refused() {
             return Err(Failure::Broken);
         }
         let mut tx = self.serial.lock();
+        // Again: callers queued behind a request that broke the device must not each pay a
+        // barrier and a timeout of their own.
+        if refused() {
+            return Err(Failure::Broken);
+        }
         self.sync(sender).and_then(|()| {
             let token = self.token();
             let frame = Frame {

@@ -88,15 +88,25 @@ struct FakeState {
     bump_generation_after: u32,
     /// Bump the generation after every GET_CONFIG answer.
     churn_generation: bool,
+    /// Before every GET_CONFIG answer, bump the generation and say so with an EVENT_CONFIG
+    /// (sent ahead of the answer, from `events`).
+    churn_by_events: bool,
+    events: KVec<Answer>,
     /// EVENT_AVAIL sends still to refuse with `EBUSY` (a full bus).
     busy_kicks: u32,
     /// Requests still to refuse with `EBUSY`.
     busy_requests: u32,
     /// A SET_DEVICE_STATUS to this status gets no answer.
     silent_status: Option<u32>,
+    /// Bits every SET_DEVICE_STATUS answer shows besides the device's status (a lying device),
+    /// and bits the device does not take (FEATURES_OK: features refused).
+    status_extra: u32,
+    status_refused: u32,
     /// After SET_DEVICE_STATUS 0, the device still shows its old status to this many
     /// GET_DEVICE_STATUS (the last one finds it reset).
     slow_reset: u32,
+    /// GET_CONFIG answers still to give for another offset than asked (decodable nonsense).
+    misplaced_config: u32,
     /// SET_CONFIG requests still to reject.
     reject_set_config: u32,
     /// Message ids the device ignores.
@@ -226,9 +236,14 @@ impl Fake {
                     generation: 7,
                     bump_generation_after: 0,
                     churn_generation: false,
+                    churn_by_events: false,
+                    events: KVec::new(),
                     busy_kicks: 0,
                     busy_requests: 0,
                     silent_status: None,
+                    status_extra: 0,
+                    status_refused: 0,
+                    misplaced_config: 0,
                     slow_reset: 0,
                     reject_set_config: 0,
                     silent: KVec::new(),
@@ -291,9 +306,10 @@ impl Fake {
             }
             Message::SetDeviceStatus { status } => {
                 if status != 0 || s.slow_reset == 0 {
-                    s.status = status;
+                    s.status = status & !s.status_refused;
                 }
-                reply(Message::DeviceStatusSet { status: s.status }, out)
+                let status = s.status | s.status_extra;
+                reply(Message::DeviceStatusSet { status }, out)
             }
             Message::GetDeviceStatus => {
                 if s.slow_reset > 0 {
@@ -306,13 +322,32 @@ impl Fake {
             }
             Message::GetConfig { offset, length } => {
                 let (o, l) = (offset as usize, length as usize);
-                let Some(data) = s.config.get(o..o + l) else {
+                if s.config.get(o..o + l).is_none() {
                     return 0;
+                }
+                if s.churn_by_events {
+                    s.generation += 1;
+                    let mut event = Answer {
+                        bytes: [0u8; MAX_MSG],
+                        len: 0,
+                    };
+                    if let Ok((bytes, len)) = event_config(0, s.generation, 0, 0) {
+                        event.bytes = bytes;
+                        event.len = len;
+                        let _ = s.events.push(event, GFP_KERNEL);
+                    }
+                }
+                let answered = if s.misplaced_config > 0 {
+                    s.misplaced_config -= 1;
+                    offset.wrapping_add(1)
+                } else {
+                    offset
                 };
+                let data = &s.config[o..o + l];
                 let n = reply(
                     Message::Config {
                         generation: s.generation,
-                        offset,
+                        offset: answered,
                         data,
                     },
                     out,
@@ -443,7 +478,7 @@ impl Bus for Fake {
             let mut s = self.state.lock();
             s.log.push((msg_id, first_word(&frame.msg)), GFP_KERNEL)?;
             // Whatever was held back is ahead of this message's answer.
-            let late = core::mem::take(&mut s.held);
+            let mut late = core::mem::take(&mut s.held);
             let silent_status = match frame.msg {
                 Message::SetDeviceStatus { status } => s.silent_status == Some(status),
                 _ => false,
@@ -459,6 +494,10 @@ impl Bus for Fake {
             } else if let Some(i) = s.twice.iter().position(|&h| h == msg_id) {
                 let _ = s.twice.remove(i);
                 copies *= 2;
+            }
+            // Events the answer brought go first too.
+            for e in core::mem::take(&mut s.events) {
+                late.push(e, GFP_KERNEL)?;
             }
             (late, copies)
         };
@@ -590,16 +629,21 @@ impl Drop for Setup {
 }
 
 /// The first queue of a registered device whose driver created one.
-/// An EVENT_CONFIG of device [`DEV`] with `status`, announcing a change of `length` bytes at
-/// `offset` (configuration generation 7, the fake's).
-fn event_config(status: u8, offset: u32, length: u32) -> Result<([u8; MAX_MSG], usize)> {
+/// An EVENT_CONFIG of device [`DEV`] with `status` and `generation`, announcing a change of
+/// `length` bytes at `offset`.
+fn event_config(
+    status: u8,
+    generation: u32,
+    offset: u32,
+    length: u32,
+) -> Result<([u8; MAX_MSG], usize)> {
     let mut event = [0u8; MAX_MSG];
     let n = Frame {
         dev_num: DEV,
         token: 0,
         msg: Message::EventConfig {
             device_status: u32::from(status),
-            generation: 7,
+            generation,
             offset,
             length,
             data: None,
@@ -620,10 +664,15 @@ fn first_queue(
 }
 
 /// Buffers taken back from a reset queue: the driver (virtio-rng) owns their memory.
+///
+/// # Safety
+///
+/// Called by the virtio core with a queue being reset and one of its buffers; it touches
+/// neither.
 unsafe extern "C" fn recycle(_vq: *mut bindings::virtqueue, _buf: *mut c_void) {}
 
 #[kunit_tests(virtio_msg_core)]
-mod tests {
+mod cases {
     use super::*;
 
     #[test]
@@ -758,7 +807,7 @@ mod tests {
         // The device changes a field and says so, keeping its generation (as QEMU's device
         // model does): the window is outdated.
         t.fake.state.lock().config[30] = 0x11;
-        let (event, n) = event_config(0, 30, 1)?;
+        let (event, n) = event_config(0, 7, 30, 1)?;
         assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
         dev.get_config(30, &mut field[..1]).map_err(Error::from)?;
         assert_eq!(field[0], 0x11);
@@ -823,6 +872,36 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_changed_by_an_event_before_every_answer_does_not_keep_the_driver_reading(
+    ) -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        let ok = u32::from(status::DRIVER_OK | status::FEATURES_OK);
+        assert_eq!(dev.set_status(ok).map_err(Error::from)?, ok);
+        // Each answer carries the generation an EVENT_CONFIG announced just before it, so
+        // that no two answers in a row look alike.
+        t.fake.state.lock().churn_by_events = true;
+        let mut field = [0u8; 4];
+        let mut reads = 0;
+        loop {
+            reads += 1;
+            assert!(reads < 100);
+            let before = dev.cached_generation();
+            dev.get_config(60, &mut field).map_err(Error::from)?;
+            if dev.cached_generation() == before {
+                break;
+            }
+        }
+        assert!(reads <= 9);
+        // Settled: two answers alike with no event between them.
+        t.fake.state.lock().churn_by_events = false;
+        dev.get_config(60, &mut field).map_err(Error::from)?;
+        dev.get_config(64, &mut field).map_err(Error::from)?;
+        assert_eq!(dev.cached_generation(), t.fake.state.lock().generation);
+        Ok(())
+    }
+
+    #[test]
     fn a_device_that_times_out_while_its_driver_probes_is_broken_with_its_queue() -> Result {
         let t = Setup::new(100)?;
         // DRIVER_OK, the last step of the virtio-rng driver's probe, gets no answer.
@@ -879,6 +958,57 @@ mod tests {
         dev.reset();
         assert_eq!(t.fake.state.lock().status, 0);
         assert_eq!(dev.cached_status(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_driver_sees_no_status_bit_it_did_not_write() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        let (ack, driver) = (u32::from(status::ACKNOWLEDGE), u32::from(status::DRIVER));
+        let (ok, needs_reset) = (u32::from(status::DRIVER_OK), u32::from(status::NEEDS_RESET));
+        // DRIVER_OK and NEEDS_RESET in the answer to ACKNOWLEDGE: the driver sees ACKNOWLEDGE.
+        t.fake.state.lock().status_extra = ok | needs_reset;
+        dev.reset();
+        assert_eq!(dev.cached_status(), 0);
+        dev.set_status(ack).map_err(Error::from)?;
+        assert_eq!(dev.cached_status(), ack);
+        // NEEDS_RESET while the driver runs is news the driver must see.
+        let running = ack | driver | u32::from(status::FEATURES_OK) | ok;
+        dev.set_status(running).map_err(Error::from)?;
+        assert_eq!(dev.cached_status(), running | needs_reset);
+        // A device that refuses the features clears FEATURES_OK; the driver sees that.
+        t.fake.state.lock().status_extra = 0;
+        t.fake.state.lock().status_refused = u32::from(status::FEATURES_OK);
+        dev.set_status(ack | driver | u32::from(status::FEATURES_OK))
+            .map_err(Error::from)?;
+        assert_eq!(dev.cached_status(), ack | driver);
+        Ok(())
+    }
+
+    #[test]
+    fn nonsense_is_asked_again_and_a_device_that_keeps_answering_it_is_broken() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        let ok = u32::from(status::DRIVER_OK | status::FEATURES_OK);
+        assert_eq!(dev.set_status(ok).map_err(Error::from)?, ok);
+        let mut field = [0u8; 4];
+        // One answer for another offset: asked again, the second answer is taken.
+        t.fake.state.lock().misplaced_config = 1;
+        let asked = t.fake.sent(id::GET_CONFIG);
+        dev.get_config(60, &mut field).map_err(Error::from)?;
+        assert_eq!(t.fake.sent(id::GET_CONFIG) - asked, 2);
+        assert_eq!(field, [60, 61, 62, 63].map(|o: u8| o ^ 0x5a));
+        assert!(!dev.is_broken());
+        // Nonsense every time: no made-up bytes, the device is broken (and nothing more
+        // is asked of it).
+        t.fake.state.lock().misplaced_config = u32::MAX;
+        assert!(dev.get_config(60, &mut field).is_err());
+        assert!(dev.is_broken());
+        assert_eq!(t.stats.broken_count(), 1);
+        let asked = t.fake.sent(id::GET_CONFIG);
+        assert!(dev.get_config(60, &mut field).is_err());
+        assert_eq!(t.fake.sent(id::GET_CONFIG), asked);
         Ok(())
     }
 
@@ -1338,7 +1468,7 @@ mod tests {
         core.device_added(parent, DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
         let needs_reset = || -> Result {
-            let (event, n) = event_config(status::NEEDS_RESET, 0, 0)?;
+            let (event, n) = event_config(status::NEEDS_RESET, 7, 0, 0)?;
             assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
             Ok(())
         };

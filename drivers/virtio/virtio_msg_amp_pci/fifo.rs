@@ -82,6 +82,8 @@ pub(crate) struct FifoStats {
     received: Atomic<u64>,
     doorbells: Atomic<u64>,
     interrupts: Atomic<u64>,
+    /// Interrupts that found nothing to take (answered IRQ_NONE).
+    spurious: Atomic<u64>,
     threaded: Atomic<u64>,
     queue_full_waits: Atomic<u64>,
     queue_full_failures: Atomic<u64>,
@@ -104,6 +106,7 @@ impl FifoStats {
             received: Atomic::new(0),
             doorbells: Atomic::new(0),
             interrupts: Atomic::new(0),
+            spurious: Atomic::new(0),
             threaded: Atomic::new(0),
             queue_full_waits: Atomic::new(0),
             queue_full_failures: Atomic::new(0),
@@ -358,46 +361,70 @@ impl Fifo {
         })
     }
 
-    /// Takes up to `budget` messages off the device queue and hands each on: transport
-    /// messages to `link`, bus replies to the waiting [`Fifo::bus_request`]. Returns whether
-    /// the budget ran out with messages left. Called by the interrupt handler and its thread.
-    fn drain(&self, link: &BusLink, budget: u32) -> bool {
-        if self.stopped() {
-            return false;
+    /// Rings the doorbell for the PING answers a drain queued in a row, if they took it (see
+    /// [`Fifo::push`]): one doorbell covers them all, and whatever senders that found it taken
+    /// queued meanwhile. Rung before anything else of the drain runs: a delivery may print,
+    /// and a console on a virtio-msg device spins, interrupts off, until its buffer comes
+    /// back, which it would not without the doorbell.
+    fn ring_pending(&self, ring: &mut bool) {
+        if core::mem::take(ring) {
+            self.tx.lock().more = false;
+            self.ring();
         }
+    }
+
+    /// Takes up to `budget` messages off the device queue and hands each on: transport
+    /// messages to `link`, bus replies to the waiting [`Fifo::bus_request`], PINGs answered
+    /// (one doorbell for answers in a row). Called by the interrupt handler and its thread.
+    fn drain(&self, link: &BusLink, budget: u32) -> Drained {
+        if self.stopped() {
+            return Drained::Nothing;
+        }
+        let (mut any, mut ring) = (false, false);
         // The slot copy in `drain` is the one copy out of shared memory: nothing reads a slot
         // in place.
-        match self
-            .rx
-            .lock()
-            .drain(budget, |slot| self.dispatch(link, slot))
-        {
-            Ok(more) => more,
+        let mut rx = self.rx.lock();
+        let drained = rx.drain(budget, |slot| {
+            any = true;
+            self.dispatch(link, slot, &mut ring);
+        });
+        // Under `rx`, with interrupts off: nothing can run between the answers and their
+        // doorbell on this CPU.
+        self.ring_pending(&mut ring);
+        drop(rx);
+        match drained {
+            Ok(true) => Drained::More,
+            Ok(false) if any => Drained::All,
+            Ok(false) => Drained::Nothing,
             Err(e) => {
                 self.index_error("device", e);
-                false
+                Drained::All
             }
         }
     }
 
     /// One message copied out of the device queue. Only its first [`MAX_MSG_SIZE`] bytes can
     /// be a message; the transport decodes them (the header's `msg_size` says where the
-    /// message ends) and counts what is malformed.
-    fn dispatch(&self, link: &BusLink, slot: &[u8; SLOT_BYTES]) {
+    /// message ends) and counts what is malformed. `ring`: PING answers wait for a doorbell
+    /// (see [`Fifo::ring_pending`]).
+    fn dispatch(&self, link: &BusLink, slot: &[u8; SLOT_BYTES], ring: &mut bool) {
         inc(&self.stats.received);
         let Some(msg) = slot.first_chunk::<MAX_MSG_SIZE>() else {
             return;
         };
         if msg[0] & TYPE_BUS != 0 {
-            self.bus_message(msg);
-        } else if !link.deliver(msg) {
+            self.bus_message(msg, ring);
+            return;
+        }
+        self.ring_pending(ring);
+        if !link.deliver(msg) {
             inc(&self.stats.undelivered);
         }
     }
 
     /// A bus message from the device, decoded once: a PING is answered, otherwise only replies
     /// to our own request are expected.
-    fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE]) {
+    fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE], ring: &mut bool) {
         let frame = Frame::decode_lenient(msg);
         if let Ok(Frame {
             token,
@@ -405,9 +432,10 @@ impl Fifo {
             ..
         }) = frame
         {
-            self.pong(token, data);
+            *ring |= self.pong(token, data);
             return;
         }
+        self.ring_pending(ring);
         let Some(reply) = frame.as_ref().ok().and_then(BusReply::from_frame) else {
             return inc(&self.stats.unexpected_bus);
         };
@@ -416,23 +444,30 @@ impl Fifo {
         }
     }
 
-    /// Answers the device's PING: the echo, with its token. Called from the interrupt handler,
-    /// so it cannot wait for room: with the driver queue full the answer is dropped (counted),
-    /// as the device model drops replies when its own queue is full.
-    fn pong(&self, token: u16, data: u32) {
+    /// Queues the answer to the device's PING: the echo, with its token. Returns whether the
+    /// doorbell falls to the caller. Called from the interrupt handler, so it cannot wait for
+    /// room: with the driver queue full the answer is dropped (counted), as the device model
+    /// drops replies when its own queue is full.
+    fn pong(&self, token: u16, data: u32) -> bool {
         let mut buf = [0u8; MAX_MSG_SIZE];
         let frame = Frame {
             dev_num: 0,
             token,
             msg: Message::Pong { data },
         };
-        let sent = frame
+        let queued = frame
             .encode(&mut buf)
             .map_err(|_| EINVAL)
-            .and_then(|len| self.send_atomic(buf.get(..len).unwrap_or_default()));
-        match sent {
-            Ok(()) => inc(&self.stats.pings_answered),
-            Err(_) => inc(&self.stats.pongs_dropped),
+            .and_then(|len| self.push(buf.get(..len).unwrap_or_default()));
+        match queued {
+            Ok(ring) => {
+                inc(&self.stats.pings_answered);
+                ring
+            }
+            Err(_) => {
+                inc(&self.stats.pongs_dropped);
+                false
+            }
         }
     }
 
@@ -591,6 +626,7 @@ impl fmt::Debug for Fifo {
             ("doorbells", &s.doorbells),
             ("doorbells_shared", &s.doorbells_shared),
             ("interrupts", &s.interrupts),
+            ("spurious", &s.spurious),
             ("threaded", &s.threaded),
             ("queue_full_waits", &s.queue_full_waits),
             ("queue_full_failures", &s.queue_full_failures),
@@ -656,6 +692,17 @@ impl FifoLoss {
     }
 }
 
+/// What one pass over the device queue found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Nothing: the interrupt was not for this FIFO, or it is stopped.
+    Nothing,
+    /// Messages, and the queue is empty now.
+    All,
+    /// Messages, and more than the budget: some are left.
+    More,
+}
+
 /// The interrupt handler of one FIFO: the only consumer of its device queue.
 pub(crate) struct FifoIrq {
     fifo: Arc<Fifo>,
@@ -672,13 +719,21 @@ impl FifoIrq {
 impl ThreadedHandler for FifoIrq {
     /// Drains what the device queued: responses wake their requester, EVENT_USED runs the
     /// virtqueue callback, here in hard interrupt context.
+    /// An interrupt that finds nothing (a stopped FIFO, an empty queue) is not ours: a
+    /// device that keeps raising it is then a storm the kernel's spurious interrupt
+    /// detection ends.
     fn handle(&self, _dev: &Device<Bound>) -> ThreadedIrqReturn {
         inc(&self.fifo.stats.interrupts);
-        if self.fifo.drain(&self.link, HARD_BUDGET) {
-            inc(&self.fifo.stats.threaded);
-            ThreadedIrqReturn::WakeThread
-        } else {
-            ThreadedIrqReturn::Handled
+        match self.fifo.drain(&self.link, HARD_BUDGET) {
+            Drained::More => {
+                inc(&self.fifo.stats.threaded);
+                ThreadedIrqReturn::WakeThread
+            }
+            Drained::All => ThreadedIrqReturn::Handled,
+            Drained::Nothing => {
+                inc(&self.fifo.stats.spurious);
+                ThreadedIrqReturn::None
+            }
         }
     }
 
@@ -686,7 +741,7 @@ impl ThreadedHandler for FifoIrq {
     /// interrupts enabled in between.
     fn handle_threaded(&self, _dev: &Device<Bound>) -> IrqReturn {
         for _ in 0..THREAD_BUDGET / HARD_BUDGET {
-            if !self.fifo.drain(&self.link, HARD_BUDGET) {
+            if self.fifo.drain(&self.link, HARD_BUDGET) != Drained::More {
                 break;
             }
         }

@@ -143,9 +143,12 @@ fn parse(slot: &[u8]) -> Result<DevicesReply> {
     }
 }
 
+/// The device numbers an enumeration found, and the requests (offset, count) it made.
+type Walk = (KVec<u16>, KVec<(u16, u16)>);
+
 /// Runs an enumeration against `device`, which answers a request (offset, count) with a
-/// reply; returns the device numbers found and the requests made.
-fn walk(device: impl Fn(u16, u16) -> [u8; MAX_MSG_SIZE]) -> Result<(KVec<u16>, KVec<(u16, u16)>)> {
+/// reply.
+fn walk(device: impl Fn(u16, u16) -> [u8; MAX_MSG_SIZE]) -> Result<Walk> {
     let mut e = Enumeration::new();
     let mut requests = KVec::new();
     while let Some((offset, count)) = e.request() {
@@ -163,7 +166,7 @@ fn walk(device: impl Fn(u16, u16) -> [u8; MAX_MSG_SIZE]) -> Result<(KVec<u16>, K
 }
 
 #[kunit_tests(virtio_msg_amp_pci)]
-mod tests {
+mod cases {
     use super::*;
 
     /// v2: the window asked for, clipped to the 32 slots, next_offset = offset + count.

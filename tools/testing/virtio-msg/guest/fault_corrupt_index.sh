@@ -6,9 +6,8 @@
 # nothing on that FIFO can be trusted any more. The FIFO stops and all its
 # devices are gone, as if unplugged: their queues are broken, their drivers
 # removed within seconds (the entropy request in flight ends), and the modules
-# unload cleanly. The block device is idle meanwhile: with a
-# request in flight, 7.2's virtio-blk waits for it for ever when removed (see
-# Documentation/driver-api/virtio/virtio_msg_amp_pci.rst, "A FIFO that stops").
+# unload cleanly. The block device is idle meanwhile (fault_dead_fifo has one
+# busy when its FIFO dies).
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:1:corrupt-index,after=40
 . /tests/lib.sh

@@ -41,9 +41,11 @@ SET_DEVICE_STATUS answers). KIND:
   lying-size        every header claims 200 bytes
   corrupt-index     the device queue's head goes out of range (once): the queue is broken
   generation-churn  every GET_CONFIG answer brings a new configuration generation
+  generation-churn-event  the same, each announced first by an EVENT_CONFIG
   late,ms=N         every message comes N ms late
   reorder           (NUM 'all') every message goes after the next one of another device
   needs-reset       an EVENT_CONFIG with DEVICE_NEEDS_RESET (once)
+  status-lie        every SET_DEVICE_STATUS answer adds DRIVER_OK and DEVICE_NEEDS_RESET
   flood-used,n=N    N spurious EVENT_USED every 100 ms
   flood-config,n=N  N spurious EVENT_CONFIG every 100 ms
   stall,ms=N        the backend takes no buffer for N ms from the first kick on (once)

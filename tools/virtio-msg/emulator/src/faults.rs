@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use virtio_msg_wire::{
     bus_id::PING,
-    transport_id::{EVENT_AVAIL, GET_CONFIG},
+    transport_id::{EVENT_AVAIL, GET_CONFIG, SET_DEVICE_STATUS},
     Frame, Message, TYPE_BUS, TYPE_RESPONSE,
 };
 
@@ -49,6 +49,9 @@ pub enum FaultKind {
     CorruptIndex,
     /// Every GET_CONFIG answer carries a new configuration generation.
     GenerationChurn,
+    /// The same, and an EVENT_CONFIG announcing that generation goes just before each answer
+    /// (so that no two answers in a row look alike to the driver).
+    GenerationChurnEvent,
     /// Every message is held back for this many milliseconds (longer than the driver's
     /// timeout, say), and what follows it waits behind it.
     Late(u32),
@@ -57,6 +60,10 @@ pub enum FaultKind {
     Reorder,
     /// Once: an EVENT_CONFIG with DEVICE_NEEDS_RESET in the device status.
     NeedsReset,
+    /// Every SET_DEVICE_STATUS answer shows DRIVER_OK and DEVICE_NEEDS_RESET on top of the
+    /// status: the answer to ACKNOWLEDGE claims the driver runs, the answer to a reset that
+    /// the device needs one.
+    StatusLie,
     /// This many EVENT_USED for queue 0 per tick, on top of the real ones.
     FloodUsed(u32),
     /// This many EVENT_CONFIG per tick, with nothing changed.
@@ -76,6 +83,10 @@ pub const REORDER_WAIT: Duration = Duration::from_millis(50);
 const NEEDS_RESET_STATUS: u32 = 0x0f | NEEDS_RESET;
 /// The DEVICE_NEEDS_RESET status bit.
 const NEEDS_RESET: u32 = 0x40;
+/// What a lying SET_DEVICE_STATUS answer adds: DRIVER_OK and DEVICE_NEEDS_RESET.
+const LIE_STATUS: u32 = 0x04 | NEEDS_RESET;
+/// Byte offset of the status in a SET_DEVICE_STATUS answer (the first payload word).
+const STATUS: usize = virtio_msg_wire::HEADER_SIZE;
 
 impl FaultKind {
     /// Whether the fault acts on tick, not on messages.
@@ -106,7 +117,7 @@ pub struct FaultSpec {
 const SYNTAX: &str = "FIFO:NUM:KIND[,after=N][,count=N][,msg=ID][,every=N][,ms=N][,n=N]";
 /// The kinds, for error messages.
 const KINDS: &str = "silent, drop (every=N), twice, garbage, lying-size, corrupt-index, \
-    generation-churn, late (ms=N), reorder, needs-reset, flood-used (n=N), flood-config (n=N), \
+    generation-churn, generation-churn-event, late (ms=N), reorder, needs-reset, status-lie, flood-used (n=N), flood-config (n=N), \
     stall (ms=N), ping";
 
 /// A `--fault` specification that does not parse, and why.
@@ -193,9 +204,11 @@ impl FromStr for FaultSpec {
             "lying-size" => FaultKind::LyingSize,
             "corrupt-index" => FaultKind::CorruptIndex,
             "generation-churn" => FaultKind::GenerationChurn,
+            "generation-churn-event" => FaultKind::GenerationChurnEvent,
             "late" => FaultKind::Late(ms.take().ok_or_else(|| needs("ms=N"))?),
             "reorder" => FaultKind::Reorder,
             "needs-reset" => FaultKind::NeedsReset,
+            "status-lie" => FaultKind::StatusLie,
             "flood-used" => FaultKind::FloodUsed(n.take().ok_or_else(|| needs("n=N"))?),
             "flood-config" => FaultKind::FloodConfig(n.take().ok_or_else(|| needs("n=N"))?),
             "stall" => FaultKind::Stall(ms.take().ok_or_else(|| needs("ms=N"))?),
@@ -390,13 +403,38 @@ impl Faults {
                     out.corrupt_index |= !a.struck;
                     a.struck = true;
                 }
-                FaultKind::GenerationChurn => {
+                FaultKind::GenerationChurn | FaultKind::GenerationChurnEvent => {
+                    let generation = a.seen as u32;
+                    let mut events = Vec::new();
                     for m in &mut out.msgs {
-                        let is_config = m.get(..2) == Some(&[TYPE_RESPONSE, GET_CONFIG]);
-                        if let Some(generation) = m.get_mut(GENERATION..GENERATION + 4) {
-                            if is_config {
-                                generation.copy_from_slice(&(a.seen as u32).to_le_bytes());
-                            }
+                        if m.get(..2) != Some(&[TYPE_RESPONSE, GET_CONFIG]) {
+                            continue;
+                        }
+                        if let Some(g) = m.get_mut(GENERATION..GENERATION + 4) {
+                            g.copy_from_slice(&generation.to_le_bytes());
+                        }
+                        if a.spec.kind == FaultKind::GenerationChurnEvent {
+                            let event = Message::EventConfig {
+                                device_status: 0,
+                                generation,
+                                offset: 0,
+                                length: 0,
+                                data: None,
+                            };
+                            events.push(encode(dev_num.unwrap_or(0), event));
+                        }
+                    }
+                    events.append(&mut out.msgs);
+                    out.msgs = events;
+                }
+                FaultKind::StatusLie => {
+                    for m in &mut out.msgs {
+                        if m.get(..2) != Some(&[TYPE_RESPONSE, SET_DEVICE_STATUS]) {
+                            continue;
+                        }
+                        if let Some(word) = m.get_mut(STATUS..STATUS + 4) {
+                            let status = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                            word.copy_from_slice(&(status | LIE_STATUS).to_le_bytes());
                         }
                     }
                 }
@@ -671,6 +709,37 @@ mod tests {
         let b = f.apply_now(config.clone()).msgs;
         assert_ne!(a[0][8..12], b[0][8..12]);
         assert_eq!(a[0][12..], config[12..]);
+        assert_eq!(f.apply_now(msg(1, 5)).msgs, [msg(1, 5)]);
+    }
+
+    #[test]
+    fn generation_churn_event_announces_each_new_generation_first() {
+        let mut f = faults("0:1:generation-churn-event");
+        let mut config = msg(1, 0);
+        config[1] = GET_CONFIG;
+        for _ in 0..2 {
+            let out = f.apply_now(config.clone()).msgs;
+            assert_eq!(out.len(), 2);
+            let event = virtio_msg_wire::Frame::decode(&out[0]).unwrap();
+            let virtio_msg_wire::Message::EventConfig { generation, .. } = event.msg else {
+                panic!("not an EVENT_CONFIG: {:?}", event.msg);
+            };
+            assert_eq!(event.dev_num, 1);
+            assert_eq!(out[1][8..12], generation.to_le_bytes());
+            assert_eq!(out[1][12..], config[12..]);
+        }
+        assert_eq!(f.apply_now(msg(1, 5)).msgs, [msg(1, 5)]);
+    }
+
+    #[test]
+    fn status_lie_adds_driver_ok_and_needs_reset_to_status_answers_only() {
+        let mut f = faults("0:1:status-lie");
+        let mut answer = msg(1, 0);
+        answer[1] = SET_DEVICE_STATUS;
+        answer[8] = 0x01;
+        let out = f.apply_now(answer.clone()).msgs;
+        assert_eq!(out[0][8..12], 0x45u32.to_le_bytes());
+        assert_eq!(out[0][12..], answer[12..]);
         assert_eq!(f.apply_now(msg(1, 5)).msgs, [msg(1, 5)]);
     }
 
