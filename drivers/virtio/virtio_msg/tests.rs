@@ -663,6 +663,21 @@ fn first_queue(
     Ok(unsafe { (*vdev).vqs.next.cast::<bindings::virtqueue>() })
 }
 
+/// What `__virtio_cread_many()` does with the 4 bytes at 60 of `dev`'s configuration: reads
+/// them until the generation stayed the same across a read. Returns how many reads it took
+/// (at most 100).
+fn reads_until_settled(dev: &MsgDevice, field: &mut [u8; 4]) -> Result<u32> {
+    for reads in 1..100 {
+        let before = dev.cached_generation();
+        dev.get_config(60, field).map_err(Error::from)?;
+        if dev.cached_generation() == before {
+            return Ok(reads);
+        }
+    }
+    // Never settled.
+    Err(ETIMEDOUT)
+}
+
 /// Buffers taken back from a reset queue: the driver (virtio-rng) owns their memory.
 ///
 /// # Safety
@@ -849,19 +864,8 @@ mod cases {
         let ok = u32::from(status::DRIVER_OK | status::FEATURES_OK);
         assert_eq!(dev.set_status(ok).map_err(Error::from)?, ok);
         t.fake.state.lock().churn_generation = true;
-        // What `__virtio_cread_many()` does: read until the generation stayed the same.
         let mut field = [0u8; 4];
-        let mut reads = 0;
-        loop {
-            reads += 1;
-            assert!(reads < 100);
-            let before = dev.cached_generation();
-            dev.get_config(60, &mut field).map_err(Error::from)?;
-            if dev.cached_generation() == before {
-                break;
-            }
-        }
-        assert!(reads <= 9);
+        assert!(reads_until_settled(&dev, &mut field)? <= 9);
         assert_eq!(field, [60, 61, 62, 63].map(|o: u8| o ^ 0x5a));
         // A device that settles is listened to again.
         t.fake.state.lock().churn_generation = false;
@@ -882,17 +886,7 @@ mod cases {
         // that no two answers in a row look alike.
         t.fake.state.lock().churn_by_events = true;
         let mut field = [0u8; 4];
-        let mut reads = 0;
-        loop {
-            reads += 1;
-            assert!(reads < 100);
-            let before = dev.cached_generation();
-            dev.get_config(60, &mut field).map_err(Error::from)?;
-            if dev.cached_generation() == before {
-                break;
-            }
-        }
-        assert!(reads <= 9);
+        assert!(reads_until_settled(&dev, &mut field)? <= 9);
         // Settled: two answers alike with no event between them.
         t.fake.state.lock().churn_by_events = false;
         dev.get_config(60, &mut field).map_err(Error::from)?;
