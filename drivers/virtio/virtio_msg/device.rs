@@ -549,31 +549,27 @@ impl MsgDevice {
             attempt += 1;
         };
         match result {
-            Err(Failure::Timeout | Failure::Send(_) | Failure::BadResponse)
+            Err(failure @ (Failure::Timeout | Failure::Send(_) | Failure::BadResponse))
                 if policy == Policy::Essential =>
             {
                 if self.req.set_broken() {
                     self.bus.stats().broken();
-                    match result {
-                        Err(Failure::BadResponse) => dev_err!(
+                    let (dev_num, id) = (self.dev_num, msg.id().2);
+                    let why = match failure {
+                        Failure::Send(e) => e,
+                        _ => ETIMEDOUT,
+                    };
+                    if failure == Failure::BadResponse {
+                        dev_err!(
                             self.bus.dev(),
-                            "device {}: message {:#04x} answered with nonsense {attempt} times, device marked broken\n",
-                            self.dev_num,
-                            msg.id().2
-                        ),
-                        _ => {
-                            let why = match result {
-                                Err(Failure::Send(e)) => e,
-                                _ => ETIMEDOUT,
-                            };
-                            dev_err!(
-                                self.bus.dev(),
-                                "device {}: message {:#04x} failed {attempt} times ({why:?}, {} ms timeout), device marked broken\n",
-                                self.dev_num,
-                                msg.id().2,
-                                self.bus.timeout_ms()
-                            );
-                        }
+                            "device {dev_num}: message {id:#04x} answered with nonsense {attempt} times, device marked broken\n"
+                        );
+                    } else {
+                        dev_err!(
+                            self.bus.dev(),
+                            "device {dev_num}: message {id:#04x} failed {attempt} times ({why:?}, {} ms timeout), device marked broken\n",
+                            self.bus.timeout_ms()
+                        );
                     }
                     if let Some(h) = self.handle() {
                         h.break_device();
