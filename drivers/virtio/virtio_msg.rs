@@ -38,6 +38,8 @@ pub mod recording;
 #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
 #[path = "virtio_msg/replay_tests.rs"]
 mod replay_tests;
+#[path = "virtio_msg/ratelimit.rs"]
+mod ratelimit;
 #[path = "virtio_msg/request.rs"]
 mod request;
 #[path = "virtio_msg/stats.rs"]
@@ -150,11 +152,9 @@ impl auxiliary::Driver for VirtioMsgDriver {
             .pin_chain(move |binding| {
                 // Here, where `drop` (`BusCore::shutdown`) undoes it.
                 binding.core.enable_recovery(link.clone())?;
-                // The devices the bus found before we connected; later ones arrive through
-                // `Receiver::device_added`.
-                for dev_num in devices {
-                    binding.core.add_initial(parent, dev_num);
-                }
+                // The devices the bus found before we connected, probed by a work item; later
+                // ones arrive through `Receiver::device_added`.
+                binding.core.add_listed(devices);
                 Ok(())
             }))
         })

@@ -765,24 +765,26 @@ impl kernel::Module for LoopbackModule {
         let link = BusLink::new(device.clone())?;
         *device.link.lock() = Some(link.clone());
         *device.me.lock() = Some(device.clone());
-        let bus = auxiliary::Registration::new(
+        // From here on, a failure drops `module`, whose `Drop` breaks the cycles just made.
+        let mut module = Self {
+            bus: None,
+            device,
+            _faux: faux,
+        };
+        module.bus = Some(auxiliary::Registration::new(
             parent,
             AUXILIARY_NAME,
             new_bus_id(),
             AUXILIARY_MODNAME,
             link.clone(),
-        )?;
+        )?);
         link.add_device(RNG_DEV_NUM)?;
         pr_info!("virtio-msg loopback bus up, entropy device on device number {RNG_DEV_NUM}\n");
         if blk_mib > 0 {
             link.add_device(BLK_DEV_NUM)?;
             pr_info!("block device of {blk_mib} MiB on device number {BLK_DEV_NUM}\n");
         }
-        Ok(Self {
-            bus: Some(bus),
-            device,
-            _faux: faux,
-        })
+        Ok(module)
     }
 }
 

@@ -11,8 +11,10 @@
 //!
 //! # Recovery
 //!
-//! A device that asks for a reset (DEVICE_NEEDS_RESET) or stopped answering is broken at once
-//! (its virtqueues fail what is in flight), then [`Recovery`] removes its virtio device and
+//! A device that stopped answering is broken at once (its virtqueues fail what is in flight);
+//! one that asks for a reset (DEVICE_NEEDS_RESET) is reset, then broken, by [`Recovery`]
+//! (reset first, so that it stops writing its rings). Then [`Recovery`] removes its virtio
+//! device and
 //! probes the device number again, as if the bus had reported it gone and back: a device that
 //! works again gets a fresh driver, one that stays silent fails its probe and is left out. A
 //! remove and re-add rather than the virtio core's `reset_prepare`/`reset_done`, which only
@@ -21,7 +23,7 @@
 //! driver cycling.
 
 use kernel::{
-    alloc::KVec,
+    alloc::{kvec::PushError, KVec},
     device::{self, Bound},
     devres::Devres,
     impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
@@ -50,6 +52,9 @@ use crate::{
 const MAX_DEV_NUM: u16 = 4096;
 /// Recoveries of one device number while the transport is bound (see the module docs).
 pub(crate) const MAX_RECOVERIES: u32 = 3;
+/// Listed device numbers in a row that do not answer their probe, after which the others
+/// listed are not probed (see [`BusCore::probe_listed`]).
+pub(crate) const MAX_SILENT_PROBES: u32 = 4;
 
 /// What the devices of one bus share.
 #[pin_data]
@@ -98,6 +103,12 @@ impl BusHandle {
 
     pub(crate) fn max_msg_size(&self) -> usize {
         self.max_msg_size
+    }
+
+    /// Where the device's shared memory regions may lie (see [`Bus::shm_window`]); `None`
+    /// once the transport let go of the bus.
+    pub(crate) fn shm_window(&self) -> Option<core::ops::Range<u64>> {
+        self.bus.lock().as_ref().and_then(|bus| bus.shm_window())
     }
 
     pub(crate) fn timeout_ms(&self) -> u32 {
@@ -232,6 +243,8 @@ struct Devices {
     /// Reported removed while not registered: the devices listed at connection time may be
     /// gone by the time their initial probe runs.
     removed_early: KVec<u16>,
+    /// Listed by the bus when the transport connected, and not probed yet.
+    listed: KVec<u16>,
 }
 
 /// A registered virtio device of the bus.
@@ -242,7 +255,8 @@ struct Entry {
     recoveries: u32,
 }
 
-/// The work item that recovers devices (see the module docs).
+/// The work item that probes the devices listed at connection, then recovers devices (see the
+/// module docs).
 #[pin_data]
 pub(crate) struct Recovery {
     core: Arc<BusCore>,
@@ -261,7 +275,10 @@ impl WorkItem for Recovery {
 
     fn run(this: Arc<Recovery>) {
         // `None`: disconnected, the transport is unbinding.
-        let _ = this.link.with_parent(|parent| this.core.recover(parent));
+        let _ = this.link.with_parent(|parent| {
+            this.core.probe_listed(parent);
+            this.core.recover(parent);
+        });
     }
 }
 
@@ -286,7 +303,11 @@ impl BusCore {
     pub(crate) fn new(handle: Arc<BusHandle>) -> impl PinInit<Self> {
         pin_init!(Self {
             handle,
-            devices <- new_mutex!(Devices { registered: KVec::new(), removed_early: KVec::new() }),
+            devices <- new_mutex!(Devices {
+                registered: KVec::new(),
+                removed_early: KVec::new(),
+                listed: KVec::new(),
+            }),
             closed: Atomic::new(false),
         })
     }
@@ -327,6 +348,7 @@ impl BusCore {
             };
             let dev_num = entry.dev.dev_num();
             let recoveries = entry.recoveries + 1;
+            entry.dev.stop();
             self.remove(entry);
             let mut devices = self.devices.lock();
             if self.closed.load(Relaxed) {
@@ -351,7 +373,8 @@ impl BusCore {
             // What the device still had to say for its old driver arrives before the barrier's
             // answer and is dropped: nothing of it can answer the new probe.
             let _ = self.handle.sync();
-            self.add_locked(parent, &mut devices, dev_num, recoveries);
+            // A failure said so.
+            let _ = self.add_locked(parent, &mut devices, dev_num, recoveries);
         }
     }
 
@@ -426,12 +449,51 @@ impl BusCore {
 }
 
 impl BusCore {
-    /// Probes a device the bus listed when the transport connected, unless it was reported
-    /// removed since.
-    pub(crate) fn add_initial(&self, parent: &device::Device<Bound>, dev_num: u16) {
-        let mut devices = self.devices.lock();
-        if !devices.removed_early.contains(&dev_num) {
-            self.add_locked(parent, &mut devices, dev_num, 0);
+    /// Has the devices the bus listed when the transport connected probed, by the work item
+    /// that recovers devices ([`BusCore::enable_recovery`] must have run).
+    ///
+    /// Not here: the transport's probe would hold the bus's auxiliary device, and with it the
+    /// bus's removal and rmmod, for as long as the probes take, which a bus listing many
+    /// silent device numbers makes hours.
+    pub(crate) fn add_listed(&self, dev_nums: KVec<u16>) {
+        self.devices.lock().listed = dev_nums;
+        self.handle.request_recovery();
+    }
+
+    /// Probes the listed devices (see [`BusCore::add_listed`]) one by one, in their order,
+    /// unless reported removed since, until the transport unbinds: each costs at most the
+    /// three timeouts of a silent device, so unbinding waits for one at most. After
+    /// [`MAX_SILENT_PROBES`] silent ones in a row, the others are not probed: a bus that
+    /// lists numbers nobody answers is not worth hours of probes.
+    pub(crate) fn probe_listed(&self, parent: &device::Device<Bound>) {
+        let mut silent = 0;
+        loop {
+            let mut devices = self.devices.lock();
+            if self.closed.load(Relaxed) || devices.listed.is_empty() {
+                return;
+            }
+            let Ok(dev_num) = devices.listed.remove(0) else {
+                return;
+            };
+            if devices.removed_early.contains(&dev_num) {
+                continue;
+            }
+            if self.add_locked(parent, &mut devices, dev_num, 0) != Err(ETIMEDOUT) {
+                silent = 0;
+                continue;
+            }
+            silent += 1;
+            if silent == MAX_SILENT_PROBES {
+                let left = core::mem::take(&mut devices.listed);
+                if !left.is_empty() {
+                    dev_err!(
+                        self.handle.dev(),
+                        "{silent} listed devices in a row did not answer their probe; the {} listed after them are not probed\n",
+                        left.len()
+                    );
+                }
+                return;
+            }
         }
     }
 
@@ -441,14 +503,14 @@ impl BusCore {
         devices: &mut Devices,
         dev_num: u16,
         recoveries: u32,
-    ) {
+    ) -> Result {
         let registered = &mut devices.registered;
         if self.closed.load(Relaxed) || registered.iter().any(|e| e.dev.dev_num() == dev_num) {
-            return;
+            return Ok(());
         }
-        if registered.reserve(1, GFP_KERNEL).is_err() {
+        if let Err(e) = registered.reserve(1, GFP_KERNEL) {
             dev_err!(self.handle.dev(), "device {dev_num}: out of memory\n");
-            return;
+            return Err(e.into());
         }
         match self.add(parent, dev_num, recoveries) {
             Ok(entry) => {
@@ -462,8 +524,12 @@ impl BusCore {
                 );
                 // Cannot fail: room was reserved above.
                 let _ = registered.push(entry, GFP_KERNEL);
+                Ok(())
             }
-            Err(e) => dev_warn!(self.handle.dev(), "device {dev_num}: not added ({e:?})\n"),
+            Err(e) => {
+                dev_warn!(self.handle.dev(), "device {dev_num}: not added ({e:?})\n");
+                Err(e)
+            }
         }
     }
 }
@@ -476,29 +542,49 @@ impl Receiver for BusCore {
     fn device_added(&self, parent: &device::Device<Bound>, dev_num: u16) {
         let mut devices = self.devices.lock();
         devices.removed_early.retain(|d| *d != dev_num);
-        self.add_locked(parent, &mut devices, dev_num, 0);
+        // A failure said so.
+        let _ = self.add_locked(parent, &mut devices, dev_num, 0);
     }
 
     fn device_removed(&self, dev_num: u16) {
-        let mut devices = self.devices.lock();
-        let pos = devices
-            .registered
-            .iter()
-            .position(|e| e.dev.dev_num() == dev_num);
-        match pos.map(|p| devices.registered.remove(p)) {
-            Some(Ok(entry)) => {
-                dev_info!(self.handle.dev(), "device {dev_num}: gone\n");
-                // Before its driver is removed: the device will not answer its last requests
-                // nor complete what it was given, and drivers fail in-flight requests of a
-                // broken device when they are removed (virtio-blk does).
-                entry.dev.fail();
-                self.remove(entry);
-            }
-            _ => {
-                if !devices.removed_early.contains(&dev_num) {
-                    let _ = devices.removed_early.push(dev_num, GFP_KERNEL);
+        self.devices_removed(&[dev_num]);
+    }
+
+    /// Every device is failed first, under the `devices` lock (which never waits for a
+    /// device), then removed one by one without it: a removal may still wait for its driver,
+    /// and neither the others nor recovery, rmmod or unbind must wait behind it.
+    fn devices_removed(&self, dev_nums: &[u16]) {
+        // Reserved first: the entries are moved out under the lock, removed after it.
+        let mut gone = KVec::with_capacity(dev_nums.len(), GFP_KERNEL).unwrap_or_default();
+        {
+            let mut devices = self.devices.lock();
+            for &dev_num in dev_nums {
+                let pos = devices
+                    .registered
+                    .iter()
+                    .position(|e| e.dev.dev_num() == dev_num);
+                match pos.map(|p| devices.registered.remove(p)) {
+                    Some(Ok(entry)) => {
+                        dev_info!(self.handle.dev(), "device {dev_num}: gone\n");
+                        // Before its driver is removed: the device will not answer its last
+                        // requests nor complete what it was given, and drivers fail in-flight
+                        // requests of a broken device when they are removed (virtio-blk does).
+                        entry.dev.fail();
+                        if let Err(PushError(entry)) = gone.push_within_capacity(entry) {
+                            // Out of memory for the list: removed here, then.
+                            self.remove(entry);
+                        }
+                    }
+                    _ => {
+                        if !devices.removed_early.contains(&dev_num) {
+                            let _ = devices.removed_early.push(dev_num, GFP_KERNEL);
+                        }
+                    }
                 }
             }
+        }
+        for entry in gone {
+            self.remove(entry);
         }
     }
 }

@@ -52,6 +52,7 @@ use kernel::{
 
 use crate::{
     bus::BusHandle,
+    ratelimit::{RateLimit, Suppressed},
     request::{Failure, Policy, Requester},
     stats::Dropped,
     wire::{self, AvailNext, DeviceInfo, Frame, Header, Kind, Message, VqueueConfig, Words},
@@ -93,7 +94,7 @@ fn driver_visible_status(written: u32, reported: u32) -> u32 {
 /// the bus may have had no room for the request), so a timeout or a full bus is tried again,
 /// after the barrier that keeps the late answer out; every request is idempotent. A device
 /// that stays silent costs `ESSENTIAL_ATTEMPTS` timeouts once, then is broken.
-const ESSENTIAL_ATTEMPTS: u32 = 3;
+pub(crate) const ESSENTIAL_ATTEMPTS: u32 = 3;
 /// How often, and how long, GET_DEVICE_STATUS is asked after a reset the device did not
 /// complete at once.
 const RESET_POLL_EVERY: Delta = Delta::from_millis(10);
@@ -171,8 +172,8 @@ pub(crate) struct MsgDevice {
     /// device -> handle -> transport -> device). Held while an interrupt of the device runs.
     #[pin]
     handle: SpinLockIrqSave<Option<Handle<MsgTransport>>>,
-    /// Broken in a way a reset may cure (a timeout, DEVICE_NEEDS_RESET): the bus's recovery
-    /// removes and probes it again (see `bus.rs`).
+    /// Broken in a way a reset may cure (a timeout), or asked for a reset (DEVICE_NEEDS_RESET):
+    /// the bus's recovery removes and probes it again (see `bus.rs`).
     recover: Atomic<bool>,
     /// By queue index.
     kicks: KVec<Kick>,
@@ -197,6 +198,12 @@ pub(crate) struct MsgDevice {
     /// EVENT_USED messages received, and kicks sent.
     used_events: Atomic<u32>,
     kick_count: Atomic<u32>,
+    /// The configuration space as last read or written whole and consistent: what a read
+    /// that fails gives the driver (see [`MsgDevice::get_config`]).
+    #[pin]
+    config_shadow: Mutex<KVec<u8>>,
+    /// For the warnings the device can cause at will.
+    warnings: RateLimit,
 }
 
 impl_has_work! {
@@ -234,6 +241,8 @@ impl MsgDevice {
             generation: 0,
             changes: 0,
         };
+        let mut shadow = KVec::new();
+        shadow.resize(info.config_size as usize, 0, GFP_KERNEL)?;
         let queues = info.max_virtqueues.min(MAX_KICKED_QUEUES) as usize;
         let mut kicks = KVec::with_capacity(queues, GFP_KERNEL)?;
         for _ in 0..queues {
@@ -271,6 +280,8 @@ impl MsgDevice {
                 watch_wait_ms: Atomic::new(0),
                 used_events: Atomic::new(0),
                 kick_count: Atomic::new(0),
+                config_shadow <- new_mutex!(shadow),
+                warnings: RateLimit::new(),
             }),
             GFP_KERNEL,
         )
@@ -364,6 +375,23 @@ impl MsgDevice {
         if let Some(h) = self.handle() {
             h.break_device();
         }
+    }
+
+    /// Stops the device before the bus removes it to recover it: one that still answers
+    /// (it asked for a reset) is reset first, so that it no longer writes its rings, then its
+    /// queues are broken. In that order: a broken queue returns no buffer, and a device that
+    /// keeps completing buffers on it can keep a stock driver looping on work it never gets
+    /// (virtio-net's TX clean-up, before `virtqueue_enable_cb_delayed()` knew broken queues).
+    pub(crate) fn stop(&self) {
+        if !self.req.is_broken() {
+            // Best effort: a device that does not answer is broken below all the same.
+            let _ = self.request(
+                Message::SetDeviceStatus { status: 0 },
+                Policy::BestEffort,
+                |m| matches!(m, Message::DeviceStatusSet { .. }).then_some(()),
+            );
+        }
+        self.fail();
     }
 
     /// Breaks the device, if it was not broken yet, and has it recovered.
@@ -578,12 +606,15 @@ impl MsgDevice {
                 }
             }
             Err(Failure::BadResponse) => {
-                dev_warn!(
-                    self.bus.dev(),
-                    "device {}: nonsensical response to {:#04x}\n",
-                    self.dev_num,
-                    msg.id().2
-                );
+                if let Some(n) = self.warnings.allow() {
+                    dev_warn!(
+                        self.bus.dev(),
+                        "device {}: nonsensical response to {:#04x}{}\n",
+                        self.dev_num,
+                        msg.id().2,
+                        Suppressed(n)
+                    );
+                }
             }
             _ => {}
         }
@@ -628,22 +659,23 @@ impl MsgDevice {
                         driver_visible_status(current, current | device_status),
                         Relaxed,
                     );
-                    // Once: a device may keep saying so, from the interrupt handler.
-                    if self.req.set_broken() {
-                        stats.broken();
+                    // Not broken here: the device still writes its rings, and a broken queue
+                    // whose device completes buffers can keep a driver looping (see
+                    // `MsgDevice::stop`). The recovery resets it first. Once: a device may
+                    // keep saying so.
+                    if !self.recover.xchg(true, Relaxed) {
                         dev_err!(
                             self.bus.dev(),
-                            "device {}: device needs a reset, marked broken and recovered\n",
+                            "device {}: device needs a reset, reset and recovered\n",
                             self.dev_num
                         );
+                        self.bus.request_recovery();
                     }
-                    // Not `break_and_recover()`: `handle` is held.
-                    h.break_device();
-                    self.needs_recovery();
                 }
-                // A broken device's driver is not told: every read of the new configuration
-                // would fail (a virtio-blk capacity of 0 would resize the disk).
-                if !self.req.is_broken() {
+                // A device about to be recovered, or broken, has its driver left alone: every
+                // read of the new configuration may fail (a virtio-blk capacity of 0 would
+                // resize the disk).
+                if !self.wants_recovery() && !self.req.is_broken() {
                     h.config_changed();
                 }
             }
@@ -845,11 +877,14 @@ impl MsgDevice {
         if churn < GENERATION_CHURN_LIMIT {
             self.generation.store(generation, Relaxed);
         } else if churn == GENERATION_CHURN_LIMIT {
-            dev_warn!(
-                self.bus.dev(),
-                "device {}: configuration generation changed {churn} times in a row; ignoring its changes until it settles\n",
-                self.dev_num
-            );
+            if let Some(n) = self.warnings.allow() {
+                dev_warn!(
+                    self.bus.dev(),
+                    "device {}: configuration generation changed {churn} times in a row; ignoring its changes until it settles{}\n",
+                    self.dev_num,
+                    Suppressed(n)
+                );
+            }
         }
     }
 
@@ -894,8 +929,35 @@ impl MsgDevice {
         Ok(true)
     }
 
+    /// Reads `buf.len()` bytes of the configuration space at `offset`.
+    ///
+    /// The virtio core's `get` cannot fail, so `buf` always gets bytes the device reported
+    /// (but for a read past the configuration space, a driver's mistake: zeros):
+    /// when the read fails (the device is broken, or kept changing the configuration while
+    /// it was read across several messages), the configuration as last read or written whole
+    /// and consistent. So a driver never sees made-up values: a configuration work that
+    /// runs after the device broke finds nothing changed (virtio-blk does not resize the disk
+    /// to 0) instead of zeros, and never bytes of two generations.
     pub(crate) fn get_config(&self, offset: u32, buf: &mut [u8]) -> Result<(), Failure> {
-        self.check_config_range("read", offset, buf.len())?;
+        if let Err(e) = self.check_config_range("read", offset, buf.len()) {
+            // The driver's mistake: there is nothing there.
+            buf.fill(0);
+            return Err(e);
+        }
+        let start = offset as usize;
+        let result = self.read_config(offset, buf);
+        let mut shadow = self.config_shadow.lock();
+        // Within the configuration space: checked above.
+        if let Some(kept) = shadow.get_mut(start..start + buf.len()) {
+            match result {
+                Ok(()) => kept.copy_from_slice(buf),
+                Err(_) => buf.copy_from_slice(kept),
+            }
+        }
+        result
+    }
+
+    fn read_config(&self, offset: u32, buf: &mut [u8]) -> Result<(), Failure> {
         if self.read_config_window(offset, buf)? {
             return Ok(());
         }
@@ -913,7 +975,16 @@ impl MsgDevice {
             }
             self.bus.stats().config_retry();
         }
-        Ok(())
+        if let Some(n) = self.warnings.allow() {
+            dev_warn!(
+                self.bus.dev(),
+                "device {}: configuration changed during each of {GET_CONFIG_ATTEMPTS} reads of {} bytes at {offset}; the last consistent one is used{}\n",
+                self.dev_num,
+                buf.len(),
+                Suppressed(n)
+            );
+        }
+        Err(Failure::BadResponse)
     }
 
     pub(crate) fn set_config(&self, offset: u32, buf: &[u8]) -> Result<(), Failure> {
@@ -1155,9 +1226,24 @@ impl MsgDevice {
         })
         .ok()
         .filter(|&(length, _)| length != 0)
-        .map(|(length, address)| ShmRegion {
-            addr: address.into(),
-            len: length.into(),
+        .and_then(|(length, address)| {
+            let (addr, len) = (u64::from(address), u64::from(length));
+            let window = self.bus.shm_window();
+            let inside = window
+                .as_ref()
+                .is_some_and(|w| addr >= w.start && addr.checked_add(len).is_some_and(|end| end <= w.end));
+            if !inside {
+                if let Some(n) = self.warnings.allow() {
+                    dev_warn!(
+                        self.bus.dev(),
+                        "device {}: shared memory region {id} at {addr:#x}, {len:#x} bytes, is outside the bus's window ({window:x?}); not used{}\n",
+                        self.dev_num,
+                        Suppressed(n)
+                    );
+                }
+                return None;
+            }
+            Some(ShmRegion { addr, len })
         })
     }
 }
@@ -1176,9 +1262,8 @@ impl MsgTransport {
 #[vtable]
 impl Transport for MsgTransport {
     fn get_config(&self, _dev: &Device, offset: u32, buf: &mut [u8]) {
-        if self.dev.get_config(offset, buf).is_err() {
-            buf.fill(0);
-        }
+        // A failure still filled `buf` (see `MsgDevice::get_config`).
+        let _ = self.dev.get_config(offset, buf);
     }
 
     fn set_config(&self, _dev: &Device, offset: u32, buf: &[u8]) {

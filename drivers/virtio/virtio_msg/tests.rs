@@ -9,6 +9,7 @@
 //! to the next message, as on an ordered bus, or at the barrier) or twice. It can deliver
 //! from a hard interrupt ([`in_hard_irq`]), as the AMP PCI bus does.
 
+use core::ops::Range;
 use kernel::{
     alloc::KVec,
     bindings, device,
@@ -43,6 +44,9 @@ use crate::{
 const MAX_MSG: usize = 48;
 const DEV: u16 = 1;
 const CONFIG_SIZE: usize = 100;
+/// The fake bus's window for shared memory regions.
+const SHM_WINDOW_START: u32 = 0x8000_0000;
+const SHM_WINDOW_LEN: u64 = 0x10_0000;
 
 /// What the fake puts in the token of its answers.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,8 +81,9 @@ struct FakeState {
     sync_error: Option<Error>,
     /// Barriers still to fail with `EBUSY`.
     busy_syncs: u32,
-    /// The length GET_SHM reports.
+    /// The length and address GET_SHM reports.
     shm_length: u32,
+    shm_address: u32,
     features: [u32; 8],
     driver_features: [u32; 8],
     status: u32,
@@ -219,6 +224,7 @@ impl Fake {
                     sync_error: None,
                     busy_syncs: 0,
                     shm_length: 0x1000,
+                    shm_address: SHM_WINDOW_START,
                     info: DeviceInfo {
                         device_id: 0x7fff,
                         vendor_id: 0x554d_4551,
@@ -418,7 +424,7 @@ impl Fake {
                 Message::Shm {
                     index,
                     length: s.shm_length,
-                    address: 0x8000_0000,
+                    address: s.shm_address,
                 },
                 out,
             ),
@@ -448,6 +454,11 @@ impl Fake {
 impl Bus for Fake {
     fn max_msg_size(&self) -> usize {
         MAX_MSG
+    }
+
+    fn shm_window(&self) -> Option<Range<u64>> {
+        let start = u64::from(SHM_WINDOW_START);
+        Some(start..start + SHM_WINDOW_LEN)
     }
 
     fn send_atomic(&self, _msg: &[u8]) -> Result {
@@ -853,6 +864,40 @@ mod cases {
         dev.get_config(0, &mut buf).map_err(Error::from)?;
         // 3 chunks torn by the change after the 2nd, then 3 consistent ones.
         assert_eq!(t.fake.sent(id::GET_CONFIG), 6);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_config_read_gives_the_last_values_never_zeros_nor_two_generations() -> Result {
+        let t = Setup::new(30)?;
+        let dev = t.probe()?;
+        let ok = u32::from(status::DRIVER_OK | status::FEATURES_OK);
+        assert_eq!(dev.set_status(ok).map_err(Error::from)?, ok);
+        let old = |i: usize| i as u8 ^ 0x5a;
+        let mut buf = [0u8; 60];
+        dev.get_config(0, &mut buf).map_err(Error::from)?;
+        assert!(buf.iter().enumerate().all(|(i, &b)| b == old(i)));
+        // New values, and a generation that changes with every answer: each read of the
+        // three chunks is torn. After the attempts, the last consistent values, not a mix.
+        {
+            let mut s = t.fake.state.lock();
+            s.config.fill(0xee);
+            s.churn_generation = true;
+        }
+        assert_eq!(dev.get_config(0, &mut buf), Err(Failure::BadResponse));
+        assert!(buf.iter().enumerate().all(|(i, &b)| b == old(i)));
+        assert!(!dev.is_broken());
+        // A device that no longer answers: broken, and still the last values, not zeros.
+        t.fake.state.lock().churn_generation = false;
+        t.silence(id::GET_CONFIG)?;
+        let mut field = [0u8; 8];
+        assert_eq!(dev.get_config(8, &mut field), Err(Failure::Timeout));
+        assert!(dev.is_broken());
+        assert_eq!(field, core::array::from_fn(|i| old(8 + i)));
+        // Broken: at once, the same.
+        field.fill(0);
+        assert!(dev.get_config(8, &mut field).is_err());
+        assert_eq!(field, core::array::from_fn(|i| old(8 + i)));
         Ok(())
     }
 
@@ -1384,12 +1429,65 @@ mod cases {
         let parent = t.faux.bound_device();
         let core = Arc::pin_init(BusCore::new(t.handle.clone()), GFP_KERNEL)?;
         // Listed at connection time, then removed before the initial probe ran.
+        let mut listed = KVec::new();
+        listed.push(DEV, GFP_KERNEL)?;
+        core.add_listed(listed);
         core.device_removed(DEV);
-        core.add_initial(parent, DEV);
+        core.probe_listed(parent);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 0);
         // Announced again later: probed and registered.
         core.device_added(parent, DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
+        core.shutdown();
+        Ok(())
+    }
+
+    #[test]
+    fn shared_memory_outside_the_bus_window_is_refused() -> Result {
+        let t = Setup::new(1000)?;
+        let dev = t.probe()?;
+        let start = SHM_WINDOW_START;
+        let len = SHM_WINDOW_LEN as u32;
+        let region = |address: u32, length: u32| {
+            let mut s = t.fake.state.lock();
+            (s.shm_address, s.shm_length) = (address, length);
+            drop(s);
+            dev.shm_region(0).map(|r| (r.addr, r.len))
+        };
+        // The whole window, and a page at its end: used as named.
+        assert_eq!(region(start, len), Some((start.into(), len.into())));
+        let last = start + len - 0x1000;
+        assert_eq!(region(last, 0x1000), Some((last.into(), 0x1000)));
+        // Starting before it, running past its end, past the address space, or elsewhere.
+        assert!(region(start - 0x1000, 0x2000).is_none());
+        assert!(region(last, 0x2000).is_none());
+        assert!(region(u32::MAX - 0xfff, u32::MAX).is_none());
+        assert!(region(0x1000, 0x1000).is_none());
+        // None of that breaks the device.
+        assert!(!dev.is_broken());
+        Ok(())
+    }
+
+    #[test]
+    fn a_bus_listing_silent_devices_is_probed_in_bounded_time() -> Result {
+        let t = Setup::new(20)?;
+        let parent = t.faux.bound_device();
+        let core = Arc::pin_init(BusCore::new(t.handle.clone()), GFP_KERNEL)?;
+        // 200 listed numbers, none of which answers: each silent probe tries three times,
+        // and after MAX_SILENT_PROBES of them in a row the rest are left alone.
+        t.silence(id::GET_DEVICE_INFO)?;
+        let mut listed = KVec::new();
+        for n in 0..200 {
+            listed.push(n, GFP_KERNEL)?;
+        }
+        core.add_listed(listed);
+        core.probe_listed(parent);
+        let tries = (crate::bus::MAX_SILENT_PROBES * crate::device::ESSENTIAL_ATTEMPTS) as usize;
+        assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), tries);
+        assert!(core.device(0).is_none());
+        // Nothing is left to probe.
+        core.probe_listed(parent);
+        assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), tries);
         core.shutdown();
         Ok(())
     }
@@ -1466,12 +1564,14 @@ mod cases {
             assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
             Ok(())
         };
-        // Each time: broken at once, then a fresh probe (GET_DEVICE_INFO) of the device
-        // number, which the device answers, so it is registered again and works.
+        // Each time: reset, then broken (in that order: a broken queue must not be written
+        // any more), then a fresh probe (GET_DEVICE_INFO) of the device number, which the
+        // device answers, so it is registered again and works.
         for round in 1..=crate::bus::MAX_RECOVERIES {
             let old = core.device(DEV).ok_or(ENODEV)?;
+            let from = t.fake.log().len();
             needs_reset()?;
-            assert!(old.is_broken());
+            assert!(wait_until(|| old.is_broken()));
             assert!(wait_until(
                 || t.fake.sent(id::GET_DEVICE_INFO) == 1 + round as usize
             ));
@@ -1480,6 +1580,12 @@ mod cases {
                 .is_some_and(|d| !Arc::ptr_eq(&d, &old))));
             let new = core.device(DEV).ok_or(ENODEV)?;
             assert!(!new.is_broken());
+            // Reset before the new probe: by the recovery, before it broke the device.
+            let log = t.fake.log();
+            let since = log.get(from..).unwrap_or(&[]);
+            let reset = since.iter().position(|e| *e == (id::SET_DEVICE_STATUS, 0));
+            let probe = since.iter().position(|e| e.0 == id::GET_DEVICE_INFO);
+            assert!(reset.is_some_and(|r| probe.is_some_and(|p| r < p)));
             assert_eq!(new.set_status(1).map_err(Error::from)?, 1);
         }
         // Once more than that: removed for good.

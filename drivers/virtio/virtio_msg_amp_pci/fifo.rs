@@ -666,8 +666,16 @@ impl WorkItem for FifoLoss {
 
     fn run(this: Arc<FifoLoss>) {
         let devices = *this.fifo.devices.lock();
-        for dev_num in devices.iter() {
-            this.link.remove_device(dev_num);
+        let mut gone = KVec::new();
+        let all: Result = devices
+            .iter()
+            .try_for_each(|d| gone.push(d, GFP_KERNEL).map_err(Error::from));
+        // Together, so that the transport stops them all before it removes any.
+        if all.and_then(|()| this.link.remove_devices(&gone)).is_err() {
+            // Out of memory: one by one, then.
+            for dev_num in devices.iter() {
+                this.link.remove_device(dev_num);
+            }
         }
     }
 }

@@ -26,6 +26,7 @@
 //! header's token, the bus messages it handles itself).
 
 use super::as_interrupt;
+use core::ops::Range;
 use crate::{
     alloc::KVec,
     device::{Bound, Device},
@@ -52,6 +53,15 @@ pub const AUXILIARY_NAME: &CStr = c"bus";
 pub trait Bus: Send + Sync {
     /// Largest message, header included, that the bus carries in either direction.
     fn max_msg_size(&self) -> usize;
+
+    /// The physical addresses where the device side's shared memory regions (GET_SHM) may
+    /// lie, if the bus has such a window (a BAR, a carve-out shared with the other side). The
+    /// transport refuses a region that is not wholly inside, as virtio-pci refuses one past
+    /// its BAR: a driver would map whatever address the device names. The default, no window,
+    /// refuses every region.
+    fn shm_window(&self) -> Option<Range<u64>> {
+        None
+    }
 
     /// Sends one encoded message to the device side.
     ///
@@ -106,6 +116,15 @@ pub trait Receiver: Send + Sync {
 
     /// Device number `dev_num` went away. Process context; may sleep.
     fn device_removed(&self, dev_num: u16);
+
+    /// Device numbers `dev_nums` went away together (the bus lost them all at once). Process
+    /// context; may sleep. A receiver should stop them all before it removes any: a driver's
+    /// removal may wait for the device, and the others would wait behind it.
+    fn devices_removed(&self, dev_nums: &[u16]) {
+        for &dev_num in dev_nums {
+            self.device_removed(dev_num);
+        }
+    }
 }
 
 struct LinkState {
@@ -238,6 +257,23 @@ impl BusLink {
             let _ = state.devices.remove(pos);
         }
         self.with_receiver(|r, _| r.device_removed(dev_num));
+    }
+
+    /// Bus side: device numbers `dev_nums` are gone together (the bus lost them all). Tells
+    /// the transport, if one is connected, in one call.
+    pub fn remove_devices(&self, dev_nums: &[u16]) -> Result {
+        let mut gone = KVec::with_capacity(dev_nums.len(), GFP_KERNEL)?;
+        {
+            let mut state = self.state.lock();
+            for &dev_num in dev_nums {
+                if let Some(pos) = state.devices.iter().position(|&d| d == dev_num) {
+                    let _ = state.devices.remove(pos);
+                    gone.push(dev_num, GFP_KERNEL)?;
+                }
+            }
+        }
+        self.with_receiver(|r, _| r.devices_removed(&gone));
+        Ok(())
     }
 
     /// Transport side: connects `receiver`, which gets every message and device event from now

@@ -126,3 +126,138 @@ check_no_leaks() {
 	[ -z "$leaks" ] || echo "$leaks" | head -40
 	check no_leaks test -z "$leaks"
 }
+
+# The fault tests on network and console devices (guest/fault_net_*.sh,
+# guest/fault_console_*.sh; host side host/kinds.sh): FIFO 0 has a network
+# device (device number 0) and a console (1); FIFO 1, whose disk and entropy
+# device must keep moving data whatever FIFO 0 does, is the healthy one.
+HOST_IP=10.77.0.1
+GUEST_IP=10.77.0.2
+
+# kinds_up: load the modules and find the healthy FIFO's disk.
+kinds_up() {
+	[ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak
+	check core_load insmod $MODDIR/virtio_msg.ko
+	check amp_pci_load insmod $MODDIR/virtio_msg_amp_pci.ko
+	check devices_bound wait_for 4
+	blkdev=$(virtio_dev 2)
+	disk=/dev/$(ls "$blkdev/block" 2>/dev/null)
+}
+
+# healthy_moves: FIFO 1's disk and entropy device move data.
+healthy_moves() {
+	blk_moves "$1" && rng_reads "$(tr ' ' '\n' </sys/class/misc/hw_random/rng_available | grep -m1 ^virtio_rng)"
+}
+
+# net_if: the virtio network interface (empty if none within 20 s)
+net_if() {
+	for _ in $(seq 200); do
+		for n in /sys/bus/virtio/devices/*/net/*; do
+			[ -e "$n" ] && basename "$n" && return
+		done
+		sleep 0.1
+	done
+}
+
+# net_up: the network interface up, with its address
+net_up() {
+	ifname=$(net_if)
+	[ -n "$ifname" ] && ip link set "$ifname" up && ip addr add $GUEST_IP/24 dev "$ifname" &&
+		ping -c 1 -W 5 $HOST_IP >/dev/null
+}
+
+# net_ready: the network interface, recovered or not, up with its address
+# and answering within 30 s
+net_ready() {
+	for _ in $(seq 30); do
+		ifname=$(net_if)
+		if [ -n "$ifname" ]; then
+			ip addr show "$ifname" | grep -q "$GUEST_IP/" ||
+				{ ip link set "$ifname" up && ip addr add $GUEST_IP/24 dev "$ifname"; }
+			ping -c 1 -W 1 $HOST_IP >/dev/null 2>&1 && return 0
+		fi
+		sleep 1
+	done
+	return 1
+}
+
+# net_moves: 256 KiB of random data to the host, whose SHA-256 comes back right
+net_moves() {
+	dd if=/dev/urandom of=/tmp/net.out bs=4096 count=64 2>/dev/null
+	sum=$(sha256sum </tmp/net.out | cut -d' ' -f1)
+	got=$({ echo 262144; cat /tmp/net.out; } | timeout 30 nc $HOST_IP 5579)
+	[ "$got" = "$sum" ]
+}
+
+# traffic_start, traffic_stop: two streams through the host's echo server
+# (traffic both ways), restarted whenever the interface went away.
+traffic_start() {
+	rm -f /tmp/traffic.stop
+	for i in 1 2; do
+		(while [ ! -e /tmp/traffic.stop ]; do
+			timeout 10 nc $HOST_IP 5578 </dev/zero >/dev/null 2>&1
+			sleep 0.2
+		done) &
+	done
+}
+traffic_stop() {
+	touch /tmp/traffic.stop
+	wait
+}
+
+# hvc: the console's terminal, once a virtio console is bound (empty if none
+# within 10 s; its one port, a console, is the first hvc)
+hvc() { [ -n "$(virtio_dev 3)" ] && echo /dev/hvc0; }
+
+# console_line TEXT: TEXT written to the console, for the host to find
+console_line() {
+	t=$(hvc)
+	[ -n "$t" ] && timeout 10 sh -c 'echo "$1" >"$2"' - "$1" "$t" && data console_line "$1"
+}
+
+# writer_start, writer_stop: a writer on the console's terminal, restarted
+# whenever the console went away and came back
+writer_start() {
+	rm -f /tmp/writer.stop
+	(i=0
+	while [ ! -e /tmp/writer.stop ]; do
+		t=$(hvc)
+		[ -n "$t" ] && while [ ! -e /tmp/writer.stop ] && echo "writer line $i" >&3; do
+			i=$((i + 1))
+		done 3>"$t"
+		sleep 0.5
+	done) 2>/dev/null &
+	writer=$!
+}
+writer_stop() {
+	touch /tmp/writer.stop
+	wait $writer
+}
+
+# fault_classes FIFO:DEV CHECK: each class of fault of the emulator, one after
+# another, on device DEV of FIFO, for a few seconds; after each, CHECK (a
+# function that waits for the device, recovered if it was broken, and moves
+# data) must pass, and FIFO 1's devices must keep moving data. The classes
+# that break a device (garbage, lying sizes, late answers) come last and are
+# three, the number of recoveries a device number gets.
+fault_classes() {
+	for spec in twice drop,every=3 reorder flood-used,n=40 flood-config,n=40 \
+		generation-churn garbage lying-size late,ms=5000; do
+		name=$(echo "${spec%%,*}" | tr - _)
+		emulator_ctl "fault $1:$spec"
+		sleep 3
+		emulator_ctl "clear ${1%%:*}"
+		check "${name}_then_works" "$2"
+		check "${name}_healthy_fifo_moves" healthy_moves $((RANDOM % 512))
+	done
+}
+
+# recovered DEV ROUND: the transport recovered device DEV for the ROUNDth time
+# within 30 s
+recovered() {
+	for _ in $(seq 300); do
+		dmesg | grep -q "device $1: removed to recover it, probing it again ($2 of" && return 0
+		sleep 0.1
+	done
+	return 1
+}

@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Fault: the console (FIFO 0, device 1) goes silent while a writer writes to
+# its terminal, on two vCPUs. virtio_console's console write busy-waits with
+# interrupts off until the device returns its buffer. Before patch 0015 of
+# the series, once the transport found the device dead and broke its queues,
+# the write freed its buffer and the removal freed it again (a double free,
+# refcount underflow); before 0016 the wait had no bound. Now the device is
+# broken and removed (its probe again fails: it stays silent), the writer gets
+# an error, nothing is freed twice (the KASAN guest checks), and the network
+# device on the same FIFO and FIFO 1's devices keep moving data.
+# e2e-host: kinds
+# e2e-exclusive: vmsgtap0
+. /tests/lib.sh
+
+kinds_up
+check console_writes console_line "console before the fault"
+check net_interface_up net_up
+term=$(hvc)
+emulator_ctl "fault 0:1:silent"
+(
+	i=0
+	while echo "line $i of a writer that outlives its console" >&3; do i=$((i + 1)); done 3>"$term"
+	echo "$i" >/tmp/writer.done
+) 2>/dev/null &
+check console_broken sh -c 'for _ in $(seq 600); do
+	dmesg | grep -q "device 1: message 0x[0-9a-f]* failed" && exit 0; sleep 0.1; done; exit 1'
+check console_removed sh -c 'for _ in $(seq 600); do
+	grep -q 0x0003 /sys/bus/virtio/devices/*/device || exit 0; sleep 0.1; done; exit 1'
+check writer_ended sh -c 'for _ in $(seq 300); do [ -e /tmp/writer.done ] && exit 0; sleep 0.1; done; exit 1'
+echo "  writer: $(cat /tmp/writer.done 2>/dev/null) lines written"
+check net_still_moves net_moves
+check healthy_fifo_moves healthy_moves 0
+check three_devices_left test "$(ls /sys/bus/virtio/devices/ | wc -l)" = 3
+fault_unload
+check_no_leaks
