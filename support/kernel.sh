@@ -89,6 +89,26 @@ cmd_tree() {
 			# Same mtime on every recreation: no spurious rebuilds.
 			for f in $(sed -n 's,^+++ b/,,p' "$p"); do touch -r "$p" "$SRC/$f"; done
 		done
+		# A file whose patched content changed since the last tree (a patch
+		# added, edited or removed) gets the current time: its mtime alone
+		# (the patch's, or the pristine file's when no patch touches it any
+		# more) may be older than the objects built from the old content.
+		# $B/src.patched records each patched file's content hash.
+		local was=() now
+		[ -f "$B/src.patched" ] && mapfile -t was < <(cut -d' ' -f3 "$B/src.patched")
+		now=$(cat "$top"/patches/*.patch | sed -n 's,^+++ b/,,p')
+		: >"$B/src.patched.new"
+		for f in $(printf '%s\n' "${was[@]}" $now | sort -u); do
+			[ -f "$SRC/$f" ] || continue
+			if grep -qxF "$f" <<<"$now"; then
+				(cd "$SRC" && sha256sum "$f") >>"$B/src.patched.new"
+			fi
+			if ! grep -qxF "$(cd "$SRC" && sha256sum "$f")" "$B/src.patched" 2>/dev/null; then
+				[ "$(stat -c %h "$SRC/$f")" = 1 ] || cp --remove-destination "$PRISTINE/$f" "$SRC/$f"
+				touch "$SRC/$f"
+			fi
+		done
+		mv "$B/src.patched.new" "$B/src.patched"
 	fi
 	# rsync replaces files (never writes through the hard links). Changed files
 	# are found by content and get the current time, not the source's: a file

@@ -53,7 +53,7 @@ use kernel::{
 use crate::{
     bus::BusHandle,
     ratelimit::{RateLimit, Suppressed},
-    request::{Failure, Policy, Requester},
+    request::{Failure, Policy, Requester, ESSENTIAL_ATTEMPTS},
     stats::Dropped,
     wire::{self, AvailNext, DeviceInfo, Frame, Header, Kind, Message, VqueueConfig, Words},
 };
@@ -89,12 +89,6 @@ fn driver_visible_status(written: u32, reported: u32) -> u32 {
     }
     visible
 }
-/// Attempts of an essential request before the device is broken. A response can be lost
-/// without the device being dead (the device model drops what does not fit its full queue, and
-/// the bus may have had no room for the request), so a timeout or a full bus is tried again,
-/// after the barrier that keeps the late answer out; every request is idempotent. A device
-/// that stays silent costs `ESSENTIAL_ATTEMPTS` timeouts once, then is broken.
-pub(crate) const ESSENTIAL_ATTEMPTS: u32 = 3;
 /// How often, and how long, GET_DEVICE_STATUS is asked after a reset the device did not
 /// complete at once.
 const RESET_POLL_EVERY: Delta = Delta::from_millis(10);
@@ -561,7 +555,9 @@ impl MsgDevice {
             let again = match result {
                 Err(Failure::Timeout) => {
                     self.bus.stats().timeout();
-                    true
+                    // The attempts are the device's, not the caller's (see
+                    // `Requester::request`): none left, it is broken below.
+                    !self.req.silent()
                 }
                 Err(Failure::Send(e)) => e == EBUSY,
                 // An answer that decodes but makes no sense (another offset, length or

@@ -204,6 +204,14 @@ impl Correlate for Slot {
     }
 }
 
+/// Attempts of an essential request before the device is broken. A response can be lost
+/// without the device being dead (the device model drops what does not fit its full queue, and
+/// the bus may have had no room for the request), so a timeout or a full bus is tried again,
+/// after the barrier that keeps the late answer out; every request is idempotent. A device
+/// that stays silent costs `ESSENTIAL_ATTEMPTS` timeouts once, then is broken: the timeouts
+/// are counted for the device, whichever callers waited them ([`Requester::silent`]).
+pub(crate) const ESSENTIAL_ATTEMPTS: u32 = 3;
+
 /// The request engine of one device.
 #[pin_data]
 pub(crate) struct Requester {
@@ -215,6 +223,9 @@ pub(crate) struct Requester {
     exchange: Exchange<Slot>,
     next_token: Atomic<u32>,
     broken: Atomic<bool>,
+    /// Essential requests in a row, of any caller, that got no answer. Written under
+    /// `serial`.
+    unanswered: Atomic<u32>,
     timeout_ms: u32,
 }
 
@@ -248,8 +259,16 @@ impl Requester {
             ),
             next_token: Atomic::new(NEXT_SEQUENCE.fetch_add(0x1_0000 + 0x1337, Relaxed)),
             broken: Atomic::new(false),
+            unanswered: Atomic::new(0),
             timeout_ms,
         })
+    }
+
+    /// Whether the device used up its attempts: [`ESSENTIAL_ATTEMPTS`] essential requests in
+    /// a row got no answer. Essential requests are then refused, as from a broken device
+    /// (which the caller that saw the last timeout makes it).
+    pub(crate) fn silent(&self) -> bool {
+        self.unanswered.load(Relaxed) >= ESSENTIAL_ATTEMPTS
     }
 
     pub(crate) fn is_broken(&self) -> bool {
@@ -328,17 +347,20 @@ impl Requester {
         policy: Policy,
         parse: impl FnOnce(&Message<'_>) -> Option<R>,
     ) -> Result<R, Failure> {
-        let refused = || self.is_broken() && policy != Policy::BestEffort;
+        let refused = || {
+            (self.is_broken() && policy != Policy::BestEffort)
+                || (self.silent() && policy == Policy::Essential)
+        };
         if refused() {
             return Err(Failure::Broken);
         }
         let mut tx = self.serial.lock();
-        // Again: callers queued behind a request that broke the device must not each pay a
-        // barrier and a timeout of their own.
+        // Again: callers queued behind the requests that used up the device's attempts must
+        // not each pay a barrier and a timeout of their own.
         if refused() {
             return Err(Failure::Broken);
         }
-        self.sync(sender).and_then(|()| {
+        let result = self.sync(sender).and_then(|()| {
             let token = self.token();
             let frame = Frame {
                 dev_num,
@@ -347,7 +369,16 @@ impl Requester {
             };
             let len = frame.encode(&mut tx).map_err(|_| Failure::Send(EMSGSIZE))?;
             self.exchange(sender, &tx[..len], msg.id().2, token, parse)
-        })
+        });
+        // Under `serial`: the next caller sees the count.
+        match result {
+            Ok(_) => self.unanswered.store(0, Relaxed),
+            Err(Failure::Timeout) if policy == Policy::Essential => {
+                self.unanswered.add(1, Relaxed)
+            }
+            _ => {}
+        }
+        result
     }
 
     /// Sends the encoded request `bytes` and waits for the response.

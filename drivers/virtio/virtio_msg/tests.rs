@@ -1469,6 +1469,28 @@ mod cases {
     }
 
     #[test]
+    fn callers_queued_behind_a_silent_device_share_its_attempts() -> Result {
+        let t = Setup::new(100)?;
+        let dev = t.probe()?;
+        t.silence(id::SET_DEVICE_STATUS)?;
+        // Four callers at once; each would try three times on its own.
+        let done = Arc::new(Atomic::new(0u32), GFP_KERNEL)?;
+        for _ in 0..4 {
+            let (dev, done) = (dev.clone(), done.clone());
+            kernel::workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+                let _ = dev.set_status(1);
+                done.add(1, Relaxed);
+            })?;
+        }
+        assert!(wait_until(|| done.load(Relaxed) == 4));
+        // Three timeouts in a row, whoever waited, and the device is broken; the others
+        // give up then instead of paying theirs.
+        assert!(dev.is_broken());
+        assert_eq!(t.fake.sent(id::SET_DEVICE_STATUS), 3);
+        Ok(())
+    }
+
+    #[test]
     fn a_bus_listing_silent_devices_is_probed_in_bounded_time() -> Result {
         let t = Setup::new(20)?;
         let parent = t.faux.bound_device();
@@ -1482,7 +1504,7 @@ mod cases {
         }
         core.add_listed(listed);
         core.probe_listed(parent);
-        let tries = (crate::bus::MAX_SILENT_PROBES * crate::device::ESSENTIAL_ATTEMPTS) as usize;
+        let tries = (crate::bus::MAX_SILENT_PROBES * crate::request::ESSENTIAL_ATTEMPTS) as usize;
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), tries);
         assert!(core.device(0).is_none());
         // Nothing is left to probe.
@@ -1597,6 +1619,46 @@ mod cases {
         );
         core.shutdown();
         drop(connection);
+        Ok(())
+    }
+
+    #[test]
+    fn a_broken_queue_whose_device_used_buffers_leaves_no_driver_polling() -> Result {
+        let t = Setup::new(1000)?;
+        let (dev, registration) = t.bind_rng()?;
+        let vq = first_queue(&registration)?;
+        // SAFETY: `vq` is a live split queue of the bound driver: its rings stay allocated
+        // while it is registered.
+        let vring = unsafe { &*bindings::virtqueue_get_vring(vq) };
+        let (avail, used) = (vring.avail, vring.used);
+        // virtio-rng always keeps a request for entropy queued.
+        // SAFETY: `avail` points to the queue's driver ring.
+        let queued = || unsafe { core::ptr::read_volatile(&raw const (*avail).idx) } != 0;
+        assert!(wait_until(queued));
+        // Play the device: the buffer is used. (Little-endian: virtio 1.)
+        // SAFETY: The rings are the queue's; the fake device never writes them, and the
+        // driver reads the used ring only once told (nothing will tell it).
+        unsafe {
+            let head = core::ptr::read_volatile((*avail).ring.as_ptr());
+            let elem = (*used).ring.as_mut_ptr();
+            core::ptr::write_volatile(&raw mut (*elem).id, u32::from(head));
+            core::ptr::write_volatile(&raw mut (*elem).len, 4);
+            kernel::sync::barrier::smp_wmb();
+            core::ptr::write_volatile(&raw mut (*used).idx, 1);
+        }
+        // The device is then found dead. A driver that re-enables callbacks after taking its
+        // buffers (virtio-net's TX clean-up) asks again as long as the device used more than
+        // it took; a broken queue gives nothing, so it must say there is nothing more.
+        dev.fail();
+        // SAFETY: `vq` is live; virtio-rng does not use it meanwhile (no callback comes).
+        unsafe {
+            assert!(bindings::virtqueue_is_broken(vq));
+            assert!(bindings::virtqueue_get_buf(vq, &mut 0).is_null());
+            assert!(bindings::virtqueue_enable_cb_delayed(vq));
+        }
+        drop(registration);
+        dev.set_handle(None);
+        dev.stop_work();
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# Fault: the console (FIFO 0, device 1) goes silent while a writer writes to
-# its terminal, on two vCPUs. virtio_console's console write busy-waits with
+# Fault: the console (FIFO 0, device 1) stops returning buffers and goes
+# silent while a writer writes to its terminal, on two vCPUs. virtio_console's console write busy-waits with
 # interrupts off until the device returns its buffer. Before patch 0015 of
 # the series, once the transport found the device dead and broke its queues,
 # the write freed its buffer and the removal freed it again (a double free,
@@ -17,17 +17,25 @@ kinds_up
 check console_writes console_line "console before the fault"
 check net_interface_up net_up
 term=$(hvc)
+# The device keeps the buffers it is given (its backend stalls, so the used
+# ring does not move: what the console write polls) and answers nothing.
+emulator_ctl "fault 0:1:stall,ms=600000"
 emulator_ctl "fault 0:1:silent"
 (
 	i=0
 	while echo "line $i of a writer that outlives its console" >&3; do i=$((i + 1)); done 3>"$term"
 	echo "$i" >/tmp/writer.done
 ) 2>/dev/null &
+writer=$!
 check console_broken sh -c 'for _ in $(seq 600); do
 	dmesg | grep -q "device 1: message 0x[0-9a-f]* failed" && exit 0; sleep 0.1; done; exit 1'
 check console_removed sh -c 'for _ in $(seq 600); do
 	grep -q 0x0003 /sys/bus/virtio/devices/*/device || exit 0; sleep 0.1; done; exit 1'
 check writer_ended sh -c 'for _ in $(seq 300); do [ -e /tmp/writer.done ] && exit 0; sleep 0.1; done; exit 1'
+[ -e /tmp/writer.done ] || for p in $(pgrep -P $writer) $writer; do
+	echo "  writer $p: $(tr '\0' ' ' </proc/$p/cmdline) $(cat /proc/$p/wchan)"
+	sed 's/^/    /' /proc/$p/stack 2>/dev/null
+done
 echo "  writer: $(cat /tmp/writer.done 2>/dev/null) lines written"
 check net_still_moves net_moves
 check healthy_fifo_moves healthy_moves 0

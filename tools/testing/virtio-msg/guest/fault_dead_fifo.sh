@@ -14,13 +14,6 @@
 # e2e-host: dead_fifo
 . /tests/lib.sh
 
-# disk_of SECTORS: the virtio disk of that size
-disk_of() {
-	for b in /sys/block/vd*; do
-		[ "$(cat "$b/size" 2>/dev/null)" = "$1" ] && echo "/dev/$(basename "$b")"
-	done
-}
-
 [ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak
 check core_load insmod $MODDIR/virtio_msg.ko
 check amp_pci_load insmod $MODDIR/virtio_msg_amp_pci.ko

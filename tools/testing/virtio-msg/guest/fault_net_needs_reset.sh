@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Fault: the network device (FIFO 0, device 0) raises DEVICE_NEEDS_RESET while
-# traffic runs both ways (two streams through the host's echo server), again
+# traffic runs both ways (two streams through the host's echo server), with
+# its messages half a second late, again
 # after its recovery, and then past the recovery limit. Before the recovery
 # reset the device before breaking its queues, and before
 # virtqueue_enable_cb_delayed() reported no work on a broken queue (patch 0014
@@ -20,9 +21,15 @@ check net_moves net_moves
 check console_writes console_line "console before the resets"
 traffic_start
 sleep 2
+# Each time behind late messages: the device completes transmissions for half
+# a second before it says so, then raises NEEDS_RESET just after an EVENT_USED.
+# When that event starts a receive poll, its TX clean-up finds most of the
+# transmit queue used, on a queue just broken.
 for round in 1 2; do
+	emulator_ctl "fault 0:0:late,ms=500"
 	emulator_ctl "fault 0:0:needs-reset"
 	check net_recovered_$round recovered 0 $round
+	emulator_ctl "clear 0"
 	check net_interface_up_again_$round net_up
 	sleep 2
 done

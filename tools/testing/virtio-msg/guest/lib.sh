@@ -205,9 +205,16 @@ traffic_stop() {
 	wait
 }
 
-# hvc: the console's terminal, once a virtio console is bound (empty if none
-# within 10 s; its one port, a console, is the first hvc)
-hvc() { [ -n "$(virtio_dev 3)" ] && echo /dev/hvc0; }
+# hvc: the console's terminal, once a virtio console is bound and its port
+# (a console, the first hvc) opens; empty if not within 10 s. The port comes
+# after the driver binds (a multiport device adds it with a control message).
+hvc() {
+	[ -n "$(virtio_dev 3)" ] || return
+	for _ in $(seq 100); do
+		timeout 2 sh -c ': >/dev/hvc0' 2>/dev/null && echo /dev/hvc0 && return
+		sleep 0.1
+	done
+}
 
 # console_line TEXT: TEXT written to the console, for the host to find
 console_line() {
@@ -244,9 +251,13 @@ fault_classes() {
 	for spec in twice drop,every=3 reorder flood-used,n=40 flood-config,n=40 \
 		generation-churn garbage lying-size late,ms=5000; do
 		name=$(echo "${spec%%,*}" | tr - _)
-		emulator_ctl "fault $1:$spec"
+		target=$1
+		# Reordering is between the devices of a FIFO.
+		[ "$spec" = reorder ] && target=${1%%:*}:all
+		emulator_ctl "fault $target:$spec"
 		sleep 3
 		emulator_ctl "clear ${1%%:*}"
+		echo "  after $spec: $(grep -E 'eth[0-9]' /proc/net/dev | tr -s ' ' | cut -d' ' -f2-4,10-12)"
 		check "${name}_then_works" "$2"
 		check "${name}_healthy_fifo_moves" healthy_moves $((RANDOM % 512))
 	done
@@ -260,4 +271,62 @@ recovered() {
 		sleep 0.1
 	done
 	return 1
+}
+
+# The two-FIFO fault tests (host/dead_fifo.sh: a 4 MiB disk and an entropy
+# device on FIFO 0, an 8 MiB disk and an entropy device on FIFO 1), where
+# FIFO 0 misbehaves and FIFO 1 must keep moving data.
+
+# disk_of SECTORS: the virtio disk of that size
+disk_of() {
+	for b in /sys/block/vd*; do
+		[ "$(cat "$b/size" 2>/dev/null)" = "$1" ] && echo "/dev/$(basename "$b")"
+	done
+}
+
+# two_fifos_up: load the modules, find both disks.
+two_fifos_up() {
+	[ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak
+	check core_load insmod $MODDIR/virtio_msg.ko
+	check amp_pci_load insmod $MODDIR/virtio_msg_amp_pci.ko
+	check devices_bound wait_for 4
+	disk0=$(disk_of 8192) disk1=$(disk_of 16384)
+	check disks_found test -b "$disk0" -a -b "$disk1"
+}
+
+# fifo0_busy: FIFO 0's disk and both entropy devices read in a loop (so that
+# a fault of FIFO 0 strikes at once), until fifo0_settled.
+fifo0_busy() {
+	rm -f /tmp/fifo0.stop
+	(while [ ! -e /tmp/fifo0.stop ]; do
+		timeout 5 dd if="$disk0" of=/dev/null bs=4096 count=16 iflag=direct 2>/dev/null || sleep 0.2
+		for r in $(cat /sys/class/misc/hw_random/rng_available); do
+			echo "$r" >/sys/class/misc/hw_random/rng_current 2>/dev/null &&
+				timeout 2 dd if=/dev/hwrng of=/dev/null bs=16 count=1 2>/dev/null
+		done
+	done) &
+	fifo0_reader=$!
+}
+
+# fifo1_moves BLOCK: FIFO 1's disk moves data (written, read back, compared)
+fifo1_moves() { disk=$disk1 blk_moves "$1"; }
+
+# fifo0_settled: within 30 s, FIFO 0's disk is gone or moves data again; the
+# readers end.
+fifo0_settled() {
+	touch /tmp/fifo0.stop
+	for _ in $(seq 30); do
+		[ -b "$disk0" ] && [ "$(cat /sys/block/${disk0#/dev/}/size 2>/dev/null)" = 8192 ] || break
+		disk=$disk0 blk_moves 0 && break
+		sleep 1
+	done
+	timeout 30 sh -c "while kill -0 $fifo0_reader 2>/dev/null; do sleep 0.2; done" &&
+		{ ! [ -b "$disk0" ] || [ "$(cat /sys/block/${disk0#/dev/}/size 2>/dev/null)" != 8192 ] ||
+			disk=$disk0 blk_moves 0; }
+}
+
+# show_fifo0: FIFO 0's counters of the AMP PCI driver, for the log
+show_fifo0() {
+	cat /sys/kernel/debug/virtio_msg_amp_pci-*/fifo0 2>/dev/null | tr '\n' ' ' | sed 's/^/  fifo0: /'
+	echo
 }

@@ -7,9 +7,10 @@
 #                                 arguments: one FIFO with a block device
 #                                 (device number 0) and two entropy devices
 #                                 (1 and 2); each test adds its --fault
-#   faults.sh verify DIR RESULTS  for fault_ping (its guest reports
-#                                 "pings_answered"): the emulator got the
-#                                 echoes of its PINGs back
+#   faults.sh verify DIR RESULTS  for fault_ping and fault_ping_burst (their
+#                                 guests report "pings_answered" or
+#                                 "pings_burst_answered"): the emulator got
+#                                 the echoes of its PINGs back
 set -uo pipefail
 
 cmd=$1 dir=$2
@@ -21,16 +22,27 @@ setup)
 	;;
 verify)
 	results=$3
-	answered=$(tr -d '\r' <"$results" | sed -n 's/^e2e-data: pings_answered //p')
-	[ -n "$answered" ] || exit 0
-	line=$(grep -o 'device PINGs sent [0-9]*, echoed [0-9]*' "${results%.results}.emulator" | tail -n 1)
+	line=$(grep -o 'device PINGs sent [0-9]*, echoed [0-9]*' "${results%.results}.emulator" 2>/dev/null | tail -n 1)
 	sent=$(sed -n 's/.*sent \([0-9]*\),.*/\1/p' <<<"$line")
 	echoed=$(sed -n 's/.*echoed \([0-9]*\)$/\1/p' <<<"$line")
-	echo "faults.sh: emulator: $line; driver: $answered answered" >&2
-	if [ -n "$sent" ] && [ "$sent" = 20 ] && [ "$echoed" = 20 ]; then
-		echo "e2e-result: host_pings_echoed pass"
-	else
-		echo "e2e-result: host_pings_echoed fail (${line:-no PING count in the emulator log})"
+	answered=$(tr -d '\r' <"$results" | sed -n 's/^e2e-data: pings_answered //p')
+	if [ -n "$answered" ]; then
+		echo "faults.sh: emulator: $line; driver: $answered answered" >&2
+		if [ -n "$sent" ] && [ "$sent" = 20 ] && [ "$echoed" = 20 ]; then
+			echo "e2e-result: host_pings_echoed pass"
+		else
+			echo "e2e-result: host_pings_echoed fail (${line:-no PING count in the emulator log})"
+		fi
+	fi
+	# fault_ping_burst: every PING that reached the driver was echoed.
+	answered=$(tr -d '\r' <"$results" | sed -n 's/^e2e-data: pings_burst_answered //p')
+	if [ -n "$answered" ]; then
+		echo "faults.sh: emulator: $line; driver: $answered answered" >&2
+		if [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$echoed" = "$sent" ] && [ "$answered" = "$sent" ]; then
+			echo "e2e-result: host_burst_pings_echoed pass"
+		else
+			echo "e2e-result: host_burst_pings_echoed fail (${line:-no PING count in the emulator log}; driver answered $answered)"
+		fi
 	fi
 	;;
 *) echo "faults.sh: unknown command $cmd" >&2; exit 2 ;;

@@ -49,7 +49,27 @@ SET_DEVICE_STATUS answers). KIND:
   flood-used,n=N    N spurious EVENT_USED every 100 ms
   flood-config,n=N  N spurious EVENT_CONFIG every 100 ms
   stall,ms=N        the backend takes no buffer for N ms from the first kick on (once)
-  ping              (NUM 'all') the device PINGs the driver every 100 ms, counts the echoes";
+  ping              (NUM 'all') the device PINGs the driver every 100 ms, counts the echoes
+  msix-storm,n=N    (NUM 'all') the MSI-X vector is raised N times every 100 ms, with
+                    nothing new on the device queue
+  ping-burst,n=N    (NUM 'all') N PINGs go on the device queue at once (once); echoes are
+                    counted as for ping
+  index-backwards   the device queue's head moves back 3 slots after a message (once)
+  index-jitter[,every=N]  the device queue's head is published one slot too far after
+                    every (Nth) message: the driver is told of a slot with nothing new
+  slot-rewrite[,ms=N]  every published message's slot is overwritten with 0xff bytes right
+                    after its interrupt (N ms after), while the driver may be copying it
+  tail-overtake     the driver queue's tail is set 3 slots past the driver's head (once)
+  stop-consuming[,ms=N]  the device stops reading the driver queue, for N ms or for good
+                    (until cleared), so that it fills up (once; all devices: one queue)
+  silent-numbers,n=N  (NUM 'all') GET_DEVICES lists N more device numbers, after the real
+                    ones, that never answer anything
+  wrong-config      GET_CONFIG answers state an offset 4 bytes too far and carry one byte
+                    too few (one too many for an empty read), in turn
+  shm-lie           GET_SHM is answered: 0x10000 bytes at 0xfeed0000 (the device model
+                    does not answer it)
+  vqueue-lie        GET_VQUEUE answers give a maximum size of 0x8000, 1000, 0, in turn
+  info-lie          GET_DEVICE_INFO answers claim 0xffff bytes of config and 0xffff queues";
 
 const CONTROL_HELP: &str = "\
 A named pipe (created if missing) that takes commands while the emulator runs, one per line:
@@ -445,6 +465,7 @@ mod tests {
         let help = parse(["--socket".into(), "s".into(), "--help".into()]).unwrap_err();
         assert_eq!(help.kind(), ErrorKind::DisplayHelp);
         assert!(help.to_string().contains("generation-churn"));
+        assert!(help.to_string().contains("stop-consuming[,ms=N]"));
         let help = parse(["-h".to_string()]).unwrap_err();
         assert_eq!(help.kind(), ErrorKind::DisplayHelp);
     }

@@ -151,6 +151,12 @@ mod tests {
         let (_, f) = c.apply(Request::parse("fault 1:1:twice").unwrap()).unwrap();
         assert!(!f.is_empty());
         assert_eq!(c.specs.len(), 2);
+        // Every kind goes through the pipe, the ones that act on the queues too.
+        let (fifo, f) = c
+            .apply(Request::parse("fault 0:all:stop-consuming,ms=100").unwrap())
+            .unwrap();
+        assert_eq!((fifo, f.is_empty()), (0, false));
+        c.apply(Request::parse("clear 0").unwrap()).unwrap();
         for (bad, why) in [
             ("melt 0", "expected 'fault SPEC'"),
             ("clear x", "FIFO is not a number"),

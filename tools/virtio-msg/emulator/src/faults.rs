@@ -5,11 +5,13 @@
 //!
 //! A fault acts on what the FIFO puts on its device queue for one device number (or for all of
 //! them), which is where a broken device or bus would show: messages that never come, come
-//! twice, late, out of order or mangled, a queue index that makes no sense, events nobody
-//! asked for; and on what the device takes from the driver queue (a stalled backend).
-//! `after=N` lets the first N messages of the device through untouched, so that a fault can
-//! start once the driver is up (the first messages answer the probe); `count=N` ends it after
-//! N messages.
+//! twice, late, out of order or mangled, answers that decode but lie, a queue index that makes
+//! no sense or points at the wrong slot, a slot rewritten after it was published, events and
+//! interrupts nobody asked for, device numbers that never answer; and on what the device takes
+//! from the driver queue (a stalled backend, a device that stops reading the queue at all, a
+//! tail index past the driver's head). `after=N` lets the first N messages of the device
+//! through untouched, so that a fault can start once the driver is up (the first messages
+//! answer the probe); `count=N` ends it after N messages.
 //!
 //! Faults can also be switched while the guest runs, through the control socket
 //! ([`crate::control`]).
@@ -17,10 +19,13 @@
 use std::collections::VecDeque;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+use virtio_msg_device::bus::DEVICES_PER_FIFO;
 use virtio_msg_wire::{
-    bus_id::PING,
-    transport_id::{EVENT_AVAIL, GET_CONFIG, SET_DEVICE_STATUS},
-    Frame, Message, TYPE_BUS, TYPE_RESPONSE,
+    bus_id::{GET_DEVICES, PING},
+    transport_id::{
+        EVENT_AVAIL, GET_CONFIG, GET_DEVICE_INFO, GET_SHM, GET_VQUEUE, SET_DEVICE_STATUS,
+    },
+    Frame, Message, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE,
 };
 
 /// Byte offset of `msg_size` in the header.
@@ -74,6 +79,61 @@ pub enum FaultKind {
     /// The device PINGs the driver every tick and counts the echoes (bus messages: NUM must be
     /// `all`).
     Ping,
+    /// Every tick, the FIFO's MSI-X vector is raised this many times with nothing new on the
+    /// device queue: an interrupt storm (NUM must be `all`: the vector is the FIFO's). Back to
+    /// back raises may reach the guest as fewer interrupts; that is up to the interrupt path.
+    MsixStorm(u32),
+    /// Once: this many device PINGs go on the device queue at once, more than the driver
+    /// queue has room for echoes if the number is large; the echoes are counted as for
+    /// [`FaultKind::Ping`] (NUM must be `all`). PINGs that find the device queue full are lost
+    /// (compat mode) or wait for room (strict mode), and only those that made it count as sent.
+    PingBurst(u32),
+    /// Once: right after a message is published, the device queue's head moves back by
+    /// [`BACKWARDS`] slots and the device goes on producing from there. A driver that had not
+    /// read the last messages yet sees them taken back; one that had sees a queue that looks
+    /// almost full, of stale slots.
+    IndexBackwards,
+    /// After every `n`th message (1: every message), the device queue's head is published
+    /// one slot too far: in range, but the driver is told of one slot that holds nothing new
+    /// (whatever an earlier message left there, or zeros), and the device goes on from there.
+    /// Left out while the queue has no free slot (one slot too far would make it look empty).
+    IndexJitter(u32),
+    /// After this many milliseconds (0: right after the interrupt that announces it), the slot
+    /// of every published message is overwritten with `0xff` bytes, as a device that reuses a
+    /// slot too early would; the driver may be copying it just then. A slot that holds
+    /// another message by then is left alone, and so are messages that waited for room
+    /// (strict mode).
+    SlotRewrite(u32),
+    /// Once: the device publishes a driver-queue tail [`OVERTAKE`] slots past the driver's head
+    /// (it claims to have read messages the driver never wrote), once it is done with the
+    /// driver queue for the moment. Its own reading is not fooled: the next time it looks at
+    /// the driver queue, it puts the real tail back first.
+    TailOvertake,
+    /// Once: the device stops taking messages from the driver queue (all of them, whatever
+    /// NUM: it is one queue) for this many milliseconds, or for good (`None`, until the fault
+    /// is cleared), so that the driver queue fills up. The message that sets it off still
+    /// goes out. Unlike [`FaultKind::Stall`], nothing is read at all, bus messages included.
+    StopConsuming(Option<u32>),
+    /// Enumeration (GET_DEVICES answers) lists this many more device numbers than there are
+    /// devices: free numbers after the highest real one, then free numbers below it, up to the
+    /// bus's 32. Nothing ever answers for them, not even what the device model answers for an
+    /// empty number (NUM must be `all`).
+    SilentNumbers(u32),
+    /// GET_CONFIG answers lie in turn about where and how much: the first says the data is
+    /// from an offset [`CONFIG_SKEW`] bytes further on, the next carries one byte less than
+    /// asked for (one byte more if none was asked for), and so on. Every answer decodes.
+    WrongConfig,
+    /// GET_SHM is answered with a region of 0x10000 bytes at 0xfeed0000, where no driver
+    /// should map anything; the device model does not answer GET_SHM at all, and the
+    /// emulator's strict mode answers that there is no region. `after=N` and `count=N` count
+    /// GET_SHM requests here.
+    ShmLie,
+    /// GET_VQUEUE answers give a maximum queue size of 0x8000, 1000 and 0 in turn: the
+    /// largest size a virtqueue can have, one that is not a power of two, and "no such queue"
+    /// for a queue the device has.
+    VqueueLie,
+    /// GET_DEVICE_INFO answers claim 0xffff bytes of configuration space and 0xffff queues.
+    InfoLie,
 }
 
 /// How long a reordered message waits for one of another device.
@@ -87,11 +147,50 @@ const NEEDS_RESET: u32 = 0x40;
 const LIE_STATUS: u32 = 0x04 | NEEDS_RESET;
 /// Byte offset of the status in a SET_DEVICE_STATUS answer (the first payload word).
 const STATUS: usize = virtio_msg_wire::HEADER_SIZE;
+/// Slots an [`FaultKind::IndexBackwards`] head moves back: more than one answer, so that it
+/// lands on slots the driver may have read already as well as on ones it has not.
+pub const BACKWARDS: u32 = 3;
+/// Slots past the driver's head that an [`FaultKind::TailOvertake`] tail is put.
+pub const OVERTAKE: u32 = 3;
+/// Bytes a [`FaultKind::WrongConfig`] offset is off by: a whole field further on in every
+/// configuration layout, so that the lie cannot pass for the truth.
+pub const CONFIG_SKEW: u32 = 4;
+/// Byte offsets in a GET_CONFIG answer: offset and length (after the generation), then data.
+const CONFIG_OFFSET: usize = HEADER_SIZE + 4;
+const CONFIG_LENGTH: usize = HEADER_SIZE + 8;
+/// Byte offset of max_size in a GET_VQUEUE answer (after the index).
+const VQUEUE_MAX_SIZE: usize = HEADER_SIZE + 4;
+/// What [`FaultKind::VqueueLie`] answers, in turn.
+pub const VQUEUE_LIES: [u32; 3] = [0x8000, 1000, 0];
+/// Byte offsets of config_size and max_virtqueues in a GET_DEVICE_INFO answer.
+const INFO_CONFIG_SIZE: usize = HEADER_SIZE + 12;
+const INFO_QUEUES: usize = HEADER_SIZE + 16;
+/// What [`FaultKind::InfoLie`] claims for both.
+pub const INFO_LIE: u32 = 0xffff;
+/// The region [`FaultKind::ShmLie`] offers: length and address.
+pub const SHM_LIE: (u32, u32) = (0x10000, 0xfeed_0000);
+/// Byte offsets in a GET_DEVICES answer: window offset and count, then (after next_offset)
+/// the bitmap.
+const DEVICES_OFFSET: usize = HEADER_SIZE;
+const DEVICES_COUNT: usize = HEADER_SIZE + 2;
+const DEVICES_BITMAP: usize = HEADER_SIZE + 6;
 
 impl FaultKind {
     /// Whether the fault acts on tick, not on messages.
     fn on_tick(self) -> bool {
-        matches!(self, Self::FloodUsed(_) | Self::FloodConfig(_) | Self::Ping)
+        matches!(
+            self,
+            Self::FloodUsed(_)
+                | Self::FloodConfig(_)
+                | Self::Ping
+                | Self::MsixStorm(_)
+                | Self::PingBurst(_)
+        )
+    }
+
+    /// Whether the fault acts on what the driver sends, not on what the device sends.
+    fn on_requests(self) -> bool {
+        matches!(self, Self::Stall(_) | Self::ShmLie)
     }
 }
 
@@ -118,7 +217,9 @@ const SYNTAX: &str = "FIFO:NUM:KIND[,after=N][,count=N][,msg=ID][,every=N][,ms=N
 /// The kinds, for error messages.
 const KINDS: &str = "silent, drop (every=N), twice, garbage, lying-size, corrupt-index, \
     generation-churn, generation-churn-event, late (ms=N), reorder, needs-reset, status-lie, flood-used (n=N), flood-config (n=N), \
-    stall (ms=N), ping";
+    stall (ms=N), ping, msix-storm (n=N), ping-burst (n=N), index-backwards, index-jitter \
+    [every=N], slot-rewrite [ms=N], tail-overtake, stop-consuming [ms=N], silent-numbers (n=N), \
+    wrong-config, shm-lie, vqueue-lie, info-lie";
 
 /// A `--fault` specification that does not parse, and why.
 #[derive(Debug, thiserror::Error)]
@@ -148,9 +249,15 @@ enum Problem {
     KindNeeds(String, &'static str),
     #[error("KIND is one of: {KINDS}", KINDS = KINDS)]
     Kind,
-    #[error("every=N is for drop, ms=N for late and stall, n=N for floods")]
+    #[error(
+        "every=N is for drop and index-jitter, ms=N for late, stall, slot-rewrite and \
+        stop-consuming, n=N for floods, msix-storm, ping-burst and silent-numbers"
+    )]
     Misplaced,
-    #[error("ping and reorder act on the whole FIFO: NUM must be 'all'")]
+    #[error(
+        "ping, ping-burst, msix-storm, silent-numbers and reorder act on the whole FIFO: NUM \
+        must be 'all'"
+    )]
     BusWide,
     #[error("this fault needs a device number, not 'all'")]
     OneDevice,
@@ -213,12 +320,31 @@ impl FromStr for FaultSpec {
             "flood-config" => FaultKind::FloodConfig(n.take().ok_or_else(|| needs("n=N"))?),
             "stall" => FaultKind::Stall(ms.take().ok_or_else(|| needs("ms=N"))?),
             "ping" => FaultKind::Ping,
+            "msix-storm" => FaultKind::MsixStorm(n.take().ok_or_else(|| needs("n=N"))?),
+            "ping-burst" => FaultKind::PingBurst(n.take().ok_or_else(|| needs("n=N"))?),
+            "index-backwards" => FaultKind::IndexBackwards,
+            "index-jitter" => FaultKind::IndexJitter(every.take().unwrap_or(1)),
+            "slot-rewrite" => FaultKind::SlotRewrite(ms.take().unwrap_or(0)),
+            "tail-overtake" => FaultKind::TailOvertake,
+            "stop-consuming" => FaultKind::StopConsuming(ms.take()),
+            "silent-numbers" => FaultKind::SilentNumbers(n.take().ok_or_else(|| needs("n=N"))?),
+            "wrong-config" => FaultKind::WrongConfig,
+            "shm-lie" => FaultKind::ShmLie,
+            "vqueue-lie" => FaultKind::VqueueLie,
+            "info-lie" => FaultKind::InfoLie,
             _ => return Err(err(Problem::Kind)),
         };
         if every.is_some() || ms.is_some() || n.is_some() {
             return Err(err(Problem::Misplaced));
         }
-        let bus_wide = matches!(kind, FaultKind::Ping | FaultKind::Reorder);
+        let bus_wide = matches!(
+            kind,
+            FaultKind::Ping
+                | FaultKind::Reorder
+                | FaultKind::MsixStorm(_)
+                | FaultKind::PingBurst(_)
+                | FaultKind::SilentNumbers(_)
+        );
         let one_device = matches!(
             kind,
             FaultKind::NeedsReset
@@ -250,8 +376,12 @@ struct Active {
     /// Messages (or ticks) of its device(s) seen so far.
     seen: u64,
     /// A once-only fault ([`FaultKind::CorruptIndex`], [`FaultKind::NeedsReset`],
-    /// [`FaultKind::Stall`]) has struck.
+    /// [`FaultKind::Stall`], [`FaultKind::PingBurst`], [`FaultKind::IndexBackwards`],
+    /// [`FaultKind::TailOvertake`], [`FaultKind::StopConsuming`]) has struck.
     struck: bool,
+    /// Lies told so far: which one comes next, for the faults that take turns
+    /// ([`FaultKind::WrongConfig`], [`FaultKind::VqueueLie`]).
+    told: u64,
 }
 
 impl Active {
@@ -270,6 +400,25 @@ pub struct Outcome {
     pub msgs: Vec<Vec<u8>>,
     /// Corrupt the device queue's head index now.
     pub corrupt_index: bool,
+    /// Slots to move the device queue's head by once the messages are on it (negative:
+    /// backwards); the device goes on from there.
+    pub head_shift: i32,
+    /// Overwrite the slots of the messages this long after the interrupt announcing them.
+    pub rewrite: Option<Duration>,
+    /// Publish a driver-queue tail past the driver's head once the device is done with the
+    /// driver queue for now.
+    pub overtake_tail: bool,
+}
+
+/// Whether the device takes messages from the driver queue ([`FaultKind::StopConsuming`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Consuming {
+    #[default]
+    Yes,
+    /// Not before then.
+    Until(Instant),
+    /// Not while the fault is in force.
+    Never,
 }
 
 /// The faults of one FIFO, and what they hold back.
@@ -282,13 +431,102 @@ pub struct Faults {
     delayed: VecDeque<(Instant, Vec<u8>)>,
     /// Driver messages a stalled backend has not taken yet, and when it takes them.
     stalled: VecDeque<(Instant, Vec<u8>)>,
-    /// PINGs sent, and echoes that came back right.
+    /// PINGs made, those of them the device queue had no room for, and echoes that came
+    /// back right.
     pings: u32,
+    lost_pings: u32,
     pongs: u32,
+    /// MSI-X raises owed to a storm.
+    storm: u32,
+    /// Whether the device reads the driver queue.
+    consuming: Consuming,
+    /// Device-queue slots to overwrite, when, and the message each should still hold then.
+    rewrites: Vec<(Instant, u32, Vec<u8>)>,
+    /// Device numbers with a device behind them (bit n: number n), for the numbers that
+    /// [`FaultKind::SilentNumbers`] adds.
+    devices: u32,
 }
 
 fn dev_num_of(msg: &[u8]) -> Option<u16> {
-    msg.get(2..4).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    le16(msg, 2)
+}
+
+fn le16(msg: &[u8], at: usize) -> Option<u16> {
+    msg.get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn le32(msg: &[u8], at: usize) -> Option<u32> {
+    msg.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn put_le32(msg: &mut [u8], at: usize, value: u32) {
+    if let Some(word) = msg.get_mut(at..at + 4) {
+        word.copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+fn in_mask(mask: u32, n: u16) -> bool {
+    u32::from(n) < u32::BITS && mask & (1 << n) != 0
+}
+
+/// The `n` numbers [`FaultKind::SilentNumbers`] adds to `devices` (bit n: number n): free
+/// numbers after the highest real one first, because a driver walking the bus in order
+/// meets them after the devices it knows; then free ones below it.
+fn silent_numbers(devices: u32, n: u32) -> u32 {
+    let after = (u32::BITS - devices.leading_zeros()) as u16;
+    (after..DEVICES_PER_FIFO)
+        .chain(0..after)
+        .filter(|&d| !in_mask(devices, d))
+        .take(n as usize)
+        .fold(0, |mask, d| mask | 1 << d)
+}
+
+/// Sets the bits of the numbers in `silent` that fall into the window of `msg`, if it is a
+/// GET_DEVICES answer. The window is the one the answer states, which is what the driver
+/// reads the bitmap against.
+fn list_numbers(msg: &mut [u8], silent: u32) {
+    if msg.get(..2) != Some(&[TYPE_BUS | TYPE_RESPONSE, GET_DEVICES]) {
+        return;
+    }
+    let (Some(offset), Some(count)) = (le16(msg, DEVICES_OFFSET), le16(msg, DEVICES_COUNT)) else {
+        return;
+    };
+    for d in (0..DEVICES_PER_FIFO).filter(|&d| in_mask(silent, d)) {
+        let Some(bit) = d.checked_sub(offset).filter(|&b| b < count) else {
+            continue;
+        };
+        if let Some(byte) = msg.get_mut(DEVICES_BITMAP + usize::from(bit / 8)) {
+            *byte |= 1 << (bit % 8);
+        }
+    }
+}
+
+/// A GET_CONFIG answer that says its data is from further on than it is.
+fn skew_config_offset(msg: &mut [u8]) {
+    if let Some(offset) = le32(msg, CONFIG_OFFSET) {
+        put_le32(msg, CONFIG_OFFSET, offset.wrapping_add(CONFIG_SKEW));
+    }
+}
+
+/// A GET_CONFIG answer with one byte less data than asked for, or one byte more if none was:
+/// length and msg_size stay consistent, so it decodes.
+fn resize_config_data(msg: &mut Vec<u8>) {
+    let (Some(length), Some(size)) = (le32(msg, CONFIG_LENGTH), le16(msg, MSG_SIZE)) else {
+        return;
+    };
+    // On top of a header another fault made lie, this one would not decode either.
+    if usize::from(size) != msg.len() {
+        return;
+    }
+    let (length, size) = match length.checked_sub(1) {
+        Some(shorter) => (shorter, size - 1),
+        None => (1, size + 1),
+    };
+    msg.resize(usize::from(size), 0);
+    put_le32(msg, CONFIG_LENGTH, length);
+    msg[MSG_SIZE..MSG_SIZE + 2].copy_from_slice(&size.to_le_bytes());
 }
 
 fn encode(dev_num: u16, msg: Message<'_>) -> Vec<u8> {
@@ -314,15 +552,32 @@ impl Faults {
                     spec,
                     seen: 0,
                     struck: false,
+                    told: 0,
                 })
                 .collect(),
             ..Self::default()
         }
     }
 
-    /// Replaces the faults with `other`'s; what is held back still goes out, when due.
+    /// Replaces the faults with `other`'s; what is held back still goes out, when due. A
+    /// device that stopped reading the driver queue for good reads it again once no
+    /// [`FaultKind::StopConsuming`] is left (the only way to end that stop); a timed stop
+    /// runs out.
     pub fn replace(&mut self, other: Faults) {
+        let stops = |f: &Faults| {
+            f.active
+                .iter()
+                .any(|a| matches!(a.spec.kind, FaultKind::StopConsuming(_)))
+        };
+        if self.consuming == Consuming::Never && !stops(&other) {
+            self.consuming = Consuming::Yes;
+        }
         self.active = other.active;
+    }
+
+    /// Tells the faults which device numbers have a device (bit n: number n).
+    pub fn set_devices(&mut self, devices: u32) {
+        self.devices = devices;
     }
 
     /// Whether any fault is configured.
@@ -337,17 +592,60 @@ impl Faults {
 
     /// PINGs sent to the driver and echoes received.
     pub fn pings(&self) -> (u32, u32) {
-        (self.pings, self.pongs)
+        (self.pings.saturating_sub(self.lost_pings), self.pongs)
     }
 
-    /// When something held back is due next.
+    /// A message the device meant to send did not make it onto the device queue: a PING
+    /// of ours is not counted as sent.
+    pub fn lost(&mut self, msg: &[u8]) {
+        if msg.get(..2) == Some(&[TYPE_BUS, PING]) {
+            self.lost_pings += 1;
+        }
+    }
+
+    /// When something held back (or a stop, or a slot rewrite) is due next.
     pub fn next_due(&self) -> Option<Instant> {
         // Each queue goes out in order: its front decides.
         let first = |q: &VecDeque<(Instant, Vec<u8>)>| q.front().map(|(t, _)| *t);
-        match (first(&self.delayed), first(&self.stalled)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let stop = match self.consuming {
+            Consuming::Until(t) => Some(t),
+            _ => None,
+        };
+        let rewrite = self.rewrites.iter().map(|(t, _, _)| *t).min();
+        [first(&self.delayed), first(&self.stalled), stop, rewrite]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the device reads the driver queue at `now` (a stop may just have run out).
+    pub fn consuming(&mut self, now: Instant) -> bool {
+        if let Consuming::Until(t) = self.consuming {
+            if t <= now {
+                self.consuming = Consuming::Yes;
+            }
         }
+        self.consuming == Consuming::Yes
+    }
+
+    /// MSI-X raises a storm asks for since the last call.
+    pub fn storm(&mut self) -> u32 {
+        std::mem::take(&mut self.storm)
+    }
+
+    /// Device-queue slot `slot` was published at `now` holding `msg`, and a fault wants it
+    /// overwritten `after` that.
+    pub fn rewrite_later(&mut self, slot: u32, msg: Vec<u8>, after: Duration, now: Instant) {
+        self.rewrites.push((now + after, slot, msg));
+    }
+
+    /// The slots to overwrite at `now`, each with the message it should still hold.
+    pub fn rewrites_due(&mut self, now: Instant) -> Vec<(u32, Vec<u8>)> {
+        let (due, later) = std::mem::take(&mut self.rewrites)
+            .into_iter()
+            .partition(|(t, _, _)| *t <= now);
+        self.rewrites = later;
+        due.into_iter().map(|(_, slot, msg)| (slot, msg)).collect()
     }
 
     /// Applies the faults to `msg`, an encoded message the device sends, at `now`.
@@ -356,12 +654,12 @@ impl Faults {
         let msg_id = msg.get(1).copied();
         let mut out = Outcome {
             msgs: vec![msg],
-            corrupt_index: false,
+            ..Outcome::default()
         };
         let (mut delay, mut reorder) = (None, false);
         for a in &mut self.active {
             if a.spec.kind.on_tick()
-                || matches!(a.spec.kind, FaultKind::Stall(_))
+                || a.spec.kind.on_requests()
                 || (a.spec.dev_num.is_some() && a.spec.dev_num != dev_num)
                 || a.spec.msg_id.is_some_and(|id| msg_id != Some(id))
                 || !a.acts()
@@ -369,6 +667,8 @@ impl Faults {
                 continue;
             }
             let before = out.msgs.clone();
+            // Acted other than on the messages.
+            let mut struck = false;
             match a.spec.kind {
                 FaultKind::Silent => out.msgs.clear(),
                 FaultKind::DropEvery(n) => {
@@ -451,13 +751,90 @@ impl Faults {
                     };
                     out.msgs.push(encode(dev_num.unwrap_or(0), event));
                 }
+                FaultKind::IndexBackwards if !a.struck => {
+                    a.struck = true;
+                    struck = true;
+                    out.head_shift -= BACKWARDS as i32;
+                }
+                FaultKind::IndexJitter(n) => {
+                    if (a.seen - a.spec.after) % u64::from(n) == 0 {
+                        struck = true;
+                        out.head_shift += 1;
+                    }
+                }
+                FaultKind::SlotRewrite(ms) => {
+                    struck = !out.msgs.is_empty();
+                    out.rewrite = Some(Duration::from_millis(ms.into()));
+                }
+                FaultKind::TailOvertake if !a.struck => {
+                    a.struck = true;
+                    struck = true;
+                    out.overtake_tail = true;
+                }
+                FaultKind::StopConsuming(ms) if !a.struck => {
+                    a.struck = true;
+                    struck = true;
+                    self.consuming = match ms {
+                        Some(ms) => Consuming::Until(now + Duration::from_millis(ms.into())),
+                        None => Consuming::Never,
+                    };
+                }
+                FaultKind::SilentNumbers(n) => {
+                    let silent = silent_numbers(self.devices, n);
+                    // Transport messages only: bus replies carry device number 0 whoever
+                    // asked.
+                    out.msgs.retain(|m| {
+                        let transport = m.first().is_some_and(|ty| ty & TYPE_BUS == 0);
+                        !transport || dev_num_of(m).is_none_or(|d| !in_mask(silent, d))
+                    });
+                    for m in &mut out.msgs {
+                        list_numbers(m, silent);
+                    }
+                }
+                FaultKind::WrongConfig => {
+                    for m in &mut out.msgs {
+                        if m.get(..2) != Some(&[TYPE_RESPONSE, GET_CONFIG]) {
+                            continue;
+                        }
+                        if a.told % 2 == 0 {
+                            skew_config_offset(m);
+                        } else {
+                            resize_config_data(m);
+                        }
+                        a.told += 1;
+                    }
+                }
+                FaultKind::VqueueLie => {
+                    for m in &mut out.msgs {
+                        if m.get(..2) != Some(&[TYPE_RESPONSE, GET_VQUEUE]) {
+                            continue;
+                        }
+                        let lie = VQUEUE_LIES[(a.told % VQUEUE_LIES.len() as u64) as usize];
+                        put_le32(m, VQUEUE_MAX_SIZE, lie);
+                        a.told += 1;
+                    }
+                }
+                FaultKind::InfoLie => {
+                    for m in &mut out.msgs {
+                        if m.get(..2) == Some(&[TYPE_RESPONSE, GET_DEVICE_INFO]) {
+                            put_le32(m, INFO_CONFIG_SIZE, INFO_LIE);
+                            put_le32(m, INFO_QUEUES, INFO_LIE);
+                        }
+                    }
+                }
                 FaultKind::NeedsReset
+                | FaultKind::IndexBackwards
+                | FaultKind::TailOvertake
+                | FaultKind::StopConsuming(_)
                 | FaultKind::FloodUsed(_)
                 | FaultKind::FloodConfig(_)
                 | FaultKind::Stall(_)
-                | FaultKind::Ping => {}
+                | FaultKind::Ping
+                | FaultKind::MsixStorm(_)
+                | FaultKind::PingBurst(_)
+                | FaultKind::ShmLie => {}
             }
-            if out.msgs != before || out.corrupt_index || delay.is_some() || reorder {
+            if out.msgs != before || out.corrupt_index || delay.is_some() || reorder || struck {
                 self.injected += 1;
             }
         }
@@ -484,7 +861,8 @@ impl Faults {
         out
     }
 
-    /// What the tick faults send now (floods, PINGs).
+    /// What the tick faults send now (floods, PINGs); a storm's raises are counted for
+    /// [`Faults::storm`].
     pub fn tick(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for a in &mut self.active {
@@ -512,11 +890,55 @@ impl Faults {
                     self.pings += 1;
                     out.push(encode(0, Message::Ping { data: self.pings }));
                 }
+                FaultKind::PingBurst(n) if !a.struck => {
+                    a.struck = true;
+                    for _ in 0..n {
+                        self.pings += 1;
+                        out.push(encode(0, Message::Ping { data: self.pings }));
+                    }
+                }
+                FaultKind::MsixStorm(n) => self.storm = self.storm.saturating_add(n),
                 _ => {}
             }
         }
         self.injected += out.len() as u64;
         out
+    }
+
+    /// The answer a lying device gives to `request` (a message from the driver) in place of
+    /// its own, if any: [`FaultKind::ShmLie`], which has to answer requests because the device
+    /// model sends nothing it could change.
+    pub fn answer(&mut self, request: &[u8]) -> Option<Vec<u8>> {
+        // Read as the device model reads fields: whatever msg_size says.
+        let ty = request.first()?;
+        if ty & (TYPE_BUS | TYPE_RESPONSE) != 0 || request.get(1) != Some(&GET_SHM) {
+            return None;
+        }
+        let dev_num = dev_num_of(request).filter(|&n| n < DEVICES_PER_FIFO)?;
+        let index = le32(request, HEADER_SIZE)?;
+        for a in &mut self.active {
+            if a.spec.kind != FaultKind::ShmLie
+                || a.spec.dev_num.is_some_and(|n| n != dev_num)
+                || a.spec.msg_id.is_some_and(|id| id != GET_SHM)
+                || !a.acts()
+            {
+                continue;
+            }
+            self.injected += 1;
+            let (length, address) = SHM_LIE;
+            let shm = Message::Shm {
+                index,
+                length,
+                address,
+            };
+            let mut lie = encode(dev_num, shm);
+            // As the device side answers: the request's token (`--tokens` may change it).
+            if let (Some(to), Some(from)) = (lie.get_mut(4..6), request.get(4..6)) {
+                to.copy_from_slice(from);
+            }
+            return Some(lie);
+        }
+        None
     }
 
     /// Outgoing messages whose delay is over at `now`, in order.
@@ -589,6 +1011,7 @@ fn take_due(q: &mut VecDeque<(Instant, Vec<u8>)>, now: Instant) -> Vec<Vec<u8>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_msg_wire::{DeviceInfo, VqueueInfo};
 
     /// A 16-byte message of device `dev_num` with `tag` in its last byte.
     fn msg(dev_num: u16, tag: u8) -> Vec<u8> {
@@ -641,10 +1064,55 @@ mod tests {
             ("0:1:silent,when=3", "unknown option"),
             ("0:1:silent,msg=0x100", "msg=ID is one byte"),
             ("0:1:melt", "KIND is one of"),
+            ("0:all:msix-storm", "msix-storm needs n=N"),
+            ("0:2:msix-storm,n=3", "NUM must be 'all'"),
+            ("0:all:ping-burst", "ping-burst needs n=N"),
+            ("0:1:ping-burst,n=3", "NUM must be 'all'"),
+            ("0:all:silent-numbers", "silent-numbers needs n=N"),
+            ("0:1:silent-numbers,n=3", "NUM must be 'all'"),
+            ("0:1:index-jitter,every=1", "every=N needs N of 2"),
+            (
+                "0:1:index-backwards,every=2",
+                "every=N is for drop and index-jitter",
+            ),
+            (
+                "0:all:stop-consuming,n=2",
+                "ms=N for late, stall, slot-rewrite",
+            ),
+            ("0:1:wrong-config,ms=2", "ms=N for late"),
         ] {
             let e = bad.parse::<FaultSpec>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn new_kinds_parse_with_their_defaults() {
+        let kind = |s: &str| s.parse::<FaultSpec>().unwrap().kind;
+        assert_eq!(kind("0:all:msix-storm,n=7"), FaultKind::MsixStorm(7));
+        assert_eq!(kind("0:all:ping-burst,n=100"), FaultKind::PingBurst(100));
+        assert_eq!(kind("0:1:index-backwards"), FaultKind::IndexBackwards);
+        assert_eq!(kind("0:1:index-jitter"), FaultKind::IndexJitter(1));
+        assert_eq!(
+            kind("0:all:index-jitter,every=3"),
+            FaultKind::IndexJitter(3)
+        );
+        assert_eq!(kind("0:1:slot-rewrite"), FaultKind::SlotRewrite(0));
+        assert_eq!(kind("0:1:slot-rewrite,ms=5"), FaultKind::SlotRewrite(5));
+        assert_eq!(kind("0:all:tail-overtake"), FaultKind::TailOvertake);
+        assert_eq!(kind("0:all:stop-consuming"), FaultKind::StopConsuming(None));
+        assert_eq!(
+            kind("0:2:stop-consuming,ms=500"),
+            FaultKind::StopConsuming(Some(500))
+        );
+        assert_eq!(
+            kind("0:all:silent-numbers,n=2"),
+            FaultKind::SilentNumbers(2)
+        );
+        assert_eq!(kind("0:1:wrong-config"), FaultKind::WrongConfig);
+        assert_eq!(kind("0:1:shm-lie"), FaultKind::ShmLie);
+        assert_eq!(kind("0:1:vqueue-lie"), FaultKind::VqueueLie);
+        assert_eq!(kind("0:all:info-lie"), FaultKind::InfoLie);
     }
 
     #[test]
@@ -853,5 +1321,291 @@ mod tests {
         );
         // Once only.
         assert!(!f.intercept(&kick(3, 3), t0));
+    }
+    #[test]
+    fn msix_storm_raises_every_tick_and_sends_nothing() {
+        let mut f = faults("0:all:msix-storm,n=4,after=1");
+        assert!(f.tick().is_empty());
+        assert_eq!(f.storm(), 0, "after=1 lets the first tick pass");
+        for _ in 0..3 {
+            assert!(f.tick().is_empty());
+            assert_eq!(f.storm(), 4);
+        }
+        // Owed raises add up until the worker takes them.
+        f.tick();
+        f.tick();
+        assert_eq!(f.storm(), 8);
+        assert_eq!(f.storm(), 0);
+        assert_eq!(f.injected(), 0, "interrupts are not messages");
+    }
+
+    #[test]
+    fn ping_burst_sends_n_pings_once_and_counts_echoes_and_losses() {
+        let mut f = faults("0:all:ping-burst,n=70");
+        let out = f.tick();
+        assert_eq!(out.len(), 70);
+        for (i, m) in out.iter().enumerate() {
+            match Frame::decode(m).unwrap() {
+                Frame {
+                    dev_num: 0,
+                    msg: Message::Ping { data },
+                    ..
+                } => assert_eq!(data, i as u32 + 1),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(f.tick().is_empty(), "once");
+        // The device queue had room for 61 of them.
+        for m in &out[61..] {
+            f.lost(m);
+        }
+        for data in [1, 2, 61] {
+            assert!(f.intercept(&encode(0, Message::Pong { data }), Instant::now()));
+        }
+        assert_eq!(f.pings(), (61, 3));
+        // Other messages lost are not PINGs.
+        f.lost(&msg(1, 0));
+        assert_eq!(f.pings(), (61, 3));
+    }
+
+    #[test]
+    fn index_faults_move_the_head_back_once_or_on_every_nth_message() {
+        let mut f = faults("0:1:index-backwards,after=1");
+        let shifts: Vec<i32> = (0..4u8)
+            .map(|i| f.apply_now(msg(1, i)).head_shift)
+            .collect();
+        assert_eq!(shifts, [0, -(BACKWARDS as i32), 0, 0]);
+        assert_eq!(f.injected(), 1);
+
+        let mut f = faults("0:1:index-jitter,every=2");
+        let shifts: Vec<i32> = (0..6u8)
+            .map(|i| f.apply_now(msg(1, i)).head_shift)
+            .collect();
+        assert_eq!(shifts, [0, 1, 0, 1, 0, 1]);
+        let mut f = faults("0:1:index-jitter");
+        assert_eq!(f.apply_now(msg(1, 0)).head_shift, 1);
+        assert_eq!(f.apply_now(msg(1, 1)).head_shift, 1);
+        assert_eq!(f.apply_now(msg(2, 2)).head_shift, 0, "another device");
+    }
+
+    #[test]
+    fn slot_rewrites_fall_due_after_their_delay() {
+        let mut f = faults("0:1:slot-rewrite,ms=20");
+        let out = f.apply_now(msg(1, 1));
+        assert_eq!(out.msgs, [msg(1, 1)]);
+        assert_eq!(out.rewrite, Some(Duration::from_millis(20)));
+        assert_eq!(f.apply_now(msg(2, 1)).rewrite, None);
+        let t0 = Instant::now();
+        f.rewrite_later(5, msg(1, 1), Duration::from_millis(20), t0);
+        f.rewrite_later(6, msg(1, 2), Duration::from_millis(40), t0);
+        assert_eq!(f.next_due(), Some(t0 + Duration::from_millis(20)));
+        assert!(f.rewrites_due(t0).is_empty());
+        assert_eq!(
+            f.rewrites_due(t0 + Duration::from_millis(30)),
+            [(5, msg(1, 1))]
+        );
+        assert_eq!(f.next_due(), Some(t0 + Duration::from_millis(40)));
+        assert_eq!(
+            f.rewrites_due(t0 + Duration::from_millis(40)),
+            [(6, msg(1, 2))]
+        );
+        assert_eq!(f.next_due(), None);
+    }
+
+    #[test]
+    fn tail_overtake_strikes_once() {
+        let mut f = faults("0:all:tail-overtake,after=2");
+        let hits: Vec<bool> = (0..5u8)
+            .map(|i| f.apply_now(msg(1, i)).overtake_tail)
+            .collect();
+        assert_eq!(hits, [false, false, true, false, false]);
+    }
+
+    #[test]
+    fn stop_consuming_for_a_while_or_until_cleared() {
+        let mut f = faults("0:all:stop-consuming,ms=100,after=1");
+        let t0 = Instant::now();
+        assert_eq!(f.apply(msg(1, 1), t0).msgs, [msg(1, 1)]);
+        assert!(f.consuming(t0));
+        // The message that sets it off still goes out.
+        assert_eq!(f.apply(msg(1, 2), t0).msgs, [msg(1, 2)]);
+        assert!(!f.consuming(t0));
+        assert_eq!(f.next_due(), Some(t0 + Duration::from_millis(100)));
+        assert!(!f.consuming(t0 + Duration::from_millis(99)));
+        assert!(f.consuming(t0 + Duration::from_millis(100)));
+        // Once.
+        f.apply(msg(1, 3), t0);
+        assert!(f.consuming(t0));
+
+        let mut f = faults("0:1:stop-consuming");
+        f.apply_now(msg(2, 0));
+        assert!(
+            f.consuming(Instant::now()),
+            "device 1's messages set it off"
+        );
+        f.apply_now(msg(1, 0));
+        assert!(!f.consuming(Instant::now() + Duration::from_secs(3600)));
+        assert_eq!(f.next_due(), None);
+        // Other faults come and go: the stop stays while the fault does.
+        f.replace(Faults::for_fifo(
+            0,
+            &[
+                "0:1:stop-consuming".parse().unwrap(),
+                "0:2:twice".parse().unwrap(),
+            ],
+        ));
+        assert!(!f.consuming(Instant::now()));
+        f.replace(faults("0:2:twice"));
+        assert!(f.consuming(Instant::now()));
+    }
+
+    /// A GET_DEVICES answer for the window `offset`, `count` with `bitmap`.
+    fn devices(offset: u16, count: u16, bitmap: &[u8]) -> Vec<u8> {
+        let answer = Message::Devices {
+            offset,
+            count,
+            next_offset: offset + count,
+            bitmap,
+        };
+        encode(0, answer)
+    }
+
+    #[test]
+    fn silent_numbers_follow_the_real_ones_and_fit_the_bus() {
+        // Devices 0 and 5: 6, 7, 8 next.
+        assert_eq!(silent_numbers(0b10_0001, 3), 0b1_1100_0000);
+        // No device at all: from 0.
+        assert_eq!(silent_numbers(0, 2), 0b11);
+        // Device 30: 31, then the free ones from 0.
+        assert_eq!(silent_numbers(1 << 30, 3), 1 << 31 | 0b11);
+        // Never more than the bus has.
+        assert_eq!(silent_numbers(u32::MAX >> 1, 5), 1 << 31);
+        assert_eq!(silent_numbers(0, 100), u32::MAX);
+    }
+
+    #[test]
+    fn silent_numbers_are_listed_and_never_answer() {
+        let mut f = faults("0:all:silent-numbers,n=2");
+        f.set_devices(0b10_0001);
+        let out = f.apply_now(devices(0, 32, &[0x21, 0, 0, 0])).msgs;
+        assert_eq!(out, [devices(0, 32, &[0xe1, 0, 0, 0])]);
+        // A window is filled as it states, whatever part it covers.
+        let out = f.apply_now(devices(4, 4, &[0x02])).msgs;
+        assert_eq!(out, [devices(4, 4, &[0x0e])]);
+        assert_eq!(f.apply_now(devices(8, 8, &[0])).msgs, [devices(8, 8, &[0])]);
+        // What a silent number would get is dropped; real devices and bus replies go out.
+        assert!(f.apply_now(msg(6, 1)).msgs.is_empty());
+        assert!(f.apply_now(msg(7, 1)).msgs.is_empty());
+        assert_eq!(f.apply_now(msg(5, 1)).msgs, [msg(5, 1)]);
+        let pong = encode(0, Message::Pong { data: 1 });
+        assert_eq!(f.apply_now(pong.clone()).msgs, [pong]);
+    }
+
+    /// A GET_CONFIG answer of device 1: `data` from `offset`.
+    fn config(offset: u32, data: &[u8]) -> Vec<u8> {
+        let answer = Message::Config {
+            generation: 0,
+            offset,
+            data,
+        };
+        encode(1, answer)
+    }
+
+    #[test]
+    fn wrong_config_lies_about_offset_and_length_in_turn_and_still_decodes() {
+        let mut f = faults("0:1:wrong-config");
+        let decoded = |m: &[u8]| match Frame::decode(m).unwrap().msg {
+            Message::Config { offset, data, .. } => (offset, data.to_vec()),
+            other => panic!("{other:?}"),
+        };
+        let out = f.apply_now(config(8, &[1, 2, 3, 4])).msgs;
+        assert_eq!(decoded(&out[0]), (8 + CONFIG_SKEW, vec![1, 2, 3, 4]));
+        let out = f.apply_now(config(8, &[1, 2, 3, 4])).msgs;
+        assert_eq!(decoded(&out[0]), (8, vec![1, 2, 3]));
+        // Other messages neither change nor take a turn.
+        assert_eq!(f.apply_now(msg(1, 5)).msgs, [msg(1, 5)]);
+        let out = f.apply_now(config(0, &[])).msgs;
+        assert_eq!(decoded(&out[0]).0, CONFIG_SKEW);
+        let out = f.apply_now(config(0, &[])).msgs;
+        assert_eq!(decoded(&out[0]), (0, vec![0]));
+    }
+
+    #[test]
+    fn vqueue_and_info_lies_change_only_their_fields() {
+        let mut f = faults("0:1:vqueue-lie");
+        let info = VqueueInfo {
+            index: 0,
+            max_size: 1024,
+            cur_size: 1024,
+            desc_addr: 0,
+            driver_addr: 0,
+            device_addr: 0,
+        };
+        let answer = encode(1, Message::Vqueue(info));
+        for want in [0x8000, 1000, 0, 0x8000] {
+            let out = f.apply_now(answer.clone()).msgs;
+            let lie = VqueueInfo {
+                max_size: want,
+                ..info
+            };
+            assert_eq!(Frame::decode(&out[0]).unwrap().msg, Message::Vqueue(lie));
+        }
+        assert_eq!(f.apply_now(msg(1, 5)).msgs, [msg(1, 5)]);
+
+        let mut f = faults("0:1:info-lie");
+        let info = DeviceInfo {
+            device_id: 4,
+            vendor_id: 0x554d_4551,
+            num_feature_bits: 64,
+            config_size: 0,
+            max_virtqueues: 1,
+            admin_vq_start: 0,
+            admin_vq_count: 0,
+        };
+        let out = f.apply_now(encode(1, Message::DeviceInfo(info))).msgs;
+        let lie = DeviceInfo {
+            config_size: 0xffff,
+            max_virtqueues: 0xffff,
+            ..info
+        };
+        assert_eq!(
+            Frame::decode(&out[0]).unwrap().msg,
+            Message::DeviceInfo(lie)
+        );
+        let other = encode(2, Message::DeviceInfo(info));
+        assert_eq!(f.apply_now(other.clone()).msgs, [other]);
+    }
+
+    #[test]
+    fn shm_lie_answers_get_shm_for_its_device() {
+        let mut f = faults("0:3:shm-lie,after=1");
+        let get_shm = |n: u16, index| {
+            let mut m = encode(n, Message::GetShm { index });
+            m[4] = 0x77;
+            m
+        };
+        assert_eq!(f.answer(&get_shm(3, 0)), None, "after=1");
+        let lie = f.answer(&get_shm(3, 2)).unwrap();
+        assert_eq!(
+            Frame::decode(&lie).unwrap(),
+            Frame {
+                dev_num: 3,
+                token: 0x77,
+                msg: Message::Shm {
+                    index: 2,
+                    length: 0x10000,
+                    address: 0xfeed_0000,
+                },
+            }
+        );
+        assert_eq!(f.answer(&get_shm(4, 0)), None);
+        assert_eq!(f.answer(&msg(3, 0)), None);
+        let mut f = faults("0:all:shm-lie");
+        assert!(f.answer(&get_shm(31, 0)).is_some());
+        assert_eq!(f.answer(&get_shm(32, 0)), None, "no such number on the bus");
+        let mut f = faults("0:3:shm-lie");
+        // It counts GET_SHM only, not the device's other messages.
+        f.apply_now(msg(3, 0));
+        assert!(f.answer(&get_shm(3, 0)).is_some());
     }
 }

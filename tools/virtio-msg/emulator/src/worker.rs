@@ -22,7 +22,7 @@
 //! again; compat mode takes indexes modulo the queue size as the device model does (see
 //! [`crate::queues`]). Nothing here panics on what the guest wrote.
 
-use crate::faults::Faults;
+use crate::faults::{Faults, OVERTAKE};
 use crate::queues::{DeviceQueue, DriverQueue};
 use crate::shm::{QueueWindow, SharedMem};
 use crate::tokens::{Stamper, TokenMode};
@@ -36,7 +36,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use virtio_msg_device::{bus::FifoBus, Mode};
 use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
-use virtio_msg_spsc::{QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, SLOT_BYTES};
+use virtio_msg_spsc::{
+    QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES, TAIL_OFFSET,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// How often every backend's host side is looked at even without a readable fd.
@@ -117,8 +119,18 @@ pub struct Fifo {
     tokens: Stamper,
     /// What `--fault` makes go wrong on this FIFO.
     faults: Faults,
-    /// The device queue again, for [`crate::faults::FaultKind::CorruptIndex`].
+    /// The device queue again, for the faults that write its head or its slots behind the
+    /// producer's back ([`crate::faults::FaultKind::CorruptIndex`] and its kin).
     device_window: QueueWindow,
+    /// The driver queue again, for [`crate::faults::FaultKind::TailOvertake`].
+    driver_window: QueueWindow,
+    /// A tail-overtake is due once the device is done with the driver queue for now.
+    overtake: bool,
+    /// The driver-queue tail a tail-overtake hid, put back before the queue is read again.
+    real_tail: Option<u32>,
+    /// A stop-consuming left messages in the driver queue: read them when it ends, since the
+    /// doorbells that announced them are gone.
+    unread: bool,
 }
 
 /// What a call on a [`Fifo`] did.
@@ -149,7 +161,7 @@ impl Fifo {
             index,
             mode,
             bus,
-            rx: DriverQueue::new(driver, model),
+            rx: DriverQueue::new(driver.clone(), model),
             tx: DeviceQueue::new(device.clone(), model),
             broken: false,
             outbox: VecDeque::new(),
@@ -157,6 +169,10 @@ impl Fifo {
             tokens: Stamper::new(tokens),
             faults: Faults::default(),
             device_window: device,
+            driver_window: driver,
+            overtake: false,
+            real_tail: None,
+            unread: false,
         };
         fifo.adopt();
         Ok(fifo)
@@ -169,16 +185,23 @@ impl Fifo {
             info!("FIFO {}: faults injected: {faults:?}", self.index);
         }
         self.faults.replace(faults);
+        let devices = self
+            .bus
+            .devices_mut()
+            .fold(0u32, |mask, (n, _)| mask | 1 << n);
+        self.faults.set_devices(devices);
     }
 
-    /// When held-back messages are due next (see [`Fifo::timed`]).
+    /// When something a fault holds back is due next: a message, a stalled request, the end of
+    /// a stop (see [`Fifo::timed`]), a slot rewrite (see [`Fifo::rewrite_slots`]).
     pub fn next_due(&self) -> Option<Instant> {
         self.faults.next_due()
     }
 
     /// What faults do in time: held-back messages whose delay is over go out, a stalled
-    /// backend takes what waited for it, and with `tick`, floods and PINGs are sent. Returns
-    /// the messages put on the device queue.
+    /// backend takes what waited for it, a device that stopped reading the driver queue reads
+    /// it again, and with `tick`, floods and PINGs are sent. Returns the messages put on the
+    /// device queue.
     pub fn timed(&mut self, tick: bool) -> u32 {
         let now = Instant::now();
         let mut sent = 0;
@@ -188,16 +211,44 @@ impl Fifo {
         for request in self.faults.unstalled(now) {
             self.answer(&request, &mut sent);
         }
+        // Asked every time, so that a stop that ran out is no longer due.
+        if self.faults.consuming(now) && self.unread {
+            self.unread = false;
+            // A full batch leaves the rest for the next call; a new stop sets it again.
+            self.unread |= self.drain(&mut sent);
+        }
         if tick {
             let msgs = self.faults.tick();
             for msg in msgs {
                 self.queue(msg, &mut sent);
             }
         }
+        self.overtake_tail();
         sent
     }
 
-    /// The device PINGs the `ping` fault sent, and the echoes that came back.
+    /// MSI-X raises an interrupt storm owes, beyond the one for what [`Fifo::timed`] sent.
+    pub fn storm(&mut self) -> u32 {
+        self.faults.storm()
+    }
+
+    /// Overwrites the device-queue slots a fault wants rewritten by now. Called before
+    /// anything else is put on the queue, so that whatever is overwritten was announced by
+    /// an interrupt already.
+    pub fn rewrite_slots(&mut self) {
+        for (slot, msg) in self.faults.rewrites_due(Instant::now()) {
+            let offset = SLOTS_OFFSET + slot as usize * SLOT_BYTES;
+            let mut held = [0u8; SLOT_BYTES];
+            self.device_window.read(offset, &mut held);
+            // A slot the queue has come round to again holds a message the fault is not about.
+            if held.get(..msg.len()) == Some(&msg[..]) {
+                self.device_window.write(offset, &[0xff; SLOT_BYTES]);
+            }
+        }
+    }
+
+    /// The device PINGs the `ping` and `ping-burst` faults put on the device queue, and the
+    /// echoes that came back.
     pub fn pings(&self) -> (u32, u32) {
         self.faults.pings()
     }
@@ -209,6 +260,7 @@ impl Fifo {
 
     /// Takes over both queues with the indexes found in shared memory.
     fn adopt(&mut self) {
+        self.restore_tail();
         match self.rx.adopt().and_then(|()| self.tx.adopt()) {
             Ok(()) => {
                 if self.broken {
@@ -233,7 +285,14 @@ impl Fifo {
         self.broken = true;
         self.rx.stop();
         self.tx.stop();
-        self.outbox.clear();
+        self.clear_outbox();
+    }
+
+    /// Drops what waits for room in the device queue.
+    fn clear_outbox(&mut self) {
+        for msg in self.outbox.drain(..) {
+            self.faults.lost(&msg);
+        }
     }
 
     /// Resets every device and takes the queues over again; requests queued before the reset
@@ -241,7 +300,7 @@ impl Fifo {
     /// inside the doorbell write, so none is left there).
     pub fn reset(&mut self) {
         self.bus.reset();
-        self.outbox.clear();
+        self.clear_outbox();
         self.adopt();
         match self.rx.discard() {
             Ok(0) => {}
@@ -270,6 +329,7 @@ impl Fifo {
             more: false,
         };
         pass.more = self.drain(&mut pass.sent);
+        self.overtake_tail();
         pass
     }
 
@@ -284,16 +344,23 @@ impl Fifo {
         let produced = !msgs.is_empty();
         let mut sent = 0;
         self.send(msgs, None, &mut sent);
+        self.overtake_tail();
         (produced, sent)
     }
 
     /// Handles driver messages, up to [`BATCH`]; returns whether there may be more to do.
     fn drain(&mut self, sent: &mut u32) -> bool {
+        self.restore_tail();
         let len = self.mode.max_msg_size().min(SLOT_BYTES);
         for _ in 0..BATCH {
             if !self.outbox.is_empty() {
                 // Strict mode, device queue full: leave requests where they are.
                 return true;
+            }
+            if !self.faults.consuming(Instant::now()) {
+                // Until the stop ends; then [`Fifo::timed`] reads on.
+                self.unread = true;
+                return false;
             }
             let mut slot = [0u8; SLOT_BYTES];
             match self.rx.pop(&mut slot) {
@@ -304,19 +371,66 @@ impl Fifo {
                     return false;
                 }
             }
-            if !self.faults.intercept(&slot[..len], Instant::now()) {
-                self.answer(&slot[..len], sent);
+            let request = &slot[..len];
+            if self.faults.intercept(request, Instant::now()) {
+                continue;
+            }
+            match self.faults.answer(request) {
+                Some(lie) => self.send(vec![lie], token_of(request), sent),
+                None => self.answer(request, sent),
             }
         }
         true
     }
 
+    /// tail-overtake, once the device is done with the driver queue for now: a tail
+    /// [`OVERTAKE`] slots past the driver's head is published, the real one kept for
+    /// [`Fifo::restore_tail`]. The device model reads its tail back from shared memory, so it
+    /// would otherwise run every stale slot in between again.
+    fn overtake_tail(&mut self) {
+        if !std::mem::take(&mut self.overtake) || self.broken || self.real_tail.is_some() {
+            return;
+        }
+        let head = self.driver_window.load_index(HEAD_OFFSET) % CAPACITY;
+        self.real_tail = Some(self.driver_window.load_index(TAIL_OFFSET));
+        self.driver_window
+            .store_index(TAIL_OFFSET, (head + OVERTAKE) % CAPACITY);
+    }
+
+    /// Puts back the driver-queue tail a tail-overtake hid, before the queue is read.
+    fn restore_tail(&mut self) {
+        if let Some(tail) = self.real_tail.take() {
+            self.driver_window.store_index(TAIL_OFFSET, tail);
+        }
+    }
+
+    /// Moves the device queue's head by `shift` slots, staying in range, and makes the device
+    /// produce from there as if it had got there itself (index-backwards, index-jitter).
+    fn shift_head(&mut self, shift: i32, sent: &mut u32) {
+        if self.broken || shift == 0 {
+            return;
+        }
+        let head = self.device_window.load_index(HEAD_OFFSET) % CAPACITY;
+        let tail = self.device_window.load_index(TAIL_OFFSET) % CAPACITY;
+        let free = (tail + CAPACITY - head - 1) % CAPACITY;
+        if shift > 0 && shift.unsigned_abs() > free {
+            // It would reach the tail: the queue would look empty, not off by a slot.
+            return;
+        }
+        let to = (i64::from(head) + i64::from(shift)).rem_euclid(i64::from(CAPACITY));
+        self.device_window.store_index(HEAD_OFFSET, to as u32);
+        match self.tx.adopt() {
+            // The driver has to look again, even if no message went out with it.
+            Ok(()) => *sent = (*sent).max(1),
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// Hands one driver message (at most a message's worth of its slot) to the bus and puts
     /// what it answers on the device queue, with the request's token as the token mode says.
     fn answer(&mut self, request: &[u8], sent: &mut u32) {
-        let request_token = request.get(4..6).map(|t| u16::from_le_bytes([t[0], t[1]]));
         let replies = self.bus.handle(request);
-        self.send(replies, request_token, sent);
+        self.send(replies, token_of(request), sent);
     }
 
     /// Puts messages on the device queue, answering the request with `request_token` (`None`
@@ -325,11 +439,23 @@ impl Fifo {
         let mut corrupt = false;
         for mut msg in msgs {
             self.tokens.stamp(&mut msg, request_token);
-            let out = self.faults.apply(msg, Instant::now());
+            let now = Instant::now();
+            let out = self.faults.apply(msg, now);
             corrupt |= out.corrupt_index;
+            self.overtake |= out.overtake_tail;
             for msg in out.msgs {
-                self.queue(msg, sent);
+                let kept = out.rewrite.map(|after| (msg.clone(), after));
+                if !self.queue(msg, sent) {
+                    continue;
+                }
+                if let Some((msg, after)) = kept {
+                    // The slot just published: the one before the head.
+                    let head = self.device_window.load_index(HEAD_OFFSET) % CAPACITY;
+                    let slot = (head + CAPACITY - 1) % CAPACITY;
+                    self.faults.rewrite_later(slot, msg, after, now);
+                }
             }
+            self.shift_head(out.head_shift, sent);
         }
         if corrupt {
             // After the pushes, which write the head too, and before the interrupt: past the
@@ -339,12 +465,14 @@ impl Fifo {
         }
     }
 
-    /// Puts one message on the device queue, behind what waits for room.
-    fn queue(&mut self, msg: Vec<u8>, sent: &mut u32) {
+    /// Puts one message on the device queue, behind what waits for room; returns whether it
+    /// is on the queue now.
+    fn queue(&mut self, msg: Vec<u8>, sent: &mut u32) -> bool {
         if self.outbox.is_empty() {
-            self.push(msg, sent);
+            self.push(msg, sent)
         } else {
             self.outbox.push_back(msg);
+            false
         }
     }
 
@@ -367,9 +495,13 @@ impl Fifo {
         !self.outbox.is_empty()
     }
 
-    fn push(&mut self, msg: Vec<u8>, sent: &mut u32) {
+    /// Puts one message on the device queue now; returns whether it is there.
+    fn push(&mut self, msg: Vec<u8>, sent: &mut u32) -> bool {
         match self.tx.push(&msg) {
-            Ok(true) => *sent += 1,
+            Ok(true) => {
+                *sent += 1;
+                return true;
+            }
             Ok(false) => self.dropped += 1,
             Err(QueueError::Full) => match self.mode {
                 Mode::Compat => {
@@ -379,7 +511,10 @@ impl Fifo {
                         self.index, self.dropped
                     );
                 }
-                Mode::Strict => self.outbox.push_front(msg),
+                Mode::Strict => {
+                    self.outbox.push_front(msg);
+                    return false;
+                }
             },
             Err(QueueError::TooLong { len }) => {
                 self.dropped += 1;
@@ -390,6 +525,8 @@ impl Fifo {
             }
             Err(e) => self.fail(e),
         }
+        self.faults.lost(&msg);
+        false
     }
 }
 
@@ -504,6 +641,9 @@ impl Worker {
                 }
                 continue;
             }
+            // Before anything new goes on the device queue: what is overwritten now was
+            // announced by the last interrupt.
+            self.fifo.rewrite_slots();
             let mut sent = 0;
             if fds[0].revents != 0 {
                 let _ = self.shared.control.read();
@@ -547,6 +687,9 @@ impl Worker {
             if sent > 0 {
                 self.shared.raise();
             }
+            for _ in 0..self.fifo.storm() {
+                self.shared.raise();
+            }
         }
     }
 
@@ -574,6 +717,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// The token of a driver message.
+fn token_of(request: &[u8]) -> Option<u16> {
+    request.get(4..6).map(|t| u16::from_le_bytes([t[0], t[1]]))
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {

@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virtio_msg_device::{bus::FifoBus, Mode};
 use virtio_msg_emulator::{
+    faults::Faults,
     pci::bar1_size,
     shm::{QueueWindow, SharedMem},
     tokens::TokenMode,
     worker::{Fifo, FifoHandle, TICK},
 };
 use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
-use virtio_msg_spsc::{Consumer, Producer, QueueMemory, CAPACITY, HEAD_OFFSET, SLOT_BYTES};
+use virtio_msg_spsc::{
+    Consumer, Producer, QueueMemory, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
+};
 use virtio_msg_wire::{Frame, Message};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -259,6 +262,69 @@ fn strict_mode_waits_for_room() {
         assert_eq!(g.pong(), Some(100 + i));
     }
     assert_eq!(driver.load_index(64), g.tx.head());
+    assert!(g.fifo.stop());
+}
+
+impl Guest {
+    fn fault(&self, spec: &str) {
+        let faults = Faults::for_fifo(0, &[spec.parse().unwrap()]);
+        assert!(self.fifo.set_faults(faults));
+    }
+}
+
+#[test]
+fn an_msix_storm_raises_the_vector_with_nothing_on_the_queue() {
+    let mut g = start(Mode::Compat, &[0]);
+    g.fault("0:all:msix-storm,n=5");
+    let raised = g.interrupts();
+    assert!(raised >= 5 && raised % 5 == 0, "{raised} interrupts");
+    assert_eq!(g.rx.pending().unwrap(), 0);
+    // Cleared: quiet again.
+    assert!(g.fifo.set_faults(Faults::default()));
+    g.interrupts();
+    assert_eq!(g.interrupts(), 0);
+    assert!(g.fifo.stop());
+}
+
+#[test]
+fn the_worker_rewrites_a_slot_only_after_its_interrupt() {
+    let mut g = start(Mode::Compat, &[0]);
+    g.fault("0:all:slot-rewrite,ms=300");
+    g.ping(1, 0x1234);
+    g.fifo.shared().ring();
+    assert_eq!(g.wait_pending(1), 1);
+    let device = QueueWindow::new(g.mem.clone(), 0, DEVICE_QUEUE).unwrap();
+    let slot = |d: &QueueWindow| {
+        let mut s = [0u8; SLOT_BYTES];
+        d.read(SLOTS_OFFSET, &mut s);
+        s
+    };
+    assert!(Frame::decode(&slot(&device)).is_ok());
+    // The interrupt went, then (with no doorbell or tick needed) the slot was overwritten.
+    assert_eq!(g.interrupts(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(slot(&device), [0xff; SLOT_BYTES]);
+    assert!(g.fifo.stop());
+}
+
+#[test]
+fn a_stopped_device_reads_the_driver_queue_again_by_itself() {
+    let mut g = start(Mode::Strict, &[0]);
+    g.fault("0:all:stop-consuming,ms=300");
+    g.ping(1, 1);
+    g.fifo.shared().ring();
+    assert_eq!(g.wait_pending(1), 1);
+    assert_eq!(g.pong(), Some(1));
+    // Stopped: the doorbell is ignored, the request stays in the driver queue.
+    g.ping(2, 2);
+    g.fifo.shared().ring();
+    std::thread::sleep(TICK);
+    assert_eq!(g.rx.pending().unwrap(), 0);
+    assert_eq!(g.tx.free().unwrap(), CAPACITY - 2);
+    // When the stop ends it is answered, without another doorbell.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(g.wait_pending(1), 1);
+    assert_eq!(g.pong(), Some(2));
     assert!(g.fifo.stop());
 }
 

@@ -6,8 +6,7 @@
 # lying and late answers, floods of events, a configuration generation that
 # never settles. After each, the console takes a line again (recovered if the
 # fault broke the device; the host checks the line arrived), and FIFO 1's
-# disk and entropy device kept moving data. Last, FIFO 0 dies with the writer
-# running: the console goes, FIFO 1 keeps working, the modules unload.
+# disk and entropy device kept moving data; then the modules unload.
 # e2e-host: kinds
 # e2e-exclusive: vmsgtap0
 # e2e-timeout: 420
@@ -27,9 +26,6 @@ kinds_up
 check console_works console_works
 writer_start
 fault_classes 0:1 console_works
-emulator_ctl "fault 0:all:corrupt-index"
-check console_gone_with_its_fifo sh -c 'for _ in $(seq 300); do
-	grep -q 0x0003 /sys/bus/virtio/devices/*/device || exit 0; sleep 0.1; done; exit 1'
 writer_stop
 check healthy_fifo_still_moves healthy_moves 700
 fault_unload

@@ -5,9 +5,10 @@
 # garbage, lying and late answers, floods of events, a configuration
 # generation that never settles. After each, the interface works again
 # (recovered if the fault broke the device), a transfer's SHA-256 comes back
-# right, and FIFO 1's disk and entropy device kept moving data. Last, FIFO 0
-# dies (its device queue's index corrupted) with the traffic running: the
-# interface goes, FIFO 1 keeps working, the modules unload.
+# right, and FIFO 1's disk and entropy device kept moving data; then the
+# modules unload. (A FIFO that dies under a network device is not part of it:
+# see "A device that keeps writing" in Documentation/driver-api/virtio/
+# virtio_msg.rst.)
 # e2e-host: kinds
 # e2e-exclusive: vmsgtap0
 # e2e-timeout: 420
@@ -19,9 +20,6 @@ kinds_up
 check net_works net_works
 traffic_start
 fault_classes 0:0 net_works
-emulator_ctl "fault 0:all:corrupt-index"
-check net_gone_with_its_fifo sh -c 'for _ in $(seq 300); do
-	ls /sys/bus/virtio/devices/*/net >/dev/null 2>&1 || exit 0; sleep 0.1; done; exit 1'
 traffic_stop
 check healthy_fifo_still_moves healthy_moves 700
 fault_unload

@@ -1,0 +1,21 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Fault: the device side puts 200 PINGs on its queue at once, more than the
+# driver queue has room for echoes. The AMP PCI driver answers them in
+# batches, one doorbell per batch, without waiting in its interrupt handler
+# for room it would never get; the block device moves data meanwhile; the
+# emulator gets an echo for every PING it sent (host/faults.sh checks).
+# e2e-host: faults
+. /tests/lib.sh
+
+fault_up
+dbg=$(ls -d /sys/kernel/debug/virtio_msg_amp_pci-*)
+emulator_ctl fault 0:all:ping-burst,n=200
+check blk_moves_meanwhile blk_moves 0
+check rng_reads_meanwhile rng_reads virtio_rng.0
+sleep 2
+cat $dbg/fifo0 | sed 's/^/  /'
+answered=$(sed -n 's/^pings_answered: //p' $dbg/fifo0)
+check pings_answered test "${answered:-0}" -gt 0
+data pings_burst_answered "$answered"
+fault_down
