@@ -31,6 +31,8 @@ use kernel::{
 mod bus;
 #[path = "virtio_msg/device.rs"]
 mod device;
+#[path = "virtio_msg/ratelimit.rs"]
+mod ratelimit;
 /// Reader of the device model recordings that the KUnit suite `virtio_msg_replay` replays.
 #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
 #[path = "virtio_msg/recording.rs"]
@@ -38,8 +40,6 @@ pub mod recording;
 #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
 #[path = "virtio_msg/replay_tests.rs"]
 mod replay_tests;
-#[path = "virtio_msg/ratelimit.rs"]
-mod ratelimit;
 #[path = "virtio_msg/request.rs"]
 mod request;
 #[path = "virtio_msg/stats.rs"]

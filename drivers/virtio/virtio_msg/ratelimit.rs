@@ -39,7 +39,12 @@ impl RateLimit {
     pub(crate) fn allow(&self) -> Option<u32> {
         let now = self.start.elapsed().as_millis();
         let next = self.next_ms.load(Relaxed);
-        if now < next || self.next_ms.cmpxchg(next, now + INTERVAL_MS, Relaxed).is_err() {
+        if now < next
+            || self
+                .next_ms
+                .cmpxchg(next, now + INTERVAL_MS, Relaxed)
+                .is_err()
+        {
             self.suppressed.add(1, Relaxed);
             return None;
         }

@@ -373,9 +373,7 @@ impl Requester {
         // Under `serial`: the next caller sees the count.
         match result {
             Ok(_) => self.unanswered.store(0, Relaxed),
-            Err(Failure::Timeout) if policy == Policy::Essential => {
-                self.unanswered.add(1, Relaxed)
-            }
+            Err(Failure::Timeout) if policy == Policy::Essential => self.unanswered.add(1, Relaxed),
             _ => {}
         }
         result

@@ -26,7 +26,6 @@
 //! header's token, the bus messages it handles itself).
 
 use super::as_interrupt;
-use core::ops::Range;
 use crate::{
     alloc::KVec,
     device::{Bound, Device},
@@ -39,6 +38,7 @@ use crate::{
         Arc, CondVar, Mutex, SpinLockIrqSave,
     },
 };
+use core::ops::Range;
 
 pub mod exchange;
 pub mod wire;
