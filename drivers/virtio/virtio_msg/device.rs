@@ -1225,9 +1225,10 @@ impl MsgDevice {
         .and_then(|(length, address)| {
             let (addr, len) = (u64::from(address), u64::from(length));
             let window = self.bus.shm_window();
+            let end = addr.checked_add(len);
             let inside = window
                 .as_ref()
-                .is_some_and(|w| addr >= w.start && addr.checked_add(len).is_some_and(|end| end <= w.end));
+                .is_some_and(|w| addr >= w.start && end.is_some_and(|end| end <= w.end));
             if !inside {
                 if let Some(n) = self.warnings.allow() {
                     dev_warn!(
