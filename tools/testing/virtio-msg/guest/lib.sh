@@ -211,7 +211,9 @@ traffic_stop() {
 hvc() {
 	[ -n "$(virtio_dev 3)" ] || return
 	for _ in $(seq 100); do
-		timeout 2 sh -c ': >/dev/hvc0' 2>/dev/null && echo /dev/hvc0 && return
+		# Opened: the port tells the device so with a control message,
+		# and what is written before that arrives may be dropped.
+		timeout 2 sh -c ': >/dev/hvc0' 2>/dev/null && sleep 1 && echo /dev/hvc0 && return
 		sleep 0.1
 	done
 }
