@@ -82,8 +82,12 @@ suite() {
 		while [ ! -f "$logs/kasan-kernel.rc" ]; do sleep 5; done
 		start=$(date +%s)
 		if [ "$(cat "$logs/kasan-kernel.rc")" = 0 ]; then
-			VMSG_VARIANT=kasan "$here/e2e.sh" $(cd "$here/guest" && ls fault_*.sh | sed 's/\.sh$//') \
-				>"$log" 2>&1
+			# Not fault_console_silent_up: a uniprocessor KASAN guest is too
+			# slow for its writer to let the device be found dead in time
+			# (what it proves, a uniprocessor guest that does not freeze,
+			# is proven by the plain guest; fault_console_silent runs here).
+			VMSG_VARIANT=kasan "$here/e2e.sh" $(cd "$here/guest" && ls fault_*.sh |
+				grep -vx fault_console_silent_up.sh | sed 's/\.sh$//') >"$log" 2>&1
 			rc=$?
 			read -r p f < <(count_e2e "$log" $rc)
 		else

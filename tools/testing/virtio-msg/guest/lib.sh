@@ -212,8 +212,9 @@ hvc() {
 	[ -n "$(virtio_dev 3)" ] || return
 	for _ in $(seq 100); do
 		# Opened: the port tells the device so with a control message,
-		# and what is written before that arrives may be dropped.
-		timeout 2 sh -c ': >/dev/hvc0' 2>/dev/null && sleep 1 && echo /dev/hvc0 && return
+		# and what is written before the device and its host peer are
+		# ready may be dropped: an empty line first, then a second.
+		timeout 2 sh -c 'echo >/dev/hvc0' 2>/dev/null && sleep 1 && echo /dev/hvc0 && return
 		sleep 0.1
 	done
 }
