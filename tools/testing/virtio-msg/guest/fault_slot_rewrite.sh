@@ -10,14 +10,4 @@
 # e2e-host: dead_fifo
 . /tests/lib.sh
 
-two_fifos_up
-emulator_ctl "fault 0:all:slot-rewrite"
-fifo0_busy
-check fifo1_moves_meanwhile fifo1_moves 0
-sleep 8
-check fifo1_still_moves fifo1_moves 64
-check fifo0_disk_works_or_is_gone fifo0_settled
-show_fifo0
-emulator_ctl "clear 0"
-fault_unload
-check_no_leaks
+fifo0_fault "fault 0:all:slot-rewrite"

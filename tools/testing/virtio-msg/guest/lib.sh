@@ -333,3 +333,60 @@ show_fifo0() {
 	cat /sys/kernel/debug/virtio_msg_amp_pci-*/fifo0 2>/dev/null | tr '\n' ' ' | sed 's/^/  fifo0: /'
 	echo
 }
+
+# writer_free: the writer ($writer) ended, its writes failing once the
+# terminal is hung up; or its writes are dropped (the tty layer may still take
+# them): either way it is not stuck, and dies when killed.
+writer_free() {
+	for _ in $(seq 300); do [ -e /tmp/writer.done ] && return 0; sleep 0.1; done
+	grep -q '^State:.*D' /proc/$writer/status && return 1
+	kill -9 $writer && sleep 1 && ! kill -0 $writer 2>/dev/null
+}
+
+# console_silenced: the body of fault_console_silent and fault_console_silent_up
+# (after kinds_up): the console stops returning buffers and goes silent under
+# a writer; it must be broken and removed, the writer not stuck, the network
+# device and FIFO 1 still moving data, the modules unloading without a leak.
+console_silenced() {
+	check console_writes console_line "console before the fault"
+	check net_interface_up net_up
+	term=$(hvc)
+	# The device keeps the buffers it is given (its backend stalls, so the used
+	# ring does not move: what the console write polls) and answers nothing.
+	emulator_ctl "fault 0:1:stall,ms=600000"
+	emulator_ctl "fault 0:1:silent"
+	(
+		i=0
+		while echo "line $i of a writer that outlives its console" >&3; do i=$((i + 1)); done 3>"$term"
+		echo "$i" >/tmp/writer.done
+	) 2>/dev/null &
+	writer=$!
+	check console_broken sh -c 'for _ in $(seq 600); do
+		dmesg | grep -q "device 1: message 0x[0-9a-f]* failed" && exit 0; sleep 0.1; done; exit 1'
+	check console_removed sh -c 'for _ in $(seq 600); do
+		grep -q 0x0003 /sys/bus/virtio/devices/*/device || exit 0; sleep 0.1; done; exit 1'
+	check writer_not_stuck writer_free
+	echo "  writer: $(cat /tmp/writer.done 2>/dev/null) lines written"
+	check net_still_moves net_moves
+	check healthy_fifo_moves healthy_moves 0
+	check three_devices_left test "$(ls /sys/bus/virtio/devices/ | wc -l)" = 3
+	fault_unload
+	check_no_leaks
+}
+
+# fifo0_fault SPEC: the body of the two-FIFO fault tests: SPEC (a control
+# pipe command) on FIFO 0 while it is busy; FIFO 1's disk moves data
+# throughout, FIFO 0's disk works again or is gone, the modules unload.
+fifo0_fault() {
+	two_fifos_up
+	emulator_ctl "$1"
+	fifo0_busy
+	check fifo1_moves_meanwhile fifo1_moves 0
+	sleep 8
+	check fifo1_still_moves fifo1_moves 64
+	check fifo0_disk_works_or_is_gone fifo0_settled
+	show_fifo0
+	emulator_ctl "clear 0"
+	fault_unload
+	check_no_leaks
+}
