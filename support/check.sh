@@ -193,6 +193,19 @@ for s in build $suites; do
 	esac
 	grep -E "$pattern" "$logs/$s.log" 2>/dev/null | head -n 80 | sed "s/^/check: $s: /"
 done
+# Last, one line per failed check, at most a dozen, right above the summary:
+# CI may keep only the last two dozen lines of all the above.
+echo
+for s in build $suites; do
+	case $s in
+	e2e | e2e-kasan) pattern='^e2e: FAILED: ' ;;
+	series) pattern='^series: [a-z0-9_]+ fail' ;;
+	kunit) pattern='not ok [0-9]+ [a-z]' ;;
+	cargo) pattern='^test .* FAILED$' ;;
+	*) pattern='^error|FAIL' ;;
+	esac
+	grep -E "$pattern" "$logs/$s.log" 2>/dev/null | sed "s/^/check: $s: /"
+done | head -n 12
 echo
 printf '%s\n' "${summary[@]}"
 echo "check: wall time $(($(date +%s) - check_start)) s"
