@@ -12,10 +12,10 @@ fault_up
 dbg=$(ls -d /sys/kernel/debug/virtio_msg_amp_pci-*)
 emulator_ctl fault 0:all:ping,count=20
 check blk_moves_meanwhile blk_moves 0
-sleep 2
+twenty_answered() { [ "$(fifo_stat 0 pings_answered)" = 20 ]; }
+check twenty_pings_answered eventually 20 twenty_answered
 cat $dbg/fifo0 | sed 's/^/  /'
-answered=$(sed -n 's/^pings_answered: //p' $dbg/fifo0)
-check twenty_pings_answered test "${answered:-0}" = 20
+answered=$(fifo_stat 0 pings_answered)
 check no_pong_dropped grep -qx 'pongs_dropped: 0' $dbg/fifo0
 data pings_answered "$answered"
 fault_down

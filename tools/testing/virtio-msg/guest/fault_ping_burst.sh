@@ -13,9 +13,10 @@ dbg=$(ls -d /sys/kernel/debug/virtio_msg_amp_pci-*)
 emulator_ctl fault 0:all:ping-burst,n=200
 check blk_moves_meanwhile blk_moves 0
 check rng_reads_meanwhile rng_reads virtio_rng.0
+answered() { [ "$(fifo_stat 0 pings_answered)" -gt 0 ]; }
+check pings_answered eventually 20 answered
 sleep 2
 cat $dbg/fifo0 | sed 's/^/  /'
-answered=$(sed -n 's/^pings_answered: //p' $dbg/fifo0)
-check pings_answered test "${answered:-0}" -gt 0
+answered=$(fifo_stat 0 pings_answered)
 data pings_burst_answered "$answered"
 fault_down

@@ -23,6 +23,19 @@ check() {
 	if "$@"; then pass "$name"; else fail "$name" "($*)"; fi
 }
 
+# eventually SECONDS COMMAND...: COMMAND succeeds within SECONDS (tried every
+# 0.2 s): for what a control command starts, whose relay to the emulator takes
+# longer on a loaded host
+eventually() {
+	n=$(($1 * 5))
+	shift
+	while ! "$@"; do
+		n=$((n - 1))
+		[ $n -gt 0 ] || return 1
+		sleep 0.2
+	done
+}
+
 load() { insmod "$MODDIR/$1.ko" "$@"; }
 
 # data NAME VALUE...: a fact for the host-side check (tools/testing/virtio-msg/host/)
@@ -82,6 +95,9 @@ fault_up() {
 	disk=/dev/$(ls "$blkdev/block" 2>/dev/null)
 	stats=$(ls -d /sys/kernel/debug/virtio_msg-*.bus.* 2>/dev/null | head -n1)/stats
 }
+
+# fifo_stat FIFO NAME: a counter of the AMP PCI driver's FIFO (its debugfs file)
+fifo_stat() { sed -n "s/^$2: //p" /sys/kernel/debug/virtio_msg_amp_pci-*/fifo"$1"; }
 
 # bus_stat NAME: a counter of the transport's stats of the bus
 bus_stat() { sed -n "s/^$1: //p" "$stats"; }
