@@ -14,7 +14,7 @@
 
 use crate::{
     bindings, device,
-    sync::lock::spinlock_irqsave::with_local_irqs_disabled,
+    interrupt::local_interrupt_disable,
     types::{NotThreadSafe, Opaque},
 };
 
@@ -37,8 +37,12 @@ pub fn as_interrupt<R>(f: impl FnOnce() -> R) -> R {
     }
     // Dropped last: interrupts are restored first, and bottom halves are enabled with
     // interrupts enabled, as `local_bh_enable()` requires.
-    let _bh = BottomHalvesDisabled::new();
-    with_local_irqs_disabled(f)
+    let bh = BottomHalvesDisabled::new();
+    let irq = local_interrupt_disable();
+    let result = f();
+    drop(irq);
+    drop(bh);
+    result
 }
 
 /// Bottom halves disabled on the local CPU (`local_bh_disable()`) until dropped.

@@ -26,11 +26,11 @@ use kernel::{
     device::{Bound, Device},
     faux,
     ffi::c_ulong,
-    impl_has_work, new_mutex, new_spinlock, new_spinlock_irqsave, new_work,
+    impl_has_work, new_mutex, new_spinlock, new_spinlock_irq, new_work,
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        Arc, Mutex, SpinLock, SpinLockIrqSave,
+        Arc, Mutex, SpinLock, SpinLockIrq,
     },
     time::{delay::fsleep, Delta},
     types::ForLt,
@@ -463,7 +463,7 @@ struct Msg {
 struct LoopbackDevice {
     /// Filled by `send_atomic`, in any context.
     #[pin]
-    inbox: SpinLockIrqSave<KVec<Msg>>,
+    inbox: SpinLockIrq<KVec<Msg>>,
     #[pin]
     state: Mutex<Devices>,
     /// Where responses and events go; `None` once the module is unloading.
@@ -471,7 +471,7 @@ struct LoopbackDevice {
     link: SpinLock<Option<Arc<BusLink>>>,
     /// This device, to queue its work from `send`; `None` once the module is unloading.
     #[pin]
-    me: SpinLockIrqSave<Option<Arc<LoopbackDevice>>>,
+    me: SpinLockIrq<Option<Arc<LoopbackDevice>>>,
     #[pin]
     work: Work<LoopbackDevice>,
     /// Messages queued by `send`, and messages the device side has handled: they are handled
@@ -514,7 +514,7 @@ impl WorkItem for LoopbackDevice {
 impl LoopbackDevice {
     fn new(blk: Option<KVVec<u8>>) -> impl PinInit<Self> {
         pin_init!(Self {
-            inbox <- new_spinlock_irqsave!(KVec::new()),
+            inbox <- new_spinlock_irq!(KVec::new()),
             state <- new_mutex!(Devices {
                 rng: Function::new(Kind::Rng),
                 blk: blk.map(|disk| Function::new(Kind::Blk(disk))),
@@ -524,7 +524,7 @@ impl LoopbackDevice {
                 },
             }),
             link <- new_spinlock!(None),
-            me <- new_spinlock_irqsave!(None),
+            me <- new_spinlock_irq!(None),
             work <- new_work!("LoopbackDevice::work"),
             queued: Atomic::new(0),
             handled: Atomic::new(0),

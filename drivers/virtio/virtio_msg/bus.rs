@@ -26,13 +26,13 @@ use kernel::{
     alloc::{kvec::PushError, KVec},
     device::{self, Bound},
     devres::Devres,
-    impl_has_work, new_mutex, new_spinlock_irqsave, new_work,
+    impl_has_work, new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     revocable::Revocable,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, Mutex, SpinLockIrqSave,
+        Arc, Mutex, SpinLockIrq,
     },
     virtio::{
         msg::{Bus, BusLink, Receiver},
@@ -73,12 +73,12 @@ pub(crate) struct BusHandle {
     /// Devices by device number. Held while a device handles what the bus delivered, in the
     /// bus's interrupt handler.
     #[pin]
-    routes: SpinLockIrqSave<KVec<Option<Arc<MsgDevice>>>>,
+    routes: SpinLockIrq<KVec<Option<Arc<MsgDevice>>>>,
     stats: Arc<Stats>,
     /// Removes and probes again the devices that need it; taken away at shutdown (it refers
     /// to the bus's core, which refers to this).
     #[pin]
-    recovery: SpinLockIrqSave<Option<Arc<Recovery>>>,
+    recovery: SpinLockIrq<Option<Arc<Recovery>>>,
 }
 
 impl BusHandle {
@@ -95,9 +95,9 @@ impl BusHandle {
             max_msg_size,
             timeout_ms,
             dev,
-            routes <- new_spinlock_irqsave!(KVec::new()),
+            routes <- new_spinlock_irq!(KVec::new()),
             stats,
-            recovery <- new_spinlock_irqsave!(None),
+            recovery <- new_spinlock_irq!(None),
         })
     }
 

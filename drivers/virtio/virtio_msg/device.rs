@@ -34,11 +34,11 @@ use kernel::{
     alloc::KVec,
     impl_has_work,
     io::poll::read_poll_timeout,
-    new_mutex, new_spinlock_irqsave, new_work,
+    new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     sync::{
         atomic::{Atomic, Full, Relaxed},
-        Arc, Mutex, SpinLockIrqSave,
+        Arc, Mutex, SpinLockIrq,
     },
     time::msecs_to_jiffies,
     time::{delay::fsleep, Delta, Instant, Monotonic},
@@ -165,7 +165,7 @@ pub(crate) struct MsgDevice {
     /// Set once the device is allocated; cleared when it goes away (breaks the reference cycle
     /// device -> handle -> transport -> device). Held while an interrupt of the device runs.
     #[pin]
-    handle: SpinLockIrqSave<Option<Handle<MsgTransport>>>,
+    handle: SpinLockIrq<Option<Handle<MsgTransport>>>,
     /// Broken in a way a reset may cure (a timeout), or asked for a reset (DEVICE_NEEDS_RESET):
     /// the bus's recovery removes and probes it again (see `bus.rs`).
     recover: Atomic<bool>,
@@ -180,7 +180,7 @@ pub(crate) struct MsgDevice {
     /// Whether `watch` may be queued: every enqueue happens under this lock, and
     /// [`MsgDevice::stop_work`] closes it before it flushes, so no watch outlives it.
     #[pin]
-    watch_open: SpinLockIrqSave<bool>,
+    watch_open: SpinLockIrq<bool>,
     /// Whether `watch` is armed; the device's EVENT_USED count when it began and the kicks it
     /// covers, the time waited since (at least: the sum of the delays) and the current wait
     /// between looks.
@@ -261,12 +261,12 @@ impl MsgDevice {
                 event_since_answer: Atomic::new(false),
                 config_changes: Atomic::new(0),
                 config_window <- new_mutex!(window),
-                handle <- new_spinlock_irqsave!(None),
+                handle <- new_spinlock_irq!(None),
                 recover: Atomic::new(false),
                 kicks,
                 deferred <- new_work!("virtio_msg::MsgDevice::deferred"),
                 watch <- new_delayed_work!("virtio_msg::MsgDevice::watch"),
-                watch_open <- new_spinlock_irqsave!(true),
+                watch_open <- new_spinlock_irq!(true),
                 watching: Atomic::new(false),
                 watch_waited_ms: Atomic::new(0),
                 watch_events: Atomic::new(0),

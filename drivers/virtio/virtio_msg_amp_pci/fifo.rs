@@ -30,16 +30,16 @@ use kernel::{
     device::{Bound, Device},
     devres::Devres,
     impl_has_work,
+    interrupt::local_interrupt_disable,
     io::{register::Array, Io},
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
-    new_exchange, new_mutex, new_spinlock, new_spinlock_irqsave, new_work, pci,
+    new_exchange, new_mutex, new_spinlock, new_spinlock_irq, new_work, pci,
     prelude::*,
     random,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        lock::spinlock_irqsave::with_local_irqs_disabled,
-        Arc, Mutex, SpinLock, SpinLockIrqSave,
+        Arc, Mutex, SpinLock, SpinLockIrq,
     },
     time::{delay::fsleep, Delta},
     virtio::msg::{exchange::Exchange, Bus, BusLink},
@@ -139,7 +139,7 @@ fn inc(counter: &Atomic<u64>) {
 /// the doorbell to ringing it, the ringer keeps interrupts disabled ([`Fifo::push_and_ring`]).
 ///
 /// Kicks come in any context, interrupt handlers included, so the lock keeps interrupts
-/// disabled ([`SpinLockIrqSave`]).
+/// disabled ([`SpinLockIrq`]).
 struct Tx {
     queue: Producer<SharedQueue>,
     ringing: bool,
@@ -153,10 +153,10 @@ pub(crate) struct Fifo {
     dev: ARef<Device>,
     regs: Arc<RegsBar>,
     #[pin]
-    tx: SpinLockIrqSave<Tx>,
+    tx: SpinLockIrq<Tx>,
     /// Taken by the interrupt handler and its thread.
     #[pin]
-    rx: SpinLockIrqSave<Consumer<SharedQueue>>,
+    rx: SpinLockIrq<Consumer<SharedQueue>>,
     /// The bus request in flight; its replies are offered by the interrupt handler.
     #[pin]
     bus_exchange: Exchange<BusReplies>,
@@ -178,7 +178,7 @@ pub(crate) struct Fifo {
     /// What tells the transport that the devices are gone when the FIFO stops for good; taken
     /// away at teardown (it refers to the FIFO).
     #[pin]
-    loss: SpinLockIrqSave<Option<Arc<FifoLoss>>>,
+    loss: SpinLockIrq<Option<Arc<FifoLoss>>>,
 }
 
 /// How long a FIFO waits.
@@ -228,8 +228,8 @@ impl Fifo {
             index,
             dev,
             regs,
-            tx <- new_spinlock_irqsave!(tx),
-            rx <- new_spinlock_irqsave!(rx),
+            tx <- new_spinlock_irq!(tx),
+            rx <- new_spinlock_irq!(rx),
             bus_exchange <- new_exchange!(BusReplies::new(), "virtio_msg_amp_pci::Fifo::bus"),
             bus_serial <- new_mutex!(()),
             next_token: Atomic::new(0),
@@ -240,7 +240,7 @@ impl Fifo {
             stats,
             answers_ping: Atomic::new(false),
             devices <- new_spinlock!(DeviceSet::default()),
-            loss <- new_spinlock_irqsave!(None),
+            loss <- new_spinlock_irq!(None),
         }? Error))
     }
 
@@ -353,12 +353,11 @@ impl Fifo {
     /// sender on the same CPU that then spins for the device's answer (virtio-console waits
     /// for its buffer with interrupts off) would wait for a doorbell that never comes.
     fn push_and_ring(&self, msg: &[u8]) -> Result {
-        with_local_irqs_disabled(|| {
-            if self.push(msg)? {
-                self.ring();
-            }
-            Ok(())
-        })
+        let _irq = local_interrupt_disable();
+        if self.push(msg)? {
+            self.ring();
+        }
+        Ok(())
     }
 
     /// Rings the doorbell for the PING answers a drain queued in a row, if they took it (see

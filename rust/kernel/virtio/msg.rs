@@ -30,12 +30,12 @@ use crate::{
     alloc::KVec,
     device::{Bound, Device},
     devres::Devres,
-    new_condvar, new_mutex, new_spinlock_irqsave,
+    new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, CondVar, Mutex, SpinLockIrqSave,
+        Arc, CondVar, Mutex, SpinLockIrq,
     },
 };
 use core::ops::Range;
@@ -88,7 +88,7 @@ pub trait Bus: Send + Sync {
     /// [`EBUSY`] if there is no room right now (the transport then sends it later with
     /// [`Bus::send`]). May run concurrently with [`Bus::send`], and in any context: a bus that
     /// serialises its producer with a lock takes it with interrupts disabled
-    /// ([`SpinLockIrqSave`]), or a kick from an interrupt handler on the same CPU would spin on
+    /// ([`SpinLockIrq`]), or a kick from an interrupt handler on the same CPU would spin on
     /// it for ever.
     fn send_atomic(&self, msg: &[u8]) -> Result;
 }
@@ -145,7 +145,7 @@ pub struct BusLink {
     /// from the bus's interrupt handler: no reference count is touched on that path, and once
     /// the receiver is taken out under the lock, no delivery is running or will run.
     #[pin]
-    receiver: SpinLockIrqSave<Option<Arc<dyn Receiver>>>,
+    receiver: SpinLockIrq<Option<Arc<dyn Receiver>>>,
     /// Device events (which may sleep) and the devices found.
     #[pin]
     state: Mutex<LinkState>,
@@ -166,7 +166,7 @@ impl BusLink {
         Arc::pin_init(
             pin_init!(Self {
                 bus,
-                receiver <- new_spinlock_irqsave!(None, "virtio::msg::BusLink::receiver"),
+                receiver <- new_spinlock_irq!(None, "virtio::msg::BusLink::receiver"),
                 state <- new_mutex!(
                     LinkState { parent: None, in_flight: 0, devices: KVec::new() },
                     "virtio::msg::BusLink::state"

@@ -55,10 +55,10 @@ use crate::{
     devres::Devres,
     error::{from_result, VTABLE_DEFAULT_ERROR},
     ffi::{c_char, c_int, c_uint, c_void},
-    new_spinlock_irqsave,
+    new_spinlock_irq,
     page::PAGE_SIZE,
     prelude::*,
-    sync::{Arc, SpinLockIrqSave},
+    sync::{Arc, SpinLockIrq},
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -227,10 +227,10 @@ struct Inner<T: Transport> {
     /// The queues created by `find_vqs`, by queue index. Taken in the transport's interrupt
     /// handler.
     #[pin]
-    queues: SpinLockIrqSave<KVec<Queue>>,
+    queues: SpinLockIrq<KVec<Queue>>,
     /// Taken in the transport's interrupt handler (configuration changes).
     #[pin]
-    life: SpinLockIrqSave<Life>,
+    life: SpinLockIrq<Life>,
     transport: T,
 }
 
@@ -386,8 +386,8 @@ impl<'a, T: Transport> Unregistered<'a, T> {
                         (*vdev).id.vendor = id.vendor;
                     }
                 }),
-                queues <- new_spinlock_irqsave!(KVec::new(), "virtio::transport::Inner::queues"),
-                life <- new_spinlock_irqsave!(
+                queues <- new_spinlock_irq!(KVec::new(), "virtio::transport::Inner::queues"),
+                life <- new_spinlock_irq!(
                     Life::New { config_changed: false },
                     "virtio::transport::Inner::life"
                 ),

@@ -19,7 +19,7 @@
 
 use crate::{
     prelude::*,
-    sync::{Completion, LockClassKey, SpinLockIrqSave, SpinLockIrqSaveGuard},
+    sync::{Completion, LockClassKey, SpinLockIrq, SpinLockIrqGuard},
     time::Delta,
 };
 
@@ -135,7 +135,7 @@ pub use new_exchange;
 #[pin_data]
 pub struct Exchange<C: Correlate> {
     #[pin]
-    rules: SpinLockIrqSave<C>,
+    rules: SpinLockIrq<C>,
     #[pin]
     done: Completion,
 }
@@ -148,13 +148,13 @@ impl<C: Correlate> Exchange<C> {
         key: Pin<&'static LockClassKey>,
     ) -> impl PinInit<Self> {
         pin_init!(Self {
-            rules <- SpinLockIrqSave::new(rules, name, key),
+            rules <- SpinLockIrq::new(rules, name, key),
             done <- Completion::new(),
         })
     }
 
     /// The rules, locked, for what their owner keeps in them besides the request in flight.
-    pub fn rules(&self) -> SpinLockIrqSaveGuard<'_, C> {
+    pub fn rules(&self) -> SpinLockIrqGuard<'_, C> {
         self.rules.lock()
     }
 
