@@ -3,8 +3,12 @@
 # Fault: the device side puts 200 PINGs on its queue at once, more than the
 # driver queue has room for echoes. The AMP PCI driver answers them in
 # batches, one doorbell per batch, without waiting in its interrupt handler
-# for room it would never get; the block device moves data meanwhile; the
-# emulator gets an echo for every PING it sent (host/faults.sh checks).
+# for room it would never get; the block device moves data meanwhile.
+# host/faults.sh checks the emulator's side: it got an echo for every PING
+# it sent (host_burst_pings_echoed), and the driver rang at most one
+# doorbell per four echoes from the burst to its last echo, as one doorbell
+# per batch does and one per PONG does not
+# (host_burst_one_doorbell_per_batch).
 # e2e-host: faults
 . /tests/lib.sh
 

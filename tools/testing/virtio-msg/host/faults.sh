@@ -10,8 +10,33 @@
 #   faults.sh verify DIR RESULTS  for fault_ping and fault_ping_burst (their
 #                                 guests report "pings_answered" or
 #                                 "pings_burst_answered"): the emulator got
-#                                 the echoes of its PINGs back
+#                                 the echoes of its PINGs back; for the
+#                                 burst also, that the driver rang one
+#                                 doorbell per batch of echoes, not one
+#                                 per echo (see burst_doorbells)
 set -uo pipefail
+
+# burst_doorbells LOG: the driver answered the PING burst with one doorbell
+# per batch of echoes, not one per echo. The emulator's LOG says "PING burst
+# of N: E echoed with D doorbells", D counted from the moment the burst went
+# on the device queue to the moment its last echo came: a driver that rings
+# for every PONG rings about E times (E - 1 at the least), one that rings per
+# drained batch a handful. D at most E/4 passes, which leaves room for the
+# doorbells of other traffic in that window; no echo at all fails.
+burst_doorbells() {
+	local line echoed doorbells
+	line=$(grep -o 'PING burst of [0-9]*: [0-9]* echoed with [0-9]* doorbells' "$1" 2>/dev/null | tail -n 1)
+	echoed=$(sed -n 's/.*: \([0-9]*\) echoed.*/\1/p' <<<"$line")
+	doorbells=$(sed -n 's/.* with \([0-9]*\) doorbells$/\1/p' <<<"$line")
+	echo "faults.sh: emulator: ${line:-no PING burst figures}" >&2
+	if [ -z "$echoed" ] || [ -z "$doorbells" ]; then
+		echo "e2e-result: host_burst_one_doorbell_per_batch fail (no PING burst figures in the emulator log)"
+	elif [ "$echoed" -gt 0 ] && [ $((doorbells * 4)) -le "$echoed" ]; then
+		echo "e2e-result: host_burst_one_doorbell_per_batch pass"
+	else
+		echo "e2e-result: host_burst_one_doorbell_per_batch fail ($doorbells doorbells for $echoed echoes of the burst, at most $echoed/4 wanted; $line)"
+	fi
+}
 
 cmd=$1 dir=$2
 case $cmd in
@@ -43,6 +68,7 @@ verify)
 		else
 			echo "e2e-result: host_burst_pings_echoed fail (${line:-no PING count in the emulator log}; driver answered $answered)"
 		fi
+		burst_doorbells "${results%.results}.emulator"
 	fi
 	;;
 *) echo "faults.sh: unknown command $cmd" >&2; exit 2 ;;

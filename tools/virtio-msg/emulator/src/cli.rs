@@ -53,7 +53,7 @@ SET_DEVICE_STATUS answers). KIND:
   msix-storm,n=N    (NUM 'all') the MSI-X vector is raised N times every 100 ms, with
                     nothing new on the device queue
   ping-burst,n=N    (NUM 'all') N PINGs go on the device queue at once (once); echoes are
-                    counted as for ping
+                    counted as for ping, with the doorbells rung until the last one came
   index-backwards   the device queue's head moves back 3 slots after a message (once)
   index-jitter[,every=N]  the device queue's head is published one slot too far after
                     every (Nth) message: the driver is told of a slot with nothing new

@@ -17,6 +17,7 @@
 //! ([`crate::control`]).
 
 use std::collections::VecDeque;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 use virtio_msg_device::bus::DEVICES_PER_FIFO;
@@ -87,6 +88,8 @@ pub enum FaultKind {
     /// queue has room for echoes if the number is large; the echoes are counted as for
     /// [`FaultKind::Ping`] (NUM must be `all`). PINGs that find the device queue full are lost
     /// (compat mode) or wait for room (strict mode), and only those that made it count as sent.
+    /// The doorbells the driver rings until the last echo comes are counted too (see
+    /// [`BurstAnswer`]): one per echo, or one per batch of them.
     PingBurst(u32),
     /// Once: right after a message is published, the device queue's head moves back by
     /// [`BACKWARDS`] slots and the device goes on producing from there. A driver that had not
@@ -436,6 +439,10 @@ pub struct Faults {
     pings: u32,
     lost_pings: u32,
     pongs: u32,
+    /// Doorbells the driver rang so far, as the worker counted them ([`Faults::rung`]).
+    doorbells: u64,
+    /// The last [`FaultKind::PingBurst`] sent, and how the driver answered it.
+    burst: Option<Burst>,
     /// MSI-X raises owed to a storm.
     storm: u32,
     /// Whether the device reads the driver queue.
@@ -445,6 +452,80 @@ pub struct Faults {
     /// Device numbers with a device behind them (bit n: number n), for the numbers that
     /// [`FaultKind::SilentNumbers`] adds.
     devices: u32,
+}
+
+/// A [`FaultKind::PingBurst`] that went out, and how the driver answered it.
+///
+/// What it is for: a driver that rings the doorbell once per PONG rings about as many times
+/// as the burst has echoes, one that rings once per batch it drained rings a handful of times.
+/// The window is from the moment the burst goes on the device queue until its last echo comes
+/// (or the last one that came, if some never do), so that whatever the driver rings later for
+/// other traffic is left out; what it rings for other traffic inside the window is counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Burst {
+    /// The data of its PINGs (PINGs are numbered from 1 across all the FIFO's PINGs, so
+    /// that echoes of a [`FaultKind::Ping`] are told apart).
+    pings: RangeInclusive<u32>,
+    /// Those of them the device queue had no room for.
+    lost: u32,
+    /// Echoes of them that came back.
+    echoes: u32,
+    /// The doorbell count when the burst went on the device queue, and when its last echo
+    /// came.
+    rung_at_start: u64,
+    rung_at_last_echo: u64,
+}
+
+impl Burst {
+    /// A burst of PINGs with data `pings`, sent when the driver had rung `rung` times.
+    fn new(pings: RangeInclusive<u32>, rung: u64) -> Self {
+        Self {
+            pings,
+            lost: 0,
+            echoes: 0,
+            rung_at_start: rung,
+            rung_at_last_echo: rung,
+        }
+    }
+
+    /// The echo of PING `data` came when the driver had rung `rung` times.
+    fn echo(&mut self, data: u32, rung: u64) {
+        if self.pings.contains(&data) {
+            self.echoes += 1;
+            self.rung_at_last_echo = rung;
+        }
+    }
+
+    /// PING `data` found no room on the device queue.
+    fn lose(&mut self, data: u32) {
+        if self.pings.contains(&data) {
+            self.lost += 1;
+        }
+    }
+
+    /// The figures so far.
+    fn answer(&self) -> BurstAnswer {
+        let made = self.pings.end() + 1 - self.pings.start();
+        BurstAnswer {
+            sent: made.saturating_sub(self.lost),
+            echoed: self.echoes,
+            doorbells: self.rung_at_last_echo - self.rung_at_start,
+        }
+    }
+}
+
+/// How the driver answered a [`FaultKind::PingBurst`] ([`Faults::burst`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BurstAnswer {
+    /// PINGs of the burst that went on the device queue.
+    pub sent: u32,
+    /// Echoes of them that came back.
+    pub echoed: u32,
+    /// Doorbells the driver rang from the moment the burst went on the device queue until its
+    /// last echo came (none if no echo came). A doorbell rung after the echo it announces was
+    /// taken (the worker may drain the driver queue while the driver still writes it) is not
+    /// counted if that echo was the last: at most one too few.
+    pub doorbells: u64,
 }
 
 fn dev_num_of(msg: &[u8]) -> Option<u16> {
@@ -598,9 +679,28 @@ impl Faults {
     /// A message the device meant to send did not make it onto the device queue: a PING
     /// of ours is not counted as sent.
     pub fn lost(&mut self, msg: &[u8]) {
-        if msg.get(..2) == Some(&[TYPE_BUS, PING]) {
-            self.lost_pings += 1;
+        if msg.get(..2) != Some(&[TYPE_BUS, PING]) {
+            return;
         }
+        self.lost_pings += 1;
+        let Some(burst) = &mut self.burst else { return };
+        if let Ok(Frame {
+            msg: Message::Ping { data },
+            ..
+        }) = Frame::decode(msg)
+        {
+            burst.lose(data);
+        }
+    }
+
+    /// The driver rang the doorbell `times` more times: counted for [`Faults::burst`].
+    pub fn rung(&mut self, times: u64) {
+        self.doorbells = self.doorbells.saturating_add(times);
+    }
+
+    /// How the driver answered the last [`FaultKind::PingBurst`], if one was sent.
+    pub fn burst(&self) -> Option<BurstAnswer> {
+        self.burst.as_ref().map(Burst::answer)
     }
 
     /// When something held back (or a stop, or a slot rewrite) is due next.
@@ -892,10 +992,13 @@ impl Faults {
                 }
                 FaultKind::PingBurst(n) if !a.struck => {
                     a.struck = true;
+                    let first = self.pings + 1;
                     for _ in 0..n {
                         self.pings += 1;
                         out.push(encode(0, Message::Ping { data: self.pings }));
                     }
+                    // The doorbells counted from here on answer the burst (or other traffic).
+                    self.burst = Some(Burst::new(first..=self.pings, self.doorbells));
                 }
                 FaultKind::MsixStorm(n) => self.storm = self.storm.saturating_add(n),
                 _ => {}
@@ -947,7 +1050,8 @@ impl Faults {
     }
 
     /// A message from the driver: whether a fault takes it (a stalled backend holds
-    /// EVENT_AVAIL back; the echo of the device's PING is counted).
+    /// EVENT_AVAIL back; the echo of the device's PING is counted, and for a ping burst, with
+    /// the doorbells rung by then).
     pub fn intercept(&mut self, slot: &[u8], now: Instant) -> bool {
         let (ty, id) = (slot.first().copied(), slot.get(1).copied());
         if ty == Some(TYPE_BUS | TYPE_RESPONSE) && id == Some(PING) {
@@ -958,6 +1062,9 @@ impl Faults {
             {
                 if data <= self.pings {
                     self.pongs += 1;
+                    if let Some(burst) = &mut self.burst {
+                        burst.echo(data, self.doorbells);
+                    }
                     return true;
                 }
             }
@@ -1366,6 +1473,87 @@ mod tests {
         // Other messages lost are not PINGs.
         f.lost(&msg(1, 0));
         assert_eq!(f.pings(), (61, 3));
+    }
+
+    /// Answers the PINGs with data `pings` as the worker sees a driver answer them: the
+    /// doorbell first (the worker reads it, then the driver queue), then the echoes it
+    /// announced; `per_doorbell` echoes to a doorbell.
+    fn answer_pings(f: &mut Faults, pings: RangeInclusive<u32>, per_doorbell: usize) {
+        let pings: Vec<u32> = pings.collect();
+        for batch in pings.chunks(per_doorbell) {
+            f.rung(1);
+            for &data in batch {
+                assert!(f.intercept(&encode(0, Message::Pong { data }), Instant::now()));
+            }
+        }
+    }
+
+    #[test]
+    fn ping_burst_counts_the_doorbells_until_its_last_echo() {
+        let burst = |per_doorbell| {
+            let mut f = faults("0:all:ping-burst,n=64");
+            // Doorbells before the burst are not its own.
+            f.rung(7);
+            assert_eq!(f.burst(), None, "no burst yet");
+            assert_eq!(f.tick().len(), 64);
+            answer_pings(&mut f, 1..=64, per_doorbell);
+            // Nor are those after its last echo.
+            f.rung(5);
+            f.burst()
+        };
+        // A driver that drains the burst in two batches and rings once for each.
+        let answer = BurstAnswer {
+            sent: 64,
+            echoed: 64,
+            doorbells: 2,
+        };
+        assert_eq!(burst(32), Some(answer));
+        // One that rings once per PONG.
+        let answer = BurstAnswer {
+            doorbells: 64,
+            ..answer
+        };
+        assert_eq!(burst(1), Some(answer));
+    }
+
+    #[test]
+    fn ping_burst_figures_leave_out_lost_pings_and_other_echoes() {
+        let mut f = Faults::for_fifo(
+            0,
+            &[
+                "0:all:ping".parse().unwrap(),
+                "0:all:ping-burst,n=10".parse().unwrap(),
+            ],
+        );
+        // PING 1 of the ping fault, then the burst: 2 to 11, of which 10 and 11 find no room.
+        let out = f.tick();
+        assert_eq!(out.len(), 11);
+        for m in &out[9..] {
+            f.lost(m);
+        }
+        answer_pings(&mut f, 2..=9, 4);
+        // A ping-fault echo that comes later, with a doorbell, does not extend the window.
+        answer_pings(&mut f, 1..=1, 1);
+        let want = BurstAnswer {
+            sent: 8,
+            echoed: 8,
+            doorbells: 2,
+        };
+        assert_eq!(f.burst(), Some(want));
+        assert_eq!(f.pings(), (9, 9));
+
+        // A burst nobody answers: no doorbell is its own.
+        let mut f = faults("0:all:ping-burst,n=3");
+        f.tick();
+        f.rung(4);
+        let want = BurstAnswer {
+            sent: 3,
+            echoed: 0,
+            doorbells: 0,
+        };
+        assert_eq!(f.burst(), Some(want));
+        f.replace(Faults::default());
+        assert_eq!(f.burst(), Some(want), "kept when cleared");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! again; compat mode takes indexes modulo the queue size as the device model does (see
 //! [`crate::queues`]). Nothing here panics on what the guest wrote.
 
-use crate::faults::{Faults, OVERTAKE};
+use crate::faults::{BurstAnswer, Faults, OVERTAKE};
 use crate::queues::{DeviceQueue, DriverQueue};
 use crate::shm::{QueueWindow, SharedMem};
 use crate::tokens::{Stamper, TokenMode};
@@ -66,7 +66,8 @@ impl FifoShared {
         })
     }
 
-    /// The driver wrote the FIFO's NOTIFY register.
+    /// The driver wrote the FIFO's NOTIFY register. The eventfd adds the writes up until the
+    /// worker reads it, so the worker learns how many doorbells it answers.
     pub fn ring(&self) {
         if let Err(e) = self.doorbell.write(1) {
             warn!("doorbell: {e}");
@@ -253,6 +254,12 @@ impl Fifo {
         self.faults.pings()
     }
 
+    /// How the driver answered the last `ping-burst`: the PINGs that went out, their echoes,
+    /// and the doorbells it rang meanwhile ([`Faults::burst`]).
+    pub fn burst(&self) -> Option<BurstAnswer> {
+        self.faults.burst()
+    }
+
     /// The bus and its devices.
     pub fn bus_mut(&mut self) -> &mut FifoBus {
         &mut self.bus
@@ -312,9 +319,17 @@ impl Fifo {
         }
     }
 
-    /// The driver rang the doorbell: queues stopped by a bad index are adopted again, then
-    /// [`Fifo::work`].
+    /// The driver rang the doorbell once: [`Fifo::doorbells`].
     pub fn doorbell(&mut self) -> Pass {
+        self.doorbells(1)
+    }
+
+    /// The driver rang the doorbell `times` times since the last call (the worker wakes up
+    /// once for several; the eventfd adds them up). They are counted first, for the figures of
+    /// a ping burst ([`Fifo::burst`]): the echoes they announce are taken after them. Then
+    /// queues stopped by a bad index are adopted again, and [`Fifo::work`].
+    pub fn doorbells(&mut self, times: u64) -> Pass {
+        self.faults.rung(times);
         if self.broken {
             self.adopt();
         }
@@ -652,9 +667,10 @@ impl Worker {
                 }
             }
             let pass = if fds[1].revents != 0 {
-                let _ = self.shared.doorbell.read();
+                // The doorbells rung since the last read; nothing (EAGAIN) is none.
+                let times = self.shared.doorbell.read().unwrap_or(0);
                 self.muted.clear();
-                self.fifo.doorbell()
+                self.fifo.doorbells(times)
             } else if more {
                 self.fifo.work()
             } else {
@@ -705,6 +721,7 @@ impl Worker {
                             self.fifo.index
                         );
                     }
+                    self.log_burst();
                     return false;
                 }
                 Ok(Control::Faults(faults)) => self.fifo.set_faults(faults),
@@ -715,6 +732,17 @@ impl Worker {
                 }
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
+        }
+    }
+
+    /// How the driver answered a ping burst, for host/faults.sh: one doorbell per echo, or
+    /// one per batch of them.
+    fn log_burst(&self) {
+        if let Some(b) = self.fifo.burst() {
+            info!(
+                "FIFO {}: PING burst of {}: {} echoed with {} doorbells",
+                self.fifo.index, b.sent, b.echoed, b.doorbells
+            );
         }
     }
 }
