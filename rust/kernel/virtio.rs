@@ -12,11 +12,7 @@
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h),
 //! [`include/linux/virtio_ring.h`](srctree/include/linux/virtio_ring.h)
 
-use crate::{
-    bindings, device,
-    interrupt::local_interrupt_disable,
-    types::{NotThreadSafe, Opaque},
-};
+use crate::{bindings, interrupt::local_interrupt_disable, types::NotThreadSafe};
 
 pub mod transport;
 
@@ -187,63 +183,5 @@ impl Features {
     /// The first 64 bits.
     pub fn low64(&self) -> u64 {
         self.0[0]
-    }
-}
-
-/// A `struct virtio_device`, as seen by the transport that registered it.
-///
-/// # Invariants
-///
-/// `self.0` is a valid `struct virtio_device` allocated by [`transport::Unregistered::new`].
-/// Its locks and lists may not be initialised yet (the virtio core calls the status ops on the
-/// failure path of `register_virtio_device()` before initialising them), so nothing here uses
-/// them; see [`transport::Handle::break_device`] for what does.
-#[repr(transparent)]
-pub struct Device(Opaque<bindings::virtio_device>);
-
-impl Device {
-    /// # Safety
-    ///
-    /// `ptr` must point to a valid `virtio_device` allocated by [`transport::Unregistered::new`]
-    /// that stays valid for `'a`.
-    pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
-        // SAFETY: `Device` is a transparent wrapper of `virtio_device`; validity is guaranteed
-        // by the caller.
-        unsafe { &*ptr.cast() }
-    }
-
-    /// The C `struct virtio_device`.
-    pub fn as_raw(&self) -> *mut bindings::virtio_device {
-        self.0.get()
-    }
-
-    /// Sets feature `bit` in the negotiated features; for transport bits the virtio core leaves
-    /// to the transport. Called from `finalize_features`, before the device is told.
-    pub(crate) fn set_feature(&self, bit: u32) {
-        let mut f = self.features();
-        f.set(bit);
-        // SAFETY: `as_raw()` is valid by the type invariant; the virtio core does not touch the
-        // features while it waits in `finalize_features`.
-        unsafe { (*self.as_raw()).__bindgen_anon_1.features_array = f.0 };
-    }
-
-    /// The features negotiated so far (what the driver accepted, once finalised).
-    pub fn features(&self) -> Features {
-        // SAFETY: `as_raw()` is valid by the type invariant; the feature words are plain
-        // integers written by the virtio core before it calls into the transport.
-        let words = unsafe { (*self.as_raw()).__bindgen_anon_1.features_array };
-        Features(words)
-    }
-
-    /// Whether feature `bit` has been negotiated.
-    pub fn has_feature(&self, bit: u32) -> bool {
-        self.features().has(bit)
-    }
-}
-
-impl AsRef<device::Device> for Device {
-    fn as_ref(&self) -> &device::Device {
-        // SAFETY: `as_raw()` is valid by the type invariant, so is its embedded `struct device`.
-        unsafe { device::Device::from_raw(&raw mut (*self.as_raw()).dev) }
     }
 }

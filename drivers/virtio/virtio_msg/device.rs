@@ -44,8 +44,8 @@ use kernel::{
     time::{delay::fsleep, Delta, Instant, Monotonic},
     virtio::{
         feature, status,
-        transport::{Handle, NotificationData, QueueConfig, ShmRegion, Transport},
-        Device, Features,
+        transport::{Device, Handle, NotificationData, QueueConfig, ShmRegion, Transport},
+        Features,
     },
     workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, Work, WorkItem},
 };

@@ -22,7 +22,10 @@ use kernel::{
     prelude::*,
     sync::{Arc, Mutex},
     virtio::{
-        msg::Bus,
+        msg::{
+            recording::{records, Record},
+            Bus,
+        },
         transport::{DeviceId, Unregistered},
     },
 };
@@ -30,7 +33,6 @@ use kernel::{
 use crate::{
     bus::BusHandle,
     device::{MsgDevice, MsgTransport},
-    recording::{records, Record},
     stats::Stats,
     tests::test_bus,
     wire::{transport_id as id, HEADER_SIZE},

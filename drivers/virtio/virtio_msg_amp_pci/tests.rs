@@ -8,13 +8,18 @@
 //! reply matching as the FIFO uses; the FIFO count is checked against the BAR1 sizes a device
 //! can have. The queues themselves are covered by `virtio_msg_spsc`.
 
-use kernel::{prelude::*, virtio::msg::exchange::Correlate};
+use kernel::{
+    prelude::*,
+    virtio::msg::{
+        exchange::Correlate,
+        recording::{records, Record},
+    },
+};
 
 use crate::{
     correlate::{Awaited, BusReplies, BusReply, Late},
     enumerate::{DevicesReply, Enumeration, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
     layout::{fifos_in_bar, LayoutError, FIFO_WINDOW, MAX_MSG_SIZE},
-    recording::{records, Record},
     wire::{DecodeError, Frame, Message},
 };
 

@@ -41,6 +41,10 @@ use crate::{
 use core::ops::Range;
 
 pub mod exchange;
+/// The reader of the device model's recorded exchanges, which the KUnit suites of the
+/// transport and of its buses replay (and the userspace tools, from the same file).
+#[cfg(CONFIG_KUNIT)]
+pub mod recording;
 pub mod wire;
 
 /// The `modname` part of the auxiliary device name of every virtio-msg bus.

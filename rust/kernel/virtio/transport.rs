@@ -47,7 +47,7 @@
 //! drop(registration);               // unbinds the driver, unregisters the device
 //! ```
 
-use super::{as_interrupt, feature, Device, Features};
+use super::{as_interrupt, feature, Features};
 use crate::{
     alloc::KVec,
     bindings,
@@ -62,6 +62,72 @@ use crate::{
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
+
+/// A `struct virtio_device`, as seen by the transport that registered it.
+///
+/// # Invariants
+///
+/// `self.0` is a valid `struct virtio_device` allocated by [`Unregistered::new`].
+/// Its locks and lists may not be initialised yet (the virtio core calls the status ops on the
+/// failure path of `register_virtio_device()` before initialising them), so nothing here uses
+/// them; see [`Handle::break_device`] for what does.
+#[repr(transparent)]
+pub struct Device(Opaque<bindings::virtio_device>);
+
+impl Device {
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid `virtio_device` allocated by [`Unregistered::new`]
+    /// that stays valid for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
+        // SAFETY: `Device` is a transparent wrapper of `virtio_device`; validity is guaranteed
+        // by the caller.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// The C `struct virtio_device`.
+    pub fn as_raw(&self) -> *mut bindings::virtio_device {
+        self.0.get()
+    }
+
+    /// Sets feature `bit` in the negotiated features; for transport bits the virtio core leaves
+    /// to the transport. Called from `finalize_features`, before the device is told.
+    pub(crate) fn set_feature(&self, bit: u32) {
+        let mut f = self.features();
+        f.set(bit);
+        // SAFETY: `as_raw()` is valid by the type invariant, so is the array the helper returns;
+        // the virtio core does not touch the features while it waits in `finalize_features`.
+        unsafe { *self.features_array() = f.0 };
+    }
+
+    /// The features negotiated so far (what the driver accepted, once finalised).
+    pub fn features(&self) -> Features {
+        // SAFETY: `as_raw()` is valid by the type invariant, so is the array the helper returns;
+        // the feature words are plain integers written by the virtio core before it calls into
+        // the transport.
+        Features(unsafe { *self.features_array() })
+    }
+
+    /// The device's feature words (`virtio_device::features_array`, which a union shares with
+    /// the first word's older name), through a C helper rather than bindgen's name for the
+    /// union.
+    fn features_array(&self) -> *mut [u64; Features::WORDS] {
+        // SAFETY: `as_raw()` is valid by the type invariant.
+        unsafe { bindings::virtio_features_array(self.as_raw()) }.cast()
+    }
+
+    /// Whether feature `bit` has been negotiated.
+    pub fn has_feature(&self, bit: u32) -> bool {
+        self.features().has(bit)
+    }
+}
+
+impl AsRef<device::Device> for Device {
+    fn as_ref(&self) -> &device::Device {
+        // SAFETY: `as_raw()` is valid by the type invariant, so is its embedded `struct device`.
+        unsafe { device::Device::from_raw(&raw mut (*self.as_raw()).dev) }
+    }
+}
 
 /// virtio device and vendor ids of a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

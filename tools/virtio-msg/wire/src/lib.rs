@@ -20,5 +20,5 @@ pub use wire::*;
 pub mod wire_vectors;
 
 /// Reader of the device model recordings, shared with the KUnit replay suites.
-#[path = "../../../../drivers/virtio/virtio_msg/recording.rs"]
+#[path = "../../../../rust/kernel/virtio/msg/recording.rs"]
 pub mod recording;

@@ -12,7 +12,6 @@
 
 use kernel::{prelude::*, virtio::msg::wire};
 
-#[path = "virtio_msg/wire_vectors.rs"]
 pub mod wire_vectors;
 
 module! {

@@ -2,14 +2,13 @@
 
 //! KUnit suite for the SPSC queues of the virtio-msg AMP PCI device.
 //!
-//! Runs `virtio_msg_amp_pci/spsc.rs`, as compiled for the kernel, over a queue in ordinary memory
+//! Runs `spsc.rs`, the same file the bus driver compiles, over a queue in ordinary memory
 //! that the tests also write behind its back, the way a hostile peer would.
 
 use core::cell::Cell;
 use kernel::prelude::*;
 
 /// The queue logic shared with the device emulator.
-#[path = "virtio_msg_amp_pci/spsc.rs"]
 pub mod spsc;
 
 module! {

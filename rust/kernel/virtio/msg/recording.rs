@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! Reader of the device model recordings (`device-model/*.txt` beside this file).
+//! Reader of the device model recordings (`drivers/virtio/virtio_msg/device-model/*.txt`).
 //!
 //! The recordings are byte-exact exchanges with QEMU's `virtio-msg-amp-pci`: a request put on a
 //! FIFO's driver queue, one doorbell, and every reply the device model put on the device queue

@@ -31,29 +31,16 @@ use kernel::{
     virtio::msg::{new_bus_id, wire, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME},
 };
 
-// A module crate's root is resolved like `lib.rs`: name the files of `virtio_msg_amp_pci/`.
-#[path = "virtio_msg_amp_pci/correlate.rs"]
 mod correlate;
-#[path = "virtio_msg_amp_pci/enumerate.rs"]
 mod enumerate;
-#[path = "virtio_msg_amp_pci/fifo.rs"]
 mod fifo;
 /// The layout of BAR1, shared with the device emulator.
-#[path = "virtio_msg_amp_pci/layout.rs"]
 pub mod layout;
-/// Reader of the device model recordings that the KUnit suite replays.
-#[cfg(CONFIG_VIRTIO_MSG_AMP_PCI_KUNIT_TEST)]
-#[path = "virtio_msg/recording.rs"]
-pub mod recording;
-#[path = "virtio_msg_amp_pci/regs.rs"]
 mod regs;
-#[path = "virtio_msg_amp_pci/shared.rs"]
 mod shared;
 /// The queues in shared memory, shared with the device emulator.
-#[path = "virtio_msg_amp_pci/spsc.rs"]
 pub mod spsc;
 #[cfg(CONFIG_VIRTIO_MSG_AMP_PCI_KUNIT_TEST)]
-#[path = "virtio_msg_amp_pci/tests.rs"]
 mod tests;
 
 use fifo::{Fifo, FifoIrq, FifoLoss, RegsBar, Timeouts};

@@ -26,26 +26,14 @@ use kernel::{
     virtio::msg::{wire, BusLink, Connection, Receiver, AUXILIARY_MODNAME, AUXILIARY_NAME},
 };
 
-// A module crate's root is resolved like `lib.rs`: name the files of `virtio_msg/`.
-#[path = "virtio_msg/bus.rs"]
 mod bus;
-#[path = "virtio_msg/device.rs"]
 mod device;
-#[path = "virtio_msg/ratelimit.rs"]
 mod ratelimit;
-/// Reader of the device model recordings that the KUnit suite `virtio_msg_replay` replays.
 #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
-#[path = "virtio_msg/recording.rs"]
-pub mod recording;
-#[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
-#[path = "virtio_msg/replay_tests.rs"]
 mod replay_tests;
-#[path = "virtio_msg/request.rs"]
 mod request;
-#[path = "virtio_msg/stats.rs"]
 mod stats;
 #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
-#[path = "virtio_msg/tests.rs"]
 mod tests;
 
 use bus::{BusCore, BusHandle};
