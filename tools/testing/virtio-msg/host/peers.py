@@ -3,8 +3,9 @@
 """What the devices of the device-kind fault tests talk to on this host.
 
   peers.py console SOCKET OUT   connect to the emulator's console socket
-                                (retrying until it exists) and append every
-                                byte the guest writes to OUT
+                                (retrying until it exists, and again when a
+                                connection ends) and append every byte the
+                                guest writes to OUT; connections are logged
   peers.py echo PORT            TCP echo server (any number of connections):
                                 traffic both ways for as long as a guest sends
   peers.py digest PORT          TCP server: reads a decimal length and a
@@ -22,23 +23,33 @@ import time
 DEADLINE = time.time() + 600
 
 
+def log(what):
+    print(f"{time.strftime('%H:%M:%S')} peers.py {what}", file=sys.stderr, flush=True)
+
+
 def console(path, out):
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            break
-        except OSError:
-            s.close()
-            if time.time() > DEADLINE:
-                return
-            time.sleep(0.2)
+    """Appends what the emulator's console sends to OUT; connects again whenever a
+    connection ends (the emulator drops a client it cannot write to)."""
     with open(out, "ab", buffering=0) as f:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return
-            f.write(chunk)
+        while time.time() < DEADLINE:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+            except OSError:
+                s.close()
+                time.sleep(0.2)
+                continue
+            log(f"console: connected to {path}")
+            received = 0
+            try:
+                while chunk := s.recv(65536):
+                    f.write(chunk)
+                    received += len(chunk)
+            except OSError as e:
+                log(f"console: {e}")
+            log(f"console: connection ended after {received} bytes")
+            s.close()
+            time.sleep(0.2)
 
 
 def serve(port, handle):

@@ -219,6 +219,7 @@ impl<M: GuestAddressSpace> Console<M> {
         {
             if let Ok((stream, _)) = listener.accept() {
                 if stream.set_nonblocking(true).is_ok() {
+                    log::info!("console: host client connected");
                     *client = Some(stream);
                     self.congested = false;
                 }
@@ -228,7 +229,12 @@ impl<M: GuestAddressSpace> Console<M> {
 
     fn disconnect(&mut self) {
         if let Host::Socket { client, .. } = &mut self.host {
-            *client = None;
+            if client.take().is_some() {
+                log::info!(
+                    "console: host client gone ({} bytes of output dropped so far)",
+                    self.stats.output_dropped
+                );
+            }
         }
         self.congested = false;
     }
@@ -401,6 +407,9 @@ impl<M: GuestAddressSpace> Console<M> {
                 client: Some(c), ..
             } => c.as_raw_fd(),
             Host::Socket { client: None, .. } => {
+                if self.stats.output_dropped == 0 {
+                    log::info!("console: output with no host client connected is dropped");
+                }
                 self.stats.output_dropped += data.len() as u64;
                 return;
             }
