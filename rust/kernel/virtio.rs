@@ -12,7 +12,11 @@
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h),
 //! [`include/linux/virtio_ring.h`](srctree/include/linux/virtio_ring.h)
 
-use crate::{bindings, interrupt::local_interrupt_disable, types::NotThreadSafe};
+use crate::{
+    bindings,
+    interrupt::{local_interrupt_disable, LocalInterruptDisabled},
+    types::NotThreadSafe,
+};
 
 pub mod transport;
 
@@ -21,21 +25,26 @@ pub mod msg;
 
 /// Runs `f` the way an interrupt handler runs: with interrupts disabled and, when called from
 /// process context, with bottom halves disabled around it, so that what `f` raises (a NAPI
-/// poll, say) runs as soon as it returns rather than whenever `ksoftirqd` gets to it.
+/// poll, say) runs as soon as it returns rather than whenever `ksoftirqd` gets to it. `f` gets
+/// the token of the disabled interrupts, to take interrupt-safe locks with
+/// ([`SpinLockIrq::lock_with`](crate::sync::SpinLockIrq::lock_with)).
 ///
 /// A transport delivers the device's interrupts (virtqueue callbacks, configuration changes)
-/// from its hard interrupt handler, where this costs nothing; a transport or test that delivers
-/// from process context wraps the delivery in this.
-pub fn as_interrupt<R>(f: impl FnOnce() -> R) -> R {
+/// from its hard interrupt handler, which has the token already
+/// ([`LocalInterruptDisabled::assume_disabled`]); a transport or test that delivers from process
+/// context (or from a threaded handler) wraps the delivery in this.
+pub fn as_interrupt<R>(f: impl FnOnce(&LocalInterruptDisabled) -> R) -> R {
     // SAFETY: Reading the interrupt state has no preconditions.
     if unsafe { bindings::irqs_disabled() } {
-        return f();
+        // SAFETY: Interrupts are disabled, and `f`, which runs as an interrupt handler runs,
+        // does not enable them.
+        return f(unsafe { LocalInterruptDisabled::assume_disabled() });
     }
-    // Dropped last: interrupts are restored first, and bottom halves are enabled with
-    // interrupts enabled, as `local_bh_enable()` requires.
     let bh = BottomHalvesDisabled::new();
     let irq = local_interrupt_disable();
-    let result = f();
+    let result = f(&irq);
+    // Interrupts first: bottom halves are enabled with interrupts enabled, as
+    // `local_bh_enable()` requires.
     drop(irq);
     drop(bh);
     result

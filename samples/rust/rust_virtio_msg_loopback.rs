@@ -34,10 +34,13 @@ use kernel::{
     },
     time::{delay::fsleep, Delta},
     types::ForLt,
-    virtio::msg::{
-        new_bus_id,
-        wire::{DeviceInfo, Frame, Message, VqueueInfo, Words},
-        Bus, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME,
+    virtio::{
+        as_interrupt,
+        msg::{
+            new_bus_id,
+            wire::{DeviceInfo, Frame, Message, VqueueInfo, Words},
+            Bus, BusLink, AUXILIARY_MODNAME, AUXILIARY_NAME,
+        },
     },
     workqueue::{self, Work, WorkItem},
 };
@@ -544,7 +547,8 @@ impl LoopbackDevice {
         };
         let link = self.link.lock().clone();
         if let (Some(link), Some(bytes)) = (link, buf.get(..len)) {
-            link.deliver(bytes);
+            // From the device side's work item: as an interrupt handler would.
+            as_interrupt(|irq| link.deliver(bytes, irq));
         }
     }
 

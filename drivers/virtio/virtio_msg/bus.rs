@@ -26,7 +26,9 @@ use kernel::{
     alloc::{kvec::PushError, KVec},
     device::{self, Bound},
     devres::Devres,
-    impl_has_work, new_mutex, new_spinlock_irq, new_work,
+    impl_has_work,
+    interrupt::LocalInterruptDisabled,
+    new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     revocable::Revocable,
     sync::{
@@ -197,8 +199,9 @@ impl BusHandle {
     }
 
     /// Decodes and routes one delivered message (`bytes` may run past its `msg_size`: a bus
-    /// may hand on a whole slot). Any context, the bus's interrupt handler included.
-    pub(crate) fn deliver(&self, bytes: &[u8]) {
+    /// may hand on a whole slot). With interrupts disabled (`irq`): the bus's interrupt
+    /// handler, or as from one.
+    pub(crate) fn deliver(&self, bytes: &[u8], irq: &LocalInterruptDisabled) {
         let Ok((header, frame)) = Frame::decode_with_header(bytes) else {
             return self.stats.dropped(Dropped::Malformed);
         };
@@ -208,9 +211,9 @@ impl BusHandle {
         }
         self.stats.received(header.msg_id);
         let len = usize::from(header.msg_size).min(bytes.len());
-        let routes = self.routes.lock();
+        let routes = self.routes.lock_with(irq);
         match routes.get(usize::from(header.dev_num)) {
-            Some(Some(dev)) => dev.receive(&header, &frame, bytes.get(..len).unwrap_or(bytes)),
+            Some(Some(dev)) => dev.receive(&header, &frame, bytes.get(..len).unwrap_or(bytes), irq),
             _ => self.stats.dropped(Dropped::NoDevice),
         }
     }
@@ -535,8 +538,8 @@ impl BusCore {
 }
 
 impl Receiver for BusCore {
-    fn receive(&self, msg: &[u8]) {
-        self.handle.deliver(msg);
+    fn receive(&self, msg: &[u8], irq: &LocalInterruptDisabled) {
+        self.handle.deliver(msg, irq);
     }
 
     fn device_added(&self, parent: &device::Device<Bound>, dev_num: u16) {

@@ -33,6 +33,7 @@
 use kernel::{
     alloc::KVec,
     impl_has_work,
+    interrupt::LocalInterruptDisabled,
     io::poll::read_poll_timeout,
     new_mutex, new_spinlock_irq, new_work,
     prelude::*,
@@ -618,11 +619,17 @@ impl MsgDevice {
     }
 
     /// A transport message for this device, from the bus: in its interrupt handler, or as
-    /// from one (interrupts disabled, must not sleep).
-    pub(crate) fn receive(&self, header: &Header, frame: &Frame<'_>, bytes: &[u8]) {
+    /// from one (interrupts disabled, `irq`; must not sleep).
+    pub(crate) fn receive(
+        &self,
+        header: &Header,
+        frame: &Frame<'_>,
+        bytes: &[u8],
+        irq: &LocalInterruptDisabled,
+    ) {
         let stats = self.bus.stats();
         if header.kind == Kind::Response {
-            if let Err(why) = self.req.complete(header, bytes) {
+            if let Err(why) = self.req.complete(header, bytes, irq) {
                 stats.dropped(why);
             }
             return;
@@ -631,8 +638,8 @@ impl MsgDevice {
             Message::EventUsed { vq_index } => {
                 self.used_events.add(1, Relaxed);
                 let ran = u16::try_from(vq_index).is_ok_and(|i| {
-                    let handle = self.handle.lock();
-                    handle.as_ref().is_some_and(|h| h.queue_interrupt(i))
+                    let handle = self.handle.lock_with(irq);
+                    handle.as_ref().is_some_and(|h| h.queue_interrupt(i, irq))
                 });
                 if !ran {
                     stats.dropped(Dropped::NoQueue);
@@ -647,7 +654,7 @@ impl MsgDevice {
                 self.event_since_answer.store(true, Relaxed);
                 self.note_generation(generation);
                 self.config_changes.add(1, Relaxed);
-                let handle = self.handle.lock();
+                let handle = self.handle.lock_with(irq);
                 let Some(h) = handle.as_ref() else { return };
                 if device_status & u32::from(status::NEEDS_RESET) != 0 {
                     let current = self.status.load(Relaxed);

@@ -22,6 +22,7 @@ use kernel::{
     prelude::*,
     sync::{Arc, Mutex},
     virtio::{
+        as_interrupt,
         msg::{
             recording::{records, Record},
             Bus,
@@ -209,7 +210,7 @@ impl Bus for ReplayBus {
         if let Some(h) = handle {
             for reply in replies.iter() {
                 let len = usize::from(u16::from_le_bytes([reply[6], reply[7]])).min(MAX_MSG);
-                h.deliver(&reply[..len]);
+                as_interrupt(|irq| h.deliver(&reply[..len], irq));
             }
         }
         Ok(())

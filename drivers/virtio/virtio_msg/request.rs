@@ -39,6 +39,7 @@
 
 use kernel::{
     alloc::KVec,
+    interrupt::LocalInterruptDisabled,
     new_exchange, new_mutex,
     prelude::*,
     sync::{
@@ -405,7 +406,12 @@ impl Requester {
 
     /// Offers a received response (already decoded, `bytes` is the whole message). Wakes the
     /// waiter if it is the awaited one; otherwise says why it was dropped.
-    pub(crate) fn complete(&self, header: &Header, bytes: &[u8]) -> Result<(), Dropped> {
-        self.exchange.offer((header, bytes))
+    pub(crate) fn complete(
+        &self,
+        header: &Header,
+        bytes: &[u8],
+        irq: &LocalInterruptDisabled,
+    ) -> Result<(), Dropped> {
+        self.exchange.offer((header, bytes), irq)
     }
 }

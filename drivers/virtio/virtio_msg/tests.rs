@@ -26,6 +26,7 @@ use kernel::{
     time::{Delta, Instant, Monotonic},
     types::Opaque,
     virtio::{
+        as_interrupt,
         msg::{Bus, BusLink, Receiver},
         status,
         transport::{DeviceId, Registration, Unregistered},
@@ -549,14 +550,14 @@ impl Fake {
                 // A whole slot, as the AMP PCI bus hands it on: junk after `msg_size`.
                 let mut slot = [0xa5u8; MAX_MSG];
                 slot[..bytes.len()].copy_from_slice(bytes);
-                let counter = if in_hard_irq(&mut || h.deliver(&slot)) {
+                let counter = if in_hard_irq(&mut || as_interrupt(|irq| h.deliver(&slot, irq))) {
                     &self.in_irq
                 } else {
                     &self.not_in_irq
                 };
                 counter.add(1, Relaxed);
             } else {
-                h.deliver(bytes);
+                as_interrupt(|irq| h.deliver(bytes, irq));
             }
         }
     }
@@ -834,7 +835,9 @@ mod cases {
         // model does): the window is outdated.
         t.fake.state.lock().config[30] = 0x11;
         let (event, n) = event_config(0, 7, 30, 1)?;
-        assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
+        assert!(in_hard_irq(&mut || as_interrupt(|irq| t
+            .handle
+            .deliver(&event[..n], irq))));
         dev.get_config(30, &mut field[..1]).map_err(Error::from)?;
         assert_eq!(field[0], 0x11);
         assert_eq!(t.fake.sent(id::GET_CONFIG), 3);
@@ -1186,7 +1189,9 @@ mod cases {
         ];
         for (slot, why) in slots {
             let before = t.stats.dropped_count(why);
-            assert!(in_hard_irq(&mut || t.handle.deliver(&slot)));
+            assert!(in_hard_irq(&mut || as_interrupt(|irq| t
+                .handle
+                .deliver(&slot, irq))));
             assert_eq!(t.stats.dropped_count(why), before + 1);
         }
         // Nothing was taken for an answer: the device still works.
@@ -1200,9 +1205,11 @@ mod cases {
         let t = Setup::new(30)?;
         let dev = t.probe()?;
         // Garbage.
-        t.handle.deliver(&[0xff, 0x01, 0x02]);
-        t.handle
-            .deliver(&[0x01, 0x07, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00]);
+        as_interrupt(|irq| t.handle.deliver(&[0xff, 0x01, 0x02], irq));
+        as_interrupt(|irq| {
+            t.handle
+                .deliver(&[0x01, 0x07, 0x01, 0x00, 0x00, 0x00, 0x30, 0x00], irq)
+        });
         assert_eq!(t.stats.dropped_count(Dropped::Malformed), 2);
 
         // A response nobody asked for.
@@ -1213,7 +1220,7 @@ mod cases {
             msg: Message::DeviceStatus { status: 1 },
         };
         let n = unsolicited.encode(&mut out).map_err(|_| EINVAL)?;
-        t.handle.deliver(&out[..n]);
+        as_interrupt(|irq| t.handle.deliver(&out[..n], irq));
         assert_eq!(t.stats.dropped_count(Dropped::Unsolicited), 1);
 
         // A response to a request that timed out: arrives late, is dropped, and the next
@@ -1230,7 +1237,7 @@ mod cases {
             },
         };
         let n = late.encode(&mut out).map_err(|_| EINVAL)?;
-        t.handle.deliver(&out[..n]);
+        as_interrupt(|irq| t.handle.deliver(&out[..n], irq));
         assert_eq!(t.stats.dropped_count(Dropped::Late), 1);
         assert_eq!(dev.set_status(3).map_err(Error::from)?, 3);
 
@@ -1241,7 +1248,7 @@ mod cases {
             msg: Message::EventUsed { vq_index: 0 },
         };
         let n = stray.encode(&mut out).map_err(|_| EINVAL)?;
-        t.handle.deliver(&out[..n]);
+        as_interrupt(|irq| t.handle.deliver(&out[..n], irq));
         assert_eq!(t.stats.dropped_count(Dropped::NoDevice), 1);
 
         // EVENT_USED for a device without queues.
@@ -1251,7 +1258,7 @@ mod cases {
             msg: Message::EventUsed { vq_index: 0 },
         };
         let n = used.encode(&mut out).map_err(|_| EINVAL)?;
-        t.handle.deliver(&out[..n]);
+        as_interrupt(|irq| t.handle.deliver(&out[..n], irq));
         assert_eq!(t.stats.dropped_count(Dropped::NoQueue), 1);
         Ok(())
     }
@@ -1583,7 +1590,9 @@ mod cases {
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
         let needs_reset = || -> Result {
             let (event, n) = event_config(status::NEEDS_RESET, 7, 0, 0)?;
-            assert!(in_hard_irq(&mut || t.handle.deliver(&event[..n])));
+            assert!(in_hard_irq(&mut || as_interrupt(|irq| t
+                .handle
+                .deliver(&event[..n], irq))));
             Ok(())
         };
         // Each time: reset, then broken (in that order: a broken queue must not be written

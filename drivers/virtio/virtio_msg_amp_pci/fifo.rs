@@ -30,7 +30,7 @@ use kernel::{
     device::{Bound, Device},
     devres::Devres,
     impl_has_work,
-    interrupt::local_interrupt_disable,
+    interrupt::{local_interrupt_disable, LocalInterruptDisabled},
     io::{register::Array, Io},
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
     new_exchange, new_mutex, new_spinlock, new_spinlock_irq, new_work, pci,
@@ -42,7 +42,10 @@ use kernel::{
         Arc, Mutex, SpinLock, SpinLockIrq,
     },
     time::{delay::fsleep, Delta},
-    virtio::msg::{exchange::Exchange, Bus, BusLink},
+    virtio::{
+        as_interrupt,
+        msg::{exchange::Exchange, Bus, BusLink},
+    },
     workqueue::{self, Work, WorkItem},
 };
 
@@ -281,7 +284,7 @@ impl Fifo {
 
     /// Copies `msg` into the driver queue. Returns whether the caller must ring the doorbell
     /// (with [`Fifo::ring`]); otherwise a doorbell in progress elsewhere will cover it.
-    fn push(&self, msg: &[u8]) -> Result<bool> {
+    fn push(&self, msg: &[u8], irq: &LocalInterruptDisabled) -> Result<bool> {
         if msg.len() > MAX_MSG_SIZE {
             return Err(EMSGSIZE);
         }
@@ -289,7 +292,7 @@ impl Fifo {
             return Err(ENODEV);
         }
         let pushed = {
-            let mut tx = self.tx.lock();
+            let mut tx = self.tx.lock_with(irq);
             tx.queue.push(msg).map(|()| {
                 let ring = !tx.ringing;
                 tx.ringing = true;
@@ -327,11 +330,11 @@ impl Fifo {
 
     /// Rings the doorbell, again as long as other senders queued messages meanwhile (see
     /// [`Tx`]): the device looks at the driver queue after the last of them.
-    fn ring(&self) {
+    fn ring(&self, irq: &LocalInterruptDisabled) {
         for round in 1.. {
             self.doorbell();
             let (again, more) = {
-                let mut tx = self.tx.lock();
+                let mut tx = self.tx.lock_with(irq);
                 let more = core::mem::take(&mut tx.more);
                 // Past the last round, give up the doorbell: whoever queues next rings.
                 tx.ringing = more && round < RING_ROUNDS;
@@ -353,9 +356,9 @@ impl Fifo {
     /// sender on the same CPU that then spins for the device's answer (virtio-console waits
     /// for its buffer with interrupts off) would wait for a doorbell that never comes.
     fn push_and_ring(&self, msg: &[u8]) -> Result {
-        let _irq = local_interrupt_disable();
-        if self.push(msg)? {
-            self.ring();
+        let irq = local_interrupt_disable();
+        if self.push(msg, &irq)? {
+            self.ring(&irq);
         }
         Ok(())
     }
@@ -365,31 +368,31 @@ impl Fifo {
     /// queued meanwhile. Rung before anything else of the drain runs: a delivery may print,
     /// and a console on a virtio-msg device spins, interrupts off, until its buffer comes
     /// back, which it would not without the doorbell.
-    fn ring_pending(&self, ring: &mut bool) {
+    fn ring_pending(&self, ring: &mut bool, irq: &LocalInterruptDisabled) {
         if core::mem::take(ring) {
-            self.tx.lock().more = false;
-            self.ring();
+            self.tx.lock_with(irq).more = false;
+            self.ring(irq);
         }
     }
 
     /// Takes up to `budget` messages off the device queue and hands each on: transport
     /// messages to `link`, bus replies to the waiting [`Fifo::bus_request`], PINGs answered
     /// (one doorbell for answers in a row). Called by the interrupt handler and its thread.
-    fn drain(&self, link: &BusLink, budget: u32) -> Drained {
+    fn drain(&self, link: &BusLink, budget: u32, irq: &LocalInterruptDisabled) -> Drained {
         if self.stopped() {
             return Drained::Nothing;
         }
         let (mut any, mut ring) = (false, false);
         // The slot copy in `drain` is the one copy out of shared memory: nothing reads a slot
         // in place.
-        let mut rx = self.rx.lock();
+        let mut rx = self.rx.lock_with(irq);
         let drained = rx.drain(budget, |slot| {
             any = true;
-            self.dispatch(link, slot, &mut ring);
+            self.dispatch(link, slot, &mut ring, irq);
         });
         // Under `rx`, with interrupts off: nothing can run between the answers and their
         // doorbell on this CPU.
-        self.ring_pending(&mut ring);
+        self.ring_pending(&mut ring, irq);
         drop(rx);
         match drained {
             Ok(true) => Drained::More,
@@ -406,24 +409,30 @@ impl Fifo {
     /// be a message; the transport decodes them (the header's `msg_size` says where the
     /// message ends) and counts what is malformed. `ring`: PING answers wait for a doorbell
     /// (see [`Fifo::ring_pending`]).
-    fn dispatch(&self, link: &BusLink, slot: &[u8; SLOT_BYTES], ring: &mut bool) {
+    fn dispatch(
+        &self,
+        link: &BusLink,
+        slot: &[u8; SLOT_BYTES],
+        ring: &mut bool,
+        irq: &LocalInterruptDisabled,
+    ) {
         inc(&self.stats.received);
         let Some(msg) = slot.first_chunk::<MAX_MSG_SIZE>() else {
             return;
         };
         if msg[0] & TYPE_BUS != 0 {
-            self.bus_message(msg, ring);
+            self.bus_message(msg, ring, irq);
             return;
         }
-        self.ring_pending(ring);
-        if !link.deliver(msg) {
+        self.ring_pending(ring, irq);
+        if !link.deliver(msg, irq) {
             inc(&self.stats.undelivered);
         }
     }
 
     /// A bus message from the device, decoded once: a PING is answered, otherwise only replies
     /// to our own request are expected.
-    fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE], ring: &mut bool) {
+    fn bus_message(&self, msg: &[u8; MAX_MSG_SIZE], ring: &mut bool, irq: &LocalInterruptDisabled) {
         let frame = Frame::decode_lenient(msg);
         if let Ok(Frame {
             token,
@@ -431,14 +440,14 @@ impl Fifo {
             ..
         }) = frame
         {
-            *ring |= self.pong(token, data);
+            *ring |= self.pong(token, data, irq);
             return;
         }
-        self.ring_pending(ring);
+        self.ring_pending(ring, irq);
         let Some(reply) = frame.as_ref().ok().and_then(BusReply::from_frame) else {
             return inc(&self.stats.unexpected_bus);
         };
-        if self.bus_exchange.offer(reply).is_err() {
+        if self.bus_exchange.offer(reply, irq).is_err() {
             inc(&self.stats.late_bus);
         }
     }
@@ -447,7 +456,7 @@ impl Fifo {
     /// doorbell falls to the caller. Called from the interrupt handler, so it cannot wait for
     /// room: with the driver queue full the answer is dropped (counted), as the device model
     /// drops replies when its own queue is full.
-    fn pong(&self, token: u16, data: u32) -> bool {
+    fn pong(&self, token: u16, data: u32, irq: &LocalInterruptDisabled) -> bool {
         let mut buf = [0u8; MAX_MSG_SIZE];
         let frame = Frame {
             dev_num: 0,
@@ -457,7 +466,7 @@ impl Fifo {
         let queued = frame
             .encode(&mut buf)
             .map_err(|_| EINVAL)
-            .and_then(|len| self.push(buf.get(..len).unwrap_or_default()));
+            .and_then(|len| self.push(buf.get(..len).unwrap_or_default(), irq));
         match queued {
             Ok(ring) => {
                 inc(&self.stats.pings_answered);
@@ -730,8 +739,11 @@ impl ThreadedHandler for FifoIrq {
     /// device that keeps raising it is then a storm the kernel's spurious interrupt
     /// detection ends.
     fn handle(&self, _dev: &Device<Bound>) -> ThreadedIrqReturn {
+        // SAFETY: A hard interrupt handler runs with interrupts disabled, until it returns (the
+        // driver does not depend on PREEMPT_RT, where it would be a thread).
+        let irq = unsafe { LocalInterruptDisabled::assume_disabled() };
         inc(&self.fifo.stats.interrupts);
-        match self.fifo.drain(&self.link, HARD_BUDGET) {
+        match self.fifo.drain(&self.link, HARD_BUDGET, irq) {
             Drained::More => {
                 inc(&self.fifo.stats.threaded);
                 ThreadedIrqReturn::WakeThread
@@ -748,7 +760,7 @@ impl ThreadedHandler for FifoIrq {
     /// interrupts enabled in between.
     fn handle_threaded(&self, _dev: &Device<Bound>) -> IrqReturn {
         for _ in 0..THREAD_BUDGET / HARD_BUDGET {
-            if self.fifo.drain(&self.link, HARD_BUDGET) != Drained::More {
+            if as_interrupt(|irq| self.fifo.drain(&self.link, HARD_BUDGET, irq)) != Drained::More {
                 break;
             }
         }

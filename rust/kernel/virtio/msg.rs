@@ -25,11 +25,11 @@
 //! encode and decode them: the bus needs no knowledge of their meaning beyond what it owns (the
 //! header's token, the bus messages it handles itself).
 
-use super::as_interrupt;
 use crate::{
     alloc::KVec,
     device::{Bound, Device},
     devres::Devres,
+    interrupt::LocalInterruptDisabled,
     new_condvar, new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
@@ -108,10 +108,10 @@ pub fn new_bus_id() -> u32 {
 pub trait Receiver: Send + Sync {
     /// One message from the device side, copied out of the bus into memory the device cannot
     /// change; it may be followed by the rest of the bus's slot (the header's `msg_size` says where
-    /// the message ends). Called with interrupts disabled, from the bus's hard interrupt handler or
-    /// as from one ([`as_interrupt`]): must not sleep, and should be short (it runs virtqueue
-    /// callbacks, as virtio-pci's interrupt handler does).
-    fn receive(&self, msg: &[u8]);
+    /// the message ends). Called with interrupts disabled (`irq`), from the bus's hard interrupt
+    /// handler or as from one ([`as_interrupt`](super::as_interrupt)): must not sleep, and should be short (it runs
+    /// virtqueue callbacks, as virtio-pci's interrupt handler does).
+    fn receive(&self, msg: &[u8], irq: &LocalInterruptDisabled);
 
     /// Device number `dev_num` appeared on the bus, whose device is `parent`. Process context;
     /// may sleep (the transport probes the device, so the bus must not call this from the
@@ -226,16 +226,16 @@ impl BusLink {
     /// Bus side: delivers a message from the device side. Returns `false` if no transport is
     /// connected (the message is dropped; the bus should count it).
     ///
-    /// Any context: meant for the bus's hard interrupt handler; elsewhere the receiver runs
-    /// as from an interrupt ([`as_interrupt`]).
-    pub fn deliver(&self, msg: &[u8]) -> bool {
-        as_interrupt(|| match &*self.receiver.lock() {
+    /// With interrupts disabled (`irq`): from the bus's hard interrupt handler, which has the
+    /// token already, or as from one ([`as_interrupt`](super::as_interrupt)).
+    pub fn deliver(&self, msg: &[u8], irq: &LocalInterruptDisabled) -> bool {
+        match &*self.receiver.lock_with(irq) {
             Some(receiver) => {
-                receiver.receive(msg);
+                receiver.receive(msg, irq);
                 true
             }
             None => false,
-        })
+        }
     }
 
     /// Bus side: device number `dev_num` exists. Tells the transport, if one is connected.

@@ -55,6 +55,7 @@ use crate::{
     devres::Devres,
     error::{from_result, VTABLE_DEFAULT_ERROR},
     ffi::{c_char, c_int, c_uint, c_void},
+    interrupt::LocalInterruptDisabled,
     new_spinlock_irq,
     page::PAGE_SIZE,
     prelude::*,
@@ -353,18 +354,17 @@ impl<T: Transport> Handle<T> {
     /// Runs the callback of queue `index` for its used buffers. Returns whether the queue
     /// exists (`false`: no such queue, or not created yet, or already deleted).
     ///
-    /// Any context; the callback runs as from an interrupt (see the module documentation).
-    pub fn queue_interrupt(&self, index: u16) -> bool {
-        as_interrupt(|| {
-            let queues = self.0.queues.lock();
-            let Some(Queue { vq, active: true }) = queues.get(usize::from(index)) else {
-                return false;
-            };
-            // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock
-            // before deleting it.
-            unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
-            true
-        })
+    /// With interrupts disabled (`irq`): from the transport's interrupt handler or as from one
+    /// ([`as_interrupt`]; see the module documentation).
+    pub fn queue_interrupt(&self, index: u16, irq: &LocalInterruptDisabled) -> bool {
+        let queues = self.0.queues.lock_with(irq);
+        let Some(Queue { vq, active: true }) = queues.get(usize::from(index)) else {
+            return false;
+        };
+        // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock before
+        // deleting it.
+        unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
+        true
     }
 
     /// Looks at every queue for used buffers whose notification never came, and runs the
@@ -373,8 +373,8 @@ impl<T: Transport> Handle<T> {
     ///
     /// For a transport whose notifications can be lost. Any context.
     pub fn poll_queues(&self) -> u32 {
-        as_interrupt(|| {
-            let queues = self.0.queues.lock();
+        as_interrupt(|irq| {
+            let queues = self.0.queues.lock_with(irq);
             let mut found = 0;
             for q in queues.iter() {
                 if let Queue { vq, active: true } = q {

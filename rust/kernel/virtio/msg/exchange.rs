@@ -18,6 +18,7 @@
 //!   for it can reach a later request.
 
 use crate::{
+    interrupt::LocalInterruptDisabled,
     prelude::*,
     sync::{Completion, LockClassKey, SpinLockIrq, SpinLockIrqGuard},
     time::Delta,
@@ -77,7 +78,7 @@ pub use new_exchange;
 ///     new_exchange,
 ///     prelude::*,
 ///     time::Delta,
-///     virtio::msg::exchange::Correlate, //
+///     virtio::{as_interrupt, msg::exchange::Correlate}, //
 /// };
 ///
 /// /// Replies echo a number; a request waits for its own.
@@ -120,9 +121,12 @@ pub use new_exchange;
 /// let answered = exchange.request(
 ///     7,
 ///     || {
-///         // A late reply to an earlier request is refused; the awaited one is taken.
-///         assert_eq!(exchange.offer(6), Err(()));
-///         assert_eq!(exchange.offer(7), Ok(()));
+///         // A late reply to an earlier request is refused; the awaited one is taken. A bus
+///         // offers from its interrupt handler; here, as from one.
+///         as_interrupt(|irq| {
+///             assert_eq!(exchange.offer(6, irq), Err(()));
+///             assert_eq!(exchange.offer(7, irq), Ok(()));
+///         });
 ///         Ok(())
 ///     },
 ///     Delta::from_millis(100),
@@ -182,10 +186,14 @@ impl<C: Correlate> Exchange<C> {
         Ok(self.rules.lock().finish())
     }
 
-    /// Offers a reply and wakes the waiter if the rules take it. Any context, the bus's hard
-    /// interrupt handler included.
-    pub fn offer(&self, offer: C::Offer<'_>) -> Result<(), C::Refused> {
-        let mut rules = self.rules.lock();
+    /// Offers a reply and wakes the waiter if the rules take it. With interrupts disabled
+    /// (`irq`): from the bus's hard interrupt handler, or as from one.
+    pub fn offer(
+        &self,
+        offer: C::Offer<'_>,
+        irq: &LocalInterruptDisabled,
+    ) -> Result<(), C::Refused> {
+        let mut rules = self.rules.lock_with(irq);
         rules.offer(offer)?;
         self.done.complete();
         Ok(())
