@@ -96,9 +96,11 @@ pub enum ConsoleHost {
     Pty,
 }
 
-/// Counters of what the console could not pass on.
+/// Counters of what the console passed on, and could not.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConsoleStats {
+    /// Transmit chains taken from the driver.
+    pub output_chains: u64,
     /// Output bytes dropped: no client, a client too slow or gone, or a chain over [`TX_MAX`].
     pub output_dropped: u64,
     /// Input bytes dropped because the device was reset before delivering them.
@@ -132,6 +134,8 @@ pub struct Console<M> {
     /// The client did not take output within [`WRITE_STALL`]: drop at once until it does.
     congested: bool,
     stats: ConsoleStats,
+    /// A notification of the transmit queue found it unusable (said once).
+    told_tx_unusable: bool,
     /// The driver's queues as last configured, and the `virtio-queue` state walking them.
     rx: Option<(QueueState, Queue)>,
     tx: Option<(QueueState, Queue)>,
@@ -175,6 +179,7 @@ impl<M: GuestAddressSpace> Console<M> {
             starved: false,
             congested: false,
             stats: ConsoleStats::default(),
+            told_tx_unusable: false,
             rx: None,
             tx: None,
             ctrl_rx: None,
@@ -480,6 +485,10 @@ impl<M: GuestAddressSpace> Console<M> {
                 let mut bytes = vec![0u8; total.min(TX_MAX)];
                 match data.read_exact(&mut bytes) {
                     Ok(()) => {
+                        if self.stats.output_chains == 0 {
+                            log::info!("console: first output from the driver");
+                        }
+                        self.stats.output_chains += 1;
                         self.stats.output_dropped += (total - bytes.len()) as u64;
                         self.send(&bytes);
                     }
@@ -559,7 +568,13 @@ impl<M: GuestAddressSpace> Backend for Console<M> {
                 }
             }
             TX => {
-                walk_queue(&mut self.tx, mem, q);
+                if walk_queue(&mut self.tx, mem, q).is_none() && !self.told_tx_unusable {
+                    // Diagnostics for the e2e console tests: output that never reaches the
+                    // host end was either never announced or announced on a ring this side
+                    // cannot use.
+                    self.told_tx_unusable = true;
+                    log::info!("console: transmit queue notified but not usable ({q:?})");
+                }
                 if self.transmit(mem, q) {
                     notify.push(TX);
                 }
