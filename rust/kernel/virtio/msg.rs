@@ -109,8 +109,8 @@ pub trait Receiver: Send + Sync {
     /// One message from the device side, copied out of the bus into memory the device cannot
     /// change; it may be followed by the rest of the bus's slot (the header's `msg_size` says where
     /// the message ends). Called with interrupts disabled (`irq`), from the bus's hard interrupt
-    /// handler or as from one ([`as_interrupt`](super::as_interrupt)): must not sleep, and should be short (it runs
-    /// virtqueue callbacks, as virtio-pci's interrupt handler does).
+    /// handler or as from one ([`as_interrupt`](super::as_interrupt)): must not sleep, and
+    /// should be short (it runs virtqueue callbacks, as virtio-pci's interrupt handler does).
     fn receive(&self, msg: &[u8], irq: &LocalInterruptDisabled);
 
     /// Device number `dev_num` appeared on the bus, whose device is `parent`. Process context;
