@@ -181,30 +181,32 @@ for s in build lint cargo fuzz series kunit e2e e2e-kasan; do
 	total_fail=$((total_fail + f))
 done
 
+# failures SUITE KIND: the lines of SUITE's log about its failures, prefixed
+# with the suite; KIND "detail" is what went wrong, "line" one line per
+# failed check
+failures() {
+	local detail line
+	case $1 in
+	e2e | e2e-kasan) detail='^e2e: (FAILED: |--- |  )|^check: ' line='^e2e: FAILED: ' ;;
+	series) detail='^series: [a-z0-9_]+ fail|^series: error|^series:   ' line='^series: [a-z0-9_]+ fail' ;;
+	kunit) detail='not ok [0-9]+ [a-z]|# .*(FAIL|failed)|Expected |^kunit: ' line='not ok [0-9]+ [a-z]' ;;
+	cargo) detail='^test .* FAILED$|panicked at|^error' line='^test .* FAILED$' ;;
+	*) detail='^(error|warning)|FAIL' line='^error|FAIL' ;;
+	esac
+	[ "$2" = detail ] && line=$detail
+	grep -E "$line" "$logs/$1.log" 2>/dev/null | sed "s/^/check: $1: /"
+}
+
 # The failures again, just above the summary: CI may keep only the tail.
 echo
 for s in build $suites; do
-	case $s in
-	e2e | e2e-kasan) pattern='^e2e: (FAILED: |--- |  )|^check: ' ;;
-	series) pattern='^series: [a-z0-9_]+ fail|^series: error|^series:   ' ;;
-	kunit) pattern='not ok [0-9]+ [a-z]|# .*(FAIL|failed)|Expected |^kunit: ' ;;
-	cargo) pattern='^test .* FAILED$|panicked at|^error' ;;
-	*) pattern='^(error|warning)|FAIL' ;;
-	esac
-	grep -E "$pattern" "$logs/$s.log" 2>/dev/null | head -n 80 | sed "s/^/check: $s: /"
+	failures "$s" detail | head -n 80
 done
 # Last, one line per failed check, at most a dozen, right above the summary:
 # CI may keep only the last two dozen lines of all the above.
 echo
 for s in build $suites; do
-	case $s in
-	e2e | e2e-kasan) pattern='^e2e: FAILED: ' ;;
-	series) pattern='^series: [a-z0-9_]+ fail' ;;
-	kunit) pattern='not ok [0-9]+ [a-z]' ;;
-	cargo) pattern='^test .* FAILED$' ;;
-	*) pattern='^error|FAIL' ;;
-	esac
-	grep -E "$pattern" "$logs/$s.log" 2>/dev/null | sed "s/^/check: $s: /"
+	failures "$s" line
 done | head -n 12
 echo
 printf '%s\n' "${summary[@]}"
