@@ -12,11 +12,11 @@
 # e2e-timeout: 420
 . /tests/lib.sh
 
-n=0
+line_no=0
 console_works() {
-	n=$((n + 1))
+	line_no=$((line_no + 1))
 	for _ in $(seq 20); do
-		console_line "console line $n after a fault" && return 0
+		console_line "console line $line_no after a fault" && return 0
 		sleep 1
 	done
 	return 1
