@@ -219,6 +219,16 @@ impl BusHandle {
     }
 }
 
+impl BusHandle {
+    /// Has every device look for used buffers whose EVENT_USED the bus lost (see
+    /// [`Receiver::messages_lost`]).
+    fn poll_devices(&self, irq: &LocalInterruptDisabled) {
+        for dev in self.routes.lock_with(irq).iter().flatten() {
+            dev.poll_queues(irq);
+        }
+    }
+}
+
 impl Sender for BusHandle {
     fn send(&self, msg: &[u8], msg_id: u8) -> Result {
         self.send_counted(msg, msg_id)
@@ -540,6 +550,35 @@ impl BusCore {
 impl Receiver for BusCore {
     fn receive(&self, msg: &[u8], irq: &LocalInterruptDisabled) {
         self.handle.deliver(msg, irq);
+    }
+
+    fn messages_lost(&self, irq: &LocalInterruptDisabled) {
+        self.handle.stats.bus_loss();
+        self.handle.poll_devices(irq);
+    }
+
+    /// Each registered device is looked at once (see [`MsgDevice::tick`]), outside the
+    /// `devices` lock: a device that does not answer takes a few timeouts, and devices must
+    /// still come and go meanwhile.
+    fn tick(&self, period_ms: u32) {
+        let devices: KVec<Arc<MsgDevice>> = {
+            let devices = self.devices.lock();
+            let mut list =
+                KVec::with_capacity(devices.registered.len(), GFP_KERNEL).unwrap_or_default();
+            for entry in devices.registered.iter() {
+                if list.push_within_capacity(entry.dev.clone()).is_err() {
+                    // Out of memory: the others are looked at next time.
+                    break;
+                }
+            }
+            list
+        };
+        for dev in devices {
+            if self.closed.load(Relaxed) {
+                return;
+            }
+            dev.tick(period_ms);
+        }
     }
 
     fn device_added(&self, parent: &device::Device<Bound>, dev_num: u16) {

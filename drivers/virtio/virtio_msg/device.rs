@@ -38,17 +38,16 @@ use kernel::{
     new_mutex, new_spinlock_irq, new_work,
     prelude::*,
     sync::{
-        atomic::{Atomic, Full, Relaxed},
+        atomic::{Atomic, Relaxed},
         Arc, Mutex, SpinLockIrq,
     },
-    time::msecs_to_jiffies,
     time::{delay::fsleep, Delta, Instant, Monotonic},
     virtio::{
-        feature, status,
+        as_interrupt, feature, status,
         transport::{Device, Handle, NotificationData, QueueConfig, ShmRegion, Transport},
         Features,
     },
-    workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, Work, WorkItem},
+    workqueue::{self, Work, WorkItem},
 };
 
 use crate::{
@@ -110,13 +109,6 @@ const NO_INFO: DeviceInfo = DeviceInfo {
 const MAX_KICKED_QUEUES: u32 = 1024;
 /// How long the kick work waits before it tries again a kick the bus had no room for.
 const KICK_RETRY: Delta = Delta::from_millis(1);
-/// First look at the queues after a kick whose buffers were not announced (see
-/// [`MsgDevice::watch_kicks`]), and the longest interval between two looks.
-const WATCH_FIRST_MS: u32 = 20;
-const WATCH_MAX_MS: u32 = 1000;
-/// Work item ids: [`MsgDevice::deferred`] (kicks) and [`MsgDevice::watch`].
-const KICKS: u64 = 0;
-const WATCH: u64 = 1;
 /// Largest configuration read-ahead window.
 const MAX_CONFIG_WINDOW: usize = 256;
 
@@ -138,6 +130,19 @@ struct Kick {
     pending: Atomic<bool>,
     /// The notification data of the latest kick.
     data: Atomic<u32>,
+}
+
+/// What the bus's clock saw at its last look at a device (see [`MsgDevice::tick`]).
+struct Liveness {
+    /// EVENT_USED received by then.
+    events: u32,
+    /// Kicks sent by then.
+    kicks: u32,
+    /// Kicks the device is known to have been alive after: something was announced after
+    /// them, or it answered a liveness check.
+    answered: u32,
+    /// How long the kicks after `answered` have waited with nothing announced.
+    waited_ms: u32,
 }
 
 /// The state of one device, shared by its transport, its route on the bus and its kick work.
@@ -175,24 +180,12 @@ pub(crate) struct MsgDevice {
     /// Sends the kicks that found the bus full (see [`MsgDevice::send_kicks`]).
     #[pin]
     deferred: Work<MsgDevice>,
-    /// Watches the device after a kick (see [`MsgDevice::watch_kicks`]).
-    #[pin]
-    watch: DelayedWork<MsgDevice, WATCH>,
-    /// Whether `watch` may be queued: every enqueue happens under this lock, and
-    /// [`MsgDevice::stop_work`] closes it before it flushes, so no watch outlives it.
-    #[pin]
-    watch_open: SpinLockIrq<bool>,
-    /// Whether `watch` is armed; the device's EVENT_USED count when it began and the kicks it
-    /// covers, the time waited since (at least: the sum of the delays) and the current wait
-    /// between looks.
-    watching: Atomic<bool>,
-    watch_events: Atomic<u32>,
-    watch_kicks: Atomic<u32>,
-    watch_waited_ms: Atomic<u32>,
-    watch_wait_ms: Atomic<u32>,
     /// EVENT_USED messages received, and kicks sent.
     used_events: Atomic<u32>,
     kick_count: Atomic<u32>,
+    /// Only the bus's clock takes it.
+    #[pin]
+    liveness: Mutex<Liveness>,
     /// The configuration space as last read or written whole and consistent: what a read
     /// that fails gives the driver (see [`MsgDevice::get_config`]).
     #[pin]
@@ -203,18 +196,6 @@ pub(crate) struct MsgDevice {
 
 impl_has_work! {
     impl HasWork<Self> for MsgDevice { self.deferred }
-}
-
-impl_has_delayed_work! {
-    impl HasDelayedWork<Self, WATCH> for MsgDevice { self.watch }
-}
-
-impl WorkItem<WATCH> for MsgDevice {
-    type Pointer = Arc<MsgDevice>;
-
-    fn run(this: Arc<MsgDevice>) {
-        this.watch_kicks();
-    }
 }
 
 impl WorkItem for MsgDevice {
@@ -266,15 +247,14 @@ impl MsgDevice {
                 recover: Atomic::new(false),
                 kicks,
                 deferred <- new_work!("virtio_msg::MsgDevice::deferred"),
-                watch <- new_delayed_work!("virtio_msg::MsgDevice::watch"),
-                watch_open <- new_spinlock_irq!(true),
-                watching: Atomic::new(false),
-                watch_waited_ms: Atomic::new(0),
-                watch_events: Atomic::new(0),
-                watch_kicks: Atomic::new(0),
-                watch_wait_ms: Atomic::new(0),
                 used_events: Atomic::new(0),
                 kick_count: Atomic::new(0),
+                liveness <- new_mutex!(Liveness {
+                    events: 0,
+                    kicks: 0,
+                    answered: 0,
+                    waited_ms: 0,
+                }),
                 config_shadow <- new_mutex!(shadow),
                 warnings: RateLimit::new(),
             }),
@@ -423,114 +403,71 @@ impl MsgDevice {
     }
 
     /// Waits until no work of the device is queued or running. Called once its queues and
-    /// handle are gone, so no new kick can come and the watch does not re-arm.
+    /// handle are gone, so no new kick can come.
     pub(crate) fn stop_work(&self) {
         self.flush_kicks();
-        // Closed first: a watch running now cannot queue itself again. Then flushed, not
-        // cancelled: a queued watch owns a reference to `self`, which only its run gives back.
-        *self.watch_open.lock() = false;
-        self.watch.flush();
     }
 
-    /// Queues the watch to run in `ms` milliseconds, unless [`MsgDevice::stop_work`] ran.
-    fn queue_watch(self: &Arc<Self>, ms: u32) {
-        let open = self.watch_open.lock();
-        if *open {
-            // Already queued is fine: that run looks at everything this one would.
-            let _ = workqueue::system_dfl()
-                .enqueue_delayed::<_, WATCH>(self.clone(), msecs_to_jiffies(ms));
-        }
-    }
-
-    /// Watches the device after a kick, until it announces a used buffer.
-    ///
-    /// - **Lost notifications.** The device model drops what does not fit its full device
-    ///   queue, EVENT_USED included, and the stock drivers wait for a buffer without a timeout
-    ///   (virtio-rng, virtio-blk). So the queues are looked at for used buffers nobody was told
-    ///   about, and their callbacks run (`vring_interrupt`: nothing happens for a queue with
-    ///   none; the queue lock keeps it from running alongside the interrupt handler).
-    /// - **Dead devices.** A device that takes buffers and never returns them cannot be told
-    ///   from a slow one by its queues, and no request is pending to time out. So if nothing
-    ///   was announced for twice the timeout after a kick, the device is asked for its status:
-    ///   a device that answers is alive (slow, or holding buffers for data to come, as a
-    ///   network device's receive queue does) and the watch ends; one that does not is broken
-    ///   and recovered like any device that stops answering.
-    ///
-    /// The first look is [`WATCH_FIRST_MS`] after the kick, then ever less often. A watch ends
-    /// when the device announced something and no kick came since it began; kicks that came
-    /// meanwhile are watched anew from then. Nothing is watched while no kick was made, so an
-    /// idle device costs nothing.
-    fn watch_kicks(self: &Arc<Self>) {
-        let Some(h) = self.handle() else {
-            self.watching.store(false, Relaxed);
-            return;
-        };
-        let kicks = self.kick_count.load(Relaxed);
-        let found = h.poll_queues();
+    /// Runs the callbacks of the queues that have used buffers: their EVENT_USED may have
+    /// been lost (see [`Receiver::messages_lost`](kernel::virtio::msg::Receiver)). Returns how
+    /// many queues had some, and counts them.
+    pub(crate) fn poll_queues(&self, irq: &LocalInterruptDisabled) -> u32 {
+        let handle = self.handle.lock_with(irq);
+        let found = handle.as_ref().map_or(0, |h| h.poll_queues(irq));
         if found > 0 {
             self.bus.stats().lost_events(found);
         }
+        found
+    }
+
+    /// One period of the bus's clock (see [`Receiver::tick`](kernel::virtio::msg::Receiver)):
+    /// looks at the device once.
+    ///
+    /// - **Lost notifications.** Used buffers whose EVENT_USED never came (a device that
+    ///   loses them other than by a full queue, which the bus reports at once) are found and
+    ///   their callbacks run: the stock drivers wait for a buffer without a timeout
+    ///   (virtio-rng, virtio-blk).
+    /// - **Dead devices.** A device that takes buffers and never returns them cannot be told
+    ///   from a slow one by its queues, and no request is pending to time out. So once kicks
+    ///   have waited twice the timeout with nothing announced, the device is asked for its
+    ///   status: one that answers is alive (slow, or holding buffers for data to come, as a
+    ///   network device's receive queue does) and those kicks are not asked about again; one
+    ///   that does not is broken and recovered like any device that stops answering.
+    ///
+    /// A device that announced something since the previous look was alive after the kicks
+    /// made before that look. An idle device costs a look at its queues per period, no
+    /// message.
+    pub(crate) fn tick(&self, period_ms: u32) {
+        if self.req.is_broken() {
+            return;
+        }
+        let kicks = self.kick_count.load(Relaxed);
+        let found = as_interrupt(|irq| self.poll_queues(irq));
         let events = self.used_events.load(Relaxed);
-        if found > 0 || events != self.watch_events.load(Relaxed) {
-            if kicks == self.watch_kicks.load(Relaxed) {
-                // Every kick watched came before what was announced.
-                return self.stop_watch(kicks);
-            }
-            // Later kicks may have come after it: watch them from here.
-            self.start_watch(events, kicks);
+        let mut l = self.liveness.lock();
+        let before = core::mem::replace(&mut l.kicks, kicks);
+        if found > 0 || events != l.events {
+            l.events = events;
+            l.answered = before;
+            l.waited_ms = 0;
             return;
         }
-        let waited = self
-            .watch_waited_ms
-            .fetch_add(self.watch_wait_ms.load(Relaxed), Relaxed);
-        if waited < 2 * self.bus.timeout_ms() {
-            let wait = (self.watch_wait_ms.load(Relaxed) * 2).min(WATCH_MAX_MS);
-            self.watch_wait_ms.store(wait, Relaxed);
-            self.queue_watch(wait);
+        if l.answered == kicks {
             return;
         }
-        self.stop_watch(kicks);
+        l.waited_ms = l.waited_ms.saturating_add(period_ms);
+        if l.waited_ms < 2 * self.bus.timeout_ms() {
+            return;
+        }
+        l.answered = kicks;
+        l.waited_ms = 0;
+        drop(l);
         self.bus.stats().liveness_check();
         // Failing breaks the device and has it recovered (see `request`).
         let _ = self.request(Message::GetDeviceStatus, Policy::Essential, |m| match *m {
             Message::DeviceStatus { status } => Some(status),
             _ => None,
         });
-    }
-
-    /// Starts a watch of the kicks up to `kicks`, with `events` EVENT_USED seen before them.
-    fn start_watch(self: &Arc<Self>, events: u32, kicks: u32) {
-        self.watch_events.store(events, Relaxed);
-        self.watch_kicks.store(kicks, Relaxed);
-        self.watch_waited_ms.store(0, Relaxed);
-        self.watch_wait_ms.store(WATCH_FIRST_MS, Relaxed);
-        self.queue_watch(WATCH_FIRST_MS);
-    }
-
-    /// Ends the watch that covered the kicks up to `kicks`; one that came meanwhile, and found
-    /// the watch still running, starts the next one.
-    fn stop_watch(self: &Arc<Self>, kicks: u32) {
-        // Full: the store must be seen before the count is read again (a store can otherwise
-        // pass a later load), and `watch_kick` orders the other way round.
-        self.watching.xchg(false, Full);
-        if self.kick_count.load(Relaxed) != kicks && !self.watching.xchg(true, Full) {
-            self.start_watch(
-                self.used_events.load(Relaxed),
-                self.kick_count.load(Relaxed),
-            );
-        }
-    }
-
-    /// Has the kick just made watched ([`MsgDevice::watch_kicks`]); `events` is the device's
-    /// EVENT_USED count read before the kick was sent (its answer may already be in). Any
-    /// context.
-    fn watch_kick(self: &Arc<Self>, events: u32) {
-        // The count first (ordered by the full barrier of the exchange): a watch that ends
-        // sees it, or this sees the watch ended.
-        self.kick_count.add(1, Relaxed);
-        if !self.watching.xchg(true, Full) {
-            self.start_watch(events, self.kick_count.load(Relaxed));
-        }
     }
 
     /// Sends `msg` and waits for its response. An essential request is tried up to
@@ -1125,13 +1062,12 @@ impl MsgDevice {
         kick.data.store(raw, Relaxed);
         let mut buf = [0u8; KICK_BYTES];
         if let Some(len) = self.encode_kick(i, raw, &mut buf) {
-            let events = self.used_events.load(Relaxed);
             match self
                 .bus
                 .send_event_atomic(&buf[..len], wire::transport_id::EVENT_AVAIL)
             {
                 Ok(()) => {
-                    self.watch_kick(events);
+                    self.kick_count.add(1, Relaxed);
                     return true;
                 }
                 Err(e) if e == ENODEV => return false,
@@ -1140,7 +1076,7 @@ impl MsgDevice {
         }
         kick.pending.store(true, Relaxed);
         // Already queued is fine: the pending work sends this kick too.
-        let _ = workqueue::system_dfl().enqueue::<_, KICKS>(self.clone());
+        let _ = workqueue::system_dfl().enqueue(self.clone());
         true
     }
 
@@ -1168,14 +1104,13 @@ impl MsgDevice {
                 let Some(len) = self.encode_kick(i, kick.data.load(Relaxed), &mut buf) else {
                     break;
                 };
-                let events = self.used_events.load(Relaxed);
                 let result = self
                     .bus
                     .send_event(&buf[..len], wire::transport_id::EVENT_AVAIL);
                 let waited = start.elapsed().as_millis();
                 match result {
                     Ok(()) => {
-                        self.watch_kick(events);
+                        self.kick_count.add(1, Relaxed);
                         break;
                     }
                     Err(e) if e == EBUSY && waited < i64::from(self.bus.timeout_ms()) => {

@@ -65,6 +65,7 @@ pub(crate) struct Stats {
     broken_devices: Atomic<u64>,
     retries: Atomic<u64>,
     lost_events: Atomic<u64>,
+    bus_losses: Atomic<u64>,
     liveness_checks: Atomic<u64>,
     config_retries: Atomic<u64>,
     barriers: Atomic<u64>,
@@ -87,6 +88,7 @@ impl Stats {
             broken_devices: Atomic::new(0),
             retries: Atomic::new(0),
             lost_events: Atomic::new(0),
+            bus_losses: Atomic::new(0),
             liveness_checks: Atomic::new(0),
             config_retries: Atomic::new(0),
             barriers: Atomic::new(0),
@@ -144,6 +146,11 @@ impl Stats {
         self.lost_events.add(u64::from(queues), Relaxed);
     }
 
+    /// The bus reported messages the device side may have dropped.
+    pub(crate) fn bus_loss(&self) {
+        self.bus_losses.add(1, Relaxed);
+    }
+
     /// A device that announced nothing long after a kick is asked whether it is alive.
     pub(crate) fn liveness_check(&self) {
         self.liveness_checks.add(1, Relaxed);
@@ -194,6 +201,12 @@ impl Stats {
         self.retries.load(Relaxed)
     }
 
+    /// Queues found with used buffers nobody was told about (for tests).
+    #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
+    pub(crate) fn lost_events_count(&self) -> u64 {
+        self.lost_events.load(Relaxed)
+    }
+
     /// Liveness checks so far (for tests).
     #[cfg(CONFIG_VIRTIO_MSG_KUNIT_TEST)]
     pub(crate) fn liveness_check_count(&self) -> u64 {
@@ -232,6 +245,7 @@ impl fmt::Debug for Stats {
             ("broken_devices", &self.broken_devices),
             ("retries", &self.retries),
             ("lost_events_found", &self.lost_events),
+            ("bus_losses", &self.bus_losses),
             ("liveness_checks", &self.liveness_checks),
             ("config_retries", &self.config_retries),
             ("barriers", &self.barriers),

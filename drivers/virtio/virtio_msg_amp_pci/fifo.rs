@@ -100,6 +100,10 @@ pub(crate) struct FifoStats {
     stale_discarded: Atomic<u64>,
     pings_answered: Atomic<u64>,
     pongs_dropped: Atomic<u64>,
+    /// Drains that found the device queue may have been full (see [`Fifo::drain`]).
+    device_queue_full: Atomic<u64>,
+    keepalive_pings: Atomic<u64>,
+    keepalive_misses: Atomic<u64>,
 }
 
 impl FifoStats {
@@ -123,6 +127,9 @@ impl FifoStats {
             stale_discarded: Atomic::new(0),
             pings_answered: Atomic::new(0),
             pongs_dropped: Atomic::new(0),
+            device_queue_full: Atomic::new(0),
+            keepalive_pings: Atomic::new(0),
+            keepalive_misses: Atomic::new(0),
         }
     }
 }
@@ -252,18 +259,35 @@ impl Fifo {
         self.stopped.store(true, Relaxed);
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stopped.load(Relaxed)
     }
 
-    /// The device corrupted a queue index: count it, say so once, stop the FIFO, and have its
-    /// devices removed. Any context.
-    fn index_error(&self, queue: &str, e: QueueError) {
-        inc(&self.stats.index_errors);
+    /// Messages received from the device side so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.stats.received.load(Relaxed)
+    }
+
+    /// Whether the device side has answered a PING.
+    pub(crate) fn answers_ping(&self) -> bool {
+        self.answers_ping.load(Relaxed)
+    }
+
+    /// Stops the FIFO for good and has its devices removed, if that was not done yet; says
+    /// why, once. Any context.
+    ///
+    /// The devices' memory is freed as they are removed, and a device side that only stalled
+    /// would act on what it finds in the driver queue when it wakes up: kicks of queues that
+    /// are gone, whose rings it would then read and write. So what it has not taken yet is
+    /// zeroed first ([`Producer::defuse`]): it wakes up to nothing. (What it does on its own,
+    /// a network device receiving into buffers it was given, only an IOMMU can stop.)
+    fn give_up(&self, why: fmt::Arguments<'_>) {
         if !self.stopped.xchg(true, Relaxed) {
+            // Senders look at `stopped` under the lock: none queues after this.
+            let defused = self.tx.lock().queue.defuse().unwrap_or(0);
             dev_err!(
                 self.dev,
-                "FIFO {}: device corrupted the {queue} queue ({e:?}); FIFO stopped, its devices are gone\n",
+                "FIFO {}: {why}; FIFO stopped, its devices are gone ({defused} messages not taken, withdrawn)\n",
                 self.index
             );
             if let Some(loss) = self.loss.lock().clone() {
@@ -271,6 +295,29 @@ impl Fifo {
                 let _ = workqueue::system_long().enqueue(loss);
             }
         }
+    }
+
+    /// The device corrupted a queue index: count it, stop the FIFO, and have its devices
+    /// removed. Any context.
+    fn index_error(&self, queue: &str, e: QueueError) {
+        inc(&self.stats.index_errors);
+        self.give_up(format_args!("device corrupted the {queue} queue ({e:?})"));
+    }
+
+    /// The device side answered none of the last `misses` keepalive PINGs: it is gone (see
+    /// `keepalive.rs`).
+    pub(crate) fn peer_gone(&self, misses: u32) {
+        self.give_up(format_args!(
+            "device side answered none of {misses} keepalive PINGs in a row"
+        ));
+    }
+
+    /// One keepalive PING (see `keepalive.rs`): whether the device side answered it.
+    pub(crate) fn keepalive(&self) -> Result {
+        let _serial = self.bus_serial.lock();
+        inc(&self.stats.keepalive_pings);
+        self.barrier()
+            .inspect_err(|_| inc(&self.stats.keepalive_misses))
     }
 
     /// Sets what tells the transport that the FIFO's devices are gone if it stops for good.
@@ -288,11 +335,12 @@ impl Fifo {
         if msg.len() > MAX_MSG_SIZE {
             return Err(EMSGSIZE);
         }
-        if self.stopped() {
-            return Err(ENODEV);
-        }
         let pushed = {
             let mut tx = self.tx.lock_with(irq);
+            // Under the lock: once `give_up` withdrew what was queued, nothing is added.
+            if self.stopped() {
+                return Err(ENODEV);
+            }
             tx.queue.push(msg).map(|()| {
                 let ring = !tx.ringing;
                 tx.ringing = true;
@@ -378,6 +426,14 @@ impl Fifo {
     /// Takes up to `budget` messages off the device queue and hands each on: transport
     /// messages to `link`, bus replies to the waiting [`Fifo::bus_request`], PINGs answered
     /// (one doorbell for answers in a row). Called by the interrupt handler and its thread.
+    ///
+    /// A device side that finds the device queue full may drop what it wanted to queue (QEMU's
+    /// device model does, EVENT_USED included: `08-full-queue.txt`), and a lost EVENT_USED
+    /// would leave a driver waiting for ever. Only we can tell it happened: if the queue may
+    /// have been full since the last drain (see `spsc::Consumer::take_was_full`), the
+    /// transport is told, once per drain, after every message before the loss was handed on
+    /// and the slots were freed, so after the loss itself: a device drops only while it
+    /// still sees the queue full, before it sees our tail move.
     fn drain(&self, link: &BusLink, budget: u32, irq: &LocalInterruptDisabled) -> Drained {
         if self.stopped() {
             return Drained::Nothing;
@@ -393,7 +449,12 @@ impl Fifo {
         // Under `rx`, with interrupts off: nothing can run between the answers and their
         // doorbell on this CPU.
         self.ring_pending(&mut ring, irq);
+        let was_full = rx.take_was_full();
         drop(rx);
+        if was_full {
+            inc(&self.stats.device_queue_full);
+            link.report_lost(irq);
+        }
         match drained {
             Ok(true) => Drained::More,
             Ok(false) if any => Drained::All,
@@ -647,6 +708,9 @@ impl fmt::Debug for Fifo {
             ("stale_discarded", &s.stale_discarded),
             ("pings_answered", &s.pings_answered),
             ("pongs_dropped", &s.pongs_dropped),
+            ("device_queue_full", &s.device_queue_full),
+            ("keepalive_pings", &s.keepalive_pings),
+            ("keepalive_misses", &s.keepalive_misses),
         ];
         for (name, c) in counters {
             writeln!(f, "{name}: {}", c.load(Relaxed))?;

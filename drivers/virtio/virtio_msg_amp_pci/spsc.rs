@@ -164,6 +164,22 @@ impl<M: QueueMemory> Producer<M> {
         Ok(())
     }
 
+    /// Zeroes every slot the consumer has not taken yet, and returns how many: for a
+    /// producer that gives up on a consumer that stopped, so that one that wakes up later
+    /// finds nothing it can act on (a zeroed slot decodes as no message). The indexes stay
+    /// as they are (moving the head back would show the consumer a queue it overtook, whose
+    /// stale slots it would read). A consumer reading a slot as it is zeroed gets a mix of
+    /// the two: only a consumer that woke up just then.
+    pub fn defuse(&mut self) -> Result<u32, QueueError> {
+        let tail = self.refresh_tail()?;
+        let mut index = tail;
+        while index != self.head {
+            self.mem.write(slot_offset(index), &[0; SLOT_BYTES]);
+            index = next(index);
+        }
+        Ok(distance(tail, self.head))
+    }
+
     /// Our head.
     pub fn head(&self) -> u32 {
         self.head
@@ -181,6 +197,10 @@ pub struct Consumer<M: QueueMemory> {
     tail: u32,
     /// The producer's head as last seen.
     head: u32,
+    /// Our tail when we last read the producer's head (see [`Consumer::take_was_full`]).
+    tail_at_look: u32,
+    /// The queue may have been full since [`Consumer::take_was_full`] last said so.
+    was_full: bool,
 }
 
 impl<M: QueueMemory> Consumer<M> {
@@ -188,10 +208,25 @@ impl<M: QueueMemory> Consumer<M> {
     pub fn adopt(mem: M) -> Result<Self, QueueError> {
         let tail = checked(Index::Tail, mem.load_index(TAIL_OFFSET))?;
         let head = checked(Index::Head, mem.load_index(HEAD_OFFSET))?;
-        Ok(Self { mem, tail, head })
+        Ok(Self {
+            mem,
+            tail,
+            head,
+            tail_at_look: tail,
+            was_full: false,
+        })
     }
 
     /// Reads the producer's head and checks it against what it can be.
+    ///
+    /// Also notes whether the queue may have been full since the previous read: a producer
+    /// that finds it full may drop what it wanted to queue (the device model does), and only
+    /// the consumer can tell. Between two reads we published tails from `tail_at_look` to
+    /// `tail`; a full queue at any moment in between held `CAPACITY - 1` messages past the
+    /// tail of that moment, so the head read now is at least `CAPACITY - 1` slots past
+    /// `tail_at_look`: what we consumed since (exact, as we consume only what the previous
+    /// read announced) plus what waits now. The test errs on the side of "full": it cannot
+    /// miss a moment the queue was full.
     fn refresh_head(&mut self) -> Result<u32, QueueError> {
         let head = checked(Index::Head, self.mem.load_index(HEAD_OFFSET))?;
         // The producer only adds: what was available stays available until we consume it.
@@ -201,8 +236,19 @@ impl<M: QueueMemory> Consumer<M> {
                 to: head,
             });
         }
+        let reach = distance(self.tail_at_look, self.tail) + distance(self.tail, head);
+        self.was_full |= reach >= CAPACITY - 1;
+        self.tail_at_look = self.tail;
         self.head = head;
         Ok(head)
+    }
+
+    /// Whether the queue may have been full, so that a producer that drops what does not fit
+    /// may have dropped messages, at some moment up to the last read of the producer's head
+    /// (since this last returned `true`). Never `false` after such a moment; sometimes `true`
+    /// when the queue only came close.
+    pub fn take_was_full(&mut self) -> bool {
+        core::mem::take(&mut self.was_full)
     }
 
     /// Messages waiting.
@@ -258,6 +304,9 @@ impl<M: QueueMemory> Consumer<M> {
         let n = distance(self.tail, head);
         self.tail = head;
         self.mem.store_index(TAIL_OFFSET, self.tail);
+        // What the producer dropped before is nobody's loss now.
+        self.tail_at_look = head;
+        self.was_full = false;
         Ok(n)
     }
 

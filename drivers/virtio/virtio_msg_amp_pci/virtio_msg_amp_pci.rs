@@ -34,6 +34,7 @@ use kernel::{
 mod correlate;
 mod enumerate;
 mod fifo;
+mod keepalive;
 /// The layout of BAR1, shared with the device emulator.
 pub mod layout;
 mod regs;
@@ -44,6 +45,7 @@ pub mod spsc;
 mod tests;
 
 use fifo::{Fifo, FifoIrq, FifoLoss, RegsBar, Timeouts};
+use keepalive::Keepalive;
 use shared::SharedBar;
 
 kernel::module_pci_driver! {
@@ -60,6 +62,10 @@ kernel::module_pci_driver! {
         queue_wait_ms: u32 {
             default: 100,
             description: "How long a send waits for room in a full queue, in ms, 1 to 10000",
+        },
+        keepalive_ms: u32 {
+            default: 1000,
+            description: "Keepalive period in ms, 100 to 60000, or 0 for none: a FIFO silent this long is PINGed (3 unanswered: its devices are gone), and its devices are checked for lost notifications and held buffers",
         },
     },
 }
@@ -78,7 +84,9 @@ type BusRegistration<'bound> = auxiliary::Registration<'bound, ForLt!(Arc<BusLin
 
 /// A bound AMP PCI device.
 struct AmpPci<'bound> {
-    /// One virtio-msg bus per FIFO. Unregistered first (see `Drop`).
+    /// One keepalive per FIFO, unless turned off. Stopped first (see `Drop`).
+    keepalives: KVec<Arc<Keepalive>>,
+    /// One virtio-msg bus per FIFO. Unregistered next.
     buses: KVec<BusRegistration<'bound>>,
     /// One interrupt handler per FIFO, freed after the buses are gone.
     irqs: KVec<Pin<KBox<ThreadedRegistration<FifoIrq>>>>,
@@ -90,6 +98,9 @@ struct AmpPci<'bound> {
 
 impl Drop for AmpPci<'_> {
     fn drop(&mut self) {
+        for keepalive in &self.keepalives {
+            keepalive.stop();
+        }
         // The transport unbinds from each bus and unregisters its virtio devices; their last
         // requests (a reset, queue teardown) still travel over the running FIFOs.
         self.buses.clear();
@@ -122,6 +133,16 @@ impl AmpPciDriver {
             dev_warn!(dev, "timeout parameters out of range, clamped\n");
         }
         timeouts
+    }
+
+    /// The keepalive period, if there is one.
+    fn keepalive_ms(dev: &kernel::device::Device) -> Option<u32> {
+        let ms = *module_parameters::keepalive_ms.value();
+        let clamped = ms.clamp(100, 60_000);
+        if ms != 0 && ms != clamped {
+            dev_warn!(dev, "keepalive_ms out of range, using {clamped}\n");
+        }
+        (ms != 0).then_some(clamped)
     }
 }
 
@@ -182,7 +203,9 @@ impl AmpPciDriver {
             dev.name()
         ))?);
         let timeouts = Self::timeouts(dev);
+        let keepalive_ms = Self::keepalive_ms(dev);
         let mut data = AmpPci {
+            keepalives: KVec::with_capacity(nfifos, GFP_KERNEL)?,
             buses: KVec::with_capacity(nfifos, GFP_KERNEL)?,
             irqs: KVec::with_capacity(nfifos, GFP_KERNEL)?,
             fifos: KVec::with_capacity(nfifos, GFP_KERNEL)?,
@@ -240,6 +263,13 @@ impl AmpPciDriver {
                     "not answered"
                 }
             );
+            if let Some(ms) = keepalive_ms {
+                let keepalive = Keepalive::start(fifo.clone(), link.clone(), ms)?;
+                // Room was reserved: never fails, and `data`'s drop stops it.
+                if let Err(e) = data.keepalives.push_within_capacity(keepalive) {
+                    e.0.stop();
+                }
+            }
             let bus = auxiliary::Registration::new(
                 pdev.as_ref(),
                 AUXILIARY_NAME,

@@ -204,4 +204,38 @@ mod tests {
         assert_eq!(out[0], 102);
         Ok(())
     }
+
+    #[test]
+    fn a_queue_that_was_full_is_reported_once() -> Result {
+        let m = mem()?;
+        let mut p = Producer::adopt(&*m).map_err(|_| EINVAL)?;
+        let mut c = Consumer::adopt(&*m).map_err(|_| EINVAL)?;
+        // Half a queue, drained: never full.
+        for _ in 0..CAPACITY / 2 {
+            assert_eq!(p.push(&[1; 4]), Ok(()));
+        }
+        assert_eq!(c.drain(CAPACITY, |_| {}), Ok(false));
+        assert!(!c.take_was_full());
+        // Filled while the consumer looks away, and one more dropped.
+        for _ in 0..CAPACITY - 1 {
+            assert_eq!(p.push(&[2; 4]), Ok(()));
+        }
+        assert_eq!(p.push(&[3; 4]), Err(QueueError::Full));
+        assert_eq!(c.drain(CAPACITY, |_| {}), Ok(false));
+        assert!(c.take_was_full());
+        assert!(!c.take_was_full());
+        // Filled again during a drain, after the first slot was freed: seen at the drain's
+        // next look at the head, in the same drain.
+        assert_eq!(p.push(&[4; 4]), Ok(()));
+        let mut filled = false;
+        assert_eq!(
+            c.drain(CAPACITY, |_| {
+                while !filled && p.push(&[5; 4]).is_ok() {}
+                filled = true;
+            }),
+            Ok(false)
+        );
+        assert!(c.take_was_full());
+        Ok(())
+    }
 }

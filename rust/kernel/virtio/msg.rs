@@ -113,6 +113,22 @@ pub trait Receiver: Send + Sync {
     /// should be short (it runs virtqueue callbacks, as virtio-pci's interrupt handler does).
     fn receive(&self, msg: &[u8], irq: &LocalInterruptDisabled);
 
+    /// The device side may have dropped messages meant for the driver side: its queue was
+    /// full, and it is a device that drops what does not fit (the AMP PCI device model does).
+    /// Lost responses are asked again on their timeout; a lost EVENT_USED would leave a
+    /// driver waiting for ever, so the receiver looks at its queues for used buffers. As
+    /// [`Receiver::receive`]: interrupts disabled, must not sleep. Called after every message
+    /// that came before the loss has been delivered.
+    fn messages_lost(&self, irq: &LocalInterruptDisabled);
+
+    /// The bus's clock, for a bus whose device side can fall silent or lose notifications
+    /// other than by a full queue: called every `period_ms` milliseconds while the device side
+    /// answers the bus (its keepalive). The receiver checks its devices: used buffers nobody
+    /// was told about, buffers held far longer than the device should take. Process context;
+    /// may sleep (at most a few of the receiver's timeouts). A bus that delivers everything
+    /// and whose device side cannot die alone (a loopback) never calls it.
+    fn tick(&self, period_ms: u32);
+
     /// Device number `dev_num` appeared on the bus, whose device is `parent`. Process context;
     /// may sleep (the transport probes the device, so the bus must not call this from the
     /// context that delivers the device's responses).
@@ -236,6 +252,21 @@ impl BusLink {
             }
             None => false,
         }
+    }
+
+    /// Bus side: the device side may have dropped messages (see [`Receiver::messages_lost`]).
+    /// Interrupts disabled (`irq`), after delivering every message received before the loss
+    /// was seen.
+    pub fn report_lost(&self, irq: &LocalInterruptDisabled) {
+        if let Some(receiver) = &*self.receiver.lock_with(irq) {
+            receiver.messages_lost(irq);
+        }
+    }
+
+    /// Bus side: one period of the bus's keepalive passed, and the device side answers (see
+    /// [`Receiver::tick`]). Process context; may sleep.
+    pub fn tick(&self, period_ms: u32) {
+        self.with_receiver(|r, _| r.tick(period_ms));
     }
 
     /// Bus side: device number `dev_num` exists. Tells the transport, if one is connected.

@@ -31,7 +31,8 @@
 //! may sleep. [`Transport::notify`] runs in atomic context (drivers kick with spinlocks held).
 //! [`Handle::queue_interrupt`] and [`Handle::config_changed`] may be called in any context, the
 //! transport's hard interrupt handler included (where virtio-pci runs its callbacks too); from
-//! process context the virtqueue callback runs as from an interrupt (see [`as_interrupt`]).
+//! process context the virtqueue callback runs as from an interrupt (see
+//! [`as_interrupt`](super::as_interrupt)).
 //! So may [`Handle::break_device`], at any point of the device's life: it breaks the queues of
 //! the transport's own table, not the virtio core's list (whose lock is not interrupt-safe and
 //! which the core only sets up at registration).
@@ -47,7 +48,7 @@
 //! drop(registration);               // unbinds the driver, unregisters the device
 //! ```
 
-use super::{as_interrupt, feature, Features};
+use super::{feature, Features};
 use crate::{
     alloc::KVec,
     bindings,
@@ -355,7 +356,7 @@ impl<T: Transport> Handle<T> {
     /// exists (`false`: no such queue, or not created yet, or already deleted).
     ///
     /// With interrupts disabled (`irq`): from the transport's interrupt handler or as from one
-    /// ([`as_interrupt`]; see the module documentation).
+    /// ([`as_interrupt`](super::as_interrupt); see the module documentation).
     pub fn queue_interrupt(&self, index: u16, irq: &LocalInterruptDisabled) -> bool {
         let queues = self.0.queues.lock_with(irq);
         let Some(Queue { vq, active: true }) = queues.get(usize::from(index)) else {
@@ -371,23 +372,22 @@ impl<T: Transport> Handle<T> {
     /// callbacks of those that have some, as [`Handle::queue_interrupt`] does. Returns how
     /// many queues had used buffers.
     ///
-    /// For a transport whose notifications can be lost. Any context.
-    pub fn poll_queues(&self) -> u32 {
-        as_interrupt(|irq| {
-            let queues = self.0.queues.lock_with(irq);
-            let mut found = 0;
-            for q in queues.iter() {
-                if let Queue { vq, active: true } = q {
-                    // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under
-                    // this lock before deleting it.
-                    let ret = unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
-                    if ret == bindings::irqreturn_IRQ_HANDLED {
-                        found += 1;
-                    }
+    /// For a transport whose notifications can be lost. With interrupts disabled (`irq`), as
+    /// [`Handle::queue_interrupt`].
+    pub fn poll_queues(&self, irq: &LocalInterruptDisabled) -> u32 {
+        let queues = self.0.queues.lock_with(irq);
+        let mut found = 0;
+        for q in queues.iter() {
+            if let Queue { vq, active: true } = q {
+                // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this
+                // lock before deleting it.
+                let ret = unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
+                if ret == bindings::irqreturn_IRQ_HANDLED {
+                    found += 1;
                 }
             }
-            found
-        })
+        }
+        found
     }
 
     /// Tells the driver that the configuration space changed.

@@ -4,8 +4,8 @@
 # as behind a disk that stopped: its buffers wait in the virtqueue. The I/O
 # completes once the stall ends, with the right data; meanwhile both entropy
 # devices of the same FIFO keep reading. After twice the timeout with nothing
-# announced, the transport asks the device for its status: it answers, so it
-# is alive, only slow, and nothing breaks (8 s also stays under the hung-task
+# announced (counted on the bus's clock), the transport asks the device for
+# its status: it answers, so it is alive, only slow, and nothing breaks (8 s also stays under the hung-task
 # detector's 15 s).
 # e2e-host: faults
 . /tests/lib.sh

@@ -109,10 +109,11 @@ blk_moves() {
 		dd if="$disk" bs=4096 skip="$1" count=64 iflag=direct 2>/dev/null | cmp -s - /tmp/pattern
 }
 
-# rng_reads NAME: 256 bytes from entropy device NAME within 5 s, not all zero
+# rng_reads NAME [SECONDS]: 256 bytes from entropy device NAME within
+# SECONDS (5), not all zero
 rng_reads() {
 	echo "$1" >/sys/class/misc/hw_random/rng_current || return 1
-	timeout 5 dd if=/dev/hwrng of=/tmp/rng bs=64 count=4 2>/dev/null
+	timeout "${2:-5}" dd if=/dev/hwrng of=/tmp/rng bs=64 count=4 2>/dev/null
 	[ "$(wc -c </tmp/rng)" = 256 ] && od -An -tx1 /tmp/rng | tr -d ' \n0' | grep -q .
 }
 

@@ -3,19 +3,29 @@
 //! The SPSC queue against a model, and against a hostile peer that writes indexes it must not.
 
 use proptest::prelude::*;
-use std::{cell::RefCell, collections::VecDeque, rc::Rc};
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    rc::Rc,
+};
 use virtio_msg_spsc::{
     Consumer, Index, Producer, QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, QUEUE_BYTES,
     SLOT_BYTES, TAIL_OFFSET,
 };
 
-/// One queue's shared memory, shared by the two ends of a test.
+/// One queue's shared memory, shared by the two ends of a test, and how many times the
+/// producer's head was read.
 #[derive(Clone)]
-struct Mem(Rc<RefCell<[u8; QUEUE_BYTES]>>);
+struct Mem(Rc<RefCell<[u8; QUEUE_BYTES]>>, Rc<Cell<u64>>);
 
 impl Mem {
     fn new() -> Self {
-        Mem(Rc::new(RefCell::new([0; QUEUE_BYTES])))
+        Mem(Rc::new(RefCell::new([0; QUEUE_BYTES])), Rc::default())
+    }
+
+    /// Reads of the producer's head so far.
+    fn head_reads(&self) -> u64 {
+        self.1.get()
     }
 
     /// What a hostile peer does: write an index behind our back.
@@ -26,6 +36,9 @@ impl Mem {
 
 impl QueueMemory for Mem {
     fn load_index(&self, offset: usize) -> u32 {
+        if offset == HEAD_OFFSET {
+            self.1.set(self.1.get() + 1);
+        }
         let m = self.0.borrow();
         u32::from_le_bytes(m[offset..offset + 4].try_into().unwrap())
     }
@@ -191,6 +204,25 @@ enum Op {
     Drain(u32),
 }
 
+#[test]
+fn defuse_zeroes_what_the_consumer_did_not_take() {
+    let (mut p, mut c, _) = pair();
+    let mut out = [0u8; SLOT_BYTES];
+    for i in 1..=5 {
+        p.push(&msg(i)).unwrap();
+    }
+    assert!(c.pop(&mut out).unwrap());
+    assert_eq!(out[0], 1);
+    assert_eq!(p.defuse(), Ok(4));
+    // The consumer that wakes up takes four zeroed slots, then nothing.
+    for _ in 0..4 {
+        assert!(c.pop(&mut out).unwrap());
+        assert_eq!(out, [0; SLOT_BYTES]);
+    }
+    assert!(!c.pop(&mut out).unwrap());
+    assert_eq!(p.defuse(), Ok(0));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -233,6 +265,67 @@ proptest! {
                 }
             }
             prop_assert_eq!(c.pending(), Ok(model.len() as u32));
+        }
+    }
+
+    /// A producer that drops what finds the queue full (as the device model does) can never
+    /// drop unseen: once the consumer read the head after a drop, `take_was_full` says so,
+    /// however pushes, drops and partial drains interleave (pushes also run inside a drain,
+    /// after each slot is freed).
+    #[test]
+    fn every_drop_is_seen_at_the_next_look(ops in prop::collection::vec(prop_oneof![
+        2 => (1..2 * CAPACITY).prop_map(Op::Drain),
+        1 => Just(Op::Pop),
+        3 => any::<u8>().prop_map(Op::Push),
+    ], 0..300), inside in prop::collection::vec(0..4u32, 1..20)) {
+        let (mut p, mut c, mem) = pair();
+        let mut out = [0u8; SLOT_BYTES];
+        // The head reads done when each drop not yet seen happened.
+        let mut unseen: Vec<u64> = Vec::new();
+        let push = |p: &mut Producer<Mem>, unseen: &mut Vec<u64>, v: u8| {
+            if p.push(&[v; 5]) == Err(QueueError::Full) {
+                unseen.push(mem.head_reads());
+            }
+        };
+        let mut turn = 0;
+        for op in ops {
+            match op {
+                Op::Push(v) => {
+                    for _ in 0..=v % 70 {
+                        push(&mut p, &mut unseen, v);
+                    }
+                }
+                Op::Pop => {
+                    c.pop(&mut out).unwrap();
+                }
+                Op::Drain(budget) => {
+                    c.drain(budget, |_| {
+                        turn += 1;
+                        for _ in 0..inside[turn % inside.len()] {
+                            push(&mut p, &mut unseen, 0);
+                        }
+                    })
+                    .unwrap();
+                }
+            }
+            let reads = mem.head_reads();
+            let full = c.take_was_full();
+            // Every drop followed by a read of the head is seen.
+            prop_assert!(full || unseen.iter().all(|&at| at >= reads));
+            unseen.retain(|&at| at >= reads);
+        }
+    }
+
+    /// A consumer that keeps up is never told its queue was full.
+    #[test]
+    fn a_queue_never_near_full_is_never_reported_full(batches in prop::collection::vec(0..(CAPACITY / 2), 1..200)) {
+        let (mut p, mut c, _) = pair();
+        for n in batches {
+            for _ in 0..n {
+                p.push(&msg(1)).unwrap();
+            }
+            c.drain(CAPACITY, |_| {}).unwrap();
+            prop_assert!(!c.take_was_full());
         }
     }
 
