@@ -28,13 +28,14 @@ use kernel::{
     devres::Devres,
     impl_has_work,
     interrupt::LocalInterruptDisabled,
-    new_mutex, new_spinlock_irq, new_work,
+    new_mutex, new_work,
     prelude::*,
     revocable::Revocable,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, Mutex, SpinLockIrq,
+        rcu::{self, RcuPointer},
+        Arc, Mutex,
     },
     virtio::{
         msg::{Bus, BusLink, Receiver},
@@ -50,8 +51,9 @@ use crate::{
     wire::{Class, Frame},
 };
 
-/// Device numbers at or above this are refused (the routing table is indexed by them).
-const MAX_DEV_NUM: u16 = 4096;
+/// Device numbers at or above this are refused: the routing table has a slot for each (the
+/// AMP PCI bus enumerates that many at most).
+const MAX_DEV_NUM: u16 = 256;
 /// Recoveries of one device number while the transport is bound (see the module docs).
 pub(crate) const MAX_RECOVERIES: u32 = 3;
 /// Listed device numbers in a row that do not answer their probe, after which the others
@@ -72,15 +74,15 @@ pub(crate) struct BusHandle {
     timeout_ms: u32,
     /// Device for messages: the bus's auxiliary device.
     dev: ARef<device::Device>,
-    /// Devices by device number. Held while a device handles what the bus delivered, in the
-    /// bus's interrupt handler.
+    /// Devices by device number, borrowed under RCU while a device handles what the bus
+    /// delivered, in the bus's interrupt handler. Set under `routes_update`.
+    routes: KVec<RcuPointer<Arc<MsgDevice>>>,
     #[pin]
-    routes: SpinLockIrq<KVec<Option<Arc<MsgDevice>>>>,
+    routes_update: Mutex<()>,
     stats: Arc<Stats>,
     /// Removes and probes again the devices that need it; taken away at shutdown (it refers
     /// to the bus's core, which refers to this).
-    #[pin]
-    recovery: SpinLockIrq<Option<Arc<Recovery>>>,
+    recovery: RcuPointer<Arc<Recovery>>,
 }
 
 impl BusHandle {
@@ -91,15 +93,25 @@ impl BusHandle {
         stats: Arc<Stats>,
     ) -> impl PinInit<Self, Error> {
         let max_msg_size = bus.max_msg_size();
+        let mut routes = KVec::new();
+        let table = routes.reserve(MAX_DEV_NUM.into(), GFP_KERNEL);
+        for _ in 0..MAX_DEV_NUM {
+            // Cannot fail: room was reserved (if it was not, `table` says so below).
+            let _ = routes.push_within_capacity(RcuPointer::new(None));
+        }
         try_pin_init!(Self {
             atomic_bus <- Revocable::new(bus.clone()),
             bus <- new_mutex!(Some(bus)),
             max_msg_size,
             timeout_ms,
             dev,
-            routes <- new_spinlock_irq!(KVec::new()),
+            routes: {
+                table?;
+                routes
+            },
+            routes_update <- new_mutex!(()),
             stats,
-            recovery <- new_spinlock_irq!(None),
+            recovery: RcuPointer::new(None),
         })
     }
 
@@ -127,29 +139,26 @@ impl BusHandle {
 
     /// Routes what the bus delivers for `dev_num` to `dev`.
     pub(crate) fn add_route(&self, dev_num: u16, dev: Arc<MsgDevice>) -> Result {
-        if dev_num >= MAX_DEV_NUM {
-            return Err(ERANGE);
+        let slot = self.routes.get(usize::from(dev_num)).ok_or(ERANGE)?;
+        let _update = self.routes_update.lock();
+        if slot.get(&rcu::read_lock()).is_some() {
+            return Err(EEXIST);
         }
-        let mut routes = self.routes.lock();
-        while routes.len() <= usize::from(dev_num) {
-            routes.push(None, GFP_ATOMIC)?;
-        }
-        match routes.get_mut(usize::from(dev_num)) {
-            Some(slot @ None) => {
-                *slot = Some(dev);
-                Ok(())
-            }
-            _ => Err(EEXIST),
-        }
+        // Nothing was there: no grace period to wait for.
+        let _ = slot.replace(Some(dev));
+        Ok(())
     }
 
+    /// Stops routing to `dev_num`; on return, no delivery to it runs any more. Process
+    /// context.
     pub(crate) fn remove_route(&self, dev_num: u16) {
-        let old = self
-            .routes
-            .lock()
-            .get_mut(usize::from(dev_num))
-            .and_then(Option::take);
-        drop(old);
+        if let Some(slot) = self.routes.get(usize::from(dev_num)) {
+            let old = {
+                let _update = self.routes_update.lock();
+                slot.replace(None)
+            };
+            drop(old);
+        }
     }
 
     /// Sends `msg`, whose message id is `msg_id`, and counts it. The bus may sleep while it
@@ -183,11 +192,12 @@ impl BusHandle {
 
     /// Has the devices that asked for it recovered (see the module docs). Any context.
     pub(crate) fn request_recovery(&self) {
-        let recovery = self.recovery.lock();
-        if let Some(r) = recovery.as_ref() {
-            // Under the lock, so that the reference dropped when the work is already queued is
-            // never the last. Already queued is fine: it looks at every device.
-            let _ = workqueue::system_long().enqueue(r.clone());
+        let guard = rcu::read_lock();
+        if let Some(r) = self.recovery.get(&guard) {
+            // Under the read side, so that the reference dropped when the work is already
+            // queued is never the last (the pointer keeps one until a grace period after it
+            // is cleared). Already queued is fine: it looks at every device.
+            let _ = workqueue::system_long().enqueue(Arc::from(r));
         }
     }
 
@@ -211,10 +221,11 @@ impl BusHandle {
         }
         self.stats.received(header.msg_id);
         let len = usize::from(header.msg_size).min(bytes.len());
-        let routes = self.routes.lock_with(irq);
-        match routes.get(usize::from(header.dev_num)) {
-            Some(Some(dev)) => dev.receive(&header, &frame, bytes.get(..len).unwrap_or(bytes), irq),
-            _ => self.stats.dropped(Dropped::NoDevice),
+        let guard = rcu::read_lock();
+        let route = self.routes.get(usize::from(header.dev_num));
+        match route.and_then(|slot| slot.get(&guard)) {
+            Some(dev) => dev.receive(&header, &frame, bytes.get(..len).unwrap_or(bytes), irq),
+            None => self.stats.dropped(Dropped::NoDevice),
         }
     }
 }
@@ -223,7 +234,8 @@ impl BusHandle {
     /// Has every device look for used buffers whose EVENT_USED the bus lost (see
     /// [`Receiver::messages_lost`]).
     fn poll_devices(&self, irq: &LocalInterruptDisabled) {
-        for dev in self.routes.lock_with(irq).iter().flatten() {
+        let guard = rcu::read_lock();
+        for dev in self.routes.iter().filter_map(|slot| slot.get(&guard)) {
             dev.poll_queues(irq);
         }
     }
@@ -336,7 +348,8 @@ impl BusCore {
             }),
             GFP_KERNEL,
         )?;
-        *self.handle.recovery.lock() = Some(recovery);
+        // Nothing was there before: no grace period to wait for.
+        let _ = self.handle.recovery.replace(Some(recovery));
         Ok(())
     }
 
@@ -411,9 +424,9 @@ impl BusCore {
             vendor: info.vendor_id,
         };
         let unregistered = Unregistered::new(parent, id, MsgTransport::new(dev.clone()))?;
-        dev.set_handle(Some(unregistered.handle()));
+        dev.set_handle(unregistered.handle())?;
         if let Err(e) = self.handle.add_route(dev_num, dev.clone()) {
-            dev.set_handle(None);
+            dev.clear_handle();
             dev.stop_work();
             return Err(e);
         }
@@ -425,7 +438,7 @@ impl BusCore {
             }),
             Err(e) => {
                 self.handle.remove_route(dev_num);
-                dev.set_handle(None);
+                dev.clear_handle();
                 // No work of the device may outlive it (and the module).
                 dev.stop_work();
                 Err(e)
@@ -441,15 +454,14 @@ impl BusCore {
         } = entry;
         drop(registration);
         self.handle.remove_route(dev.dev_num());
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
     }
 
     /// Unregisters every device and lets go of the bus. Nothing is added afterwards.
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Relaxed);
-        let recovery = self.handle.recovery.lock().take();
-        if let Some(recovery) = recovery {
+        if let Some(recovery) = self.handle.recovery.replace(None) {
             recovery.flush();
         }
         let mut devices = self.devices.lock();
@@ -559,10 +571,14 @@ impl Receiver for BusCore {
 
     /// Each registered device is looked at once (see [`MsgDevice::tick`]), outside the
     /// `devices` lock: a device that does not answer takes a few timeouts, and devices must
-    /// still come and go meanwhile.
+    /// still come and go meanwhile. Nor does it wait for the lock: a probe holds it for as long
+    /// as its device takes to answer, and the bus's unbind would wait behind this; the next
+    /// tick looks instead.
     fn tick(&self, period_ms: u32) {
         let devices: KVec<Arc<MsgDevice>> = {
-            let devices = self.devices.lock();
+            let Some(devices) = self.devices.try_lock() else {
+                return;
+            };
             let mut list =
                 KVec::with_capacity(devices.registered.len(), GFP_KERNEL).unwrap_or_default();
             for entry in devices.registered.iter() {

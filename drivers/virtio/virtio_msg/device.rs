@@ -35,11 +35,12 @@ use kernel::{
     impl_has_work,
     interrupt::LocalInterruptDisabled,
     io::poll::read_poll_timeout,
-    new_mutex, new_spinlock_irq, new_work,
+    new_mutex, new_work,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Mutex, SpinLockIrq,
+        rcu::{self, RcuPointer},
+        Arc, Mutex,
     },
     time::{delay::fsleep, Delta, Instant, Monotonic},
     virtio::{
@@ -169,9 +170,9 @@ pub(crate) struct MsgDevice {
     #[pin]
     config_window: Mutex<ConfigWindow>,
     /// Set once the device is allocated; cleared when it goes away (breaks the reference cycle
-    /// device -> handle -> transport -> device). Held while an interrupt of the device runs.
-    #[pin]
-    handle: SpinLockIrq<Option<Handle<MsgTransport>>>,
+    /// device -> handle -> transport -> device). Borrowed under RCU while an interrupt of the
+    /// device runs.
+    handle: RcuPointer<KBox<Handle<MsgTransport>>>,
     /// Broken in a way a reset may cure (a timeout), or asked for a reset (DEVICE_NEEDS_RESET):
     /// the bus's recovery removes and probes it again (see `bus.rs`).
     recover: Atomic<bool>,
@@ -243,7 +244,7 @@ impl MsgDevice {
                 event_since_answer: Atomic::new(false),
                 config_changes: Atomic::new(0),
                 config_window <- new_mutex!(window),
-                handle <- new_spinlock_irq!(None),
+                handle: RcuPointer::new(None),
                 recover: Atomic::new(false),
                 kicks,
                 deferred <- new_work!("virtio_msg::MsgDevice::deferred"),
@@ -331,14 +332,22 @@ impl MsgDevice {
         self.dev_num
     }
 
-    pub(crate) fn set_handle(&self, handle: Option<Handle<MsgTransport>>) {
-        let old = core::mem::replace(&mut *self.handle.lock(), handle);
-        // Outside the lock: it may be the last reference to the virtio device.
-        drop(old);
+    /// Sets the device's virtio device, which had none.
+    pub(crate) fn set_handle(&self, handle: Handle<MsgTransport>) -> Result {
+        // Nothing was there: no grace period to wait for.
+        drop(self.handle.replace(Some(KBox::new(handle, GFP_KERNEL)?)));
+        Ok(())
+    }
+
+    /// Lets go of the device's virtio device; on return, no interrupt of the device uses it.
+    /// Process context.
+    pub(crate) fn clear_handle(&self) {
+        // Outside the read side: it may be the last reference to the virtio device.
+        drop(self.handle.replace(None));
     }
 
     fn handle(&self) -> Option<Handle<MsgTransport>> {
-        self.handle.lock().clone()
+        self.handle.get(&rcu::read_lock()).cloned()
     }
 
     /// The device cannot be used any more (its bus lost it, or it stopped taking messages):
@@ -412,8 +421,8 @@ impl MsgDevice {
     /// been lost (see [`Receiver::messages_lost`](kernel::virtio::msg::Receiver)). Returns how
     /// many queues had some, and counts them.
     pub(crate) fn poll_queues(&self, irq: &LocalInterruptDisabled) -> u32 {
-        let handle = self.handle.lock_with(irq);
-        let found = handle.as_ref().map_or(0, |h| h.poll_queues(irq));
+        let guard = rcu::read_lock();
+        let found = self.handle.get(&guard).map_or(0, |h| h.poll_queues(irq));
         if found > 0 {
             self.bus.stats().lost_events(found);
         }
@@ -575,8 +584,10 @@ impl MsgDevice {
             Message::EventUsed { vq_index } => {
                 self.used_events.add(1, Relaxed);
                 let ran = u16::try_from(vq_index).is_ok_and(|i| {
-                    let handle = self.handle.lock_with(irq);
-                    handle.as_ref().is_some_and(|h| h.queue_interrupt(i, irq))
+                    let guard = rcu::read_lock();
+                    self.handle
+                        .get(&guard)
+                        .is_some_and(|h| h.queue_interrupt(i, irq))
                 });
                 if !ran {
                     stats.dropped(Dropped::NoQueue);
@@ -591,8 +602,10 @@ impl MsgDevice {
                 self.event_since_answer.store(true, Relaxed);
                 self.note_generation(generation);
                 self.config_changes.add(1, Relaxed);
-                let handle = self.handle.lock_with(irq);
-                let Some(h) = handle.as_ref() else { return };
+                let guard = rcu::read_lock();
+                let Some(h) = self.handle.get(&guard) else {
+                    return;
+                };
                 if device_status & u32::from(status::NEEDS_RESET) != 0 {
                     let current = self.status.load(Relaxed);
                     self.status.store(

@@ -303,7 +303,7 @@ mod tests {
         };
         let unregistered =
             Unregistered::new(t.faux.bound_device(), id, MsgTransport::new(dev.clone()))?;
-        dev.set_handle(Some(unregistered.handle()));
+        dev.set_handle(unregistered.handle())?;
         let registration = unregistered.register()?;
         // The stock driver bound: its queue set up after the recorded GET_VQUEUE, DRIVER_OK
         // confirmed by the recorded reply, nothing asked that the device model did not answer.
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(t.unanswered(), 0);
         assert_eq!(t.stats.timeout_count(), 0);
         drop(registration);
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
         Ok(())
     }

@@ -622,7 +622,7 @@ impl Setup {
         };
         let unregistered =
             Unregistered::new(self.faux.bound_device(), id, MsgTransport::new(dev.clone()))?;
-        dev.set_handle(Some(unregistered.handle()));
+        dev.set_handle(unregistered.handle())?;
         let registration = unregistered.register()?;
         Ok((dev, registration))
     }
@@ -779,7 +779,7 @@ mod cases {
         assert!(log.get(before..before + 2) == Some(&reset[..]));
 
         drop(registration);
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
         // The driver's removal reset the device, then the virtio core acknowledged it again.
         let log = t.fake.log();
@@ -978,7 +978,7 @@ mod cases {
         // SAFETY: `vq` is a live queue of the bound driver.
         assert!(unsafe { bindings::virtqueue_is_broken(vq) });
         drop(registration);
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
         Ok(())
     }
@@ -1672,7 +1672,7 @@ mod cases {
             assert!(bindings::virtqueue_enable_cb_delayed(vq));
         }
         drop(registration);
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
         Ok(())
     }
@@ -1712,7 +1712,7 @@ mod cases {
         assert!(dev.is_broken());
         assert!(dev.wants_recovery());
         drop(registration);
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
         Ok(())
     }
@@ -1736,7 +1736,7 @@ mod cases {
         }
         assert_eq!(t.stats.liveness_check_count(), 0);
         drop(registration);
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
         Ok(())
     }
@@ -1760,7 +1760,7 @@ mod cases {
         as_interrupt(|irq| core.messages_lost(irq));
         assert_eq!(t.stats.lost_events_count(), 1);
         drop(registration);
-        dev.set_handle(None);
+        dev.clear_handle();
         dev.stop_work();
         Ok(())
     }

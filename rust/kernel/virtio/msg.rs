@@ -30,12 +30,13 @@ use crate::{
     device::{Bound, Device},
     devres::Devres,
     interrupt::LocalInterruptDisabled,
-    new_condvar, new_mutex, new_spinlock_irq,
+    new_condvar, new_mutex,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, CondVar, Mutex, SpinLockIrq,
+        rcu::{self, RcuPointer},
+        Arc, CondVar, Mutex,
     },
 };
 use core::ops::Range;
@@ -161,11 +162,10 @@ struct LinkState {
 #[pin_data]
 pub struct BusLink {
     bus: Arc<dyn Bus>,
-    /// The connected receiver. [`BusLink::deliver`] holds the lock while the receiver runs,
-    /// from the bus's interrupt handler: no reference count is touched on that path, and once
-    /// the receiver is taken out under the lock, no delivery is running or will run.
-    #[pin]
-    receiver: SpinLockIrq<Option<Arc<dyn Receiver>>>,
+    /// The connected receiver. [`BusLink::deliver`] borrows it under RCU while the receiver
+    /// runs, from the bus's interrupt handler: no lock is taken and no reference count touched
+    /// on that path, and once it is replaced, no delivery is running or will run.
+    receiver: RcuPointer<KBox<Arc<dyn Receiver>>>,
     /// Device events (which may sleep) and the devices found.
     #[pin]
     state: Mutex<LinkState>,
@@ -186,7 +186,7 @@ impl BusLink {
         Arc::pin_init(
             pin_init!(Self {
                 bus,
-                receiver <- new_spinlock_irq!(None, "virtio::msg::BusLink::receiver"),
+                receiver: RcuPointer::new(None),
                 state <- new_mutex!(
                     LinkState { parent: None, in_flight: 0, devices: KVec::new() },
                     "virtio::msg::BusLink::state"
@@ -208,7 +208,7 @@ impl BusLink {
     fn with_receiver<R>(&self, f: impl FnOnce(&dyn Receiver, &Device<Bound>) -> R) -> Option<R> {
         let (receiver, parent) = {
             let mut state = self.state.lock();
-            let receiver = self.receiver.lock().clone()?;
+            let receiver = self.receiver.get(&rcu::read_lock()).map(|r| (*r).clone())?;
             let parent = state.parent.clone()?;
             state.in_flight += 1;
             (receiver, parent)
@@ -245,7 +245,8 @@ impl BusLink {
     /// With interrupts disabled (`irq`): from the bus's hard interrupt handler, which has the
     /// token already, or as from one ([`as_interrupt`](super::as_interrupt)).
     pub fn deliver(&self, msg: &[u8], irq: &LocalInterruptDisabled) -> bool {
-        match &*self.receiver.lock_with(irq) {
+        let guard = rcu::read_lock();
+        match self.receiver.get(&guard) {
             Some(receiver) => {
                 receiver.receive(msg, irq);
                 true
@@ -258,7 +259,7 @@ impl BusLink {
     /// Interrupts disabled (`irq`), after delivering every message received before the loss
     /// was seen.
     pub fn report_lost(&self, irq: &LocalInterruptDisabled) {
-        if let Some(receiver) = &*self.receiver.lock_with(irq) {
+        if let Some(receiver) = self.receiver.get(&rcu::read_lock()) {
             receiver.messages_lost(irq);
         }
     }
@@ -338,7 +339,9 @@ impl BusLink {
         // Before the receiver is connected. On failure the connection is dropped, which
         // resets `parent`.
         let connection = Devres::new(parent, Connection { link: self.clone() })?;
-        *self.receiver.lock() = Some(receiver);
+        // Nothing was connected: no grace period to wait for.
+        self.receiver
+            .replace(Some(KBox::new(receiver, GFP_KERNEL)?));
         Ok((connection, devices))
     }
 }
@@ -355,7 +358,8 @@ impl Drop for Connection {
     fn drop(&mut self) {
         let receiver = {
             let mut state = self.link.state.lock();
-            let receiver = self.link.receiver.lock().take();
+            // Returns once no delivery runs any more.
+            let receiver = self.link.receiver.replace(None);
             while state.in_flight > 0 {
                 self.link.idle.wait(&mut state);
             }

@@ -17,9 +17,11 @@
 //! Virtqueues are created and destroyed here, not by the transport: for each queue the driver
 //! asks for, the transport only answers [`Transport::queue_max_size`] and is told the ring's
 //! addresses by [`Transport::queue_enable`]. The transport delivers "used buffers" interrupts
-//! with [`Handle::queue_interrupt`], which looks the queue up by index in O(1) and runs its
-//! callback under the same lock that `del_vqs` takes to remove it. A callback therefore never
-//! runs after the queue is deleted, whatever the transport does.
+//! with [`Handle::queue_interrupt`], which looks the queue up by index in O(1) under RCU (no
+//! lock) and runs its callback under that queue's own lock; `del_vqs` takes the queues out
+//! and waits for an RCU grace period before it deletes them. A callback therefore never runs
+//! after its queue is deleted, whatever the transport does, and callbacks of two queues never
+//! wait for each other.
 //!
 //! A [`Handle`] can be taken before the device is registered, so that a transport can route
 //! what its device sends (responses, interrupts) from the very first operation: the virtio core
@@ -50,7 +52,7 @@
 
 use super::{feature, Features};
 use crate::{
-    alloc::KVec,
+    alloc::{kvec::PushError, KVec},
     bindings,
     device::{self, Bound},
     devres::Devres,
@@ -60,7 +62,10 @@ use crate::{
     new_spinlock_irq,
     page::PAGE_SIZE,
     prelude::*,
-    sync::{Arc, SpinLockIrq},
+    sync::{
+        rcu::{self, RcuPointer},
+        Arc, SpinLockIrq,
+    },
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -260,19 +265,33 @@ enum Life {
 ///
 /// # Invariants
 ///
-/// Points to a live `struct virtqueue` of the device, created by `vring_create_virtqueue()`:
-/// it is removed from [`Inner::queues`], under its lock, before `del_vqs` deletes it.
+/// Points to a live `struct virtqueue` of the device, created by `vring_create_virtqueue()`,
+/// for as long as it exists: only `delete_queues` deletes it, consuming it, once no callback
+/// can reach it (never published, or taken out of [`Inner::queues`] an RCU grace period
+/// before, so that every borrow from there has ended).
 struct QueuePtr(NonNull<bindings::virtqueue>);
 
-/// A queue of the device, and whether its callbacks may run (not while it is reset).
+// SAFETY: By the type invariant the pointer is a live `virtqueue`, which may be used from any
+// thread: the virtio core serialises what needs it, and the callbacks run under their queue's
+// lock.
+unsafe impl Send for QueuePtr {}
+
+// SAFETY: As for `Send`: shared, the pointer is only handed to the C functions that the virtio
+// core and the queue's lock serialise.
+unsafe impl Sync for QueuePtr {}
+
+/// A queue of the device. Its lock is held while its callback runs, and says whether it may
+/// run (not while the queue is reset): each queue has its own, so the callbacks of two queues
+/// never wait for each other.
+#[pin_data]
 struct Queue {
     vq: QueuePtr,
-    active: bool,
+    #[pin]
+    active: SpinLockIrq<bool>,
 }
 
-// SAFETY: By the type invariant the pointer is a live `virtqueue`, which may be used from any
-// thread: the virtio core serialises what needs it, and the callbacks run under `queues`.
-unsafe impl Send for QueuePtr {}
+/// The queues of a device, by queue index.
+type Queues = KVec<Pin<KBox<Queue>>>;
 
 /// The allocation behind a device: the C `struct virtio_device`, the transport, and the state
 /// that makes callbacks safe.
@@ -284,7 +303,7 @@ unsafe impl Send for QueuePtr {}
 ///
 /// `vdev` is initialised by [`Unregistered::new`] before any other thread can reach it, and
 /// from then on it is only changed by the virtio core under its own locking, or by this module
-/// under `life` (registration) or `queues` (breaking its queues); `queues` holds only live
+/// under `life` (registration) or a queue's lock (breaking it); `queues` holds only live
 /// queues of `vdev`.
 #[repr(C)]
 #[pin_data]
@@ -292,10 +311,9 @@ struct Inner<T: Transport> {
     /// Must stay the first field: `container_of` from the C callbacks relies on it.
     #[pin]
     vdev: Opaque<bindings::virtio_device>,
-    /// The queues created by `find_vqs`, by queue index. Taken in the transport's interrupt
-    /// handler.
-    #[pin]
-    queues: SpinLockIrq<KVec<Queue>>,
+    /// The queues created by `find_vqs`, borrowed under RCU in the transport's interrupt
+    /// handler; set by `find_vqs`, taken out by `del_vqs`.
+    queues: RcuPointer<KBox<Queues>>,
     /// Taken in the transport's interrupt handler (configuration changes).
     #[pin]
     life: SpinLockIrq<Life>,
@@ -358,14 +376,11 @@ impl<T: Transport> Handle<T> {
     /// With interrupts disabled (`irq`): from the transport's interrupt handler or as from one
     /// ([`as_interrupt`](super::as_interrupt); see the module documentation).
     pub fn queue_interrupt(&self, index: u16, irq: &LocalInterruptDisabled) -> bool {
-        let queues = self.0.queues.lock_with(irq);
-        let Some(Queue { vq, active: true }) = queues.get(usize::from(index)) else {
-            return false;
-        };
-        // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock before
-        // deleting it.
-        unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
-        true
+        let guard = rcu::read_lock();
+        let queues = self.0.queues.get(&guard);
+        queues
+            .and_then(|queues| queues.get(usize::from(index)))
+            .is_some_and(|q| q.interrupt(irq).is_some())
     }
 
     /// Looks at every queue for used buffers whose notification never came, and runs the
@@ -375,19 +390,13 @@ impl<T: Transport> Handle<T> {
     /// For a transport whose notifications can be lost. With interrupts disabled (`irq`), as
     /// [`Handle::queue_interrupt`].
     pub fn poll_queues(&self, irq: &LocalInterruptDisabled) -> u32 {
-        let queues = self.0.queues.lock_with(irq);
-        let mut found = 0;
-        for q in queues.iter() {
-            if let Queue { vq, active: true } = q {
-                // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this
-                // lock before deleting it.
-                let ret = unsafe { bindings::vring_interrupt(0, vq.0.as_ptr().cast()) };
-                if ret == bindings::irqreturn_IRQ_HANDLED {
-                    found += 1;
-                }
-            }
-        }
-        found
+        let guard = rcu::read_lock();
+        let queues = self.0.queues.get(&guard);
+        let handled = queues
+            .into_iter()
+            .flatten()
+            .filter(|q| q.interrupt(irq) == Some(bindings::irqreturn_IRQ_HANDLED));
+        handled.count() as u32
     }
 
     /// Tells the driver that the configuration space changed.
@@ -416,12 +425,28 @@ impl<T: Transport> Handle<T> {
     /// answering then must not leave its queues usable). Queues created afterwards are not
     /// broken: the transport refuses to set them up for a broken device.
     pub fn break_device(&self) {
-        let queues = self.0.queues.lock();
-        for Queue { vq, .. } in queues.iter() {
-            // SAFETY: The queue is alive: `del_vqs` removes it from `queues` under this lock
-            // before deleting it. Breaking a queue only marks it so.
-            unsafe { bindings::__virtqueue_break(vq.0.as_ptr()) };
+        let guard = rcu::read_lock();
+        for q in self.0.queues.get(&guard).into_iter().flatten() {
+            // Not while its callback runs.
+            let _active = q.active.lock();
+            // SAFETY: The queue is alive while `q` is (the type invariant of `QueuePtr`).
+            // Breaking a queue only marks it so.
+            unsafe { bindings::__virtqueue_break(q.vq.0.as_ptr()) };
         }
+    }
+}
+
+impl Queue {
+    /// Runs the queue's callback if it is active (`vring_interrupt()`), and returns what it
+    /// returned; `None` if the queue is not active.
+    fn interrupt(&self, irq: &LocalInterruptDisabled) -> Option<bindings::irqreturn_t> {
+        let active = self.active.lock_with(irq);
+        if !*active {
+            return None;
+        }
+        // SAFETY: The queue is alive while `self` is (the type invariant of `QueuePtr`). Its
+        // callbacks run under `active`, one at a time.
+        Some(unsafe { bindings::vring_interrupt(0, self.vq.0.as_ptr().cast()) })
     }
 }
 
@@ -452,7 +477,7 @@ impl<'a, T: Transport> Unregistered<'a, T> {
                         (*vdev).id.vendor = id.vendor;
                     }
                 }),
-                queues <- new_spinlock_irq!(KVec::new(), "virtio::transport::Inner::queues"),
+                queues: RcuPointer::new(None),
                 life <- new_spinlock_irq!(
                     Life::New { config_changed: false },
                     "virtio::transport::Inner::life"
@@ -767,8 +792,12 @@ impl<T: Transport> OpsTable<T> {
     unsafe extern "C" fn synchronize_cbs(vdev: *mut bindings::virtio_device) {
         // SAFETY: Called by the virtio core on our device.
         let inner = unsafe { Inner::<T>::from_vdev(vdev) };
-        // Every callback run by `Handle::queue_interrupt` holds this lock.
-        drop(inner.queues.lock());
+        // Every callback run by `Handle::queue_interrupt` holds its queue's lock.
+        let guard = rcu::read_lock();
+        for q in inner.queues.get(&guard).into_iter().flatten() {
+            drop(q.active.lock());
+        }
+        drop(guard);
         if T::HAS_SYNCHRONIZE_CBS {
             // SAFETY: Called by the virtio core on our device.
             let (t, dev) = unsafe { Self::parts(vdev) };
@@ -818,7 +847,8 @@ impl<T: Transport> OpsTable<T> {
         // SAFETY: Called by the virtio core on our device.
         let inner = unsafe { Inner::<T>::from_vdev(vdev) };
         from_result(|| {
-            let mut created = KVec::with_capacity(nvqs as usize, GFP_KERNEL)?;
+            let mut created = KBox::new(Queues::new(), GFP_KERNEL)?;
+            created.reserve(nvqs as usize, GFP_KERNEL)?;
             for i in 0..nvqs as usize {
                 // SAFETY: The virtio core passes `nvqs` entries in `infos` and `vqs`.
                 let (info, slot) = unsafe { (&*infos.add(i), &mut *vqs.add(i)) };
@@ -830,17 +860,22 @@ impl<T: Transport> OpsTable<T> {
                 let index = u16::try_from(created.len()).map_err(|_| EINVAL)?;
                 // SAFETY: `info` describes a queue of our device, we are in `find_vqs`.
                 match unsafe { Self::create_queue(inner, index, info) } {
-                    Ok(vq) => {
-                        *slot = vq.0.as_ptr();
-                        created.push(Queue { vq, active: true }, GFP_KERNEL)?;
+                    Ok(queue) => {
+                        *slot = queue.vq.0.as_ptr();
+                        // Room was reserved for every queue.
+                        if let Err(PushError(queue)) = created.push_within_capacity(queue) {
+                            Self::delete_queues([queue]);
+                            return Err(ENOMEM);
+                        }
                     }
                     Err(e) => {
-                        Self::delete_queues(created);
+                        Self::delete_queues(KBox::into_inner(created));
                         return Err(e);
                     }
                 }
             }
-            *inner.queues.lock() = created;
+            // Nothing was there (`del_vqs` took the last ones out): no grace period.
+            drop(inner.queues.replace(Some(created)));
             Ok(0)
         })
     }
@@ -852,7 +887,7 @@ impl<T: Transport> OpsTable<T> {
         inner: &Inner<T>,
         index: u16,
         info: &bindings::virtqueue_info,
-    ) -> Result<QueuePtr> {
+    ) -> Result<Pin<KBox<Queue>>> {
         // SAFETY: Registration has started (we are in an op).
         let dev = unsafe { inner.device() };
         let t = &inner.transport;
@@ -882,12 +917,20 @@ impl<T: Transport> OpsTable<T> {
         unsafe { (*ptr).num_max = max };
         // SAFETY: As above.
         let config = unsafe { Self::queue_config(ptr, index) };
-        if let Err(e) = t.queue_enable(dev, &config) {
+        let queue = t.queue_enable(dev, &config).and_then(|()| {
+            KBox::pin_init(
+                pin_init!(Queue {
+                    vq,
+                    active <- new_spinlock_irq!(true, "virtio::transport::Queue::active"),
+                }),
+                GFP_KERNEL,
+            )
+        });
+        if queue.is_err() {
             // SAFETY: Not published anywhere yet.
             unsafe { bindings::vring_del_virtqueue(ptr) };
-            return Err(e);
         }
-        Ok(vq)
+        queue
     }
 
     /// Where the rings of `vq` are.
@@ -909,11 +952,13 @@ impl<T: Transport> OpsTable<T> {
     }
 
     /// Marks the queue at `index` active or not; returns `false` if there is no such queue.
+    /// Once inactive, its callback neither runs nor will run.
     fn set_active(inner: &Inner<T>, index: u16, active: bool) -> bool {
-        let mut queues = inner.queues.lock();
-        match queues.get_mut(usize::from(index)) {
+        let guard = rcu::read_lock();
+        let queues = inner.queues.get(&guard);
+        match queues.and_then(|queues| queues.get(usize::from(index))) {
             Some(q) => {
-                q.active = active;
+                *q.active.lock() = active;
                 true
             }
             None => false,
@@ -936,7 +981,6 @@ impl<T: Transport> OpsTable<T> {
             if !dev.has_feature(feature::RING_RESET) {
                 return Err(ENOENT);
             }
-            // Callbacks run under the `queues` lock: once inactive, none runs or will run.
             if !Self::set_active(inner, index, false) {
                 return Err(ENOENT);
             }
@@ -977,11 +1021,13 @@ impl<T: Transport> OpsTable<T> {
         })
     }
 
-    fn delete_queues(queues: KVec<Queue>) {
-        for Queue { vq, .. } in queues {
+    /// Deletes `queues`, which no callback can reach: never published, or taken out of
+    /// `Inner::queues` a grace period ago.
+    fn delete_queues(queues: impl IntoIterator<Item = Pin<KBox<Queue>>>) {
+        for q in queues {
             // SAFETY: The queue was created by `create_queue` and is no longer reachable
             // through `Inner::queues`, so no callback can run on it.
-            unsafe { bindings::vring_del_virtqueue(vq.0.as_ptr()) };
+            unsafe { bindings::vring_del_virtqueue(q.vq.0.as_ptr()) };
         }
     }
 
@@ -991,9 +1037,10 @@ impl<T: Transport> OpsTable<T> {
     unsafe extern "C" fn del_vqs(vdev: *mut bindings::virtio_device) {
         // SAFETY: Called by the virtio core on our device.
         let inner = unsafe { Inner::<T>::from_vdev(vdev) };
-        // Once out of the table, no callback can start on a queue, and none is running: they
-        // run under this lock.
-        let queues = core::mem::take(&mut *inner.queues.lock());
-        Self::delete_queues(queues);
+        // Once out of the table, no callback can start on a queue; `replace` returns once none
+        // is running (they run under the RCU read side).
+        if let Some(queues) = inner.queues.replace(None) {
+            Self::delete_queues(KBox::into_inner(queues));
+        }
     }
 }
