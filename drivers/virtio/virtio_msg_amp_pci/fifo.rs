@@ -287,7 +287,7 @@ impl Fifo {
             let defused = self.tx.lock().queue.defuse().unwrap_or(0);
             dev_err!(
                 self.dev,
-                "FIFO {}: {why}; FIFO stopped, its devices are gone ({defused} messages not taken, withdrawn)\n",
+                "FIFO {}: {why}; FIFO stopped, its devices are gone ({defused} withdrawn)\n",
                 self.index
             );
             if let Some(loss) = self.loss.lock().clone() {

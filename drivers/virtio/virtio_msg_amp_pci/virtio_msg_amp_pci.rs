@@ -65,7 +65,7 @@ kernel::module_pci_driver! {
         },
         keepalive_ms: u32 {
             default: 1000,
-            description: "Keepalive period in ms, 100 to 60000, or 0 for none: a FIFO silent this long is PINGed (3 unanswered: its devices are gone), and its devices are checked for lost notifications and held buffers",
+            description: "PING period of a silent FIFO in ms, 100 to 60000, 0 for none",
         },
     },
 }

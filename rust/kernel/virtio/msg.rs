@@ -93,8 +93,8 @@ pub trait Bus: Send + Sync {
     /// [`EBUSY`] if there is no room right now (the transport then sends it later with
     /// [`Bus::send`]). May run concurrently with [`Bus::send`], and in any context: a bus that
     /// serialises its producer with a lock takes it with interrupts disabled
-    /// ([`SpinLockIrq`]), or a kick from an interrupt handler on the same CPU would spin on
-    /// it for ever.
+    /// ([`SpinLockIrq`](crate::sync::SpinLockIrq)), or a kick from an interrupt handler on the
+    /// same CPU would spin on it for ever.
     fn send_atomic(&self, msg: &[u8]) -> Result;
 }
 
