@@ -15,7 +15,10 @@
 #                      that compiles everything the series adds) and the
 #                      result with the full guest configuration
 #                      (support/kernel.sh, whose tree the result is, byte for
-#                      byte); make rustdoc of the result warns about nothing.
+#                      byte), and with PREEMPT_RT (kernel/configs/
+#                      virtio_msg_rt.config on top of the series one: the
+#                      kernel crate; the drivers depend on !PREEMPT_RT);
+#                      make rustdoc of the result warns about nothing.
 #
 # What goes into which patch: patches/series. The commits are made in a git
 # repository of the pristine tree (build/series-git, a clone of one cached
@@ -34,6 +37,7 @@ OBJ=$B/series-obj
 PRISTINE=$VMSG_CACHE/linux-source-$LINUX_SERIES
 BASE_GIT=$VMSG_CACHE/linux-source-$LINUX_SOURCE_VERSION.git
 FRAGMENT=$top/kernel/configs/virtio_msg_series.config
+RT_FRAGMENT=$top/kernel/configs/virtio_msg_rt.config
 JOBS=${JOBS:-$(nproc)}
 export BINDGEN LIBCLANG_PATH RUST_LIB_SRC
 export CCACHE_BASEDIR=$top
@@ -239,6 +243,21 @@ configure() {
 		kmake olddefconfig >/dev/null
 }
 
+# The last commit with PREEMPT_RT too (vmlinux, in a tree of its own): the
+# drivers depend on !PREEMPT_RT, the kernel crate's additions must build.
+build_rt() {
+	local OBJ=$B/series-rt-obj
+	mkdir -p "$OBJ"
+	kmake tinyconfig >/dev/null &&
+		"$WORK/scripts/kconfig/merge_config.sh" -m -O "$OBJ" "$OBJ/.config" \
+			"$FRAGMENT" "$RT_FRAGMENT" >/dev/null &&
+		kmake olddefconfig >/dev/null &&
+		grep -qx 'CONFIG_PREEMPT_RT=y' "$OBJ/.config" &&
+		grep -qx 'CONFIG_RUST=y' "$OBJ/.config" &&
+		grep -qx 'CONFIG_VIRTIO=y' "$OBJ/.config" &&
+		kmake vmlinux
+}
+
 # Exceptions: the cover letter's lines "  NNNN TYPE: reason".
 exceptions() { sed -nE 's/^ +([0-9]{4}) ([A-Z_]+): .*/\1 \2/p' "$top/patches/cover-letter"; }
 
@@ -307,6 +326,7 @@ check_builds() {
 	# fragment; after "make" (the build suite of make check) this is a no-op.
 	build_check builds_with_the_full_guest_config "$B/series-build-full.log" \
 		"$top/support/kernel.sh" build
+	build_check kernel_crate_builds_with_preempt_rt "$B/series-build-rt.log" build_rt
 	build_check rustdoc_without_warnings "$B/series-rustdoc.log" kmake rustdoc
 }
 
