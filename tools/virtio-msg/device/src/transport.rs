@@ -168,6 +168,11 @@ pub struct TransportDevice<B> {
     /// Compat mode: a notification the device could not take; the device ignores notifications
     /// and does no queue work until it is reset.
     broken: bool,
+    /// Queues notified since the reset, and whether a dropped notification was logged: the
+    /// first of each is logged (diagnostics for the e2e console tests, whose output once never
+    /// reached the host).
+    notified: Vec<bool>,
+    told_dropped: bool,
 }
 
 impl<B: Backend> TransportDevice<B> {
@@ -181,9 +186,11 @@ impl<B: Backend> TransportDevice<B> {
             status: 0,
             driver_features: 0,
             generation: 0,
+            notified: vec![false; queues.len()],
             queues,
             dead: false,
             broken: false,
+            told_dropped: false,
         }
     }
 
@@ -267,6 +274,8 @@ impl<B: Backend> TransportDevice<B> {
     pub fn reset(&mut self) {
         self.dead = false;
         self.broken = false;
+        self.notified.iter_mut().for_each(|n| *n = false);
+        self.told_dropped = false;
         self.status = 0;
         self.driver_features = 0;
         self.queues
@@ -492,6 +501,13 @@ impl<B: Backend> TransportDevice<B> {
 
     /// EVENT_AVAIL for queue `index`.
     fn notified(&mut self, index: u32) -> Vec<Vec<u8>> {
+        if let Some(first @ false) = self.notified.get_mut(index as usize) {
+            *first = true;
+            log::info!(
+                "device {}: first notification of queue {index}",
+                self.dev_num
+            );
+        }
         if self.mode == Mode::Compat {
             return self.notified_compat(index);
         }
@@ -520,6 +536,18 @@ impl<B: Backend> TransportDevice<B> {
         }
         let set_up = index < COMPAT_QUEUE_INDEXES
             && self.queues.get(index as usize).is_some_and(|q| q.size > 0);
+        if (!set_up || self.broken) && !self.told_dropped {
+            self.told_dropped = true;
+            let why = if set_up {
+                "device broken"
+            } else {
+                "queue not set up"
+            };
+            log::info!(
+                "device {}: notification of queue {index} dropped ({why})",
+                self.dev_num
+            );
+        }
         if !set_up {
             self.device_error();
             Vec::new()
