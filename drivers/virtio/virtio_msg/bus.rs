@@ -228,9 +228,7 @@ impl BusHandle {
             None => self.stats.dropped(Dropped::NoDevice),
         }
     }
-}
 
-impl BusHandle {
     /// Has every device look for used buffers whose EVENT_USED the bus lost (see
     /// [`Receiver::messages_lost`]).
     fn poll_devices(&self, irq: &LocalInterruptDisabled) {

@@ -62,23 +62,20 @@ impl WorkItem for Keepalive {
         if !*this.open.lock() || this.fifo.stopped() {
             return;
         }
-        if this.fifo.received() == this.received.load(Relaxed) && this.fifo.answers_ping() {
-            if this.fifo.keepalive().is_ok() {
-                this.misses.store(0, Relaxed);
-            } else {
-                let misses = this.misses.load(Relaxed) + 1;
-                this.misses.store(misses, Relaxed);
-                if misses >= MISSES {
-                    this.fifo.peer_gone(misses);
-                    return;
-                }
-                this.received.store(this.fifo.received(), Relaxed);
-                return this.queue();
-            }
-        } else {
+        let silent = this.fifo.received() == this.received.load(Relaxed);
+        // Something came, or the PING was answered: the device side is alive.
+        let alive = !silent || !this.fifo.answers_ping() || this.fifo.keepalive().is_ok();
+        if alive {
             this.misses.store(0, Relaxed);
+            this.link.tick(this.period_ms);
+        } else {
+            let misses = this.misses.load(Relaxed) + 1;
+            this.misses.store(misses, Relaxed);
+            if misses >= MISSES {
+                this.fifo.peer_gone(misses);
+                return;
+            }
         }
-        this.link.tick(this.period_ms);
         this.received.store(this.fifo.received(), Relaxed);
         this.queue();
     }

@@ -328,6 +328,19 @@ unsafe impl<T: Transport> Send for Inner<T> {}
 unsafe impl<T: Transport> Sync for Inner<T> {}
 
 impl<T: Transport> Inner<T> {
+    /// The queue at `index`, borrowed for as long as `guard` is held.
+    fn queue<'a>(&'a self, guard: &'a rcu::Guard, index: u16) -> Option<&'a Queue> {
+        self.queues
+            .get(guard)
+            .and_then(|queues| queues.get(usize::from(index)))
+            .map(|q| &**q)
+    }
+
+    /// Every queue, borrowed for as long as `guard` is held.
+    fn each_queue<'a>(&'a self, guard: &'a rcu::Guard) -> impl Iterator<Item = &'a Queue> {
+        self.queues.get(guard).into_iter().flatten().map(|q| &**q)
+    }
+
     /// # Safety
     ///
     /// `vdev` must be the `vdev` field of a live `Inner<T>`.
@@ -377,9 +390,8 @@ impl<T: Transport> Handle<T> {
     /// ([`as_interrupt`](super::as_interrupt); see the module documentation).
     pub fn queue_interrupt(&self, index: u16, irq: &LocalInterruptDisabled) -> bool {
         let guard = rcu::read_lock();
-        let queues = self.0.queues.get(&guard);
-        queues
-            .and_then(|queues| queues.get(usize::from(index)))
+        self.0
+            .queue(&guard, index)
             .is_some_and(|q| q.interrupt(irq).is_some())
     }
 
@@ -391,10 +403,9 @@ impl<T: Transport> Handle<T> {
     /// [`Handle::queue_interrupt`].
     pub fn poll_queues(&self, irq: &LocalInterruptDisabled) -> u32 {
         let guard = rcu::read_lock();
-        let queues = self.0.queues.get(&guard);
-        let handled = queues
-            .into_iter()
-            .flatten()
+        let handled = self
+            .0
+            .each_queue(&guard)
             .filter(|q| q.interrupt(irq) == Some(bindings::irqreturn_IRQ_HANDLED));
         handled.count() as u32
     }
@@ -426,7 +437,7 @@ impl<T: Transport> Handle<T> {
     /// broken: the transport refuses to set them up for a broken device.
     pub fn break_device(&self) {
         let guard = rcu::read_lock();
-        for q in self.0.queues.get(&guard).into_iter().flatten() {
+        for q in self.0.each_queue(&guard) {
             // Not while its callback runs.
             let _active = q.active.lock();
             // SAFETY: The queue is alive while `q` is (the type invariant of `QueuePtr`).
@@ -794,7 +805,7 @@ impl<T: Transport> OpsTable<T> {
         let inner = unsafe { Inner::<T>::from_vdev(vdev) };
         // Every callback run by `Handle::queue_interrupt` holds its queue's lock.
         let guard = rcu::read_lock();
-        for q in inner.queues.get(&guard).into_iter().flatten() {
+        for q in inner.each_queue(&guard) {
             drop(q.active.lock());
         }
         drop(guard);
@@ -849,35 +860,50 @@ impl<T: Transport> OpsTable<T> {
         from_result(|| {
             let mut created = KBox::new(Queues::new(), GFP_KERNEL)?;
             created.reserve(nvqs as usize, GFP_KERNEL)?;
-            for i in 0..nvqs as usize {
-                // SAFETY: The virtio core passes `nvqs` entries in `infos` and `vqs`.
-                let (info, slot) = unsafe { (&*infos.add(i), &mut *vqs.add(i)) };
-                *slot = core::ptr::null_mut();
-                // Queues the driver does not use have no name and take no index.
-                if info.name.is_null() {
-                    continue;
-                }
-                let index = u16::try_from(created.len()).map_err(|_| EINVAL)?;
-                // SAFETY: `info` describes a queue of our device, we are in `find_vqs`.
-                match unsafe { Self::create_queue(inner, index, info) } {
-                    Ok(queue) => {
-                        *slot = queue.vq.0.as_ptr();
-                        // Room was reserved for every queue.
-                        if let Err(PushError(queue)) = created.push_within_capacity(queue) {
-                            Self::delete_queues([queue]);
-                            return Err(ENOMEM);
-                        }
-                    }
-                    Err(e) => {
-                        Self::delete_queues(KBox::into_inner(created));
-                        return Err(e);
-                    }
-                }
+            // SAFETY: Called by the virtio core, with `nvqs` entries in `infos` and `vqs`.
+            if let Err(e) = unsafe { Self::create_queues(inner, nvqs, vqs, infos, &mut created) } {
+                // Never published: none of them can have a callback running.
+                Self::delete_queues(KBox::into_inner(created));
+                return Err(e);
             }
             // Nothing was there (`del_vqs` took the last ones out): no grace period.
             drop(inner.queues.replace(Some(created)));
             Ok(0)
         })
+    }
+
+    /// Creates the queues `find_vqs` asks for into `created` (which has room for `nvqs`), and
+    /// fills `vqs`. On failure the caller deletes what is in `created`.
+    ///
+    /// # Safety
+    ///
+    /// Called from `find_vqs` of `inner`'s device, with its `nvqs`, `vqs` and `infos`.
+    unsafe fn create_queues(
+        inner: &Inner<T>,
+        nvqs: c_uint,
+        vqs: *mut *mut bindings::virtqueue,
+        infos: *mut bindings::virtqueue_info,
+        created: &mut Queues,
+    ) -> Result {
+        for i in 0..nvqs as usize {
+            // SAFETY: The virtio core passes `nvqs` entries in `infos` and `vqs`.
+            let (info, slot) = unsafe { (&*infos.add(i), &mut *vqs.add(i)) };
+            *slot = core::ptr::null_mut();
+            // Queues the driver does not use have no name and take no index.
+            if info.name.is_null() {
+                continue;
+            }
+            let index = u16::try_from(created.len()).map_err(|_| EINVAL)?;
+            // SAFETY: `info` describes a queue of our device, we are in `find_vqs`.
+            let queue = unsafe { Self::create_queue(inner, index, info) }?;
+            *slot = queue.vq.0.as_ptr();
+            // Room was reserved for every queue.
+            if let Err(PushError(queue)) = created.push_within_capacity(queue) {
+                Self::delete_queues([queue]);
+                return Err(ENOMEM);
+            }
+        }
+        Ok(())
     }
 
     /// # Safety
@@ -955,8 +981,7 @@ impl<T: Transport> OpsTable<T> {
     /// Once inactive, its callback neither runs nor will run.
     fn set_active(inner: &Inner<T>, index: u16, active: bool) -> bool {
         let guard = rcu::read_lock();
-        let queues = inner.queues.get(&guard);
-        match queues.and_then(|queues| queues.get(usize::from(index))) {
+        match inner.queue(&guard, index) {
             Some(q) => {
                 *q.active.lock() = active;
                 true
