@@ -228,10 +228,16 @@ traffic_stop() {
 hvc() {
 	[ -n "$(virtio_dev 3)" ] || return
 	for _ in $(seq 100); do
-		# Opened: the port tells the device so with a control message,
-		# and what is written before the device and its host peer are
-		# ready may be dropped: an empty line first, then a second.
-		timeout 2 sh -c 'echo >/dev/hvc0' 2>/dev/null && sleep 1 && echo /dev/hvc0 && return
+		# Not written before the terminal exists: the write would
+		# create a regular file in /dev, which then takes every write
+		# and keeps devtmpfs from adding the terminal (what the console
+		# tests saw for a long time on a loaded host, where the port
+		# comes late). Opened: the port tells the device so with a
+		# control message, and what is written before the device and
+		# its host peer are ready may be dropped: an empty line first,
+		# then a second.
+		[ -c /dev/hvc0 ] && timeout 2 sh -c 'echo >/dev/hvc0' 2>/dev/null &&
+			sleep 1 && echo /dev/hvc0 && return
 		sleep 0.1
 	done
 }
