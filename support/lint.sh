@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # make lint: no warnings from rustfmt, rustc or clippy, in the kernel code
-# (built with the kernel's CLIPPY=1) and in the userspace tools.
+# (built with the kernel's CLIPPY=1) and in the userspace tools, and the
+# compiler refuses what the types must refuse (compile-fail.sh).
 # Prints "lint: STEP pass|fail" per step and "lint: N passed, N failed".
 set -uo pipefail
 
@@ -44,6 +45,9 @@ kernel_clippy() {
 	! grep -qE '^(warning|error)' <<<"$log"
 }
 step clippy-kernel kernel_clippy
+
+# What the types must refuse (kernel doctests cannot be compile_fail).
+step compile-fail tools/testing/virtio-msg/compile-fail.sh
 
 echo "lint: $passed passed, $failed failed"
 [ $failed = 0 ]

@@ -22,9 +22,7 @@ use core::{
 };
 use kernel::{
     alloc::{KVVec, KVec},
-    auxiliary, bindings,
-    device::{Bound, Device},
-    faux,
+    auxiliary, bindings, faux,
     ffi::c_ulong,
     impl_has_work, new_mutex, new_spinlock, new_spinlock_irq, new_work,
     prelude::*,
@@ -736,26 +734,16 @@ impl Bus for LoopbackDevice {
     }
 }
 
-/// The auxiliary device of the bus, with its link as registration data.
-type BusRegistration = auxiliary::Registration<'static, ForLt!(Arc<BusLink>)>;
-
 struct LoopbackModule {
-    /// Dropped first: unbinding the transport unregisters the virtio device.
-    bus: Option<BusRegistration>,
+    /// The faux device and, under it, the bus's auxiliary device with its link as
+    /// registration data. Dropped first: unbinding the transport unregisters the virtio
+    /// device.
+    bus: Option<faux::WithDependent>,
     device: Arc<LoopbackDevice>,
-    /// Dropped last: the parent of everything above.
-    _faux: faux::Registration,
 }
 
 impl kernel::Module for LoopbackModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let faux = faux::Registration::new(c"virtio-msg-loopback", None)?;
-        let parent: &Device<Bound> = faux.bound_device();
-        // SAFETY: The reference points into the C `faux_device`, not into `faux`, and the
-        // device stays bound until `faux` is dropped, which `LoopbackModule` does after
-        // dropping `bus`, the only user of this reference (field order and `Drop` below).
-        let parent: &'static Device<Bound> = unsafe { &*core::ptr::from_ref(parent) };
-
         let blk_mib = *module_parameters::blk_mib.value();
         if blk_mib > MAX_BLK_MIB {
             pr_err!("blk_mib {blk_mib} is more than {MAX_BLK_MIB}\n");
@@ -770,18 +758,18 @@ impl kernel::Module for LoopbackModule {
         *device.link.lock() = Some(link.clone());
         *device.me.lock() = Some(device.clone());
         // From here on, a failure drops `module`, whose `Drop` breaks the cycles just made.
-        let mut module = Self {
-            bus: None,
-            device,
-            _faux: faux,
-        };
-        module.bus = Some(auxiliary::Registration::new(
-            parent,
-            AUXILIARY_NAME,
-            new_bus_id(),
-            AUXILIARY_MODNAME,
-            link.clone(),
-        )?);
+        let mut module = Self { bus: None, device };
+        let bus = faux::Registration::new_with_dependent(c"virtio-msg-loopback", None, |parent| {
+            let bus = auxiliary::Registration::<ForLt!(Arc<BusLink>)>::new(
+                parent,
+                AUXILIARY_NAME,
+                new_bus_id(),
+                AUXILIARY_MODNAME,
+                link.clone(),
+            )?;
+            Ok(KBox::new(bus, GFP_KERNEL)?)
+        })?;
+        module.bus = Some(bus);
         link.add_device(RNG_DEV_NUM)?;
         pr_info!("virtio-msg loopback bus up, entropy device on device number {RNG_DEV_NUM}\n");
         if blk_mib > 0 {

@@ -12,9 +12,10 @@
 //! # Recovery
 //!
 //! A device that stopped answering is broken at once (its virtqueues fail what is in flight);
-//! one that asks for a reset (DEVICE_NEEDS_RESET) is reset, then broken, by [`Recovery`]
-//! (reset first, so that it stops writing its rings). Then [`Recovery`] removes its virtio
-//! device and
+//! one that asks for a reset (DEVICE_NEEDS_RESET) is reset, then broken, by the recovery, the
+//! deferred call of the bus's link ([`Receiver::deferred`], in process context, with the bus's
+//! devices lent bound), reset first so that it stops writing its rings. Then the recovery
+//! removes its virtio device and
 //! probes the device number again, as if the bus had reported it gone and back: a device that
 //! works again gets a fresh driver, one that stays silent fails its probe and is left out. A
 //! remove and re-add rather than the virtio core's `reset_prepare`/`reset_done`, which only
@@ -24,11 +25,10 @@
 
 use kernel::{
     alloc::{kvec::PushError, KVec},
-    device::{self, Bound},
+    device,
     devres::Devres,
-    impl_has_work,
     interrupt::LocalInterruptDisabled,
-    new_mutex, new_work,
+    new_mutex,
     prelude::*,
     revocable::Revocable,
     sync::{
@@ -38,10 +38,9 @@ use kernel::{
         Arc, Mutex,
     },
     virtio::{
-        msg::{Bus, BusLink, Receiver},
+        msg::{Bus, BusDevices, BusLink, Receiver},
         transport::{DeviceId, Registration, Unregistered},
     },
-    workqueue::{self, Work, WorkItem},
 };
 
 use crate::{
@@ -80,9 +79,9 @@ pub(crate) struct BusHandle {
     #[pin]
     routes_update: Mutex<()>,
     stats: Arc<Stats>,
-    /// Removes and probes again the devices that need it; taken away at shutdown (it refers
-    /// to the bus's core, which refers to this).
-    recovery: RcuPointer<Arc<Recovery>>,
+    /// The bus's link, whose deferred call removes and probes again the devices that need it;
+    /// taken away at shutdown (it refers to the bus's core, which refers to this).
+    link: RcuPointer<Arc<BusLink>>,
 }
 
 impl BusHandle {
@@ -111,7 +110,7 @@ impl BusHandle {
             },
             routes_update <- new_mutex!(()),
             stats,
-            recovery: RcuPointer::new(None),
+            link: RcuPointer::new(None),
         })
     }
 
@@ -193,11 +192,10 @@ impl BusHandle {
     /// Has the devices that asked for it recovered (see the module docs). Any context.
     pub(crate) fn request_recovery(&self) {
         let guard = rcu::read_lock();
-        if let Some(r) = self.recovery.get(&guard) {
-            // Under the read side, so that the reference dropped when the work is already
-            // queued is never the last (the pointer keeps one until a grace period after it
-            // is cleared). Already queued is fine: it looks at every device.
-            let _ = workqueue::system_long().enqueue(Arc::from(r));
+        if let Some(link) = self.link.get(&guard) {
+            // Under the read side, so that the reference dropped here is never the last (the
+            // pointer keeps one until a grace period after it is cleared).
+            Arc::from(link).defer();
         }
     }
 
@@ -278,40 +276,6 @@ struct Entry {
     recoveries: u32,
 }
 
-/// The work item that probes the devices listed at connection, then recovers devices (see the
-/// module docs).
-#[pin_data]
-pub(crate) struct Recovery {
-    core: Arc<BusCore>,
-    /// Lends the bus's device, bound, to probe the devices again.
-    link: Arc<BusLink>,
-    #[pin]
-    work: Work<Recovery>,
-}
-
-impl_has_work! {
-    impl HasWork<Self> for Recovery { self.work }
-}
-
-impl WorkItem for Recovery {
-    type Pointer = Arc<Recovery>;
-
-    fn run(this: Arc<Recovery>) {
-        // `None`: disconnected, the transport is unbinding.
-        let _ = this.link.with_parent(|parent| {
-            this.core.probe_listed(parent);
-            this.core.recover(parent);
-        });
-    }
-}
-
-impl Recovery {
-    /// Waits until the work is neither queued nor running.
-    fn flush(&self) {
-        self.work.flush();
-    }
-}
-
 /// The transport's side of one bus.
 #[pin_data]
 pub(crate) struct BusCore {
@@ -336,28 +300,20 @@ impl BusCore {
     }
 
     /// Lets the bus's devices be recovered (see the module docs) until [`BusCore::shutdown`];
-    /// `link` is the bus's link, which this is connected to.
-    pub(crate) fn enable_recovery(self: &Arc<Self>, link: Arc<BusLink>) -> Result {
-        let recovery = Arc::pin_init(
-            pin_init!(Recovery {
-                core: self.clone(),
-                link,
-                work <- new_work!("virtio_msg::Recovery::work"),
-            }),
-            GFP_KERNEL,
-        )?;
+    /// `link` is the bus's link, which this is connected to: the recovery is its deferred call
+    /// ([`Receiver::deferred`]).
+    pub(crate) fn enable_recovery(&self, link: Arc<BusLink>) {
         // Nothing was there before: no grace period to wait for.
-        let _ = self.handle.recovery.replace(Some(recovery));
-        Ok(())
+        let _ = self.handle.link.replace(Some(link));
     }
 
-    /// Removes every device that needs recovering and probes its device number again, as a
-    /// child of `parent`.
+    /// Removes every device that needs recovering and probes its device number again, on the
+    /// bus's devices `bus`.
     ///
     /// The device is removed without the `devices` lock: a driver's removal may wait long
     /// (7.2's virtio-blk waits for its requests in flight), and the bus's other devices must
     /// still come and go meanwhile.
-    fn recover(&self, parent: &device::Device<Bound>) {
+    fn recover(&self, bus: &BusDevices<'_>) {
         while !self.closed.load(Relaxed) {
             let entry = {
                 let mut devices = self.devices.lock();
@@ -386,19 +342,20 @@ impl BusCore {
             if recoveries > MAX_RECOVERIES {
                 dev_err!(
                     self.handle.dev(),
-                    "device {dev_num}: failed again after {MAX_RECOVERIES} recoveries, removed for good\n"
+                    "device {dev_num}: failed after {MAX_RECOVERIES} recoveries, removed for good\n"
                 );
                 continue;
             }
+            let max = MAX_RECOVERIES;
             dev_info!(
                 self.handle.dev(),
-                "device {dev_num}: removed to recover it, probing it again ({recoveries} of {MAX_RECOVERIES})\n"
+                "device {dev_num}: removed to recover it, probing again ({recoveries} of {max})\n"
             );
             // What the device still had to say for its old driver arrives before the barrier's
             // answer and is dropped: nothing of it can answer the new probe.
             let _ = self.handle.sync();
             // A failure said so.
-            let _ = self.add_locked(parent, &mut devices, dev_num, recoveries);
+            let _ = self.add_locked(bus, &mut devices, dev_num, recoveries);
         }
     }
 
@@ -413,15 +370,17 @@ impl BusCore {
         entry.map(|e| e.dev.clone())
     }
 
-    /// Probes device `dev_num` and registers it with the virtio core, as a child of `parent`.
-    fn add(&self, parent: &device::Device<Bound>, dev_num: u16, recoveries: u32) -> Result<Entry> {
+    /// Probes device `dev_num` and registers it with the virtio core, on the bus's devices
+    /// `bus`.
+    fn add(&self, bus: &BusDevices<'_>, dev_num: u16, recoveries: u32) -> Result<Entry> {
         let dev = MsgDevice::probe(self.handle.clone(), dev_num)?;
         let info = *dev.info();
         let id = DeviceId {
             device: info.device_id,
             vendor: info.vendor_id,
         };
-        let unregistered = Unregistered::new(parent, id, MsgTransport::new(dev.clone()))?;
+        let transport = MsgTransport::new(dev.clone());
+        let unregistered = Unregistered::new(bus.parent, bus.dma, id, transport)?;
         dev.set_handle(unregistered.handle())?;
         if let Err(e) = self.handle.add_route(dev_num, dev.clone()) {
             dev.clear_handle();
@@ -459,9 +418,8 @@ impl BusCore {
     /// Unregisters every device and lets go of the bus. Nothing is added afterwards.
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Relaxed);
-        if let Some(recovery) = self.handle.recovery.replace(None) {
-            recovery.flush();
-        }
+        // A deferred call running now sees `closed`; the connection's drop, next, waits for it.
+        drop(self.handle.link.replace(None));
         let mut devices = self.devices.lock();
         while let Some(entry) = devices.registered.pop() {
             self.remove(entry);
@@ -472,7 +430,7 @@ impl BusCore {
 }
 
 impl BusCore {
-    /// Has the devices the bus listed when the transport connected probed, by the work item
+    /// Has the devices the bus listed when the transport connected probed, by the deferred call
     /// that recovers devices ([`BusCore::enable_recovery`] must have run).
     ///
     /// Not here: the transport's probe would hold the bus's auxiliary device, and with it the
@@ -488,7 +446,7 @@ impl BusCore {
     /// three timeouts of a silent device, so unbinding waits for one at most. After
     /// [`MAX_SILENT_PROBES`] silent ones in a row, the others are not probed: a bus that
     /// lists numbers nobody answers is not worth hours of probes.
-    pub(crate) fn probe_listed(&self, parent: &device::Device<Bound>) {
+    pub(crate) fn probe_listed(&self, bus: &BusDevices<'_>) {
         let mut silent = 0;
         loop {
             let mut devices = self.devices.lock();
@@ -501,7 +459,7 @@ impl BusCore {
             if devices.removed_early.contains(&dev_num) {
                 continue;
             }
-            if self.add_locked(parent, &mut devices, dev_num, 0) != Err(ETIMEDOUT) {
+            if self.add_locked(bus, &mut devices, dev_num, 0) != Err(ETIMEDOUT) {
                 silent = 0;
                 continue;
             }
@@ -511,7 +469,7 @@ impl BusCore {
                 if !left.is_empty() {
                     dev_err!(
                         self.handle.dev(),
-                        "{silent} listed devices in a row did not answer their probe; the {} listed after them are not probed\n",
+                        "{silent} listed devices in a row did not answer: {} more not probed\n",
                         left.len()
                     );
                 }
@@ -522,7 +480,7 @@ impl BusCore {
 
     fn add_locked(
         &self,
-        parent: &device::Device<Bound>,
+        bus: &BusDevices<'_>,
         devices: &mut Devices,
         dev_num: u16,
         recoveries: u32,
@@ -535,7 +493,7 @@ impl BusCore {
             dev_err!(self.handle.dev(), "device {dev_num}: out of memory\n");
             return Err(e.into());
         }
-        match self.add(parent, dev_num, recoveries) {
+        match self.add(bus, dev_num, recoveries) {
             Ok(entry) => {
                 let info = *entry.dev.info();
                 dev_info!(
@@ -595,11 +553,17 @@ impl Receiver for BusCore {
         }
     }
 
-    fn device_added(&self, parent: &device::Device<Bound>, dev_num: u16) {
+    fn device_added(&self, bus: &BusDevices<'_>, dev_num: u16) {
         let mut devices = self.devices.lock();
         devices.removed_early.retain(|d| *d != dev_num);
         // A failure said so.
-        let _ = self.add_locked(parent, &mut devices, dev_num, 0);
+        let _ = self.add_locked(bus, &mut devices, dev_num, 0);
+    }
+
+    /// The devices listed at connection are probed, then the devices that need it recovered.
+    fn deferred(&self, bus: &BusDevices<'_>) {
+        self.probe_listed(bus);
+        self.recover(bus);
     }
 
     fn device_removed(&self, dev_num: u16) {

@@ -301,8 +301,8 @@ mod tests {
             device: 4,
             vendor: dev.info().vendor_id,
         };
-        let unregistered =
-            Unregistered::new(t.faux.bound_device(), id, MsgTransport::new(dev.clone()))?;
+        let parent = t.faux.bound_device();
+        let unregistered = Unregistered::new(parent, parent, id, MsgTransport::new(dev.clone()))?;
         dev.set_handle(unregistered.handle())?;
         let registration = unregistered.register()?;
         // The stock driver bound: its queue set up after the recorded GET_VQUEUE, DRIVER_OK

@@ -27,7 +27,7 @@ use kernel::{
     types::Opaque,
     virtio::{
         as_interrupt,
-        msg::{Bus, BusLink, Receiver},
+        msg::{Bus, BusDevices, BusLink, Receiver},
         status,
         transport::{DeviceId, Registration, Unregistered},
         Features,
@@ -591,6 +591,16 @@ struct Setup {
 }
 
 impl Setup {
+    /// The faux device as the bus's devices: the parent of what the test registers, which maps
+    /// its queues itself.
+    fn bus_devices(&self) -> BusDevices<'_> {
+        let dev = self.faux.bound_device();
+        BusDevices {
+            parent: dev,
+            dma: dev,
+        }
+    }
+
     fn new(timeout_ms: u32) -> Result<Self> {
         let fake = Fake::new()?;
         let (faux, stats, handle) = test_bus(fake.clone(), timeout_ms)?;
@@ -620,8 +630,8 @@ impl Setup {
             device: 4,
             vendor: 0x554d_4551,
         };
-        let unregistered =
-            Unregistered::new(self.faux.bound_device(), id, MsgTransport::new(dev.clone()))?;
+        let parent = self.faux.bound_device();
+        let unregistered = Unregistered::new(parent, parent, id, MsgTransport::new(dev.clone()))?;
         dev.set_handle(unregistered.handle())?;
         let registration = unregistered.register()?;
         Ok((dev, registration))
@@ -1457,17 +1467,17 @@ mod cases {
     #[test]
     fn device_removed_before_its_initial_probe_is_not_added() -> Result {
         let t = Setup::new(1000)?;
-        let parent = t.faux.bound_device();
+        let bus = t.bus_devices();
         let core = Arc::pin_init(BusCore::new(t.handle.clone()), GFP_KERNEL)?;
         // Listed at connection time, then removed before the initial probe ran.
         let mut listed = KVec::new();
         listed.push(DEV, GFP_KERNEL)?;
         core.add_listed(listed);
         core.device_removed(DEV);
-        core.probe_listed(parent);
+        core.probe_listed(&bus);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 0);
         // Announced again later: probed and registered.
-        core.device_added(parent, DEV);
+        core.device_added(&bus, DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
         core.shutdown();
         Ok(())
@@ -1524,7 +1534,7 @@ mod cases {
     #[test]
     fn a_bus_listing_silent_devices_is_probed_in_bounded_time() -> Result {
         let t = Setup::new(20)?;
-        let parent = t.faux.bound_device();
+        let bus = t.bus_devices();
         let core = Arc::pin_init(BusCore::new(t.handle.clone()), GFP_KERNEL)?;
         // 200 listed numbers, none of which answers: each silent probe tries three times,
         // and after MAX_SILENT_PROBES of them in a row the rest are left alone.
@@ -1534,12 +1544,12 @@ mod cases {
             listed.push(n, GFP_KERNEL)?;
         }
         core.add_listed(listed);
-        core.probe_listed(parent);
+        core.probe_listed(&bus);
         let tries = (crate::bus::MAX_SILENT_PROBES * crate::request::ESSENTIAL_ATTEMPTS) as usize;
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), tries);
         assert!(core.device(0).is_none());
         // Nothing is left to probe.
-        core.probe_listed(parent);
+        core.probe_listed(&bus);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), tries);
         core.shutdown();
         Ok(())
@@ -1604,13 +1614,13 @@ mod cases {
     #[test]
     fn a_device_that_needs_a_reset_is_removed_and_probed_again() -> Result {
         let t = Setup::new(100)?;
-        let parent = t.faux.bound_device();
+        let bus = t.bus_devices();
         let core = Arc::pin_init(BusCore::new(t.handle.clone()), GFP_KERNEL)?;
         // Recovery probes again through the bus's link, connected as the transport does it.
         let link = BusLink::new(t.fake.clone())?;
-        let (connection, _) = link.connect(parent, core.clone())?;
-        core.enable_recovery(link)?;
-        core.device_added(parent, DEV);
+        let (connection, _) = link.connect(&bus, core.clone())?;
+        core.enable_recovery(link);
+        core.device_added(&bus, DEV);
         assert_eq!(t.fake.sent(id::GET_DEVICE_INFO), 1);
         let needs_reset = || -> Result {
             let (event, n) = event_config(status::NEEDS_RESET, 7, 0, 0)?;

@@ -17,13 +17,15 @@
 use kernel::{
     auxiliary,
     debugfs::{Dir, File},
-    device::Core,
+    device::{Bound, Core},
     devres::Devres,
     prelude::*,
     str::CString,
     sync::Arc,
     types::ForLt,
-    virtio::msg::{wire, BusLink, Connection, Receiver, AUXILIARY_MODNAME, AUXILIARY_NAME},
+    virtio::msg::{
+        wire, BusDevices, BusLink, Connection, Receiver, AUXILIARY_MODNAME, AUXILIARY_NAME,
+    },
 };
 
 mod bus;
@@ -101,9 +103,13 @@ impl auxiliary::Driver for VirtioMsgDriver {
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
             let link: &Arc<BusLink> = adev.registration_data::<ForLt!(Arc<BusLink>)>()?.get_ref();
-            let dev: &kernel::device::Device = adev.as_ref();
-            // The bus's device: the parent of the virtio devices, which do DMA through it.
-            let parent = adev.parent();
+            let dev: &kernel::device::Device<Bound> = adev.as_ref();
+            // The virtio devices are children of the device we are bound to, and map their
+            // queues through its parent, the bus's device.
+            let devices = BusDevices {
+                parent: dev,
+                dma: adev.parent(),
+            };
             let bus = link.bus().clone();
             if bus.max_msg_size() < wire::HEADER_SIZE + 40 {
                 dev_err!(
@@ -130,7 +136,7 @@ impl auxiliary::Driver for VirtioMsgDriver {
             // whose device side is silent, shows itself on the first request instead.
             let _ = link.bus().sync();
             let receiver: Arc<dyn Receiver> = core.clone();
-            let (connection, devices) = link.connect(parent, receiver)?;
+            let (connection, listed) = link.connect(&devices, receiver)?;
             Ok(try_pin_init!(BusBinding {
                 _stats <- debugfs.read_only_file(c"stats", stats),
                 core,
@@ -139,10 +145,10 @@ impl auxiliary::Driver for VirtioMsgDriver {
             })
             .pin_chain(move |binding| {
                 // Here, where `drop` (`BusCore::shutdown`) undoes it.
-                binding.core.enable_recovery(link.clone())?;
-                // The devices the bus found before we connected, probed by a work item; later
-                // ones arrive through `Receiver::device_added`.
-                binding.core.add_listed(devices);
+                binding.core.enable_recovery(link.clone());
+                // The devices the bus found before we connected, probed by the link's deferred
+                // call; later ones arrive through `Receiver::device_added`.
+                binding.core.add_listed(listed);
                 Ok(())
             }))
         })

@@ -15,11 +15,14 @@
 //! a bus appears, [`BusLink::connect`]s a [`Receiver`] on probe, and its unbind (which the bus
 //! triggers first when it goes away) unregisters the virtio devices before the bus stops.
 //!
-//! The transport makes its virtio devices children of the bus's device, which their queues do
-//! DMA through, and [`Unregistered::new`](super::transport::Unregistered::new) wants that
-//! parent bound. The link hands it out as a [`Device<Bound>`] to the calls it makes into the
-//! receiver, and to [`BusLink::with_parent`]: the [`Connection`] is a [`Devres`] of that
-//! device, so while a receiver is connected the device is bound.
+//! The transport makes its virtio devices children of the auxiliary device it is bound to, and
+//! maps their virtqueues through the bus's device, the auxiliary device's parent (a bus
+//! registers its auxiliary device under the device that does its DMA);
+//! [`Unregistered::new`](super::transport::Unregistered::new) wants both bound. The link lends
+//! them, as [`BusDevices`], only to the calls it makes into the receiver (device events, the
+//! bus's clock, and the receiver's own deferred work, [`BusLink::defer`]): the [`Connection`]
+//! is a [`Devres`] of the auxiliary device, whose drop waits for those calls, so during a call
+//! the transport's own binding is still there. Nothing of the bus's driver is relied on.
 //!
 //! Messages cross the link as encoded bytes, in the format of [`wire`], which both sides use to
 //! encode and decode them: the bus needs no knowledge of their meaning beyond what it owns (the
@@ -29,8 +32,9 @@ use crate::{
     alloc::KVec,
     device::{Bound, Device},
     devres::Devres,
+    impl_has_work,
     interrupt::LocalInterruptDisabled,
-    new_condvar, new_mutex,
+    new_condvar, new_mutex, new_work,
     prelude::*,
     sync::{
         aref::ARef,
@@ -38,6 +42,7 @@ use crate::{
         rcu::{self, RcuPointer},
         Arc, CondVar, Mutex,
     },
+    workqueue::{self, Work, WorkItem},
 };
 use core::ops::Range;
 
@@ -130,10 +135,14 @@ pub trait Receiver: Send + Sync {
     /// and whose device side cannot die alone (a loopback) never calls it.
     fn tick(&self, period_ms: u32);
 
-    /// Device number `dev_num` appeared on the bus, whose device is `parent`. Process context;
+    /// Device number `dev_num` appeared on the bus, whose devices are `bus`. Process context;
     /// may sleep (the transport probes the device, so the bus must not call this from the
     /// context that delivers the device's responses).
-    fn device_added(&self, parent: &Device<Bound>, dev_num: u16);
+    fn device_added(&self, bus: &BusDevices<'_>, dev_num: u16);
+
+    /// The work the receiver asked for with [`BusLink::defer`] (probing devices again, say),
+    /// with the bus's devices. Process context; may sleep.
+    fn deferred(&self, bus: &BusDevices<'_>);
 
     /// Device number `dev_num` went away. Process context; may sleep.
     fn device_removed(&self, dev_num: u16);
@@ -148,14 +157,24 @@ pub trait Receiver: Send + Sync {
     }
 }
 
+/// The devices of a bus, for as long as the call that lends them: the transport's virtio
+/// devices are children of `parent`, bound, and map their virtqueues through `dma`.
+pub struct BusDevices<'a> {
+    /// The bus's auxiliary device, which the transport is bound to.
+    pub parent: &'a Device<Bound>,
+    /// The bus's device, the auxiliary device's parent, which does the bus's DMA (bound while
+    /// `parent` is, as the parent of a bound auxiliary device always is).
+    pub dma: &'a Device,
+}
+
 struct LinkState {
-    /// The device the connection is a resource of; `Some` while a receiver is connected.
-    parent: Option<ARef<Device>>,
-    /// Calls into the receiver, other than [`Receiver::receive`], and [`BusLink::with_parent`]
-    /// calls in progress.
+    /// The auxiliary device the connection is a resource of and its parent; `Some` while a
+    /// receiver is connected.
+    devices: Option<(ARef<Device>, ARef<Device>)>,
+    /// Calls into the receiver other than those from the bus's interrupt path, in progress.
     in_flight: usize,
     /// Device numbers the bus has found, in the order it found them.
-    devices: KVec<u16>,
+    found: KVec<u16>,
 }
 
 /// The registration data of a virtio-msg bus's auxiliary device.
@@ -172,6 +191,22 @@ pub struct BusLink {
     /// Signalled when `in_flight` drops to 0.
     #[pin]
     idle: CondVar,
+    /// Runs [`Receiver::deferred`] (see [`BusLink::defer`]).
+    #[pin]
+    work: Work<BusLink>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for BusLink { self.work }
+}
+
+impl WorkItem for BusLink {
+    type Pointer = Arc<BusLink>;
+
+    fn run(this: Arc<BusLink>) {
+        // Nothing if no receiver is connected any more.
+        this.with_receiver(|r, bus| r.deferred(bus));
+    }
 }
 
 impl BusLink {
@@ -188,10 +223,11 @@ impl BusLink {
                 bus,
                 receiver: RcuPointer::new(None),
                 state <- new_mutex!(
-                    LinkState { parent: None, in_flight: 0, devices: KVec::new() },
+                    LinkState { devices: None, in_flight: 0, found: KVec::new() },
                     "virtio::msg::BusLink::state"
                 ),
                 idle <- new_condvar!("virtio::msg::BusLink::idle"),
+                work <- new_work!("virtio::msg::BusLink::work"),
             }),
             GFP_KERNEL,
         )
@@ -202,26 +238,26 @@ impl BusLink {
         &self.bus
     }
 
-    /// Runs `f`, which may sleep, with the connected receiver and the bound parent, if a
+    /// Runs `f`, which may sleep, with the connected receiver and the bus's devices, if a
     /// receiver is connected, without holding a lock. [`Connection`]'s drop waits for such calls
     /// to end.
-    fn with_receiver<R>(&self, f: impl FnOnce(&dyn Receiver, &Device<Bound>) -> R) -> Option<R> {
-        let (receiver, parent) = {
+    fn with_receiver<R>(&self, f: impl FnOnce(&dyn Receiver, &BusDevices<'_>) -> R) -> Option<R> {
+        let (receiver, (parent, dma)) = {
             let mut state = self.state.lock();
             let receiver = self.receiver.get(&rcu::read_lock()).map(|r| (*r).clone())?;
-            let parent = state.parent.clone()?;
+            let devices = state.devices.clone()?;
             state.in_flight += 1;
-            (receiver, parent)
+            (receiver, devices)
         };
-        // SAFETY: `parent` is the device that the connection is a resource of (see
+        // SAFETY: `parent` is the auxiliary device that the connection is a resource of (see
         // `BusLink::connect`), and a receiver was connected when `in_flight` was raised under
         // `state`: the connection's drop, which takes the receiver under `state` and then waits
         // for `in_flight` to drop back, had not begun. That drop runs at the latest in the
-        // device's devres release, which waits for it, so the device is not unbound before `f`
-        // returns. (On that last path the device's other resources are being released already;
-        // the transport never gets there, as a bus unregisters its auxiliary device, and so
-        // unbinds the transport, in its own remove.)
-        let result = f(&*receiver, unsafe { parent.as_bound() });
+        // auxiliary device's devres release, which waits for it: the device is not unbound
+        // before `f` returns.
+        let parent = unsafe { parent.as_bound() };
+        let bus = BusDevices { parent, dma: &dma };
+        let result = f(&*receiver, &bus);
         drop(receiver);
         let mut state = self.state.lock();
         state.in_flight -= 1;
@@ -231,12 +267,12 @@ impl BusLink {
         Some(result)
     }
 
-    /// Transport side: runs `f`, which may sleep, with the bus's device, bound, if a receiver is
-    /// connected; returns `None` otherwise. For the transport's own work, outside the calls the
-    /// link makes into the receiver (for example, probing a device again after a failure);
-    /// [`Connection`]'s drop waits for it to end.
-    pub fn with_parent<R>(&self, f: impl FnOnce(&Device<Bound>) -> R) -> Option<R> {
-        self.with_receiver(|_, parent| f(parent))
+    /// Transport side: has [`Receiver::deferred`] called from a work item, once (a request
+    /// while one is queued is covered by it). Any context. Nothing is called once the receiver
+    /// is disconnected.
+    pub fn defer(self: &Arc<Self>) {
+        // Already queued is fine: the queued call covers this request.
+        let _ = workqueue::system_long().enqueue(self.clone());
     }
 
     /// Bus side: delivers a message from the device side. Returns `false` if no transport is
@@ -274,12 +310,12 @@ impl BusLink {
     pub fn add_device(&self, dev_num: u16) -> Result {
         {
             let mut state = self.state.lock();
-            if state.devices.contains(&dev_num) {
+            if state.found.contains(&dev_num) {
                 return Ok(());
             }
-            state.devices.push(dev_num, GFP_KERNEL)?;
+            state.found.push(dev_num, GFP_KERNEL)?;
         }
-        self.with_receiver(|r, parent| r.device_added(parent, dev_num));
+        self.with_receiver(|r, bus| r.device_added(bus, dev_num));
         Ok(())
     }
 
@@ -287,10 +323,10 @@ impl BusLink {
     pub fn remove_device(&self, dev_num: u16) {
         {
             let mut state = self.state.lock();
-            let Some(pos) = state.devices.iter().position(|&d| d == dev_num) else {
+            let Some(pos) = state.found.iter().position(|&d| d == dev_num) else {
                 return;
             };
-            let _ = state.devices.remove(pos);
+            let _ = state.found.remove(pos);
         }
         self.with_receiver(|r, _| r.device_removed(dev_num));
     }
@@ -302,8 +338,8 @@ impl BusLink {
         {
             let mut state = self.state.lock();
             for &dev_num in dev_nums {
-                if let Some(pos) = state.devices.iter().position(|&d| d == dev_num) {
-                    let _ = state.devices.remove(pos);
+                if let Some(pos) = state.found.iter().position(|&d| d == dev_num) {
+                    let _ = state.found.remove(pos);
                     gone.push(dev_num, GFP_KERNEL)?;
                 }
             }
@@ -315,41 +351,43 @@ impl BusLink {
     /// Transport side: connects `receiver`, which gets every message and device event from now
     /// on. Returns the connection and the devices already found.
     ///
-    /// `parent` is the bus's device, the parent of the auxiliary device the transport is bound
-    /// to (the parent of the virtio devices it registers). The connection is a resource of it:
-    /// dropping the connection disconnects the receiver, and so does `parent`'s unbinding if it
-    /// comes first.
+    /// `bus.parent` is the auxiliary device the transport is bound to (the parent of the virtio
+    /// devices it registers), `bus.dma` its parent. The connection is a resource of
+    /// `bus.parent`: dropping the connection disconnects the receiver, and so does the
+    /// transport's unbinding if it comes first.
     ///
     /// Fails with [`EBUSY`] if a receiver is already connected.
     pub fn connect(
         self: &Arc<Self>,
-        parent: &Device<Bound>,
+        bus: &BusDevices<'_>,
         receiver: Arc<dyn Receiver>,
     ) -> Result<(Devres<Connection>, KVec<u16>)> {
-        let devices = {
+        let found = {
             let mut state = self.state.lock();
-            if state.parent.is_some() {
+            if state.devices.is_some() {
                 return Err(EBUSY);
             }
-            let mut devices = KVec::with_capacity(state.devices.len(), GFP_KERNEL)?;
-            devices.extend_from_slice(&state.devices, GFP_KERNEL)?;
-            state.parent = Some(parent.into());
-            devices
+            let mut found = KVec::with_capacity(state.found.len(), GFP_KERNEL)?;
+            found.extend_from_slice(&state.found, GFP_KERNEL)?;
+            state.devices = Some((bus.parent.into(), bus.dma.into()));
+            found
         };
         // Before the receiver is connected. On failure the connection is dropped, which
-        // resets `parent`.
-        let connection = Devres::new(parent, Connection { link: self.clone() })?;
+        // resets `devices`.
+        let connection = Devres::new(bus.parent, Connection { link: self.clone() })?;
         // Nothing was connected: no grace period to wait for.
         self.receiver
             .replace(Some(KBox::new(receiver, GFP_KERNEL)?));
-        Ok((connection, devices))
+        Ok((connection, found))
     }
 }
 
 /// A connected [`Receiver`]; dropping it disconnects the receiver and waits until no call into
-/// it is in progress, so that the receiver (and the module that implements it) can go away.
+/// it is in progress and no deferred call is queued, so that the receiver (and the module that
+/// implements it) can go away.
 ///
-/// Only handed out inside a [`Devres`] of the bus's device (see [`BusLink::connect`]).
+/// Only handed out inside a [`Devres`] of the auxiliary device the transport is bound to (see
+/// [`BusLink::connect`]).
 pub struct Connection {
     link: Arc<BusLink>,
 }
@@ -363,9 +401,11 @@ impl Drop for Connection {
             while state.in_flight > 0 {
                 self.link.idle.wait(&mut state);
             }
-            state.parent = None;
+            state.devices = None;
             receiver
         };
+        // A deferred call queued before finds no receiver; not under `state`, which it takes.
+        self.link.work.flush();
         // Outside the locks: it may be the last reference.
         drop(receiver);
     }

@@ -8,11 +8,14 @@
 //! virtio driver (virtio-net, virtio-blk, ...). Dropping the [`Registration`] unregisters the
 //! device; the memory is freed when the last reference goes away.
 //!
-//! The virtqueues are allocated and DMA-mapped through the device's parent, so a virtio device
-//! must not outlive the binding of its parent. The type system says so: [`Unregistered::new`]
-//! takes the parent as a [`device::Device<Bound>`], and [`Unregistered::register`] returns the
-//! [`Registration`] inside a [`Devres`] of the parent, which unregisters the device when the
-//! parent unbinds if its owner has not dropped it by then.
+//! A virtio device must not outlive the binding of its parent, nor its virtqueues that of the
+//! device they are DMA-mapped through, which is named apart: a transport bound to an auxiliary
+//! device hangs its virtio devices off that device and maps through the auxiliary device's
+//! parent, the hardware. The type system says so: [`Unregistered::new`] takes the parent as a
+//! [`device::Device<Bound>`] and the DMA device as the parent or one of its ancestors, and
+//! [`Unregistered::register`] returns the [`Registration`] inside a [`Devres`] of the parent,
+//! which unregisters the device when the parent unbinds if its owner has not dropped it by
+//! then.
 //!
 //! Virtqueues are created and destroyed here, not by the transport: for each queue the driver
 //! asks for, the transport only answers [`Transport::queue_max_size`] and is told the ring's
@@ -42,8 +45,9 @@
 //! # Examples
 //!
 //! ```ignore
-//! // `parent: &Device<Bound>`, the device the transport's driver is bound to (or its parent).
-//! let dev = Unregistered::new(parent, DeviceId { device: 4, vendor: 0 }, MyTransport::new())?;
+//! // `adev: &auxiliary::Device<Bound>`, the device the transport's driver is bound to.
+//! let id = DeviceId { device: 4, vendor: 0 };
+//! let dev = Unregistered::new(adev.as_ref(), adev.parent(), id, MyTransport::new())?;
 //! my_router.insert(dev.handle())?;  // deliver interrupts from now on
 //! let registration = dev.register()?;
 //! // ... the virtio-rng driver is bound; later:
@@ -63,6 +67,7 @@ use crate::{
     page::PAGE_SIZE,
     prelude::*,
     sync::{
+        aref::ARef,
         rcu::{self, RcuPointer},
         Arc, SpinLockIrq,
     },
@@ -317,6 +322,8 @@ struct Inner<T: Transport> {
     /// Taken in the transport's interrupt handler (configuration changes).
     #[pin]
     life: SpinLockIrq<Life>,
+    /// The device the virtqueues are allocated and DMA-mapped through.
+    dma: ARef<device::Device>,
     transport: T,
 }
 
@@ -462,6 +469,10 @@ impl Queue {
 }
 
 /// A device that is allocated but not registered yet, as a child of a parent bound for `'a`.
+///
+/// It cannot be kept past that binding (its lifetime is the parent's borrow: the compiler
+/// rejects code that keeps one for later), so a device is only ever registered while its
+/// parent is bound.
 pub struct Unregistered<'a, T: Transport> {
     inner: Arc<Inner<T>>,
     /// The reference that the `struct device` owns once registration starts.
@@ -471,9 +482,25 @@ pub struct Unregistered<'a, T: Transport> {
 }
 
 impl<'a, T: Transport> Unregistered<'a, T> {
-    /// Allocates a device with `transport` behind it, as a child of `parent`, through which
-    /// the virtqueues are allocated and DMA-mapped.
-    pub fn new(parent: &'a device::Device<Bound>, id: DeviceId, transport: T) -> Result<Self> {
+    /// Allocates a device with `transport` behind it, as a child of `parent`; its virtqueues
+    /// are allocated and DMA-mapped through `dma`, which must be `parent` or one of its
+    /// ancestors ([`EINVAL`] otherwise), and should stay bound while `parent` is, as the
+    /// parent of an auxiliary device does (the device holds a reference to it).
+    pub fn new(
+        parent: &'a device::Device<Bound>,
+        dma: &'a device::Device,
+        id: DeviceId,
+        transport: T,
+    ) -> Result<Self> {
+        let mut ancestor = parent.as_raw();
+        while ancestor != dma.as_raw() {
+            if ancestor.is_null() {
+                return Err(EINVAL);
+            }
+            // SAFETY: `ancestor` is `parent` or one of its ancestors: a device holds a reference
+            // to its parent, and `parent` is alive.
+            ancestor = unsafe { (*ancestor).parent };
+        }
         let inner = Arc::pin_init(
             try_pin_init!(Inner::<T> {
                 vdev <- Opaque::ffi_init(|vdev: *mut bindings::virtio_device| {
@@ -493,6 +520,7 @@ impl<'a, T: Transport> Unregistered<'a, T> {
                     Life::New { config_changed: false },
                     "virtio::transport::Inner::life"
                 ),
+                dma: dma.into(),
                 transport,
             }),
             GFP_KERNEL,
@@ -921,10 +949,14 @@ impl<T: Transport> OpsTable<T> {
         if max == 0 {
             return Err(ENOENT);
         }
+        let map = bindings::virtio_map {
+            dma_dev: inner.dma.as_raw(),
+        };
         // SAFETY: All pointers are valid; `info.name` and `info.callback` come from the driver
-        // and outlive the queue. The rings are allocated through the parent device.
+        // and outlive the queue. The rings are allocated and mapped through `inner.dma`, which
+        // lives as long as `inner`.
         let vq = unsafe {
-            bindings::vring_create_virtqueue(
+            bindings::vring_create_virtqueue_map(
                 index.into(),
                 max,
                 PAGE_SIZE as u32,
@@ -935,6 +967,7 @@ impl<T: Transport> OpsTable<T> {
                 Some(Self::notify),
                 info.callback,
                 info.name.cast::<c_char>(),
+                map,
             )
         };
         let vq = QueuePtr(NonNull::new(vq).ok_or(ENOMEM)?);

@@ -293,7 +293,7 @@ fault_classes() {
 # within 30 s
 recovered() {
 	for _ in $(seq 300); do
-		dmesg | grep -q "device $1: removed to recover it, probing it again ($2 of" && return 0
+		dmesg | grep -q "device $1: removed to recover it, probing again ($2 of" && return 0
 		sleep 0.1
 	done
 	return 1
