@@ -650,7 +650,6 @@ impl Drop for Setup {
     }
 }
 
-/// The first queue of a registered device whose driver created one.
 /// An EVENT_CONFIG of device [`DEV`] with `status` and `generation`, announcing a change of
 /// `length` bytes at `offset`.
 fn event_config(
@@ -676,6 +675,7 @@ fn event_config(
     Ok((event, n))
 }
 
+/// The first queue of a registered device whose driver created one.
 fn first_queue(
     registration: &Devres<Registration<MsgTransport>>,
 ) -> Result<*mut bindings::virtqueue> {
@@ -743,6 +743,36 @@ mod cases {
         assert_eq!(t.fake.log().first().map(|e| e.0), Some(id::GET_DEVICE_INFO));
         assert_eq!(dev.info().device_id, 0x7fff);
         assert_eq!(dev.info().config_size, CONFIG_SIZE as u32);
+        Ok(())
+    }
+
+    #[test]
+    fn the_dma_device_is_the_parent_or_an_ancestor() -> Result {
+        let t = Setup::new(1000)?;
+        // The parent a child of the device that maps, as the transport's auxiliary device is a
+        // child of the bus's device.
+        static NEXT: Atomic<u32> = Atomic::new(0);
+        let name = CString::try_from_fmt(fmt!(
+            "virtio-msg-kunit-child-{}",
+            NEXT.fetch_add(1, Relaxed)
+        ))?;
+        let child = faux::Registration::new(&name, Some(t.faux.as_ref()))?;
+        let dev = t.probe()?;
+        let id = DeviceId {
+            device: 4,
+            vendor: 0,
+        };
+        let (parent, dma) = (child.bound_device(), t.faux.bound_device());
+        let transport = || MsgTransport::new(dev.clone());
+        // A descendant of the parent does not stay bound while the parent is: refused.
+        let refused = Unregistered::new(dma, child.as_ref(), id, transport());
+        assert!(matches!(refused, Err(e) if e == EINVAL));
+        let unrelated = Setup::new(1000)?;
+        let refused = Unregistered::new(parent, unrelated.faux.as_ref(), id, transport());
+        assert!(matches!(refused, Err(e) if e == EINVAL));
+        assert!(Unregistered::new(parent, dma, id, transport()).is_ok());
+        assert!(Unregistered::new(parent, parent, id, transport()).is_ok());
+        dev.stop_work();
         Ok(())
     }
 
