@@ -23,8 +23,10 @@
 #                   built with clang)
 #   make e2e-kasan  the fault tests (guest/fault_*.sh) in the KASAN guest
 #   make bench      benchmark, not a test: virtio-msg against virtio-pci in
-#                   one guest; prints a table, writes build/bench/results.json
-#                   and results.svg (needs root for the TAP interfaces)
+#                   one guest, on a kernel without the test guest's debug
+#                   options (build/out-bench/, built once and kept); prints a
+#                   table, writes build/bench/results.json and results.svg
+#                   (needs root for the TAP interfaces)
 #   make lint       rustfmt check, clippy on the kernel code and the tools
 #   make series     the overlay as a git format-patch series against the
 #                   pristine tree, with a cover letter (build/series/)
@@ -51,7 +53,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module \
 	-Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing
 
-.PHONY: all provision kernel initramfs emulator run kunit kunit-guest cargo-test fuzz e2e kasan e2e-kasan bench check lint series series-check clean
+.PHONY: all provision kernel initramfs emulator run kunit kunit-guest cargo-test fuzz e2e kasan e2e-kasan bench-kernel bench check lint series series-check clean
 
 all: kernel initramfs emulator
 
@@ -102,8 +104,16 @@ kasan: provision
 e2e-kasan: kasan emulator
 	@VMSG_VARIANT=kasan tools/testing/virtio-msg/e2e.sh $(E2E_KASAN)
 
-bench: all
-	@support/bench.sh
+BENCH_OUT := $(TOP)/build/out-bench
+
+# The benchmark guest: the test guest's kernel without its debug options.
+bench-kernel: provision
+	@VMSG_VARIANT=bench support/kernel.sh build
+	@tools/testing/virtio-msg/mkinitramfs.sh $(BENCH_OUT)/initramfs.cpio.gz $(BENCH_OUT)/modules/*.ko
+	@echo "initramfs: $(BENCH_OUT)/initramfs.cpio.gz"
+
+bench: bench-kernel emulator
+	@VMSG_VARIANT=bench support/bench.sh
 
 check:
 	@support/check.sh

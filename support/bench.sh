@@ -12,7 +12,10 @@
 #
 # Needs root: the network devices are TAP interfaces (vmsgbench0,
 # 10.79.0.1/24, made by the emulator; vmsgbench1, 10.79.1.1/24, made here
-# for QEMU). Needs 'make' first (kernel, initramfs, emulator).
+# for QEMU). The guest kernel is the benchmark variant (VMSG_VARIANT=bench,
+# build/out-bench: the test guest's configuration without lockdep,
+# atomic-sleep checks and kmemleak), which "make bench" builds first; run
+# without it, the test guest's (build/out) is used, and the output says so.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,6 +80,10 @@ qemu_args=(
 	-device virtconsole,chardev=pcicon
 )
 
+case "${VMSG_VARIANT:-}" in
+bench) echo "bench: guest kernel build/out-bench: no lockdep, atomic-sleep checks or kmemleak" ;;
+*) echo "bench: guest kernel build/out${VMSG_VARIANT:+-$VMSG_VARIANT}: the test guest's, with its debug options (lockdep...): figures not for claims" ;;
+esac
 echo "bench: booting the guest (TCG); the whole run takes about 4 minutes"
 start=$(date +%s)
 rc=0

@@ -10,8 +10,10 @@
 #
 # VMSG_VARIANT=kasan builds the KASAN variant instead (build/obj-kasan,
 # build/out-kasan; kernel/configs/virtio_msg_kasan.config on top of the guest
-# fragment), with clang (LLVM=$KASAN_LLVM): Rust and KASAN need it. It shares
-# build/src.
+# fragment), with clang (LLVM=$KASAN_LLVM): Rust and KASAN need it;
+# VMSG_VARIANT=bench the benchmark variant (build/obj-bench, build/out-bench;
+# virtio_msg_bench.config: no lockdep, atomic-sleep checks or kmemleak). Both
+# share build/src.
 #
 # build/src is a hard-linked copy of the pristine tree (cheap to recreate).
 # It is recreated only when the set of overlay files or a patch changes;
@@ -35,6 +37,11 @@ kasan)
 	OBJ=$B/obj-kasan OUT=$B/out-kasan
 	FRAGMENTS+=" virtio_msg_kasan.config"
 	TOOLCHAIN=(LLVM="$KASAN_LLVM" CC="ccache clang$KASAN_LLVM")
+	;;
+bench)
+	OBJ=$B/obj-bench OUT=$B/out-bench
+	FRAGMENTS+=" virtio_msg_bench.config"
+	TOOLCHAIN=(CC="ccache gcc")
 	;;
 *) echo "kernel: error: unknown VMSG_VARIANT '$VMSG_VARIANT'" >&2; exit 1 ;;
 esac

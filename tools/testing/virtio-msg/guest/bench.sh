@@ -40,11 +40,16 @@ emit() {
 
 # A kmemleak scan (the first comes 60 s after boot) would stall one run.
 [ -w /sys/kernel/debug/kmemleak ] && echo scan=off >/sys/kernel/debug/kmemleak
+# Whether the kernel charges every lock and allocation (lockdep, kmemleak).
+debug=
+[ -e /proc/lockdep ] && debug="$debug lockdep"
+[ -e /sys/kernel/debug/kmemleak ] && debug="$debug kmemleak"
+emit note "kernel $(uname -r), lock and allocation debugging:${debug:- none}"
 
 # transport_of VIRTIO-DEVICE: pci, msg or loopback, from its parent: a
 # virtio-pci device sits under its own PCI function (vendor 0x1af4), a
-# virtio-msg device under the device of its bus (the AMP PCI function, or the
-# loopback sample's faux device).
+# virtio-msg device under the auxiliary device of its bus (under the AMP PCI
+# function, or the loopback sample's faux device).
 transport_of() {
 	parent=$(dirname "$(readlink -f "$1")")
 	case "$parent" in
