@@ -96,10 +96,16 @@ e2e: all
 KASAN_OUT := $(TOP)/build/out-kasan
 E2E_KASAN ?= $(basename $(notdir $(wildcard tools/testing/virtio-msg/guest/fault_*.sh)))
 
+# variant_kernel VARIANT,OUT: the guest kernel of VMSG_VARIANT=VARIANT (see
+# support/kernel.sh) and its initramfs, in OUT.
+define variant_kernel
+	@VMSG_VARIANT=$(1) support/kernel.sh build
+	@tools/testing/virtio-msg/mkinitramfs.sh $(2)/initramfs.cpio.gz $(2)/modules/*.ko
+	@echo "initramfs: $(2)/initramfs.cpio.gz"
+endef
+
 kasan: provision
-	@VMSG_VARIANT=kasan support/kernel.sh build
-	@tools/testing/virtio-msg/mkinitramfs.sh $(KASAN_OUT)/initramfs.cpio.gz $(KASAN_OUT)/modules/*.ko
-	@echo "initramfs: $(KASAN_OUT)/initramfs.cpio.gz"
+	$(call variant_kernel,kasan,$(KASAN_OUT))
 
 e2e-kasan: kasan emulator
 	@VMSG_VARIANT=kasan tools/testing/virtio-msg/e2e.sh $(E2E_KASAN)
@@ -108,9 +114,7 @@ BENCH_OUT := $(TOP)/build/out-bench
 
 # The benchmark guest: the test guest's kernel without its debug options.
 bench-kernel: provision
-	@VMSG_VARIANT=bench support/kernel.sh build
-	@tools/testing/virtio-msg/mkinitramfs.sh $(BENCH_OUT)/initramfs.cpio.gz $(BENCH_OUT)/modules/*.ko
-	@echo "initramfs: $(BENCH_OUT)/initramfs.cpio.gz"
+	$(call variant_kernel,bench,$(BENCH_OUT))
 
 bench: bench-kernel emulator
 	@VMSG_VARIANT=bench support/bench.sh

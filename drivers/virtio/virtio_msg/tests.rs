@@ -569,10 +569,7 @@ pub(crate) fn test_bus(
     bus: Arc<dyn Bus>,
     timeout_ms: u32,
 ) -> Result<(faux::Registration, Arc<Stats>, Arc<BusHandle>)> {
-    // A name of its own: a test that fails an assertion never drops what it set up.
-    static NEXT: Atomic<u32> = Atomic::new(0);
-    let name = CString::try_from_fmt(fmt!("virtio-msg-kunit-{}", NEXT.fetch_add(1, Relaxed)))?;
-    let faux = faux::Registration::new(&name, None)?;
+    let faux = new_faux(None)?;
     let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
     let dev: &device::Device = faux.as_ref();
     let handle = Arc::pin_init(
@@ -580,6 +577,14 @@ pub(crate) fn test_bus(
         GFP_KERNEL,
     )?;
     Ok((faux, stats, handle))
+}
+
+/// A faux device under `parent`, if given, with a name of its own: a test that fails an
+/// assertion never drops what it set up.
+fn new_faux(parent: Option<&device::Device>) -> Result<faux::Registration> {
+    static NEXT: Atomic<u32> = Atomic::new(0);
+    let name = CString::try_from_fmt(fmt!("virtio-msg-kunit-{}", NEXT.fetch_add(1, Relaxed)))?;
+    faux::Registration::new(&name, parent)
 }
 
 /// A fake device behind a bus handle, and a probed device on it.
@@ -751,12 +756,7 @@ mod cases {
         let t = Setup::new(1000)?;
         // The parent a child of the device that maps, as the transport's auxiliary device is a
         // child of the bus's device.
-        static NEXT: Atomic<u32> = Atomic::new(0);
-        let name = CString::try_from_fmt(fmt!(
-            "virtio-msg-kunit-child-{}",
-            NEXT.fetch_add(1, Relaxed)
-        ))?;
-        let child = faux::Registration::new(&name, Some(t.faux.as_ref()))?;
+        let child = new_faux(Some(t.faux.as_ref()))?;
         let dev = t.probe()?;
         let id = DeviceId {
             device: 4,

@@ -520,6 +520,16 @@ impl<B: Backend> TransportDevice<B> {
         }
     }
 
+    /// Logs the first notification dropped since the reset, and why.
+    fn tell_dropped(&mut self, index: u32, why: &str) {
+        if !std::mem::replace(&mut self.told_dropped, true) {
+            log::info!(
+                "device {}: notification of queue {index} dropped ({why})",
+                self.dev_num
+            );
+        }
+    }
+
     /// EVENT_AVAIL as the device model takes it.
     fn notified_compat(&mut self, index: u32) -> Vec<Vec<u8>> {
         if self.status & DRIVER_OK == 0 {
@@ -536,22 +546,12 @@ impl<B: Backend> TransportDevice<B> {
         }
         let set_up = index < COMPAT_QUEUE_INDEXES
             && self.queues.get(index as usize).is_some_and(|q| q.size > 0);
-        if (!set_up || self.broken) && !self.told_dropped {
-            self.told_dropped = true;
-            let why = if set_up {
-                "device broken"
-            } else {
-                "queue not set up"
-            };
-            log::info!(
-                "device {}: notification of queue {index} dropped ({why})",
-                self.dev_num
-            );
-        }
         if !set_up {
+            self.tell_dropped(index, "queue not set up");
             self.device_error();
             Vec::new()
         } else if self.broken {
+            self.tell_dropped(index, "device broken");
             Vec::new()
         } else {
             self.take_buffers(index)
