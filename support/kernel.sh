@@ -46,7 +46,7 @@ bench)
 *) echo "kernel: error: unknown VMSG_VARIANT '$VMSG_VARIANT'" >&2; exit 1 ;;
 esac
 # Top-level directories of the repository that are laid onto the kernel tree.
-OVERLAY_DIRS="Documentation drivers include kernel rust samples"
+OVERLAY_DIRS="Documentation drivers include kernel rust"
 
 JOBS=${JOBS:-$(nproc)}
 export BINDGEN LIBCLANG_PATH RUST_LIB_SRC

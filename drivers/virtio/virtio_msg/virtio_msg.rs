@@ -9,7 +9,7 @@
 //! virtio drivers bind unchanged.
 //!
 //! It knows nothing about how messages travel. Each bus (a PCI device with shared-memory
-//! FIFOs, a hypervisor channel, the loopback sample, ...) registers an auxiliary device named
+//! FIFOs, a hypervisor channel, the loopback test bus, ...) registers an auxiliary device named
 //! `virtio_msg.bus` with a [`kernel::virtio::msg::BusLink`] as registration data; this module
 //! is the auxiliary driver for that name (`bus.rs`). See
 //! Documentation/driver-api/virtio/virtio_msg.rst.

@@ -114,11 +114,11 @@ blk=$(for b in /sys/block/vd*; do [ -e "$b" ] && basename $b; done | head -n1)
 check blk_after_reload sh -c "dd if=/dev/$blk bs=4096 skip=256 count=64 iflag=direct 2>/dev/null | cmp - /tmp/pattern"
 check net_after_reload sh -c "ip link set eth0 up && ip addr add $GUEST_IP/24 dev eth0 && ping -c 2 -W 5 $HOST_IP"
 
-# Two bus modules at once: the loopback sample's bus next to the FIFOs, its
+# Two bus modules at once: the loopback test bus next to the FIFOs, its
 # entropy device bound too (lockdep checks the shared link's lock classes).
-check second_bus_module insmod $MODDIR/rust_virtio_msg_loopback.ko
+check second_bus_module insmod $MODDIR/virtio_msg_loopback.ko
 check second_bus_devices_bound wait_for $((DEVICES + 1))
-check second_bus_unload rmmod rust_virtio_msg_loopback
+check second_bus_unload rmmod virtio_msg_loopback
 
 # Unbind under load, in the other order (the transport first, then the bus):
 # the entropy and block devices are busy reading while they go away. Their

@@ -49,7 +49,7 @@ emit note "kernel $(uname -r), lock and allocation debugging:${debug:- none}"
 # transport_of VIRTIO-DEVICE: pci, msg or loopback, from its parent: a
 # virtio-pci device sits under its own PCI function (vendor 0x1af4), a
 # virtio-msg device under the auxiliary device of its bus (under the AMP PCI
-# function, or the loopback sample's faux device).
+# function, or the loopback test bus's faux device).
 transport_of() {
 	parent=$(dirname "$(readlink -f "$1")")
 	case "$parent" in
@@ -237,12 +237,12 @@ stats_problems() {
 }
 stats_problems
 
-# The loopback sample bus: an in-kernel entropy device and a memory-backed
+# The loopback test bus: an in-kernel entropy device and a memory-backed
 # block device, no QEMU at all. The AMP PCI bus goes first, so that its
 # devices' interrupts and work do not count here.
 rmmod virtio_msg_amp_pci || emit note "rmmod virtio_msg_amp_pci failed"
 known=$(cat $HWRNG/rng_available)
-insmod $MODDIR/rust_virtio_msg_loopback.ko blk_mib=32 || emit note "insmod rust_virtio_msg_loopback failed"
+insmod $MODDIR/virtio_msg_loopback.ko blk_mib=32 || emit note "insmod virtio_msg_loopback failed"
 for _ in $(seq 100); do
 	rng_loop=$(tr ' ' '\n' <$HWRNG/rng_available | grep '^virtio_rng' |
 		while read -r r; do echo " $known " | grep -q " $r " || echo "$r"; done | head -n1)

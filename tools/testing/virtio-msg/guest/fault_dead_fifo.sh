@@ -6,7 +6,7 @@
 # stalls) with a reader waiting on it; then the device side breaks FIFO 0's
 # queue protocol (its device queue head out of range, the next message it
 # sends): the FIFO stops and all its devices are gone. Before virtio_blk
-# failed the requests of a broken device when it is removed (patch 0014 of
+# failed the requests of a broken device when it is removed (patch 0015 of
 # the series), the reader stayed in D state for ever, and the removal, the
 # FIFO's other device and rmmod waited behind del_gendisk(). Now the reader
 # gets an I/O error within 10 s, FIFO 0's devices are removed, FIFO 1's disk

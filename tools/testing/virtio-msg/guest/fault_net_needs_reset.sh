@@ -5,7 +5,7 @@
 # its messages half a second late, again
 # after its recovery, and then past the recovery limit. Before the recovery
 # reset the device before breaking its queues, and before
-# virtqueue_enable_cb_delayed() reported no work on a broken queue (patch 0015
+# virtqueue_enable_cb_delayed() reported no work on a broken queue (patch 0016
 # of the series), virtio-net's TX clean-up could loop for ever on used entries
 # a broken queue never returns: soft lockups, the other CPU spinning on the TX
 # lock. Now each time the interface comes back and moves data (SHA-256

@@ -10,12 +10,12 @@ wait_bound() { [ -n "$(virtio_dev 4)" ]; }
 
 # 1. Unbind under load: a reader keeps the queue busy while the bus goes away.
 check core_load insmod $MODDIR/virtio_msg.ko
-check loopback_load insmod $MODDIR/rust_virtio_msg_loopback.ko
+check loopback_load insmod $MODDIR/virtio_msg_loopback.ko
 check rng_bound wait_bound
 dd if=/dev/hwrng of=/tmp/big bs=64 count=1000000 2>/dev/null &
 reader=$!
 sleep 1
-check unbind_under_load rmmod rust_virtio_msg_loopback
+check unbind_under_load rmmod virtio_msg_loopback
 wait $reader
 check reader_got_data test "$(wc -c </tmp/big)" -gt 0
 echo "  the reader got $(wc -c </tmp/big) bytes before the unbind"
@@ -26,10 +26,10 @@ check core_unload rmmod virtio_msg
 mark="vmsg-silent-$$"
 echo "$mark" >/dev/kmsg
 check core_load_short_timeout insmod $MODDIR/virtio_msg.ko timeout_ms=300
-check silent_loopback_load insmod $MODDIR/rust_virtio_msg_loopback.ko silent_after=10
+check silent_loopback_load insmod $MODDIR/virtio_msg_loopback.ko silent_after=10
 check rng_bound_before_silence wait_bound
 start=$(date +%s)
-timeout 10 rmmod rust_virtio_msg_loopback
+timeout 10 rmmod virtio_msg_loopback
 rc=$?
 took=$(($(date +%s) - start))
 echo "  removal of the silent device took ${took}s (rmmod status $rc)"

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# The virtio-msg transport with the loopback sample bus: the stock virtio-rng
+# The virtio-msg transport with the loopback test bus: the stock virtio-rng
 # driver binds to the loopback's in-kernel entropy device through virtio_msg,
 # /dev/hwrng returns random data; with blk_mib, the stock virtio-blk driver
 # writes to and reads back from its memory-backed block device; both modules
@@ -12,7 +12,7 @@ kmemleak=/sys/kernel/debug/kmemleak
 [ -w $kmemleak ] && echo clear >$kmemleak
 
 check core_load insmod $MODDIR/virtio_msg.ko
-check loopback_load insmod $MODDIR/rust_virtio_msg_loopback.ko
+check loopback_load insmod $MODDIR/virtio_msg_loopback.ko
 
 # The virtio device of id 4 (entropy), once its driver is bound.
 dev=$(virtio_dev 4)
@@ -35,13 +35,13 @@ check stats_events_used sh -c "echo \"\$1\" | awk '\$1 == \"EVENT_USED\" && \$3 
 check stats_no_timeouts sh -c "echo \"\$1\" | grep -qx 'timeouts: 0'" _ "$stats"
 check stats_nothing_malformed sh -c "echo \"\$1\" | grep -qx 'malformed: 0'" _ "$stats"
 
-check loopback_unload rmmod rust_virtio_msg_loopback
+check loopback_unload rmmod virtio_msg_loopback
 check device_gone sh -c "! ls /sys/bus/virtio/devices/ 2>/dev/null | grep -q ."
 check core_unload rmmod virtio_msg
 
 # Load again in the other order: the bus first, then the transport binds to it,
 # this time with the memory-backed block device next to the entropy device.
-check loopback_reload insmod $MODDIR/rust_virtio_msg_loopback.ko blk_mib=4
+check loopback_reload insmod $MODDIR/virtio_msg_loopback.ko blk_mib=4
 check core_reload insmod $MODDIR/virtio_msg.ko
 sleep 1
 check hwrng_read_after_reload sh -c 'dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c | grep -qx 32'
@@ -53,6 +53,6 @@ dd if=/dev/urandom of=/tmp/blk bs=4096 count=256 2>/dev/null
 check blk_write_1MiB dd if=/tmp/blk of=$disk bs=4096 seek=100 oflag=direct conv=fsync 2>/dev/null
 check blk_read_back_1MiB sh -c "dd if=$disk bs=4096 skip=100 count=256 iflag=direct 2>/dev/null | cmp -s - /tmp/blk"
 check blk_past_end_fails sh -c "! dd if=/tmp/blk of=$disk bs=4096 seek=1024 count=1 oflag=direct 2>/dev/null"
-check unload_again sh -c 'rmmod rust_virtio_msg_loopback && rmmod virtio_msg'
+check unload_again sh -c 'rmmod virtio_msg_loopback && rmmod virtio_msg'
 
 check_no_leaks
