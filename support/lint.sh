@@ -23,7 +23,7 @@ step() {
 	fi
 }
 
-kernel_rs=$(find drivers rust samples -name '*.rs' 2>/dev/null | LC_ALL=C sort)
+kernel_rs=$(find drivers rust -name '*.rs' 2>/dev/null | LC_ALL=C sort)
 
 # The kernel's own rustfmt settings (a copy lives in tools/virtio-msg).
 step rustfmt-kernel rustfmt --check --edition 2021 --config-path tools/virtio-msg/rustfmt.toml $kernel_rs

@@ -108,7 +108,7 @@ check_manifest() {
 	while read -r f; do
 		n=$(grep -cxF "$f" <<<"$added" || true)
 		[ "$n" = 1 ] || { log "patches/series adds $f $n times (want 1)"; bad=1; }
-	done < <(cd "$top" && git ls-files -- Documentation drivers include rust samples)
+	done < <(cd "$top" && git ls-files -- Documentation drivers include rust)
 	[ $bad = 0 ] || die "patches/series does not match the overlay"
 }
 
