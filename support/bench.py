@@ -105,7 +105,7 @@ NOT_MEASURED = [
 
 
 def parse(path):
-    probe, idle, runs, notes = {}, {}, [], []
+    probe, idle, runs, notes, costs = {}, {}, [], [], []
     done = False
     with open(path, errors="replace") as f:
         for raw in f:
@@ -125,11 +125,43 @@ def parse(path):
                     k, _, v = kv.partition("=")
                     run[k] = int(v)
                 runs.append(run)
+            elif kind == "cost" and len(words) >= 4:
+                cost = {"figure": words[1], "transport": words[2]}
+                for kv in words[3:]:
+                    k, _, v = kv.partition("=")
+                    if "," in v:  # a profiled function: HITS,NS
+                        hits, ns = v.split(",")
+                        cost[k] = {"hits": int(hits), "ns": int(ns)}
+                    else:
+                        cost[k] = int(v)
+                costs.append(cost)
             elif kind == "note":
                 notes.append(" ".join(words[1:]))
             elif kind == "done":
                 done = True
-    return probe, idle, runs, notes, done
+    return probe, idle, runs, notes, costs, done
+
+
+def derive_cost(cost):
+    """The driver's own cost per I/O from a profiled run (bench.sh's cost()): the kick,
+    virtqueue_notify(); the interrupt path, handle_irq_event() less the vring_interrupt()
+    calls within it. Times in microseconds."""
+    ops = cost.get("ops", 0)
+    notify, vring, irq = (cost.get(k, {"hits": 0, "ns": 0}) for k in ("notify", "vring", "irq"))
+    if ops <= 0:
+        return {}
+    d = {"ios": ops, "kicks": notify["hits"] / ops, "vring_interrupts": vring["hits"] / ops}
+    if notify["hits"]:
+        d["us_per_kick"] = notify["ns"] / notify["hits"] / 1000
+    # Interrupts only where they run vring_interrupt(): the loopback's come from a
+    # work item, not an interrupt.
+    if irq["hits"] and vring["hits"]:
+        d["irqs"] = irq["hits"] / ops
+        d["us_per_irq"] = max(irq["ns"] - vring["ns"], 0) / irq["hits"] / 1000
+        d["irq_us_per_io"] = max(irq["ns"] - vring["ns"], 0) / ops / 1000
+    d["kick_us_per_io"] = notify["ns"] / ops / 1000
+    d["driver_us_per_io"] = d["kick_us_per_io"] + d.get("irq_us_per_io", 0)
+    return d
 
 
 def derive(run):
@@ -255,14 +287,18 @@ def read_first(path):
 
 
 def report(results_path, outdir):
-    probe, idle, runs, notes, done = parse(results_path)
+    probe, idle, runs, notes, costs, done = parse(results_path)
     seconds = max([r["usec"] for r in runs] or [0]) // 1_000_000
     reps = max([r["rep"] for r in runs] or [0])
+    # What the guest found (bench.sh's note): "none" on the bench kernel.
+    debugging = next((n.split("debugging:", 1)[1].strip() for n in notes
+                      if n.startswith("kernel ") and "debugging:" in n), "unknown")
     results = {
         "meta": {
             "what": "virtio-msg (AMP PCI device served by virtio-msg-emulator over "
                     "vfio-user) against virtio-pci (QEMU's own devices), one guest, "
-                    "QEMU under TCG, 2 vCPUs; guest kernel with lockdep and kmemleak",
+                    "QEMU under TCG, 2 vCPUs",
+            "guest_debugging": debugging,
             "seconds": seconds,
             "reps": reps,
             "io_unit": "blk and rng: one read; net: one packet (received + sent "
@@ -301,6 +337,9 @@ def report(results_path, outdir):
         tr = fig["transports"]
         if "msg" in tr and "pci" in tr and tr["pci"]["median"]["rate"]:
             fig["msg_over_pci"] = tr["msg"]["median"]["rate"] / tr["pci"]["median"]["rate"]
+        for c in costs:
+            if c["figure"] == key and c["transport"] in tr:
+                tr[c["transport"]]["cost"] = {"run": c, "per_io": derive_cost(c)}
         results["figures"][key] = fig
 
     os_json = outdir + "/results.json"
@@ -329,8 +368,12 @@ def print_table(results):
     p()
     p("make bench: virtio-msg (the emulator over vfio-user) vs virtio-pci (QEMU's own "
       "devices), one guest, TCG, 2 vCPUs")
-    p("median of %s each; the guest kernel runs lockdep and kmemleak, so absolute "
-      "figures are low: compare transports" % runs_text(meta))
+    if meta["guest_debugging"] == "none":
+        p("median of %s each; guest kernel without lock or allocation debugging"
+          % runs_text(meta))
+    else:
+        p("median of %s each; the guest kernel runs %s, so absolute figures are low "
+          "and not for claims: compare transports" % (runs_text(meta), meta["guest_debugging"]))
     p()
     p("Probe: requests the transport sent to bring each device up (debugfs stats of its bus)")
     p("  %-8s %9s %11s %12s %14s %22s" % ("device", "requests", "GET_CONFIG", "EVENT_AVAIL",
@@ -381,6 +424,27 @@ def print_table(results):
             m = tr[t]["median"]
             p("  %-9s %-20s" % (key, LABEL[t]) +
               "".join("%10s" % num(m.get(c)) for c, _ in cols))
+    p()
+    p("Driver cost per I/O: the function profiler, in a run of its own (it slows what it")
+    p("times); us per kick: virtqueue_notify() (virtio-msg: the message and the doorbell;")
+    p("virtio-pci: the MMIO write, with what QEMU does before the write returns); us per")
+    p("interrupt: handle_irq_event() less vring_interrupt() (the path from the vector to")
+    p("the virtqueue callback); driver us: both, per I/O")
+    cols = [("kicks", "kicks"), ("us_per_kick", "us/kick"), ("irqs", "irqs"),
+            ("us_per_irq", "us/irq"), ("driver_us_per_io", "driver us")]
+    p("  %-9s %-20s" % ("figure", "transport") + "".join("%10s" % c[1] for c in cols))
+    measured = False
+    for key, _, _ in FIGURES:
+        tr = figs.get(key, {}).get("transports", {})
+        for t in TRANSPORTS:
+            cost = tr.get(t, {}).get("cost", {}).get("per_io")
+            if not cost:
+                continue
+            measured = True
+            p("  %-9s %-20s" % (key, LABEL[t]) +
+              "".join("%10s" % num(cost.get(c)) for c, _ in cols))
+    if not measured:
+        p("  not measured (no function profiler in the guest kernel: see the notes)")
     p()
     for n in results["not_measured"]:
         p("Not measured: " + n)

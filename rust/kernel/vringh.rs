@@ -66,8 +66,9 @@ impl Vringh {
     /// driver mapped for this device to access (what the DMA API gives for a device without
     /// an IOMMU), and stay mapped.
     pub unsafe fn new(features: u64, num: u32, desc: u64, avail: u64, used: u64) -> Result<Self> {
-        // SAFETY: No preconditions; a limit of 0 is no limit.
-        let iotlb = NonNull::new(unsafe { bindings::vhost_iotlb_alloc(0, 0) }).ok_or(ENOMEM)?;
+        // SAFETY: No preconditions. Two entries: the identity map of the whole address space
+        // takes two (its size would not fit a `u64`).
+        let iotlb = NonNull::new(unsafe { bindings::vhost_iotlb_alloc(2, 0) }).ok_or(ENOMEM)?;
         let this = Self {
             inner: KBox::new(
                 Inner {

@@ -253,8 +253,12 @@ impl Devices {
                 let ring = unsafe {
                     Vringh::new(FEATURES, c.size, c.desc_addr, c.driver_addr, c.device_addr)
                 };
-                let Ok(ring) = ring else {
-                    return;
+                let ring = match ring {
+                    Ok(ring) => ring,
+                    Err(e) => {
+                        pr_err!("device {dev_num}: queue of {} not set up ({e:?})\n", c.size);
+                        return;
+                    }
                 };
                 f.queue = Some(Queue {
                     size: c.size,

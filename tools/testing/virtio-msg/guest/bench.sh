@@ -15,6 +15,8 @@
 #   bench: run FIGURE TRANSPORT REP key=value...
 #                                               one run of vmsg-io, with the
 #                                               deltas of the counters
+#   bench: cost FIGURE TRANSPORT key=value...   a run of vmsg-io under the
+#                                               function profiler (see cost())
 #   bench: note TEXT                            something the host should say
 . /tests/lib.sh
 
@@ -204,6 +206,42 @@ run() {
 	emit run "$fig" "$t" "$rep" "$res$d"
 }
 
+# The driver's own cost, from the function profiler, in a run of its own (the
+# profiler slows what it times): per kick, virtqueue_notify() (the transport's
+# notify up to the doorbell, or virtio-pci's MMIO write); per interrupt,
+# handle_irq_event() (the handler, from the vector on) and, within it,
+# vring_interrupt() (the virtqueue callback and what it completes), so that
+# handle_irq_event() less vring_interrupt() is the path from the interrupt to
+# the virtqueue. Times include the callees', in ns summed over the CPUs:
+#
+#   bench: cost FIGURE TRANSPORT ops=N ... notify=HITS,NS vring=HITS,NS irq=HITS,NS
+TRACE=/sys/kernel/debug/tracing
+COST_FUNCS="virtqueue_notify vring_interrupt handle_irq_event"
+if [ -w $TRACE/function_profile_enabled ] && echo "$COST_FUNCS" >$TRACE/set_ftrace_filter 2>/dev/null; then
+	emit note "cost: function profiler on $(tr '\n' ' ' <$TRACE/set_ftrace_filter)"
+else
+	emit note "cost: no function profiler in this kernel: driver cost not measured"
+	TRACE=
+fi
+profile_sum() { # FUNCTION: "HITS,NS" over every CPU's trace_stat/function*
+	cat $TRACE/trace_stat/function* 2>/dev/null | awk -v f="$1" '
+		$1 == f { hits += $2; t = $3; if ($4 == "ms") t *= 1000; if ($4 == "s") t *= 1000000; ns += t * 1000 }
+		END { printf "%d,%d", hits, ns }'
+}
+# cost FIGURE TRANSPORT DEVICE vmsg-io ARGS...
+cost() {
+	[ -n "$TRACE" ] && [ -n "$3" ] || return
+	fig=$1 t=$2
+	shift 3
+	echo 1 >$TRACE/function_profile_enabled # starting again clears the counts
+	res=$(vmsg-io "$@" 2>/tmp/vmsg-io.err)
+	rc=$?
+	echo 0 >$TRACE/function_profile_enabled
+	[ $rc = 0 ] || { emit note "cost $fig $t failed: $(head -n1 /tmp/vmsg-io.err)"; return; }
+	emit cost "$fig" "$t" "$res" "notify=$(profile_sum virtqueue_notify)" \
+		"vring=$(profile_sum vring_interrupt)" "irq=$(profile_sum handle_irq_event)"
+}
+
 # rng_use NAME: /dev/hwrng reads from NAME. (The entropy pool's filler
 # thread does not read in between: rng_core.default_quality=0.)
 rng_use() {
@@ -227,6 +265,14 @@ for rep in $(seq $REPS); do
 	rng_use "$rng_pci"
 	run rng pci $rep rng "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
 done
+for qd in 1 16; do
+	cost blk-qd$qd msg "$dev_blk_msg" rand -d -q $qd -t $SECS "$blk_msg"
+	cost blk-qd$qd pci "$dev_blk_pci" rand -d -q $qd -t $SECS "$blk_pci"
+done
+rng_use "$rng_msg"
+cost rng msg "$dev_rng_msg" seq -b 64 -t $SECS /dev/hwrng
+rng_use "$rng_pci"
+cost rng pci "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
 
 # Whatever went wrong on a bus, for the host to show.
 stats_problems() {
@@ -270,6 +316,10 @@ for rep in $(seq $REPS); do
 		run blk-qd$qd loopback $rep loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
 	done
 done
+for qd in 1 16; do
+	cost blk-qd$qd loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
+done
+cost rng loopback "${dev_rng_loop:-}" seq -b 64 -t $SECS /dev/hwrng
 
 stats_problems
 emit done
