@@ -589,7 +589,8 @@ impl Receiver for BusCore {
                         // Before its driver is removed: the device will not answer its last
                         // requests nor complete what it was given, and drivers fail in-flight
                         // requests of a broken device when they are removed (virtio-blk does).
-                        entry.dev.fail();
+                        // Gone: its removal sends it nothing (no last reset to wait for).
+                        entry.dev.gone();
                         if let Err(PushError(entry)) = gone.push_within_capacity(entry) {
                             // Out of memory for the list: removed here, then.
                             self.remove(entry);

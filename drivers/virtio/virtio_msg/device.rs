@@ -350,6 +350,13 @@ impl MsgDevice {
         self.handle.get(&rcu::read_lock()).cloned()
     }
 
+    /// The bus said the device is gone: no message goes to it any more, and it fails as
+    /// [`Device::fail`] says.
+    pub(crate) fn gone(&self) {
+        self.req.set_gone();
+        self.fail();
+    }
+
     /// The device cannot be used any more (its bus lost it, or it stopped taking messages):
     /// requests fail at once from now on, and its virtqueues are broken.
     pub(crate) fn fail(&self) {

@@ -224,6 +224,9 @@ pub(crate) struct Requester {
     exchange: Exchange<Slot>,
     next_token: Atomic<u32>,
     broken: Atomic<bool>,
+    /// The bus said the device is gone: nothing is sent to it any more, not even a last
+    /// reset (nobody would answer, and each would cost a timeout).
+    gone: Atomic<bool>,
     /// Essential requests in a row, of any caller, that got no answer. Written under
     /// `serial`.
     unanswered: Atomic<u32>,
@@ -260,6 +263,7 @@ impl Requester {
             ),
             next_token: Atomic::new(NEXT_SEQUENCE.fetch_add(0x1_0000 + 0x1337, Relaxed)),
             broken: Atomic::new(false),
+            gone: Atomic::new(false),
             unanswered: Atomic::new(0),
             timeout_ms,
         })
@@ -279,6 +283,12 @@ impl Requester {
     /// Marks the device broken. Returns `true` the first time.
     pub(crate) fn set_broken(&self) -> bool {
         !self.broken.xchg(true, Relaxed)
+    }
+
+    /// Marks the device gone (the bus said so): every request is refused from now on, even
+    /// a best-effort one. Break it too ([`Requester::set_broken`]).
+    pub(crate) fn set_gone(&self) {
+        self.gone.store(true, Relaxed);
     }
 
     /// The token of the latest request (for tests).
@@ -349,7 +359,8 @@ impl Requester {
         parse: impl FnOnce(&Message<'_>) -> Option<R>,
     ) -> Result<R, Failure> {
         let refused = || {
-            (self.is_broken() && policy != Policy::BestEffort)
+            self.gone.load(Relaxed)
+                || (self.is_broken() && policy != Policy::BestEffort)
                 || (self.silent() && policy == Policy::Essential)
         };
         if refused() {

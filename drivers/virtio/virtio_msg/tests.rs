@@ -1718,6 +1718,22 @@ mod cases {
     }
 
     #[test]
+    fn a_device_the_bus_reported_gone_is_sent_nothing_more() -> Result {
+        let t = Setup::new(1000)?;
+        let (dev, registration) = t.bind_rng()?;
+        let before = t.fake.sent(id::SET_DEVICE_STATUS);
+        // A device that is only broken still gets a last reset when its driver goes (it may
+        // be slow); one the bus said is gone gets nothing: nobody would answer, and the
+        // removal would wait a timeout for it (EVENT_DEVICE REMOVED, a dead FIFO).
+        dev.gone();
+        drop(registration);
+        assert_eq!(t.fake.sent(id::SET_DEVICE_STATUS), before);
+        dev.clear_handle();
+        dev.stop_work();
+        Ok(())
+    }
+
+    #[test]
     fn a_device_keeping_a_kicked_buffer_is_asked_on_the_bus_clock_if_it_is_alive() -> Result {
         let t = Setup::new(30)?;
         // The fake takes the buffers virtio-rng gives it and never returns them.

@@ -81,13 +81,26 @@ pub(crate) struct DeviceSet([u64; MAX_DEVICE_NUMBER as usize / 64]);
 
 impl DeviceSet {
     /// Adds `dev_num`; numbers from [`MAX_DEVICE_NUMBER`] on are ignored. Returns whether it
-    /// was added.
-    fn insert(&mut self, dev_num: u16) -> bool {
+    /// was added (`false`: out of range, or already there).
+    pub(crate) fn insert(&mut self, dev_num: u16) -> bool {
         let Some(word) = self.0.get_mut(usize::from(dev_num) / 64) else {
             return false;
         };
-        *word |= 1 << (dev_num % 64);
-        true
+        let bit = 1 << (dev_num % 64);
+        let added = *word & bit == 0;
+        *word |= bit;
+        added
+    }
+
+    /// Takes `dev_num` out; returns whether it was there.
+    pub(crate) fn remove(&mut self, dev_num: u16) -> bool {
+        let Some(word) = self.0.get_mut(usize::from(dev_num) / 64) else {
+            return false;
+        };
+        let bit = 1 << (dev_num % 64);
+        let had = *word & bit != 0;
+        *word &= !bit;
+        had
     }
 
     /// Whether `dev_num` is in the set.
@@ -141,8 +154,10 @@ impl Enumeration {
             return;
         };
         for dev_num in reply.present() {
-            if !self.found.insert(dev_num) {
+            if dev_num >= MAX_DEVICE_NUMBER {
                 self.ignored += 1;
+            } else {
+                self.found.insert(dev_num);
             }
         }
         self.windows += 1;

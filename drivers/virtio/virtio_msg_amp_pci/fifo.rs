@@ -16,9 +16,10 @@
 //! checked by the shared queue code before use, a message is copied out of its slot before
 //! anything looks at it, and the transport hands on only well-formed messages. A device that
 //! corrupts an index has broken the protocol for good: the FIFO stops (sends fail at once,
-//! nothing more is read) and its devices are gone: [`FifoLoss`] tells the transport, which
-//! breaks their virtqueues and removes them, as for a device unplugged by surprise, instead
-//! of the drivers acting on garbage or waiting for ever.
+//! nothing more is read) and its devices are gone: [`DeviceChanges`] tells the transport,
+//! which breaks their virtqueues and removes them, as for a device unplugged by surprise,
+//! instead of the drivers acting on garbage or waiting for ever. The same work item tells it
+//! of the devices the device side adds and removes (EVENT_DEVICE, `hotplug.rs`).
 //!
 //! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_request`] sends one
 //! and waits, with a bound, for the reply that the interrupt handler hands back. Replies are
@@ -52,11 +53,12 @@ use kernel::{
 use crate::{
     correlate::{Awaited, BusReplies, BusReply},
     enumerate::{DeviceSet, DevicesReply, Enumeration},
+    hotplug::{self, Change, Event, Events, QUEUED_EVENTS},
     layout::{queue_offset, DEVICE_QUEUE, DRIVER_QUEUE, MAX_MSG_SIZE},
     regs,
     shared::{SharedBar, SharedQueue},
     spsc::{Consumer, Producer, QueueError, CAPACITY, SLOT_BYTES},
-    wire::{Frame, Message, TYPE_BUS},
+    wire::{DeviceState, Frame, Message, TYPE_BUS},
 };
 
 /// BAR0, mapped.
@@ -104,6 +106,11 @@ pub(crate) struct FifoStats {
     device_queue_full: Atomic<u64>,
     keepalive_pings: Atomic<u64>,
     keepalive_misses: Atomic<u64>,
+    /// EVENT_DEVICE messages; those that contradicted what the FIFO knew; enumerations again
+    /// after more than the queue held.
+    device_events: Atomic<u64>,
+    device_events_ignored: Atomic<u64>,
+    device_resyncs: Atomic<u64>,
 }
 
 impl FifoStats {
@@ -130,6 +137,9 @@ impl FifoStats {
             device_queue_full: Atomic::new(0),
             keepalive_pings: Atomic::new(0),
             keepalive_misses: Atomic::new(0),
+            device_events: Atomic::new(0),
+            device_events_ignored: Atomic::new(0),
+            device_resyncs: Atomic::new(0),
         }
     }
 }
@@ -185,10 +195,13 @@ pub(crate) struct Fifo {
     answers_ping: Atomic<bool>,
     #[pin]
     devices: SpinLock<DeviceSet>,
-    /// What tells the transport that the devices are gone when the FIFO stops for good; taken
-    /// away at teardown (it refers to the FIFO).
+    /// EVENT_DEVICE messages the interrupt handler queued for [`DeviceChanges`].
     #[pin]
-    loss: SpinLockIrq<Option<Arc<FifoLoss>>>,
+    events: SpinLockIrq<Events>,
+    /// What tells the transport of devices that come and go, and that they are all gone when
+    /// the FIFO stops for good; taken away at teardown (it refers to the FIFO).
+    #[pin]
+    changes: SpinLockIrq<Option<Arc<DeviceChanges>>>,
 }
 
 /// How long a FIFO waits.
@@ -250,7 +263,8 @@ impl Fifo {
             stats,
             answers_ping: Atomic::new(false),
             devices <- new_spinlock!(DeviceSet::default()),
-            loss <- new_spinlock_irq!(None),
+            events <- new_spinlock_irq!(Events::new()),
+            changes <- new_spinlock_irq!(None),
         }? Error))
     }
 
@@ -290,9 +304,9 @@ impl Fifo {
                 "FIFO {}: {why}; FIFO stopped, its devices are gone ({defused} withdrawn)\n",
                 self.index
             );
-            if let Some(loss) = self.loss.lock().clone() {
+            if let Some(changes) = self.changes.lock().clone() {
                 // Already queued is fine: it removes every device.
-                let _ = workqueue::system_long().enqueue(loss);
+                let _ = workqueue::system_long().enqueue(changes);
             }
         }
     }
@@ -320,9 +334,10 @@ impl Fifo {
             .inspect_err(|_| inc(&self.stats.keepalive_misses))
     }
 
-    /// Sets what tells the transport that the FIFO's devices are gone if it stops for good.
-    pub(crate) fn set_loss(&self, loss: Option<Arc<FifoLoss>>) {
-        let old = core::mem::replace(&mut *self.loss.lock(), loss);
+    /// Sets what tells the transport of the devices that come and go, and that they are all
+    /// gone if the FIFO stops for good.
+    pub(crate) fn set_changes(&self, changes: Option<Arc<DeviceChanges>>) {
+        let old = core::mem::replace(&mut *self.changes.lock(), changes);
         // Outside the lock: it may be the last reference.
         if let Some(old) = old {
             old.flush();
@@ -505,11 +520,78 @@ impl Fifo {
             return;
         }
         self.ring_pending(ring, irq);
+        if let Ok(Frame {
+            msg:
+                Message::EventDevice {
+                    device_number,
+                    state,
+                },
+            ..
+        }) = frame
+        {
+            return self.device_event(device_number, state, irq);
+        }
         let Some(reply) = frame.as_ref().ok().and_then(BusReply::from_frame) else {
             return inc(&self.stats.unexpected_bus);
         };
         if self.bus_exchange.offer(reply, irq).is_err() {
             inc(&self.stats.late_bus);
+        }
+    }
+
+    /// The device side added or removed a device: queued for [`DeviceChanges`], which tells
+    /// the transport in process context (see `hotplug.rs`).
+    fn device_event(&self, dev_num: u16, state: DeviceState, irq: &LocalInterruptDisabled) {
+        inc(&self.stats.device_events);
+        // One that does not fit is not lost: the queue remembers it overflowed.
+        self.events.lock_with(irq).push(Event { dev_num, state });
+        if let Some(changes) = self.changes.lock_with(irq).clone() {
+            // Already queued is fine: the queued run takes this event too.
+            let _ = workqueue::system_long().enqueue(changes);
+        }
+    }
+
+    /// Tells the transport what the queued EVENT_DEVICE messages changed, in order; after
+    /// events that did not fit the queue, enumerates again and tells what differs. Process
+    /// context.
+    fn apply_events(&self, link: &BusLink) {
+        let (events, overflowed) = self.events.lock().take();
+        for event in events.iter() {
+            let change = hotplug::apply(&mut self.devices.lock(), event);
+            self.change(link, change);
+        }
+        if overflowed {
+            inc(&self.stats.device_resyncs);
+            dev_warn!(
+                self.dev,
+                "FIFO {}: more than {QUEUED_EVENTS} device events at once, enumerating again\n",
+                self.index
+            );
+            let had = *self.devices.lock();
+            let found = *self.enumerate().found();
+            for change in hotplug::resync(had, found) {
+                self.change(link, change);
+            }
+        }
+    }
+
+    fn change(&self, link: &BusLink, change: Change) {
+        match change {
+            Change::Add(dev_num) => {
+                dev_info!(self.dev, "FIFO {}: device {dev_num} added\n", self.index);
+                if let Err(e) = link.add_device(dev_num) {
+                    dev_err!(
+                        self.dev,
+                        "FIFO {}: device {dev_num} not added ({e:?})\n",
+                        self.index
+                    );
+                }
+            }
+            Change::Remove(dev_num) => {
+                dev_info!(self.dev, "FIFO {}: device {dev_num} removed\n", self.index);
+                link.remove_device(dev_num);
+            }
+            Change::Ignore => inc(&self.stats.device_events_ignored),
         }
     }
 
@@ -711,6 +793,9 @@ impl fmt::Debug for Fifo {
             ("device_queue_full", &s.device_queue_full),
             ("keepalive_pings", &s.keepalive_pings),
             ("keepalive_misses", &s.keepalive_misses),
+            ("device_events", &s.device_events),
+            ("device_events_ignored", &s.device_events_ignored),
+            ("device_resyncs", &s.device_resyncs),
         ];
         for (name, c) in counters {
             writeln!(f, "{name}: {}", c.load(Relaxed))?;
@@ -719,24 +804,29 @@ impl fmt::Debug for Fifo {
     }
 }
 
-/// Tells the transport that every device of a FIFO is gone: the FIFO stopped for good. Runs
-/// as a work item, in process context (the transport removes the devices' drivers).
+/// Tells the transport of a FIFO's devices that the device side added or removed
+/// (EVENT_DEVICE), or that every device is gone: the FIFO stopped for good. Runs as a work
+/// item, in process context (the transport probes devices, and removes their drivers).
 #[pin_data]
-pub(crate) struct FifoLoss {
+pub(crate) struct DeviceChanges {
     fifo: Arc<Fifo>,
     link: Arc<BusLink>,
     #[pin]
-    work: Work<FifoLoss>,
+    work: Work<DeviceChanges>,
 }
 
 impl_has_work! {
-    impl HasWork<Self> for FifoLoss { self.work }
+    impl HasWork<Self> for DeviceChanges { self.work }
 }
 
-impl WorkItem for FifoLoss {
-    type Pointer = Arc<FifoLoss>;
+impl WorkItem for DeviceChanges {
+    type Pointer = Arc<DeviceChanges>;
 
-    fn run(this: Arc<FifoLoss>) {
+    fn run(this: Arc<DeviceChanges>) {
+        if !this.fifo.stopped() {
+            this.fifo.apply_events(&this.link);
+            return;
+        }
         let devices = *this.fifo.devices.lock();
         let mut gone = KVec::new();
         let all: Result = devices
@@ -752,15 +842,15 @@ impl WorkItem for FifoLoss {
     }
 }
 
-impl FifoLoss {
+impl DeviceChanges {
     /// What removes the devices of `fifo` from `link`; the FIFO is told with
-    /// [`Fifo::set_loss`].
+    /// [`Fifo::set_changes`].
     pub(crate) fn new(fifo: Arc<Fifo>, link: Arc<BusLink>) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Self {
                 fifo,
                 link,
-                work <- new_work!("virtio_msg_amp_pci::FifoLoss::work"),
+                work <- new_work!("virtio_msg_amp_pci::DeviceChanges::work"),
             }),
             GFP_KERNEL,
         )

@@ -6,7 +6,8 @@
 //! sends them (see `enumerate.rs`), plus hostile ones, and replayed from the recording of the
 //! device model's answers (`virtio_msg/device-model/01-enumeration.txt`) through the same
 //! reply matching as the FIFO uses; the FIFO count is checked against the BAR1 sizes a device
-//! can have. The queues themselves are covered by `virtio_msg_spsc`.
+//! can have; the device side's EVENT_DEVICE is checked against what the FIFO knows. The
+//! queues themselves are covered by `virtio_msg_spsc`.
 
 use kernel::{
     prelude::*,
@@ -18,9 +19,14 @@ use kernel::{
 
 use crate::{
     correlate::{Awaited, BusReplies, BusReply, Late},
-    enumerate::{DevicesReply, Enumeration, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
+    enumerate::{DeviceSet, DevicesReply, Enumeration, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
+    hotplug::{self, apply, Change, Event, Events, QUEUED_EVENTS},
     layout::{fifos_in_bar, LayoutError, FIFO_WINDOW, MAX_MSG_SIZE},
-    wire::{DecodeError, Frame, Message},
+    wire::{
+        DecodeError,
+        DeviceState::{Ready, Removed},
+        Frame, Message,
+    },
 };
 
 /// The device model's answers to GET_DEVICES windows and PING on two FIFOs.
@@ -401,6 +407,74 @@ mod cases {
             fifos_in_bar(FIFO_WINDOW + 4096),
             Err(LayoutError::Unaligned)
         );
+        Ok(())
+    }
+
+    /// The device side's EVENT_DEVICE against what the FIFO knows: present, gone, back; a
+    /// repeated or contradicting event and a number past the limit change nothing.
+    #[test]
+    fn device_events_follow_present_gone_back() -> Result {
+        let ev = |dev_num, state| Event { dev_num, state };
+        let mut devices = DeviceSet::default();
+        assert_eq!(apply(&mut devices, ev(3, Ready)), Change::Add(3));
+        assert_eq!(apply(&mut devices, ev(3, Ready)), Change::Ignore);
+        assert_eq!(apply(&mut devices, ev(3, Removed)), Change::Remove(3));
+        assert!(!devices.contains(3));
+        assert_eq!(apply(&mut devices, ev(3, Removed)), Change::Ignore);
+        assert_eq!(apply(&mut devices, ev(3, Ready)), Change::Add(3));
+        // Removal of a device never added, and numbers the bus cannot have.
+        assert_eq!(apply(&mut devices, ev(7, Removed)), Change::Ignore);
+        for n in [MAX_DEVICE_NUMBER, u16::MAX] {
+            assert_eq!(apply(&mut devices, ev(n, Ready)), Change::Ignore);
+            assert_eq!(apply(&mut devices, ev(n, Removed)), Change::Ignore);
+        }
+        assert_eq!(devices.len(), 1);
+        Ok(())
+    }
+
+    /// Events are applied in the order they came, and what did not fit the queue makes the
+    /// FIFO enumerate again: the resync removes what is gone before it adds what is new.
+    #[test]
+    fn device_events_in_order_and_overflow_resyncs() -> Result {
+        let mut q = Events::new();
+        for i in 0..QUEUED_EVENTS as u16 {
+            let state = if i % 2 == 0 { Ready } else { Removed };
+            assert!(q.push(Event {
+                dev_num: i / 2,
+                state
+            }));
+        }
+        assert!(!q.push(Event {
+            dev_num: 1,
+            state: Ready
+        }));
+        let (events, overflowed) = q.take();
+        assert!(overflowed);
+        // Every device added, then removed, in that order: none left.
+        let mut devices = DeviceSet::default();
+        let changes: KVec<Change> = {
+            let mut v = KVec::new();
+            for e in events.iter() {
+                v.push(apply(&mut devices, e), GFP_KERNEL)?;
+            }
+            v
+        };
+        assert_eq!(changes.first(), Some(&Change::Add(0)));
+        assert_eq!(changes.get(1), Some(&Change::Remove(0)));
+        assert_eq!(devices.len(), 0);
+        // Taken: the queue is empty and no longer overflowed.
+        let (rest, again) = q.take();
+        assert_eq!((rest.iter().count(), again), (0, false));
+
+        let (mut had, mut found) = (DeviceSet::default(), DeviceSet::default());
+        had.insert(1);
+        had.insert(2);
+        found.insert(2);
+        found.insert(5);
+        let mut resync = hotplug::resync(had, found);
+        assert_eq!(resync.next(), Some(Change::Remove(1)));
+        assert_eq!(resync.next(), Some(Change::Add(5)));
+        assert_eq!(resync.next(), None);
         Ok(())
     }
 }

@@ -34,6 +34,7 @@ use kernel::{
 mod correlate;
 mod enumerate;
 mod fifo;
+mod hotplug;
 mod keepalive;
 /// The layout of BAR1, shared with the device emulator.
 pub mod layout;
@@ -44,7 +45,7 @@ pub mod spsc;
 #[cfg(CONFIG_VIRTIO_MSG_AMP_PCI_KUNIT_TEST)]
 mod tests;
 
-use fifo::{Fifo, FifoIrq, FifoLoss, RegsBar, Timeouts};
+use fifo::{DeviceChanges, Fifo, FifoIrq, RegsBar, Timeouts};
 use keepalive::Keepalive;
 use shared::SharedBar;
 
@@ -109,7 +110,7 @@ impl Drop for AmpPci<'_> {
         // a running handler).
         for fifo in &self.fifos {
             fifo.stop();
-            fifo.set_loss(None);
+            fifo.set_changes(None);
         }
         self.irqs.clear();
     }
@@ -230,7 +231,7 @@ impl AmpPciDriver {
                 .push(KBox::pin_init(irq, GFP_KERNEL)?, GFP_KERNEL)?;
             data.fifos.push(fifo.clone(), GFP_KERNEL)?;
             // Only once in `data`: its drop takes it away again (a reference cycle).
-            fifo.set_loss(Some(FifoLoss::new(fifo.clone(), link.clone())?));
+            fifo.set_changes(Some(DeviceChanges::new(fifo.clone(), link.clone())?));
             let name = CString::try_from_fmt(fmt!("fifo{index}"))?;
             let file = KBox::pin_init(
                 data._debugfs.read_only_file(&name, fifo.clone()),

@@ -18,7 +18,8 @@
 # 'make emulator'): ARGS are its --fifos/--mode/--log-level/--device options
 # (see 'virtio-msg-emulator --help'); the socket lives in a private temporary
 # directory, next to its control pipe (--control), to which a test guest's
-# "e2e-ctl:" lines are relayed. The emulator's log goes to FILE.emulator (--test) or to
+# "e2e-ctl:" lines are relayed (without --test, the pipe is build/run/control,
+# for commands from the host: "echo 'unplug 0:1' >build/run/control"). The emulator's log goes to FILE.emulator (--test) or to
 # build/run/emulator.log; guest RAM becomes a shared memfd so the emulator can
 # reach the virtqueues. The emulator is stopped (SIGTERM) after QEMU exits,
 # and the exit status is QEMU's. Exit status 2 if the emulator does not start.
@@ -74,6 +75,9 @@ if [ ${#emulator_args[@]} -gt 0 ]; then
 	sockdir=$(mktemp -d "${TMPDIR:-/tmp}/vmsg-emulator.XXXXXX")
 	socket=$sockdir/amp-pci.sock
 	control=$sockdir/control
+	# The demo's pipe has a fixed place, for commands typed on the host
+	# ("echo 'unplug 0:0' >build/run/control").
+	[ -n "$test" ] || { control=$top/build/run/control; rm -f "$control"; }
 	"$emulator" --socket "$socket" --control "$control" "${emulator_args[@]}" \
 		>"$emulator_log" 2>&1 </dev/null &
 	emulator_pid=$!
@@ -96,7 +100,7 @@ if [ ${#emulator_args[@]} -gt 0 ]; then
 		: >"$log.results"
 		# The guest's "e2e-ctl: COMMAND" lines (guest/lib.sh emulator_ctl) go
 		# to the emulator's control pipe, while the guest runs.
-		tail -n +1 -F --pid=$$ "$log.results" 2>/dev/null |
+		tail -n +1 -F -s 0.1 --pid=$$ "$log.results" 2>/dev/null |
 			sed -un 's/\r//g; s/^e2e-ctl: //p' >"$control" &
 		timeout --kill-after=10 "$timeout" "${qemu[@]}" -serial "file:$log" \
 			-serial "file:$log.results" -append "$append vmsg.test=$test" "$@" </dev/null || rc=$?

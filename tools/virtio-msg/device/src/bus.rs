@@ -22,8 +22,8 @@
 
 use crate::{transport::TransportDevice, Backend, Mode};
 use virtio_msg_wire::{
-    bitmap_len, bus_id, max_config_chunk, transport_id, Class, DeviceInfo, Frame, Message,
-    VqueueInfo, Words, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE,
+    bitmap_len, bus_id, max_config_chunk, transport_id, Class, DeviceInfo, DeviceState, Frame,
+    Message, VqueueInfo, Words, HEADER_SIZE, TYPE_BUS, TYPE_RESPONSE,
 };
 
 /// Device numbers per FIFO in the QEMU device model.
@@ -45,6 +45,9 @@ pub struct BusStats {
 pub struct FifoBus {
     mode: Mode,
     devices: Vec<Option<TransportDevice<Box<dyn Backend + Send>>>>,
+    /// By device number: devices taken off the bus ([`FifoBus::unplug`]), with their
+    /// backends, until they come back.
+    unplugged: Vec<Option<TransportDevice<Box<dyn Backend + Send>>>>,
     stats: BusStats,
 }
 
@@ -100,6 +103,7 @@ impl FifoBus {
         Self {
             mode,
             devices: (0..DEVICES_PER_FIFO).map(|_| None).collect(),
+            unplugged: (0..DEVICES_PER_FIFO).map(|_| None).collect(),
             stats: BusStats::default(),
         }
     }
@@ -119,6 +123,42 @@ impl FifoBus {
         }
         *slot = Some(TransportDevice::new(dev_num, backend, self.mode));
         Ok(())
+    }
+
+    /// Takes device `dev_num` off the bus, as a device side that removes it does: from now on
+    /// it is not listed and does not answer, and its backend (a disk's image, a network
+    /// device's MAC address) waits for [`FifoBus::plug`]. Returns the EVENT_DEVICE (REMOVED)
+    /// that tells the driver side, or `None` if no device is on that number.
+    pub fn unplug(&mut self, dev_num: u16) -> Option<Vec<u8>> {
+        let i = usize::from(dev_num);
+        let mut dev = self.devices.get_mut(i)?.take()?;
+        dev.reset();
+        self.unplugged[i] = Some(dev);
+        self.event_device(dev_num, DeviceState::Removed)
+    }
+
+    /// Puts back a device [`FifoBus::unplug`] took off, reset, as a device side that adds it:
+    /// listed and answering again, with the same backend. Returns the EVENT_DEVICE (READY)
+    /// that tells the driver side, or `None` if no device of that number is off the bus.
+    pub fn plug(&mut self, dev_num: u16) -> Option<Vec<u8>> {
+        let i = usize::from(dev_num);
+        let dev = self.unplugged.get_mut(i)?.take()?;
+        self.devices[i] = Some(dev);
+        self.event_device(dev_num, DeviceState::Ready)
+    }
+
+    /// An EVENT_DEVICE about `dev_num`: a bus message, device number and token 0 as the bus's
+    /// own messages.
+    fn event_device(&self, device_number: u16, state: DeviceState) -> Option<Vec<u8>> {
+        self.encode(
+            0,
+            0,
+            Message::EventDevice {
+                device_number,
+                state,
+            },
+        )
+        .pop()
     }
 
     /// The device on `dev_num`.

@@ -7,7 +7,9 @@ use virtio_msg_device::{
     transport::{QueueState, TransportDevice, QUEUE_MAX_SIZE, VENDOR_QEMU},
     Backend, Mode,
 };
-use virtio_msg_wire::{AvailNext, DeviceInfo, Frame, Message, VqueueConfig, VqueueInfo, Words};
+use virtio_msg_wire::{
+    AvailNext, DeviceInfo, DeviceState, Frame, Message, VqueueConfig, VqueueInfo, Words,
+};
 
 const VERSION_1: u64 = 1 << 32;
 
@@ -671,6 +673,62 @@ fn bus_get_devices_windows() {
         assert_eq!((o, (count, next_offset)), (offset, answer));
         assert_eq!(f.token, 0);
     }
+}
+
+/// A device taken off the bus is neither listed nor answered, and EVENT_DEVICE says so; put
+/// back, it is listed again, reset, with the same backend.
+#[test]
+fn bus_unplug_and_plug() {
+    let mut bus = FifoBus::new(Mode::Strict);
+    bus.attach(3, Box::new(Fake::default())).unwrap();
+    let listed = |bus: &mut FifoBus| {
+        let out = bus_ask(
+            bus,
+            Message::GetDevices {
+                offset: 0,
+                count: 8,
+            },
+        );
+        match Frame::decode(&out[0]).unwrap().msg {
+            Message::Devices { bitmap, .. } => bitmap[0],
+            m => panic!("{m:?}"),
+        }
+    };
+    assert_eq!(listed(&mut bus), 0x08);
+    // Under way: a driver acknowledged it.
+    bus_ask(&mut bus, Message::SetDeviceStatus { status: 1 });
+
+    let event = bus.unplug(3).unwrap();
+    let f = Frame::decode(&event).unwrap();
+    assert_eq!(
+        f.msg,
+        Message::EventDevice {
+            device_number: 3,
+            state: DeviceState::Removed
+        }
+    );
+    assert_eq!((f.dev_num, f.token), (0, 0));
+    assert_eq!(listed(&mut bus), 0);
+    assert!(bus_ask(&mut bus, Message::GetDeviceInfo).is_empty());
+    assert_eq!(bus.unplug(3), None);
+    assert_eq!(bus.plug(4), None);
+
+    let event = bus.plug(3).unwrap();
+    assert_eq!(
+        Frame::decode(&event).unwrap().msg,
+        Message::EventDevice {
+            device_number: 3,
+            state: DeviceState::Ready
+        }
+    );
+    assert_eq!(listed(&mut bus), 0x08);
+    // Back reset: a driver starts from status 0.
+    let out = bus_ask(&mut bus, Message::GetDeviceStatus);
+    assert_eq!(
+        Frame::decode(&out[0]).unwrap().msg,
+        Message::DeviceStatus { status: 0 }
+    );
+    assert_eq!(bus.plug(3), None);
 }
 
 #[test]

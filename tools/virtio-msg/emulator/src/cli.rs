@@ -73,8 +73,11 @@ SET_DEVICE_STATUS answers). KIND:
 
 const CONTROL_HELP: &str = "\
 A named pipe (created if missing) that takes commands while the emulator runs, one per line:
-  fault SPEC   add the fault SPEC (as --fault)
-  clear FIFO   no more faults on FIFO FIFO";
+  fault SPEC         add the fault SPEC (as --fault)
+  clear FIFO         no more faults on FIFO FIFO
+  unplug FIFO:NUM    take device NUM of FIFO FIFO off the bus (EVENT_DEVICE REMOVED); it
+                     keeps its backend (a disk's image, a MAC address) until plugged back
+  plug FIFO:NUM      put it back, reset (EVENT_DEVICE READY)";
 
 const DEVICE_HELP: &str = "\
 A device on FIFO FIFO (below --fifos) with device number NUM (0 to 31); repeat for more

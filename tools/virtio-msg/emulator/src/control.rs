@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! The control pipe (`--control PATH`): faults switched while the guest runs.
+//! The control pipe (`--control PATH`): faults switched, and devices taken off the bus and
+//! put back, while the guest runs.
 //!
 //! A named pipe rather than a socket: any shell can write to it (`echo "fault 0:1:silent" >
 //! PATH`), and the e2e runner relays the guest's requests to it from the guest's result port.
@@ -16,6 +17,11 @@ use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::Duration;
+use virtio_msg_device::bus::DEVICES_PER_FIFO;
+
+/// How long a plug or unplug waits for the FIFO's worker.
+const PLUG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A line that is refused.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +30,12 @@ pub enum ControlError {
     Fault(#[from] FaultParseError),
     #[error("clear {0:?}: FIFO is not a number")]
     ClearFifo(String),
-    #[error("{0:?}: expected 'fault SPEC' or 'clear FIFO'")]
+    #[error("{0:?}: expected 'fault SPEC', 'clear FIFO', 'unplug FIFO:NUM' or 'plug FIFO:NUM'")]
     Syntax(String),
+    #[error("{0:?}: expected FIFO:NUM, NUM below 32")]
+    Device(String),
+    #[error("plug and unplug go to the FIFO's worker, not to its faults")]
+    NotAFault,
     #[error("FIFO {0} out of range (--fifos {1})")]
     OutOfRange(usize, usize),
 }
@@ -37,6 +47,12 @@ pub enum Request {
     Fault(FaultSpec),
     /// No more faults on a FIFO.
     Clear(usize),
+    /// Take device NUM of a FIFO off the bus (`false`) or put it back (`true`).
+    Plug {
+        fifo: usize,
+        dev_num: u16,
+        present: bool,
+    },
 }
 
 impl Request {
@@ -50,6 +66,19 @@ impl Request {
                 .parse()
                 .map(Self::Clear)
                 .map_err(|_| ControlError::ClearFifo(fifo.into())),
+            Some((verb @ ("plug" | "unplug"), which)) => {
+                let bad = || ControlError::Device(which.trim().into());
+                let (fifo, num) = which.trim().split_once(':').ok_or_else(bad)?;
+                Ok(Self::Plug {
+                    fifo: fifo.parse().map_err(|_| bad())?,
+                    dev_num: num
+                        .parse()
+                        .ok()
+                        .filter(|&n| n < DEVICES_PER_FIFO)
+                        .ok_or_else(bad)?,
+                    present: verb == "plug",
+                })
+            }
             _ => Err(ControlError::Syntax(line.into())),
         }
     }
@@ -67,9 +96,10 @@ impl Control {
         Self { specs, fifos }
     }
 
-    /// Applies `req`; returns the FIFO whose faults changed and what they are now.
+    /// Applies a fault request; returns the FIFO whose faults changed and what they are now.
     pub fn apply(&mut self, req: Request) -> Result<(usize, Faults), ControlError> {
         let fifo = match req {
+            Request::Plug { .. } => return Err(ControlError::NotAFault),
             Request::Fault(spec) => {
                 self.check(spec.fifo)?;
                 self.specs.push(spec);
@@ -112,7 +142,26 @@ pub fn spawn(path: &Path, mut control: Control, workers: Workers) -> io::Result<
                 if line.trim().is_empty() {
                     continue;
                 }
-                let applied = Request::parse(&line).and_then(|r| control.apply(r));
+                let request = match Request::parse(&line) {
+                    Ok(Request::Plug {
+                        fifo,
+                        dev_num,
+                        present,
+                    }) => {
+                        let done = workers.lock().ok().and_then(|w| {
+                            w.get(fifo).map(|h| h.plug(dev_num, present, PLUG_TIMEOUT))
+                        });
+                        match done {
+                            Some(Some(true)) => info!("control: {line}: done"),
+                            Some(Some(false)) => warn!("control: {line}: no such device"),
+                            Some(None) => warn!("control: {line}: the FIFO worker is gone"),
+                            None => warn!("control: refused: FIFO {fifo} out of range"),
+                        }
+                        continue;
+                    }
+                    r => r,
+                };
+                let applied = request.and_then(|r| control.apply(r));
                 match applied {
                     Ok((fifo, faults)) => {
                         let sent = workers
@@ -164,6 +213,27 @@ mod tests {
         ] {
             let e = Request::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
+        }
+        // Devices off the bus and back: FIFO:NUM, NUM below 32.
+        assert_eq!(
+            Request::parse("unplug 1:0").unwrap(),
+            Request::Plug {
+                fifo: 1,
+                dev_num: 0,
+                present: false
+            }
+        );
+        assert_eq!(
+            Request::parse(" plug 0:31 ").unwrap(),
+            Request::Plug {
+                fifo: 0,
+                dev_num: 31,
+                present: true
+            }
+        );
+        for bad in ["plug 0:32", "plug 0", "unplug x:1", "plug 0:-1"] {
+            let e = Request::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("expected FIFO:NUM"), "{bad}: {e}");
         }
         let e = c.apply(Request::parse("clear 2").unwrap()).unwrap_err();
         assert_eq!(e.to_string(), "FIFO 2 out of range (--fifos 2)");

@@ -95,6 +95,9 @@ impl FifoShared {
 enum Control {
     /// Reset every device and adopt the queue indexes again; answer on the channel.
     Reset(mpsc::Sender<()>),
+    /// Take a device off the bus (`false`) or put it back (`true`), telling the driver with
+    /// EVENT_DEVICE; answer whether there was such a device.
+    Plug(u16, bool, mpsc::Sender<bool>),
     /// Replace the faults (the control socket).
     Faults(Faults),
     Stop,
@@ -491,6 +494,25 @@ impl Fifo {
         }
     }
 
+    /// Takes device `dev_num` off the bus (`present` false) or puts it back, and queues the
+    /// EVENT_DEVICE that says so; returns how many messages went on the device queue, or
+    /// `None` if there is no such device to take off or put back.
+    pub fn plug(&mut self, dev_num: u16, present: bool) -> Option<u32> {
+        let event = if present {
+            self.bus.plug(dev_num)
+        } else {
+            self.bus.unplug(dev_num)
+        }?;
+        info!(
+            "FIFO {}: device {dev_num} {}",
+            self.index,
+            if present { "added" } else { "removed" }
+        );
+        let mut sent = 0;
+        self.send(vec![event], None, &mut sent);
+        Some(sent)
+    }
+
     /// Retries what a full device queue held back; returns how many went out.
     pub fn flush(&mut self) -> u32 {
         let mut sent = 0;
@@ -589,6 +611,16 @@ impl FifoHandle {
     pub fn reset(&self, timeout: Duration) -> bool {
         let (ack, done) = mpsc::channel();
         self.send(Control::Reset(ack)) && done.recv_timeout(timeout).is_ok()
+    }
+
+    /// Takes device `dev_num` off the bus or puts it back (see [`Fifo::plug`]); `Some(false)`
+    /// if there is no such device, `None` if the worker did not answer within `timeout`.
+    pub fn plug(&self, dev_num: u16, present: bool, timeout: Duration) -> Option<bool> {
+        let (ack, done) = mpsc::channel();
+        if !self.send(Control::Plug(dev_num, present, ack)) {
+            return None;
+        }
+        done.recv_timeout(timeout).ok()
     }
 
     /// Makes `faults` go wrong on the FIFO from now on.
@@ -725,6 +757,14 @@ impl Worker {
                     return false;
                 }
                 Ok(Control::Faults(faults)) => self.fifo.set_faults(faults),
+                Ok(Control::Plug(dev_num, present, ack)) => {
+                    let done = self.fifo.plug(dev_num, present);
+                    if done.is_some_and(|sent| sent > 0) {
+                        self.shared.raise();
+                    }
+                    self.muted.retain(|&n| n != dev_num);
+                    let _ = ack.send(done.is_some());
+                }
                 Ok(Control::Reset(ack)) => {
                     self.fifo.reset();
                     self.muted.clear();

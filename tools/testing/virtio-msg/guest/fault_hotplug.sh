@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Devices the device side removes and adds again at run time (EVENT_DEVICE,
+# the emulator's "unplug"/"plug"): each kind in turn, with data moving on it
+# and on the others. FIFO 0 has the network device (device number 0) and the
+# console (1), FIFO 1 the disk (0) and the entropy device (1). A removed
+# device's users get errors in bounded time, nothing hangs, the other devices
+# keep moving data; a device added back works again with its backend as it
+# was: the disk's data, the network device's MAC address, the console's
+# host end. Then one number removed and added 50 times. The bus counts every
+# event and ignores none.
+# e2e-host: kinds
+# e2e-exclusive: vmsgtap0
+. /tests/lib.sh
+
+# gone ID: no virtio device of device id ID (decimal) within 10 s
+gone() {
+	want=$(printf '0x%04x' "$1")
+	for _ in $(seq 100); do
+		grep -qx "$want" /sys/bus/virtio/devices/*/device 2>/dev/null || return 0
+		sleep 0.1
+	done
+	return 1
+}
+# rng_name: the entropy device's name for hw_random (empty if none)
+rng_name() { tr ' ' '\n' </sys/class/misc/hw_random/rng_available | grep -m1 ^virtio_rng; }
+# rng_present, disk_present, console_present: the device is back, its driver bound
+rng_present() { [ -n "$(rng_name)" ]; }
+disk_present() { ls /sys/bus/virtio/devices/*/block/vd* >/dev/null 2>&1; }
+console_present() { [ -n "$(virtio_dev 3)" ]; }
+# reader_ends PID SECONDS: the background reader PID ended within SECONDS
+reader_ends() {
+	for _ in $(seq $(($2 * 10))); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill "$1" 2>/dev/null
+	return 1
+}
+
+kinds_up
+check net_interface_up net_up
+mac=$(cat /sys/class/net/"$(net_if)"/address)
+check console_writes console_line "console before the hot removals"
+
+# The disk: a pattern written before, a reader busy while it goes.
+dd if=/dev/urandom of=/tmp/keep bs=4096 count=64 2>/dev/null
+check disk_pattern_written dd if=/tmp/keep of="$disk" bs=4096 seek=300 oflag=direct conv=fsync
+(while dd if="$disk" of=/dev/null bs=4096 count=256 iflag=direct 2>/dev/null; do :; done) &
+reader=$!
+sleep 1
+emulator_ctl "unplug 1:0"
+check disk_removed gone 2
+check disk_reader_ends reader_ends $reader 20
+check rng_moves_without_disk rng_reads "$(rng_name)"
+check net_moves_without_disk net_moves
+emulator_ctl "plug 1:0"
+check disk_back eventually 20 disk_present
+blkdev=$(virtio_dev 2)
+disk=/dev/$(ls "$blkdev/block" 2>/dev/null)
+check disk_data_kept sh -c "dd if=$disk bs=4096 skip=300 count=64 iflag=direct 2>/dev/null | cmp -s - /tmp/keep"
+check disk_moves_again blk_moves 600
+
+# The entropy device, with a reader on it.
+rng=$(rng_name)
+echo "$rng" >/sys/class/misc/hw_random/rng_current
+(while dd if=/dev/hwrng of=/dev/null bs=64 count=64 2>/dev/null; do :; done) &
+reader=$!
+sleep 1
+emulator_ctl "unplug 1:1"
+check rng_removed gone 4
+check rng_reader_ends reader_ends $reader 20
+check disk_moves_without_rng blk_moves 700
+emulator_ctl "plug 1:1"
+check rng_back eventually 20 rng_present
+check rng_reads_again rng_reads "$(rng_name)"
+
+# The network device, with traffic both ways.
+traffic_start
+sleep 2
+emulator_ctl "unplug 0:0"
+check net_removed gone 1
+check console_writes_without_net console_line "console without the network device"
+check healthy_moves_without_net healthy_moves 800
+emulator_ctl "plug 0:0"
+traffic_stop
+check net_back net_ready
+check net_same_mac test "$(cat /sys/class/net/"$(net_if)"/address)" = "$mac"
+check net_moves_again net_moves
+
+# The console, with a writer on it.
+writer_start
+sleep 1
+emulator_ctl "unplug 0:1"
+check console_removed gone 3
+check net_moves_without_console net_moves
+emulator_ctl "plug 0:1"
+writer_stop
+check console_back eventually 20 console_present
+check console_writes_again console_line "console after it came back"
+
+# One number 50 times: the entropy device, read after each return.
+ok=0
+for i in $(seq 50); do
+	echo "e2e-ctl: unplug 1:1" >/dev/ttyS1
+	eventually 20 gone 4 || break
+	echo "e2e-ctl: plug 1:1" >/dev/ttyS1
+	eventually 20 rng_present || break
+	rng_reads "$(rng_name)" || break
+	ok=$i
+done
+echo "  $ok of 50 removals and returns"
+check rng_50_cycles test "$ok" = 50
+check events_counted test "$(fifo_stat 1 device_events)" -ge 104
+check no_event_ignored test "$(fifo_stat 0 device_events_ignored) $(fifo_stat 1 device_events_ignored)" = "0 0"
+check no_resync test "$(fifo_stat 0 device_resyncs) $(fifo_stat 1 device_resyncs)" = "0 0"
+check healthy_moves_at_the_end healthy_moves 900
+check net_moves_at_the_end net_moves
+fault_unload
+check_no_leaks
