@@ -32,15 +32,40 @@ impl SharedQueue {
         Self { bar, base }
     }
 
-    fn at(&self, offset: usize) -> usize {
-        self.base + offset.min(QUEUE_BYTES - 4)
+    /// Where an access of `width` bytes at `offset` of the queue lands in BAR1: never past
+    /// the queue, whatever `offset`.
+    fn at(&self, offset: usize, width: usize) -> usize {
+        self.base + offset.min(QUEUE_BYTES - width)
     }
+}
+
+/// Bytes per access to slot data: eight where the CPU has 64-bit MMIO accessors, since every
+/// access is a bus transaction (emulated, a trap). Slots and the messages in them start on
+/// 8-byte boundaries.
+#[cfg(CONFIG_64BIT)]
+const WORD: usize = 8;
+#[cfg(not(CONFIG_64BIT))]
+const WORD: usize = 4;
+
+fn read_word(bar: &pci::Bar<'static>, at: usize) -> [u8; WORD] {
+    #[cfg(CONFIG_64BIT)]
+    let word = bar.try_read64(at).unwrap_or(0);
+    #[cfg(not(CONFIG_64BIT))]
+    let word = bar.try_read32(at).unwrap_or(0);
+    word.to_le_bytes()
+}
+
+fn write_word(bar: &pci::Bar<'static>, word: [u8; WORD], at: usize) {
+    #[cfg(CONFIG_64BIT)]
+    let _ = bar.try_write64(u64::from_le_bytes(word), at);
+    #[cfg(not(CONFIG_64BIT))]
+    let _ = bar.try_write32(u32::from_le_bytes(word), at);
 }
 
 impl QueueMemory for SharedQueue {
     fn load_index(&self, offset: usize) -> u32 {
         self.bar
-            .try_access_with(|bar| bar.try_read32(self.at(offset)).ok())
+            .try_access_with(|bar| bar.try_read32(self.at(offset, 4)).ok())
             .flatten()
             .unwrap_or(u32::MAX)
     }
@@ -48,14 +73,14 @@ impl QueueMemory for SharedQueue {
     fn store_index(&self, offset: usize, value: u32) {
         let _ = self
             .bar
-            .try_access_with(|bar| bar.try_write32(value, self.at(offset)));
+            .try_access_with(|bar| bar.try_write32(value, self.at(offset, 4)));
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) {
         self.bar.try_access_with(|bar| {
-            for (i, chunk) in out.chunks_mut(4).enumerate() {
-                let word = bar.try_read32(self.at(offset + i * 4)).unwrap_or(0);
-                for (dst, src) in chunk.iter_mut().zip(word.to_le_bytes()) {
+            for (i, chunk) in out.chunks_mut(WORD).enumerate() {
+                let word = read_word(bar, self.at(offset + i * WORD, WORD));
+                for (dst, src) in chunk.iter_mut().zip(word) {
                     *dst = src;
                 }
             }
@@ -64,12 +89,12 @@ impl QueueMemory for SharedQueue {
 
     fn write(&self, offset: usize, data: &[u8]) {
         self.bar.try_access_with(|bar| {
-            for (i, chunk) in data.chunks(4).enumerate() {
-                let mut word = [0u8; 4];
+            for (i, chunk) in data.chunks(WORD).enumerate() {
+                let mut word = [0u8; WORD];
                 for (dst, &src) in word.iter_mut().zip(chunk) {
                     *dst = src;
                 }
-                let _ = bar.try_write32(u32::from_le_bytes(word), self.at(offset + i * 4));
+                write_word(bar, word, self.at(offset + i * WORD, WORD));
             }
         });
     }

@@ -30,6 +30,8 @@ pub const TAIL_OFFSET: usize = 64;
 pub const SLOTS_OFFSET: usize = 128;
 /// Bytes of one slot.
 pub const SLOT_BYTES: usize = 64;
+/// Bytes of a slot [`Consumer::drain_sized`] always copies, from which it learns the rest.
+pub const PREFIX_BYTES: usize = 8;
 /// Number of slots; indexes run from 0 to `CAPACITY - 1`.
 pub const CAPACITY: u32 = ((QUEUE_BYTES - SLOTS_OFFSET) / SLOT_BYTES) as u32;
 
@@ -276,6 +278,20 @@ impl<M: QueueMemory> Consumer<M> {
     pub fn drain(
         &mut self,
         budget: u32,
+        each: impl FnMut(&[u8; SLOT_BYTES]),
+    ) -> Result<bool, QueueError> {
+        self.drain_sized(budget, |_| SLOT_BYTES, each)
+    }
+
+    /// As [`Consumer::drain`], copying of each slot only its first [`PREFIX_BYTES`] and as
+    /// many more as `len` says from them (the message's own length, say), at most the slot;
+    /// the rest of the copy is zeros. Where shared memory is a device's BAR, every access costs
+    /// a bus transaction (or, emulated, a trap), so a short message should not cost a whole
+    /// slot's worth. `len` sees bytes the producer wrote: it only bounds the copy.
+    pub fn drain_sized(
+        &mut self,
+        budget: u32,
+        len: impl Fn(&[u8; PREFIX_BYTES]) -> usize,
         mut each: impl FnMut(&[u8; SLOT_BYTES]),
     ) -> Result<bool, QueueError> {
         let mut left = budget;
@@ -290,7 +306,15 @@ impl<M: QueueMemory> Consumer<M> {
                 }
                 left -= 1;
                 let mut slot = [0u8; SLOT_BYTES];
-                self.mem.read(slot_offset(self.tail), &mut slot);
+                let at = slot_offset(self.tail);
+                let (prefix, rest) = slot.split_at_mut(PREFIX_BYTES);
+                self.mem.read(at, prefix);
+                let n = <&[u8; PREFIX_BYTES]>::try_from(&*prefix)
+                    .map_or(SLOT_BYTES, &len)
+                    .clamp(PREFIX_BYTES, SLOT_BYTES);
+                if let Some(rest) = rest.get_mut(..n - PREFIX_BYTES) {
+                    self.mem.read(at + PREFIX_BYTES, rest);
+                }
                 self.tail = next(self.tail);
                 self.mem.store_index(TAIL_OFFSET, self.tail);
                 each(&slot);

@@ -9,8 +9,8 @@ use std::{
     rc::Rc,
 };
 use virtio_msg_spsc::{
-    Consumer, Index, Producer, QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, QUEUE_BYTES,
-    SLOT_BYTES, TAIL_OFFSET,
+    Consumer, Index, Producer, QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, PREFIX_BYTES,
+    QUEUE_BYTES, SLOT_BYTES, TAIL_OFFSET,
 };
 
 /// One queue's shared memory, shared by the two ends of a test, and how many times the
@@ -83,6 +83,42 @@ fn empty_then_one() {
     // The rest of the slot was zeroed by the producer.
     assert!(out[12..].iter().all(|&b| b == 0));
     assert_eq!(c.pop(&mut out), Ok(false));
+}
+
+/// `drain_sized` copies the first PREFIX_BYTES of a slot and as many more as `len` says from
+/// them, within the slot whatever it says, and nothing else: the rest of the copy is zeros
+/// even where the slot holds data.
+#[test]
+fn drain_sized_copies_what_the_prefix_says() {
+    let (mut p, mut c, _) = pair();
+    let lens = [0u8, 3, 8, 12, 48, 64, 200, 255];
+    for &l in &lens {
+        let mut m = [0xaa_u8; SLOT_BYTES];
+        m[PREFIX_BYTES - 1] = l;
+        p.push(&m).unwrap();
+    }
+    let mut got = Vec::new();
+    let more = c
+        .drain_sized(
+            CAPACITY,
+            |prefix| usize::from(prefix[PREFIX_BYTES - 1]),
+            |slot| got.push(*slot),
+        )
+        .unwrap();
+    assert!(!more);
+    assert_eq!(got.len(), lens.len());
+    for (slot, &l) in got.iter().zip(&lens) {
+        let n = usize::from(l).clamp(PREFIX_BYTES, SLOT_BYTES);
+        assert_eq!(slot[PREFIX_BYTES - 1], l);
+        assert!(slot[..n]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == 0xaa || i == PREFIX_BYTES - 1));
+        assert!(
+            slot[n..].iter().all(|&b| b == 0),
+            "len {l}: copied past {n}"
+        );
+    }
 }
 
 #[test]
