@@ -147,20 +147,25 @@ impl<M: QueueMemory> Producer<M> {
         Ok(CAPACITY - 1 - distance(tail, self.head))
     }
 
-    /// Copies `msg` into the next slot (the rest of the slot is zeroed) and publishes it.
+    /// Copies `msg` into the next slot and publishes it. Only the message is written, padded
+    /// with zeros to a multiple of [`PREFIX_BYTES`]: the rest of the slot keeps what it held
+    /// (messages carry their length), and every access to shared memory that is a device's
+    /// BAR costs a bus transaction. The consumer's tail is read only when the tail last seen
+    /// leaves no room: it only moves forward, so room seen is room there.
     pub fn push(&mut self, msg: &[u8]) -> Result<(), QueueError> {
         if msg.len() > SLOT_BYTES {
             return Err(QueueError::TooLong { len: msg.len() });
         }
-        let tail = self.refresh_tail()?;
-        if next(self.head) == tail {
+        if next(self.head) == self.tail && next(self.head) == self.refresh_tail()? {
             return Err(QueueError::Full);
         }
         let mut slot = [0u8; SLOT_BYTES];
+        let padded = msg.len().next_multiple_of(PREFIX_BYTES).min(SLOT_BYTES);
         if let Some(dst) = slot.get_mut(..msg.len()) {
             dst.copy_from_slice(msg);
         }
-        self.mem.write(slot_offset(self.head), &slot);
+        self.mem
+            .write(slot_offset(self.head), slot.get(..padded).unwrap_or(&slot));
         self.head = next(self.head);
         self.mem.store_index(HEAD_OFFSET, self.head);
         Ok(())

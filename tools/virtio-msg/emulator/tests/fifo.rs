@@ -190,12 +190,14 @@ fn strict_mode_stops_on_a_corrupt_index_until_the_next_doorbell() {
     assert_eq!(g.pong(), Some(4));
     assert_eq!(g.interrupts(), 1);
 
-    // A device-queue tail that overtakes the head is caught the same way.
+    // A device-queue tail that overtakes the head is not even read while the device queue has
+    // room as last seen (the producer reads the tail only for room: nothing acts on it); it
+    // is caught once the device needs room (the queue's own tests), and the worker lives on.
     let device = QueueWindow::new(g.mem.clone(), 0, DEVICE_QUEUE).unwrap();
     device.store_index(64, 30);
     g.ping(5, 6);
     g.fifo.shared().ring();
-    assert_eq!(g.interrupts(), 0);
+    assert_eq!(g.interrupts(), 1);
     assert!(g.fifo.stop(), "the worker must not panic");
 }
 
