@@ -80,27 +80,30 @@ impl DevicesReply {
 pub(crate) struct DeviceSet([u64; MAX_DEVICE_NUMBER as usize / 64]);
 
 impl DeviceSet {
+    /// The word of the bitmap that holds `dev_num` (`None` from [`MAX_DEVICE_NUMBER`] on),
+    /// and its bit there.
+    fn word_mut(&mut self, dev_num: u16) -> Option<(&mut u64, u64)> {
+        let word = self.0.get_mut(usize::from(dev_num) / 64)?;
+        Some((word, 1 << (dev_num % 64)))
+    }
+
     /// Adds `dev_num`; numbers from [`MAX_DEVICE_NUMBER`] on are ignored. Returns whether it
     /// was added (`false`: out of range, or already there).
     pub(crate) fn insert(&mut self, dev_num: u16) -> bool {
-        let Some(word) = self.0.get_mut(usize::from(dev_num) / 64) else {
-            return false;
-        };
-        let bit = 1 << (dev_num % 64);
-        let added = *word & bit == 0;
-        *word |= bit;
-        added
+        self.word_mut(dev_num).is_some_and(|(word, bit)| {
+            let added = *word & bit == 0;
+            *word |= bit;
+            added
+        })
     }
 
     /// Takes `dev_num` out; returns whether it was there.
     pub(crate) fn remove(&mut self, dev_num: u16) -> bool {
-        let Some(word) = self.0.get_mut(usize::from(dev_num) / 64) else {
-            return false;
-        };
-        let bit = 1 << (dev_num % 64);
-        let had = *word & bit != 0;
-        *word &= !bit;
-        had
+        self.word_mut(dev_num).is_some_and(|(word, bit)| {
+            let had = *word & bit != 0;
+            *word &= !bit;
+            had
+        })
     }
 
     /// Whether `dev_num` is in the set.

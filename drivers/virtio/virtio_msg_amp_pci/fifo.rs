@@ -568,12 +568,12 @@ impl Fifo {
     /// events that did not fit the queue, enumerates again and tells what differs. Process
     /// context.
     fn apply_events(&self, link: &BusLink) {
-        let (events, overflowed) = self.events.lock().take();
+        let events = self.events.lock().take();
         for event in events.iter() {
             let change = hotplug::apply(&mut self.devices.lock(), event);
             self.change(link, change);
         }
-        if overflowed {
+        if events.overflowed() {
             inc(&self.stats.device_resyncs);
             dev_warn!(
                 self.dev,

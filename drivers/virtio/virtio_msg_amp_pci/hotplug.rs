@@ -61,16 +61,14 @@ impl Events {
         }
     }
 
-    /// Takes what is queued: the events, and whether some were lost.
-    pub(crate) fn take(&mut self) -> (Self, bool) {
-        let taken = Self {
-            queued: self.queued,
-            len: self.len,
-            overflowed: false,
-        };
-        let overflowed = self.overflowed;
-        *self = Self::new();
-        (taken, overflowed)
+    /// Takes what is queued, leaving the queue empty.
+    pub(crate) fn take(&mut self) -> Self {
+        core::mem::replace(self, Self::new())
+    }
+
+    /// Whether events came that did not fit.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// The events, oldest first.

@@ -147,11 +147,11 @@ impl<M: QueueMemory> Producer<M> {
         Ok(CAPACITY - 1 - distance(tail, self.head))
     }
 
-    /// Copies `msg` into the next slot and publishes it. Only the message is written, padded
-    /// with zeros to a multiple of [`PREFIX_BYTES`]: the rest of the slot keeps what it held
-    /// (messages carry their length), and every access to shared memory that is a device's
-    /// BAR costs a bus transaction. The consumer's tail is read only when the tail last seen
-    /// leaves no room: it only moves forward, so room seen is room there.
+    /// Copies `msg` into the next slot and publishes it. Only the message is written: the rest
+    /// of the slot keeps what it held (messages carry their length), and every access to
+    /// shared memory that is a device's BAR costs a bus transaction. The consumer's tail is
+    /// read only when the tail last seen leaves no room: it only moves forward, so room seen
+    /// is room there.
     pub fn push(&mut self, msg: &[u8]) -> Result<(), QueueError> {
         if msg.len() > SLOT_BYTES {
             return Err(QueueError::TooLong { len: msg.len() });
@@ -159,13 +159,7 @@ impl<M: QueueMemory> Producer<M> {
         if next(self.head) == self.tail && next(self.head) == self.refresh_tail()? {
             return Err(QueueError::Full);
         }
-        let mut slot = [0u8; SLOT_BYTES];
-        let padded = msg.len().next_multiple_of(PREFIX_BYTES).min(SLOT_BYTES);
-        if let Some(dst) = slot.get_mut(..msg.len()) {
-            dst.copy_from_slice(msg);
-        }
-        self.mem
-            .write(slot_offset(self.head), slot.get(..padded).unwrap_or(&slot));
+        self.mem.write(slot_offset(self.head), msg);
         self.head = next(self.head);
         self.mem.store_index(HEAD_OFFSET, self.head);
         Ok(())
@@ -312,13 +306,12 @@ impl<M: QueueMemory> Consumer<M> {
                 left -= 1;
                 let mut slot = [0u8; SLOT_BYTES];
                 let at = slot_offset(self.tail);
-                let (prefix, rest) = slot.split_at_mut(PREFIX_BYTES);
-                self.mem.read(at, prefix);
-                let n = <&[u8; PREFIX_BYTES]>::try_from(&*prefix)
-                    .map_or(SLOT_BYTES, &len)
-                    .clamp(PREFIX_BYTES, SLOT_BYTES);
-                if let Some(rest) = rest.get_mut(..n - PREFIX_BYTES) {
-                    self.mem.read(at + PREFIX_BYTES, rest);
+                if let Some((prefix, rest)) = slot.split_first_chunk_mut::<PREFIX_BYTES>() {
+                    self.mem.read(at, prefix);
+                    let more = len(prefix).clamp(PREFIX_BYTES, SLOT_BYTES) - PREFIX_BYTES;
+                    if let Some(rest) = rest.get_mut(..more) {
+                        self.mem.read(at + PREFIX_BYTES, rest);
+                    }
                 }
                 self.tail = next(self.tail);
                 self.mem.store_index(TAIL_OFFSET, self.tail);

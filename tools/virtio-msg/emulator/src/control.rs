@@ -34,8 +34,6 @@ pub enum ControlError {
     Syntax(String),
     #[error("{0:?}: expected FIFO:NUM, NUM below 32")]
     Device(String),
-    #[error("plug and unplug go to the FIFO's worker, not to its faults")]
-    NotAFault,
     #[error("FIFO {0} out of range (--fifos {1})")]
     OutOfRange(usize, usize),
 }
@@ -84,6 +82,18 @@ impl Request {
     }
 }
 
+/// What a request asks of a FIFO's worker.
+pub enum Action {
+    /// These are the FIFO's faults now (boxed: the other variant is small).
+    Faults(usize, Box<Faults>),
+    /// Take a device off the bus (`present` false) or put it back.
+    Plug {
+        fifo: usize,
+        dev_num: u16,
+        present: bool,
+    },
+}
+
 /// The faults in force, as the control pipe changes them.
 pub struct Control {
     specs: Vec<FaultSpec>,
@@ -96,10 +106,21 @@ impl Control {
         Self { specs, fifos }
     }
 
-    /// Applies a fault request; returns the FIFO whose faults changed and what they are now.
-    pub fn apply(&mut self, req: Request) -> Result<(usize, Faults), ControlError> {
+    /// Applies `req`: what to tell which FIFO's worker.
+    pub fn apply(&mut self, req: Request) -> Result<Action, ControlError> {
         let fifo = match req {
-            Request::Plug { .. } => return Err(ControlError::NotAFault),
+            Request::Plug {
+                fifo,
+                dev_num,
+                present,
+            } => {
+                self.check(fifo)?;
+                return Ok(Action::Plug {
+                    fifo,
+                    dev_num,
+                    present,
+                });
+            }
             Request::Fault(spec) => {
                 self.check(spec.fifo)?;
                 self.specs.push(spec);
@@ -111,7 +132,10 @@ impl Control {
                 fifo
             }
         };
-        Ok((fifo, Faults::for_fifo(fifo, &self.specs)))
+        Ok(Action::Faults(
+            fifo,
+            Box::new(Faults::for_fifo(fifo, &self.specs)),
+        ))
     }
 
     fn check(&self, fifo: usize) -> Result<(), ControlError> {
@@ -142,8 +166,20 @@ pub fn spawn(path: &Path, mut control: Control, workers: Workers) -> io::Result<
                 if line.trim().is_empty() {
                     continue;
                 }
-                let request = match Request::parse(&line) {
-                    Ok(Request::Plug {
+                let applied = Request::parse(&line).and_then(|r| control.apply(r));
+                match applied {
+                    Ok(Action::Faults(fifo, faults)) => {
+                        let sent = workers
+                            .lock()
+                            .ok()
+                            .and_then(|w| w.get(fifo).map(|h| h.set_faults(*faults)));
+                        if sent == Some(true) {
+                            info!("control: {line}: done");
+                        } else {
+                            warn!("control: {line}: the FIFO worker is gone");
+                        }
+                    }
+                    Ok(Action::Plug {
                         fifo,
                         dev_num,
                         present,
@@ -154,24 +190,7 @@ pub fn spawn(path: &Path, mut control: Control, workers: Workers) -> io::Result<
                         match done {
                             Some(Some(true)) => info!("control: {line}: done"),
                             Some(Some(false)) => warn!("control: {line}: no such device"),
-                            Some(None) => warn!("control: {line}: the FIFO worker is gone"),
-                            None => warn!("control: refused: FIFO {fifo} out of range"),
-                        }
-                        continue;
-                    }
-                    r => r,
-                };
-                let applied = request.and_then(|r| control.apply(r));
-                match applied {
-                    Ok((fifo, faults)) => {
-                        let sent = workers
-                            .lock()
-                            .ok()
-                            .and_then(|w| w.get(fifo).map(|h| h.set_faults(faults)));
-                        if sent == Some(true) {
-                            info!("control: {line}: done");
-                        } else {
-                            warn!("control: {line}: the FIFO worker is gone");
+                            _ => warn!("control: {line}: the FIFO worker is gone"),
                         }
                     }
                     Err(e) => warn!("control: refused: {e}"),
@@ -185,27 +204,31 @@ pub fn spawn(path: &Path, mut control: Control, workers: Workers) -> io::Result<
 mod tests {
     use super::*;
 
+    /// The faults `line` leaves on a FIFO, and which.
+    fn faults(c: &mut Control, line: &str) -> (usize, Faults) {
+        match c.apply(Request::parse(line).unwrap()) {
+            Ok(Action::Faults(fifo, f)) => (fifo, *f),
+            _ => panic!("{line}: not a fault change"),
+        }
+    }
+
     #[test]
     fn commands_parse_and_change_the_faults_of_one_fifo() {
         let mut c = Control::new(vec!["1:0:silent".parse().unwrap()], 2);
-        let (fifo, f) = c
-            .apply(Request::parse("fault 0:2:late,ms=10").unwrap())
-            .unwrap();
+        let (fifo, f) = faults(&mut c, "fault 0:2:late,ms=10");
         assert_eq!(fifo, 0);
         assert!(!f.is_empty());
-        let (fifo, f) = c.apply(Request::parse(" clear 0 ").unwrap()).unwrap();
+        let (fifo, f) = faults(&mut c, " clear 0 ");
         assert_eq!(fifo, 0);
         assert!(f.is_empty());
         // FIFO 1 keeps its fault.
-        let (_, f) = c.apply(Request::parse("fault 1:1:twice").unwrap()).unwrap();
+        let (_, f) = faults(&mut c, "fault 1:1:twice");
         assert!(!f.is_empty());
         assert_eq!(c.specs.len(), 2);
         // Every kind goes through the pipe, the ones that act on the queues too.
-        let (fifo, f) = c
-            .apply(Request::parse("fault 0:all:stop-consuming,ms=100").unwrap())
-            .unwrap();
+        let (fifo, f) = faults(&mut c, "fault 0:all:stop-consuming,ms=100");
         assert_eq!((fifo, f.is_empty()), (0, false));
-        c.apply(Request::parse("clear 0").unwrap()).unwrap();
+        faults(&mut c, "clear 0");
         for (bad, why) in [
             ("melt 0", "expected 'fault SPEC'"),
             ("clear x", "FIFO is not a number"),
@@ -235,7 +258,17 @@ mod tests {
             let e = Request::parse(bad).unwrap_err().to_string();
             assert!(e.contains("expected FIFO:NUM"), "{bad}: {e}");
         }
-        let e = c.apply(Request::parse("clear 2").unwrap()).unwrap_err();
-        assert_eq!(e.to_string(), "FIFO 2 out of range (--fifos 2)");
+        assert!(matches!(
+            c.apply(Request::parse("unplug 1:0").unwrap()),
+            Ok(Action::Plug {
+                fifo: 1,
+                dev_num: 0,
+                present: false
+            })
+        ));
+        for line in ["clear 2", "plug 2:0"] {
+            let e = c.apply(Request::parse(line).unwrap()).err().unwrap();
+            assert_eq!(e.to_string(), "FIFO 2 out of range (--fifos 2)");
+        }
     }
 }
