@@ -124,6 +124,9 @@ pub(crate) struct FifoStats {
     device_events: Atomic<u64>,
     device_events_ignored: Atomic<u64>,
     device_resyncs: Atomic<u64>,
+    /// Times the FIFO stopped (a device side gone or broken), and came up again.
+    stops: Atomic<u64>,
+    reattaches: Atomic<u64>,
 }
 
 impl FifoStats {
@@ -153,6 +156,8 @@ impl FifoStats {
             device_events: Atomic::new(0),
             device_events_ignored: Atomic::new(0),
             device_resyncs: Atomic::new(0),
+            stops: Atomic::new(0),
+            reattaches: Atomic::new(0),
         }
     }
 }
@@ -199,8 +204,16 @@ pub(crate) struct Fifo {
     next_token: Atomic<u32>,
     /// Data of the next PING, so that every barrier is told from every earlier one.
     next_ping: Atomic<u32>,
-    /// The device broke the queue protocol, or the driver is going away: nothing more moves.
+    /// The device side is gone or broke the queue protocol, or the driver is going away:
+    /// nothing more moves.
     stopped: Atomic<bool>,
+    /// The driver is going away: the FIFO never starts again.
+    closed: Atomic<bool>,
+    /// The FIFO stopped: [`DeviceChanges`] is to remove its devices.
+    lost: Atomic<bool>,
+    /// The keepalive asks [`DeviceChanges`] to see whether a stopped FIFO's device side is
+    /// back ([`Fifo::reattach`]).
+    retry: Atomic<bool>,
     queue_wait_ms: u32,
     bus_timeout_ms: u32,
     stats: FifoStats,
@@ -271,6 +284,9 @@ impl Fifo {
             next_token: Atomic::new(0),
             next_ping: Atomic::new(random::get_u32()),
             stopped: Atomic::new(false),
+            closed: Atomic::new(false),
+            lost: Atomic::new(false),
+            retry: Atomic::new(false),
             queue_wait_ms: timeouts.queue_wait_ms,
             bus_timeout_ms: timeouts.bus_ms,
             stats,
@@ -281,8 +297,12 @@ impl Fifo {
         }? Error))
     }
 
-    /// Stops the FIFO: from now on sends fail and nothing more is delivered.
+    /// Stops the FIFO for good, the driver is going away: from now on sends fail and nothing
+    /// more is delivered. Process context.
     pub(crate) fn stop(&self) {
+        // Not while a device side that came back is being taken up again (see `reattach`).
+        let _serial = self.bus_serial.lock();
+        self.closed.store(true, Relaxed);
         self.stopped.store(true, Relaxed);
     }
 
@@ -300,8 +320,9 @@ impl Fifo {
         self.answers_ping.load(Relaxed)
     }
 
-    /// Stops the FIFO for good and has its devices removed, if that was not done yet; says
-    /// why, once. Any context.
+    /// Stops the FIFO and has its devices removed, if that was not done yet; says why, once.
+    /// Any context. The keepalive then looks for the device side to come back
+    /// ([`Fifo::reattach`]).
     ///
     /// The devices' memory is freed as they are removed, and a device side that only stalled
     /// would act on what it finds in the driver queue when it wakes up: kicks of queues that
@@ -312,16 +333,76 @@ impl Fifo {
         if !self.stopped.xchg(true, Relaxed) {
             // Senders look at `stopped` under the lock: none queues after this.
             let defused = self.tx.lock().queue.defuse().unwrap_or(0);
+            inc(&self.stats.stops);
             dev_err!(
                 self.dev,
                 "FIFO {}: {why}; FIFO stopped, its devices are gone ({defused} withdrawn)\n",
                 self.index
             );
-            if let Some(changes) = self.changes.lock().clone() {
-                // Already queued is fine: it removes every device.
-                let _ = workqueue::system_long().enqueue(changes);
-            }
+            self.lost.store(true, Relaxed);
+            self.queue_changes();
         }
+    }
+
+    /// Has [`DeviceChanges`] run; already queued is fine: that run does all this one would.
+    fn queue_changes(&self) {
+        if let Some(changes) = self.changes.lock().clone() {
+            let _ = workqueue::system_long().enqueue(changes);
+        }
+    }
+
+    /// Has [`DeviceChanges`] see whether the device side of this stopped FIFO is back (see
+    /// [`Fifo::reattach`]): the keepalive asks once per period.
+    pub(crate) fn retry(&self) {
+        self.retry.store(true, Relaxed);
+        self.queue_changes();
+    }
+
+    /// Takes a stopped FIFO up again if its device side is back; returns whether it is. Called
+    /// by [`DeviceChanges`] after the devices of the FIFO were removed, so that nothing from
+    /// before the stop can reach the device side that answers now.
+    ///
+    /// A device side that restarted may have reset its own indexes, or kept them (QEMU's
+    /// device model keeps what it cached, `09-reload-indexes.txt`): both queues are taken over
+    /// again from what shared memory holds now, and what waits on the device queue from before
+    /// is discarded. The indexes are never written. Then a PING: answered, the FIFO is up (and
+    /// the caller enumerates); not, it stops again and the PING is withdrawn. A device side
+    /// that does not take what is in the driver queue, or whose indexes are out of range, is
+    /// not back: nothing is sent.
+    fn reattach(&self) -> bool {
+        let _serial = self.bus_serial.lock();
+        if self.closed.load(Relaxed) {
+            return false;
+        }
+        let taken = {
+            let mut rx = self.rx.lock();
+            rx.readopt().and_then(|()| rx.discard())
+        };
+        let room = {
+            let mut tx = self.tx.lock();
+            tx.more = false;
+            tx.queue.readopt().and_then(|()| tx.queue.free())
+        };
+        if !matches!((taken, room), (Ok(_), Ok(1..))) {
+            return false;
+        }
+        // Events from before the stop are about devices that are gone.
+        let _ = self.events.lock().take();
+        self.stopped.store(false, Relaxed);
+        if self.barrier().is_ok() {
+            inc(&self.stats.reattaches);
+            dev_info!(
+                self.dev,
+                "FIFO {}: device side answers again; enumerating its devices\n",
+                self.index
+            );
+            return true;
+        }
+        // Unless it broke the queues meanwhile, which stopped it already.
+        if !self.stopped.xchg(true, Relaxed) {
+            let _ = self.tx.lock().queue.defuse();
+        }
+        false
     }
 
     /// The device corrupted a queue index: count it, stop the FIFO, and have its devices
@@ -588,6 +669,30 @@ impl Fifo {
         }
     }
 
+    /// Removes every device of the FIFO, which stopped.
+    fn remove_all(&self, link: &BusLink) {
+        let devices = core::mem::take(&mut *self.devices.lock());
+        let mut gone = KVec::new();
+        let all: Result = devices
+            .iter()
+            .try_for_each(|d| gone.push(d, GFP_KERNEL).map_err(Error::from));
+        // Together, so that the transport stops them all before it removes any.
+        if all.and_then(|()| link.remove_devices(&gone)).is_err() {
+            // Out of memory: one by one, then.
+            for dev_num in devices.iter() {
+                link.remove_device(dev_num);
+            }
+        }
+    }
+
+    /// Enumerates the FIFO whose device side came back, and adds what it has.
+    fn rediscover(&self, link: &BusLink) {
+        let found = *self.enumerate().found();
+        for change in hotplug::resync(DeviceSet::default(), found) {
+            self.change(link, change);
+        }
+    }
+
     fn change(&self, link: &BusLink, change: Change) {
         match change {
             Change::Add(dev_num) => {
@@ -809,6 +914,8 @@ impl fmt::Debug for Fifo {
             ("device_events", &s.device_events),
             ("device_events_ignored", &s.device_events_ignored),
             ("device_resyncs", &s.device_resyncs),
+            ("stops", &s.stops),
+            ("reattaches", &s.reattaches),
         ];
         for (name, c) in counters {
             writeln!(f, "{name}: {}", c.load(Relaxed))?;
@@ -835,23 +942,22 @@ impl_has_work! {
 impl WorkItem for DeviceChanges {
     type Pointer = Arc<DeviceChanges>;
 
+    /// One run does, in order: removes the devices of a FIFO that stopped; sees whether the
+    /// device side of a stopped FIFO is back, and finds its devices if so; applies the
+    /// EVENT_DEVICE messages that came. One at a time (a work item does not run beside
+    /// itself), so a device side that is back never meets a device from before.
     fn run(this: Arc<DeviceChanges>) {
-        if !this.fifo.stopped() {
-            this.fifo.apply_events(&this.link);
-            return;
+        let (fifo, link) = (&this.fifo, &*this.link);
+        if fifo.lost.xchg(false, Relaxed) {
+            fifo.remove_all(link);
         }
-        let devices = *this.fifo.devices.lock();
-        let mut gone = KVec::new();
-        let all: Result = devices
-            .iter()
-            .try_for_each(|d| gone.push(d, GFP_KERNEL).map_err(Error::from));
-        // Together, so that the transport stops them all before it removes any.
-        if all.and_then(|()| this.link.remove_devices(&gone)).is_err() {
-            // Out of memory: one by one, then.
-            for dev_num in devices.iter() {
-                this.link.remove_device(dev_num);
+        if fifo.stopped() {
+            if !(fifo.retry.xchg(false, Relaxed) && fifo.reattach()) {
+                return;
             }
+            fifo.rediscover(link);
         }
+        fifo.apply_events(link);
     }
 }
 

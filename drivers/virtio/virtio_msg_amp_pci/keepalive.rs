@@ -7,11 +7,13 @@
 //! it is fine, so silence alone tells nothing: the FIFO asks. Every period (`keepalive_ms`)
 //! in which nothing came from the device side, it sends a PING; a device side that answers
 //! none of [`MISSES`] in a row is gone, and the FIFO is stopped and its devices removed, as
-//! for a FIFO whose indexes were corrupted. While it answers, each period is also the
-//! transport's clock ([`BusLink::tick`]): it looks at its devices for used buffers whose
-//! notification was lost and for buffers held far longer than its timeout. A FIFO whose
-//! device side never answered PING (v1 of QEMU's device model) is not PINGed; its clock
-//! still runs.
+//! for a FIFO whose indexes were corrupted. Stopped, for either reason, the FIFO looks once
+//! a period whether its device side is back (it restarted, or woke up): if it answers a
+//! PING, the FIFO is up again and its devices are found anew (`Fifo::reattach`). While it
+//! answers, each period is also the transport's clock ([`BusLink::tick`]): it looks at its
+//! devices for used buffers whose notification was lost and for buffers held far longer than
+//! its timeout. A FIFO whose device side never answered PING (v1 of QEMU's device model) is
+//! not PINGed, and once stopped, stays stopped; its clock still runs.
 //!
 //! The transport's own timers are none: what makes a device look dead or lose notifications
 //! is the bus, so the bus decides when to look. One work item per FIFO, none per kick.
@@ -59,7 +61,15 @@ impl WorkItem for Keepalive {
     type Pointer = Arc<Keepalive>;
 
     fn run(this: Arc<Keepalive>) {
-        if !*this.open.lock() || this.fifo.stopped() {
+        if !*this.open.lock() {
+            return;
+        }
+        if this.fifo.stopped() {
+            // Gone or broken: is it back? Counted afresh once it is.
+            this.fifo.retry();
+            this.misses.store(0, Relaxed);
+            this.received.store(this.fifo.received(), Relaxed);
+            this.queue();
             return;
         }
         let silent = this.fifo.received() == this.received.load(Relaxed);
@@ -72,8 +82,8 @@ impl WorkItem for Keepalive {
             let misses = this.misses.load(Relaxed) + 1;
             this.misses.store(misses, Relaxed);
             if misses >= MISSES {
+                // Stopped now: the next period looks for it to come back.
                 this.fifo.peer_gone(misses);
-                return;
             }
         }
         this.received.store(this.fifo.received(), Relaxed);

@@ -127,6 +127,16 @@ impl<M: QueueMemory> Producer<M> {
         Ok(Self { mem, head, tail })
     }
 
+    /// Takes the queue over again from the indexes in shared memory now, as
+    /// [`Producer::adopt`] does: for a producer whose consumer started again, which may have
+    /// reset its index (or both). Nothing changes if they are out of range.
+    pub fn readopt(&mut self) -> Result<(), QueueError> {
+        let head = checked(Index::Head, self.mem.load_index(HEAD_OFFSET))?;
+        let tail = checked(Index::Tail, self.mem.load_index(TAIL_OFFSET))?;
+        (self.head, self.tail) = (head, tail);
+        Ok(())
+    }
+
     /// Reads the consumer's tail and checks it against what it can be.
     fn refresh_tail(&mut self) -> Result<u32, QueueError> {
         let tail = checked(Index::Tail, self.mem.load_index(TAIL_OFFSET))?;
@@ -216,6 +226,17 @@ impl<M: QueueMemory> Consumer<M> {
             tail_at_look: tail,
             was_full: false,
         })
+    }
+
+    /// Takes the queue over again from the indexes in shared memory now, as
+    /// [`Consumer::adopt`] does: for a consumer whose producer started again, which may have
+    /// reset its index (or both). Nothing changes if they are out of range.
+    pub fn readopt(&mut self) -> Result<(), QueueError> {
+        let tail = checked(Index::Tail, self.mem.load_index(TAIL_OFFSET))?;
+        let head = checked(Index::Head, self.mem.load_index(HEAD_OFFSET))?;
+        (self.tail, self.head, self.tail_at_look) = (tail, head, tail);
+        self.was_full = false;
+        Ok(())
     }
 
     /// Reads the producer's head and checks it against what it can be.

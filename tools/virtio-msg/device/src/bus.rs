@@ -147,6 +147,18 @@ impl FifoBus {
         self.event_device(dev_num, DeviceState::Ready)
     }
 
+    /// What a device side that started again says of its devices: REMOVED, then READY, for
+    /// each device on the bus, so that a driver side that did not see it stop replaces them
+    /// (one that did has stopped listening, and enumerates).
+    pub fn restarted(&self) -> Vec<Vec<u8>> {
+        (0..DEVICES_PER_FIFO)
+            .zip(&self.devices)
+            .filter(|(_, d)| d.is_some())
+            .flat_map(|(n, _)| [DeviceState::Removed, DeviceState::Ready].map(|s| (n, s)))
+            .filter_map(|(n, state)| self.event_device(n, state))
+            .collect()
+    }
+
     /// An EVENT_DEVICE about `dev_num`: a bus message, device number and token 0 as the bus's
     /// own messages.
     fn event_device(&self, device_number: u16, state: DeviceState) -> Option<Vec<u8>> {

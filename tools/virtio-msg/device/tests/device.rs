@@ -731,6 +731,39 @@ fn bus_unplug_and_plug() {
     assert_eq!(bus.plug(3), None);
 }
 
+/// A device side that started again says REMOVED then READY for each device it has, in
+/// order, and nothing of one it took off.
+#[test]
+fn bus_restart_announces_every_device() {
+    let mut bus = FifoBus::new(Mode::Compat);
+    for n in [1, 4, 9] {
+        bus.attach(n, Box::new(Fake::default())).unwrap();
+    }
+    bus.unplug(4).unwrap();
+    let events = bus.restarted();
+    let said: Vec<_> = events
+        .iter()
+        .map(|m| {
+            let f = Frame::decode(m).unwrap();
+            assert_eq!((f.dev_num, f.token), (0, 0));
+            f.msg
+        })
+        .collect();
+    let ev = |device_number, state| Message::EventDevice {
+        device_number,
+        state,
+    };
+    assert_eq!(
+        said,
+        [
+            ev(1, DeviceState::Removed),
+            ev(1, DeviceState::Ready),
+            ev(9, DeviceState::Removed),
+            ev(9, DeviceState::Ready)
+        ]
+    );
+}
+
 #[test]
 fn bus_ping_and_routing() {
     let mut bus = FifoBus::new(Mode::Compat);

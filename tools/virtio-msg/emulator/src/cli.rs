@@ -77,7 +77,14 @@ A named pipe (created if missing) that takes commands while the emulator runs, o
   clear FIFO         no more faults on FIFO FIFO
   unplug FIFO:NUM    take device NUM of FIFO FIFO off the bus (EVENT_DEVICE REMOVED); it
                      keeps its backend (a disk's image, a MAC address) until plugged back
-  plug FIFO:NUM      put it back, reset (EVENT_DEVICE READY)";
+  plug FIFO:NUM      put it back, reset (EVENT_DEVICE READY)
+  down FIFO[,pings]  stop FIFO FIFO's device side, as firmware that crashed: it takes no
+                     message, sends none, raises no interrupt (with pings: its bus still
+                     answers PING); its devices keep their backends
+  up FIFO            start it again: devices reset, queues taken over as they are, what
+                     waits in the driver queue dropped, EVENT_DEVICE REMOVED then READY
+                     for every device
+  reboot FIFO[,ms=N][,pings]  down, then up after N ms (1000)";
 
 const DEVICE_HELP: &str = "\
 A device on FIFO FIFO (below --fifos) with device number NUM (0 to 31); repeat for more

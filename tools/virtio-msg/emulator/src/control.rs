@@ -11,6 +11,7 @@
 
 use crate::faults::{FaultParseError, FaultSpec, Faults};
 use crate::server::Workers;
+use crate::worker::Down;
 use log::{info, warn};
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -30,8 +31,13 @@ pub enum ControlError {
     Fault(#[from] FaultParseError),
     #[error("clear {0:?}: FIFO is not a number")]
     ClearFifo(String),
-    #[error("{0:?}: expected 'fault SPEC', 'clear FIFO', 'unplug FIFO:NUM' or 'plug FIFO:NUM'")]
+    #[error(
+        "{0:?}: expected 'fault SPEC', 'clear FIFO', 'unplug FIFO:NUM', 'plug FIFO:NUM', \
+         'down FIFO[,pings]', 'up FIFO' or 'reboot FIFO[,ms=N][,pings]'"
+    )]
     Syntax(String),
+    #[error("{0:?}: expected FIFO[,ms=N][,pings]")]
+    Power(String),
     #[error("{0:?}: expected FIFO:NUM, NUM below 32")]
     Device(String),
     #[error("FIFO {0} out of range (--fifos {1})")]
@@ -51,7 +57,16 @@ pub enum Request {
         dev_num: u16,
         present: bool,
     },
+    /// Stop a FIFO's device side (`down`, and `reboot` with a time).
+    Down(usize, Down),
+    /// Start it again.
+    Up(usize),
 }
+
+/// How long a `reboot` keeps the device side down unless told: a quick restart, which a
+/// driver's keepalive (three periods of 1 s by default) does not see; the driver learns of it
+/// from the EVENT_DEVICE messages it sends when it starts again.
+const REBOOT_MS: u64 = 1000;
 
 impl Request {
     /// Parses one line.
@@ -77,6 +92,38 @@ impl Request {
                     present: verb == "plug",
                 })
             }
+            Some((verb @ ("down" | "up" | "reboot"), args)) => {
+                let bad = || ControlError::Power(args.trim().into());
+                let mut args = args.trim().split(',');
+                let fifo = args.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+                let (mut pings, mut ms) = (false, None);
+                for arg in args {
+                    match arg.split_once('=') {
+                        None if arg == "pings" && verb != "up" => pings = true,
+                        Some(("ms", n)) if verb == "reboot" => {
+                            ms = Some(n.parse().map_err(|_| bad())?)
+                        }
+                        _ => return Err(bad()),
+                    }
+                }
+                Ok(match verb {
+                    "up" => Self::Up(fifo),
+                    "down" => Self::Down(
+                        fifo,
+                        Down {
+                            pings,
+                            for_ms: None,
+                        },
+                    ),
+                    _ => Self::Down(
+                        fifo,
+                        Down {
+                            pings,
+                            for_ms: Some(ms.unwrap_or(REBOOT_MS)),
+                        },
+                    ),
+                })
+            }
             _ => Err(ControlError::Syntax(line.into())),
         }
     }
@@ -92,6 +139,10 @@ pub enum Action {
         dev_num: u16,
         present: bool,
     },
+    /// Stop a FIFO's device side.
+    Down(usize, Down),
+    /// Start it again.
+    Up(usize),
 }
 
 /// The faults in force, as the control pipe changes them.
@@ -121,6 +172,14 @@ impl Control {
                     present,
                 });
             }
+            Request::Down(fifo, down) => {
+                self.check(fifo)?;
+                return Ok(Action::Down(fifo, down));
+            }
+            Request::Up(fifo) => {
+                self.check(fifo)?;
+                return Ok(Action::Up(fifo));
+            }
             Request::Fault(spec) => {
                 self.check(spec.fifo)?;
                 self.specs.push(spec);
@@ -144,6 +203,15 @@ impl Control {
         } else {
             Err(ControlError::OutOfRange(fifo, self.fifos))
         }
+    }
+}
+
+/// Logs what became of `line`, which was `sent` to a worker (`None`: there is none).
+fn done(line: &str, sent: Option<bool>) {
+    if sent == Some(true) {
+        info!("control: {line}: done");
+    } else {
+        warn!("control: {line}: the FIFO worker is gone");
     }
 }
 
@@ -173,11 +241,7 @@ pub fn spawn(path: &Path, mut control: Control, workers: Workers) -> io::Result<
                             .lock()
                             .ok()
                             .and_then(|w| w.get(fifo).map(|h| h.set_faults(*faults)));
-                        if sent == Some(true) {
-                            info!("control: {line}: done");
-                        } else {
-                            warn!("control: {line}: the FIFO worker is gone");
-                        }
+                        done(&line, sent);
                     }
                     Ok(Action::Plug {
                         fifo,
@@ -192,6 +256,20 @@ pub fn spawn(path: &Path, mut control: Control, workers: Workers) -> io::Result<
                             Some(Some(false)) => warn!("control: {line}: no such device"),
                             _ => warn!("control: {line}: the FIFO worker is gone"),
                         }
+                    }
+                    Ok(Action::Down(fifo, down)) => {
+                        let sent = workers
+                            .lock()
+                            .ok()
+                            .and_then(|w| w.get(fifo).map(|h| h.down(down)));
+                        done(&line, sent);
+                    }
+                    Ok(Action::Up(fifo)) => {
+                        let sent = workers
+                            .lock()
+                            .ok()
+                            .and_then(|w| w.get(fifo).map(|h| h.up()));
+                        done(&line, sent);
                     }
                     Err(e) => warn!("control: refused: {e}"),
                 }
@@ -266,9 +344,48 @@ mod tests {
                 present: false
             })
         ));
-        for line in ["clear 2", "plug 2:0"] {
+        for line in ["clear 2", "plug 2:0", "down 2", "up 2", "reboot 2,ms=5"] {
             let e = c.apply(Request::parse(line).unwrap()).err().unwrap();
             assert_eq!(e.to_string(), "FIFO 2 out of range (--fifos 2)");
         }
+    }
+
+    #[test]
+    fn a_device_side_goes_down_and_up() {
+        let down = |pings, for_ms| Down { pings, for_ms };
+        for (line, want) in [
+            ("down 1", Request::Down(1, down(false, None))),
+            ("down 0,pings", Request::Down(0, down(true, None))),
+            ("up 1", Request::Up(1)),
+            ("reboot 0", Request::Down(0, down(false, Some(1000)))),
+            (
+                "reboot 1,ms=250,pings",
+                Request::Down(1, down(true, Some(250))),
+            ),
+        ] {
+            assert_eq!(Request::parse(line).unwrap(), want, "{line}");
+        }
+        for bad in [
+            "down x",
+            "up 0,pings",
+            "down 0,ms=5",
+            "reboot 0,ms=x",
+            "reboot 0,up",
+        ] {
+            let e = Request::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("expected FIFO[,ms=N][,pings]"), "{bad}: {e}");
+        }
+        let mut c = Control::new(Vec::new(), 2);
+        assert!(matches!(
+            c.apply(Request::parse("reboot 1,ms=5").unwrap()),
+            Ok(Action::Down(
+                1,
+                Down {
+                    for_ms: Some(5),
+                    ..
+                }
+            ))
+        ));
+        assert!(matches!(c.apply(Request::Up(0)), Ok(Action::Up(0))));
     }
 }

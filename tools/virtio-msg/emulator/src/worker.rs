@@ -39,6 +39,7 @@ use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{
     QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES, TAIL_OFFSET,
 };
+use virtio_msg_wire::{Frame, Message};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// How often every backend's host side is looked at even without a readable fd.
@@ -92,9 +93,25 @@ impl FifoShared {
     }
 }
 
+/// How a FIFO's device side is stopped (control pipe `down` and `reboot`): as firmware that
+/// crashed or is restarting, it takes nothing from the driver queue (PINGs aside, if `pings`),
+/// sends nothing and raises no interrupt, until it is started again ([`FifoHandle::up`]), or
+/// on its own after `for_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Down {
+    /// Its bus still answers PING, while its devices are gone.
+    pub pings: bool,
+    /// It starts again after this many milliseconds.
+    pub for_ms: Option<u64>,
+}
+
 enum Control {
     /// Reset every device and adopt the queue indexes again; answer on the channel.
     Reset(mpsc::Sender<()>),
+    /// Stop the device side.
+    Down(Down),
+    /// Start it again (see [`Fifo::restart`]).
+    Up,
     /// Take a device off the bus (`false`) or put it back (`true`), telling the driver with
     /// EVENT_DEVICE; answer whether there was such a device.
     Plug(u16, bool, mpsc::Sender<bool>),
@@ -513,6 +530,49 @@ impl Fifo {
         Some(sent)
     }
 
+    /// The device side starts again, after [`Down`]: every device reset with its backend kept
+    /// (a disk's image, a MAC address, a console's socket), the queues taken over as they are,
+    /// what waits in the driver queue dropped (it was for the device side that stopped), and
+    /// REMOVED then READY said for every device ([`FifoBus::restarted`]): a driver side that
+    /// saw nothing of the stop replaces its devices. Returns the messages queued.
+    pub fn restart(&mut self) -> u32 {
+        self.reset();
+        let events = self.bus.restarted();
+        let mut sent = 0;
+        self.send(events, None, &mut sent);
+        info!("FIFO {}: device side started again", self.index);
+        sent
+    }
+
+    /// A stopped device side whose bus still answers PING: takes everything from the driver
+    /// queue, answers the PINGs, drops the rest. Returns the answers queued.
+    pub fn answer_pings(&mut self) -> u32 {
+        let mut sent = 0;
+        let mut slot = [0u8; SLOT_BYTES];
+        let len = self.mode.max_msg_size().min(SLOT_BYTES);
+        loop {
+            match self.rx.pop(&mut slot) {
+                Ok(true) => {}
+                Ok(false) => return sent,
+                Err(e) => {
+                    self.fail(e);
+                    return sent;
+                }
+            }
+            let request = &slot[..len];
+            let ping = matches!(
+                Frame::decode_lenient(request),
+                Ok(Frame {
+                    msg: Message::Ping { .. },
+                    ..
+                })
+            );
+            if ping {
+                self.answer(request, &mut sent);
+            }
+        }
+    }
+
     /// Retries what a full device queue held back; returns how many went out.
     pub fn flush(&mut self) -> u32 {
         let mut sent = 0;
@@ -586,6 +646,7 @@ impl FifoHandle {
             shared: shared.clone(),
             ctl: rx,
             muted: Vec::new(),
+            down: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("fifo{index}"))
@@ -623,6 +684,16 @@ impl FifoHandle {
         done.recv_timeout(timeout).ok()
     }
 
+    /// Stops the device side (see [`Down`]).
+    pub fn down(&self, down: Down) -> bool {
+        self.send(Control::Down(down))
+    }
+
+    /// Starts a stopped device side again (see [`Fifo::restart`]); nothing if it runs.
+    pub fn up(&self) -> bool {
+        self.send(Control::Up)
+    }
+
     /// Makes `faults` go wrong on the FIFO from now on.
     pub fn set_faults(&self, faults: Faults) -> bool {
         self.send(Control::Faults(faults))
@@ -646,6 +717,8 @@ struct Worker {
     /// Devices whose host fd was ready but gave nothing: left out of poll until the next
     /// doorbell or tick, so that a fd that stays readable cannot make the worker spin.
     muted: Vec<u16>,
+    /// The device side is stopped: how, and until when.
+    down: Option<(Down, Option<Instant>)>,
 }
 
 impl Worker {
@@ -653,6 +726,13 @@ impl Worker {
         let mut more = false;
         let mut last_tick = Instant::now();
         loop {
+            if let Some((down, until)) = self.down {
+                if !self.stay_down(down, until) {
+                    return;
+                }
+                last_tick = Instant::now();
+                continue;
+            }
             let mut fds = vec![
                 pollfd(self.shared.control.as_raw_fd()),
                 pollfd(self.shared.doorbell.as_raw_fd()),
@@ -696,6 +776,10 @@ impl Worker {
                 let _ = self.shared.control.read();
                 if !self.control() {
                     return;
+                }
+                if self.down.is_some() {
+                    // Stopped: not even what woke it up together with the command.
+                    continue;
                 }
             }
             let pass = if fds[1].revents != 0 {
@@ -741,6 +825,51 @@ impl Worker {
         }
     }
 
+    /// One wait of a stopped device side: only the control eventfd and the doorbell count
+    /// (doorbells are taken, PINGs answered if the bus still answers them); at `until` it
+    /// starts again. Returns `false` to stop the worker.
+    fn stay_down(&mut self, down: Down, until: Option<Instant>) -> bool {
+        let mut fds = [
+            pollfd(self.shared.control.as_raw_fd()),
+            pollfd(self.shared.doorbell.as_raw_fd()),
+        ];
+        let wait = until.map_or(TICK, |t| t.saturating_duration_since(Instant::now()));
+        // SAFETY: `fds` is a live, initialised array of two pollfd structures.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait.as_millis() as i32) };
+        if r < 0 {
+            std::thread::sleep(RETRY);
+            return true;
+        }
+        if fds[0].revents != 0 {
+            let _ = self.shared.control.read();
+            if !self.control() {
+                return false;
+            }
+        }
+        if fds[1].revents != 0 {
+            let _ = self.shared.doorbell.read();
+            if down.pings && self.down.is_some() && self.fifo.answer_pings() > 0 {
+                self.shared.raise();
+            }
+        }
+        // As the control messages left it.
+        if let Some((_, Some(until))) = self.down {
+            if Instant::now() >= until {
+                self.start_again();
+            }
+        }
+        true
+    }
+
+    /// The stopped device side starts again (see [`Fifo::restart`]).
+    fn start_again(&mut self) {
+        self.down = None;
+        self.muted.clear();
+        if self.fifo.restart() > 0 {
+            self.shared.raise();
+        }
+    }
+
     /// Handles control messages; returns `false` to stop.
     fn control(&mut self) -> bool {
         loop {
@@ -764,6 +893,18 @@ impl Worker {
                     }
                     self.muted.retain(|&n| n != dev_num);
                     let _ = ack.send(done.is_some());
+                }
+                Ok(Control::Down(down)) => {
+                    info!("FIFO {}: device side stopped ({down:?})", self.fifo.index);
+                    let until = down
+                        .for_ms
+                        .map(|ms| Instant::now() + Duration::from_millis(ms));
+                    self.down = Some((down, until));
+                }
+                Ok(Control::Up) => {
+                    if self.down.is_some() {
+                        self.start_again();
+                    }
                 }
                 Ok(Control::Reset(ack)) => {
                     self.fifo.reset();

@@ -13,13 +13,13 @@ use virtio_msg_emulator::{
     pci::bar1_size,
     shm::{QueueWindow, SharedMem},
     tokens::TokenMode,
-    worker::{Fifo, FifoHandle, TICK},
+    worker::{Down, Fifo, FifoHandle, TICK},
 };
 use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{
     Consumer, Producer, QueueMemory, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
 };
-use virtio_msg_wire::{Frame, Message};
+use virtio_msg_wire::{DeviceState, Frame, Message};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod quiet;
@@ -327,6 +327,79 @@ fn a_stopped_device_reads_the_driver_queue_again_by_itself() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(g.wait_pending(1), 1);
     assert_eq!(g.pong(), Some(2));
+    assert!(g.fifo.stop());
+}
+
+/// The device-queue messages that are EVENT_DEVICE, as (number, READY).
+fn device_events(g: &mut Guest) -> Vec<(u16, bool)> {
+    let mut out = Vec::new();
+    while let Some(slot) = g.pop() {
+        match Frame::decode(&slot).unwrap().msg {
+            Message::EventDevice {
+                device_number,
+                state,
+            } => out.push((device_number, state == DeviceState::Ready)),
+            m => panic!("not an EVENT_DEVICE: {m:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_device_side_that_is_down_takes_nothing_and_says_so_when_it_is_up() {
+    let mut g = start(Mode::Compat, &[0, 3]);
+    assert!(g.fifo.down(Down {
+        pings: false,
+        for_ms: None
+    }));
+    g.ping(1, 1);
+    g.fifo.shared().ring();
+    assert_eq!(g.interrupts(), 0);
+    assert_eq!(g.rx.pending().unwrap(), 0);
+    assert_eq!(g.tx.free().unwrap(), CAPACITY - 2, "the PING is not taken");
+    // Up: what waited is dropped, unanswered; every device is said REMOVED, then READY.
+    assert!(g.fifo.up());
+    assert_eq!(g.wait_pending(4), 4);
+    assert_eq!(g.interrupts(), 1);
+    assert_eq!(
+        device_events(&mut g),
+        [(0, false), (0, true), (3, false), (3, true)]
+    );
+    assert_eq!(g.tx.free().unwrap(), CAPACITY - 1);
+    // It answers again.
+    g.ping(2, 2);
+    g.fifo.shared().ring();
+    assert_eq!(g.wait_pending(1), 1);
+    assert_eq!(g.pong(), Some(2));
+    assert!(g.fifo.stop());
+}
+
+#[test]
+fn a_reboot_answers_pings_while_down_if_asked_and_ends_by_itself() {
+    let mut g = start(Mode::Compat, &[2]);
+    assert!(g.fifo.down(Down {
+        pings: true,
+        for_ms: Some(400)
+    }));
+    std::thread::sleep(TICK);
+    // Its bus answers PING; its device does not answer at all.
+    g.ping(1, 7);
+    g.tx.push(&encode(
+        9,
+        Message::GetDevices {
+            offset: 0,
+            count: 32,
+        },
+    ))
+    .unwrap();
+    g.fifo.shared().ring();
+    assert_eq!(g.wait_pending(1), 1);
+    assert_eq!(g.pong(), Some(7));
+    assert_eq!(g.rx.pending().unwrap(), 0);
+    // Up again by itself, without a command or a doorbell.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(g.wait_pending(2), 2);
+    assert_eq!(device_events(&mut g), [(2, false), (2, true)]);
     assert!(g.fifo.stop());
 }
 

@@ -255,6 +255,47 @@ fn restart_adopts_indexes_and_discards_stale_messages() {
     assert_eq!(out[0], 102);
 }
 
+#[test]
+fn both_ends_take_over_again_after_the_other_side_restarted() {
+    let (mut p, mut c, mem) = pair();
+    let mut out = [0u8; SLOT_BYTES];
+    for i in 0..10u8 {
+        p.push(&msg(i)).unwrap();
+    }
+    for _ in 0..4 {
+        assert_eq!(c.pop(&mut out), Ok(true));
+    }
+    // The other side restarted and reset the indexes; taken over again, both ends go on
+    // from there, and nothing from before is left.
+    mem.poke(HEAD_OFFSET, 0);
+    mem.poke(TAIL_OFFSET, 0);
+    c.readopt().unwrap();
+    p.readopt().unwrap();
+    assert_eq!((p.head(), c.tail()), (0, 0));
+    assert_eq!(c.pop(&mut out), Ok(false));
+    p.push(&msg(50)).unwrap();
+    assert_eq!(c.pop(&mut out), Ok(true));
+    assert_eq!(out[0], 50);
+    assert!(!c.take_was_full());
+    // Out of range: refused, and the ends keep what they had.
+    mem.poke(HEAD_OFFSET, CAPACITY);
+    assert!(matches!(
+        c.readopt(),
+        Err(QueueError::OutOfRange {
+            index: Index::Head,
+            ..
+        })
+    ));
+    assert!(matches!(
+        p.readopt(),
+        Err(QueueError::OutOfRange {
+            index: Index::Head,
+            ..
+        })
+    ));
+    assert_eq!((p.head(), c.tail()), (1, 1));
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Push(u8),
