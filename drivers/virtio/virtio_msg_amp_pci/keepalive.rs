@@ -19,12 +19,9 @@
 //! is the bus, so the bus decides when to look. One work item per FIFO, none per kick.
 
 use kernel::{
-    impl_has_delayed_work, new_delayed_work, new_spinlock,
+    impl_has_delayed_work, new_delayed_work, new_mutex, new_spinlock,
     prelude::*,
-    sync::{
-        atomic::{Atomic, Relaxed},
-        Arc, SpinLock,
-    },
+    sync::{Arc, Mutex, SpinLock},
     time::msecs_to_jiffies,
     virtio::msg::BusLink,
     workqueue::{self, DelayedWork, WorkItem},
@@ -35,16 +32,74 @@ use crate::fifo::Fifo;
 /// PINGs in a row a device side may leave unanswered before it is taken for gone.
 pub(crate) const MISSES: u32 = 3;
 
+/// What the keepalive makes of one period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The FIFO is stopped: see whether its device side is back.
+    Retry,
+    /// Something came from the device side, or it answered the PING (or cannot be asked).
+    Alive,
+    /// The PING went unanswered, fewer than [`MISSES`] in a row.
+    Missed,
+    /// [`MISSES`] in a row: the device side is gone.
+    Gone,
+}
+
+/// A FIFO's device side over the keepalive's periods: what it had received at the end of
+/// the last one, and the PINGs it left unanswered in a row.
+pub(crate) struct Watch {
+    received: u64,
+    misses: u32,
+}
+
+impl Watch {
+    /// Watching from now, when the FIFO has received `received` messages.
+    pub(crate) fn new(received: u64) -> Self {
+        Self {
+            received,
+            misses: 0,
+        }
+    }
+
+    /// One period of a FIFO that is `stopped` or not, which has `received()` messages so far;
+    /// `ping` asks its device side (only when nothing came since the last period) and says
+    /// whether it answered. A stopped FIFO's count starts afresh when it is up again, and
+    /// what the PING brought back does not count for the next period.
+    pub(crate) fn period(
+        &mut self,
+        stopped: bool,
+        received: impl Fn() -> u64,
+        ping: impl FnOnce() -> bool,
+    ) -> Verdict {
+        let verdict = if stopped {
+            self.misses = 0;
+            Verdict::Retry
+        } else if received() != self.received || ping() {
+            self.misses = 0;
+            Verdict::Alive
+        } else {
+            self.misses += 1;
+            if self.misses >= MISSES {
+                self.misses = 0;
+                Verdict::Gone
+            } else {
+                Verdict::Missed
+            }
+        };
+        self.received = received();
+        verdict
+    }
+}
+
 /// The keepalive of one FIFO.
 #[pin_data]
 pub(crate) struct Keepalive {
     fifo: Arc<Fifo>,
     link: Arc<BusLink>,
     period_ms: u32,
-    /// What the FIFO had received at the end of the previous period, and the PINGs left
-    /// unanswered in a row. Only the work item touches them.
-    received: Atomic<u64>,
-    misses: Atomic<u32>,
+    /// Only the work item takes it (and holds it while it PINGs).
+    #[pin]
+    watch: Mutex<Watch>,
     /// Whether the work may be queued: every enqueue happens under this lock, and
     /// [`Keepalive::stop`] closes it before it flushes, so no run outlives it.
     #[pin]
@@ -64,29 +119,20 @@ impl WorkItem for Keepalive {
         if !*this.open.lock() {
             return;
         }
-        if this.fifo.stopped() {
-            // Gone or broken: is it back? Counted afresh once it is.
-            this.fifo.retry();
-            this.misses.store(0, Relaxed);
-            this.received.store(this.fifo.received(), Relaxed);
-            this.queue();
-            return;
+        let fifo = &this.fifo;
+        let verdict = this.watch.lock().period(
+            fifo.stopped(),
+            || fifo.received(),
+            // A side that never answered PING (v1 of the device model) is not asked.
+            || !fifo.answers_ping() || fifo.keepalive().is_ok(),
+        );
+        match verdict {
+            Verdict::Retry => fifo.retry(),
+            Verdict::Alive => this.link.tick(this.period_ms),
+            Verdict::Missed => {}
+            // Stopped now: the next period looks for it to come back.
+            Verdict::Gone => fifo.peer_gone(MISSES),
         }
-        let silent = this.fifo.received() == this.received.load(Relaxed);
-        // Something came, or the PING was answered: the device side is alive.
-        let alive = !silent || !this.fifo.answers_ping() || this.fifo.keepalive().is_ok();
-        if alive {
-            this.misses.store(0, Relaxed);
-            this.link.tick(this.period_ms);
-        } else {
-            let misses = this.misses.load(Relaxed) + 1;
-            this.misses.store(misses, Relaxed);
-            if misses >= MISSES {
-                // Stopped now: the next period looks for it to come back.
-                this.fifo.peer_gone(misses);
-            }
-        }
-        this.received.store(this.fifo.received(), Relaxed);
         this.queue();
     }
 }
@@ -100,8 +146,7 @@ impl Keepalive {
                 fifo,
                 link,
                 period_ms,
-                received: Atomic::new(received),
-                misses: Atomic::new(0),
+                watch <- new_mutex!(Watch::new(received)),
                 open <- new_spinlock!(true),
                 work <- new_delayed_work!("virtio_msg_amp_pci::Keepalive::work"),
             }),

@@ -9,6 +9,7 @@
 //! can have; the device side's EVENT_DEVICE is checked against what the FIFO knows. The
 //! queues themselves are covered by `virtio_msg_spsc`.
 
+use core::cell::Cell;
 use kernel::{
     prelude::*,
     virtio::msg::{
@@ -21,6 +22,7 @@ use crate::{
     correlate::{Awaited, BusReplies, BusReply, Late},
     enumerate::{DeviceSet, DevicesReply, Enumeration, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
     hotplug::{self, apply, Change, Event, Events, QUEUED_EVENTS},
+    keepalive::{Verdict, Watch, MISSES},
     layout::{fifos_in_bar, LayoutError, FIFO_WINDOW, MAX_MSG_SIZE},
     wire::{
         DecodeError,
@@ -475,6 +477,55 @@ mod cases {
         assert_eq!(resync.next(), Some(Change::Remove(1)));
         assert_eq!(resync.next(), Some(Change::Add(5)));
         assert_eq!(resync.next(), None);
+        Ok(())
+    }
+
+    /// The keepalive over a FIFO's life: a device side that answers is alive; one that answers
+    /// none of three PINGs in a row is gone; stopped, the FIFO looks for it once a period; up
+    /// again, the count starts afresh.
+    #[test]
+    fn keepalive_present_gone_back() -> Result {
+        let mut w = Watch::new(10);
+        // Silent but answering: alive; the PING's own answer is not news next period.
+        assert_eq!(w.period(false, || 10, || true), Verdict::Alive);
+        for _ in 1..MISSES {
+            assert_eq!(w.period(false, || 10, || false), Verdict::Missed);
+        }
+        assert_eq!(w.period(false, || 10, || false), Verdict::Gone);
+        // Stopped: asked whether it is back, never PINGed from here.
+        let pinged = Cell::new(false);
+        for _ in 0..5 {
+            assert_eq!(
+                w.period(true, || 10, || pinged.replace(true)),
+                Verdict::Retry
+            );
+        }
+        assert!(!pinged.get());
+        // Up again (it answered the reattach PING): one miss is not enough to drop it.
+        assert_eq!(w.period(false, || 12, || false), Verdict::Alive);
+        assert_eq!(w.period(false, || 12, || false), Verdict::Missed);
+        assert_eq!(w.period(false, || 12, || true), Verdict::Alive);
+        assert_eq!(w.period(false, || 12, || false), Verdict::Missed);
+        Ok(())
+    }
+
+    /// Traffic is life: a period in which something came does not PING, and ends a run of
+    /// misses; a device side that only answers every other PING is never gone.
+    #[test]
+    fn keepalive_traffic_and_answers_reset_the_misses() -> Result {
+        let mut w = Watch::new(0);
+        assert_eq!(w.period(false, || 0, || false), Verdict::Missed);
+        assert_eq!(w.period(false, || 0, || false), Verdict::Missed);
+        let pinged = Cell::new(false);
+        assert_eq!(
+            w.period(false, || 7, || pinged.replace(true)),
+            Verdict::Alive
+        );
+        assert!(!pinged.get());
+        for i in 0..10u32 {
+            let verdict = w.period(false, || 7, || i % 2 == 1);
+            assert_ne!(verdict, Verdict::Gone);
+        }
         Ok(())
     }
 }
