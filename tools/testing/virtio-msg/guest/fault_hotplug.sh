@@ -137,7 +137,19 @@ for i in $(seq 50); do
 done
 echo "  $ok of 50 removals and returns"
 check rng_50_cycles test "$ok" = 50
-check events_counted test "$(fifo_stat 1 device_events)" -ge 105
+
+# READY and REMOVED back to back: the removal waits for the probe the READY
+# started, then takes the device away; the next READY brings it back.
+echo "e2e-ctl: unplug 1:1" >/dev/ttyS1
+check rng_gone_before gone 4
+echo "e2e-ctl: plug 1:1" >/dev/ttyS1
+echo "e2e-ctl: unplug 1:1" >/dev/ttyS1
+sleep 3
+check rng_gone_after_ready_removed gone 4
+echo "e2e-ctl: plug 1:1" >/dev/ttyS1
+check rng_back_after_all_that eventually 20 rng_present
+check rng_reads_at_the_end rng_reads "$(rng_name)"
+check events_counted test "$(fifo_stat 1 device_events)" -ge 109
 check no_event_ignored test "$(fifo_stat 0 device_events_ignored) $(fifo_stat 1 device_events_ignored)" = "0 0"
 check no_resync test "$(fifo_stat 0 device_resyncs) $(fifo_stat 1 device_resyncs)" = "0 0"
 check healthy_moves_at_the_end healthy_moves 900
