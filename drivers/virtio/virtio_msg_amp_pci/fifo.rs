@@ -14,12 +14,14 @@
 //!
 //! Everything in the queues is written by the device side and is hostile input: indexes are
 //! checked by the shared queue code before use, a message is copied out of its slot before
-//! anything looks at it, and the transport hands on only well-formed messages. A device that
-//! corrupts an index has broken the protocol for good: the FIFO stops (sends fail at once,
-//! nothing more is read) and its devices are gone: [`DeviceChanges`] tells the transport,
-//! which breaks their virtqueues and removes them, as for a device unplugged by surprise,
-//! instead of the drivers acting on garbage or waiting for ever. The same work item tells it
-//! of the devices the device side adds and removes (EVENT_DEVICE, `hotplug.rs`).
+//! anything looks at it, and the transport hands on only well-formed messages. A device side
+//! that corrupts an index has broken the protocol, and one that stops answering is gone: the
+//! FIFO stops (sends fail at once, nothing more is read) and its devices are gone:
+//! [`DeviceChanges`] tells the transport, which breaks their virtqueues and removes them, as
+//! for a device unplugged by surprise, instead of the drivers acting on garbage or waiting for
+//! ever. The same work item later takes the FIFO up again if its device side is back
+//! ([`Fifo::reattach`]), and tells the transport of the devices the device side adds and
+//! removes (EVENT_DEVICE, `hotplug.rs`).
 //!
 //! The bus messages (GET_DEVICES, PING) are the bus's own: [`Fifo::bus_request`] sends one
 //! and waits, with a bound, for the reply that the interrupt handler hands back. Replies are
@@ -225,7 +227,7 @@ pub(crate) struct Fifo {
     #[pin]
     events: SpinLockIrq<Events>,
     /// What tells the transport of devices that come and go, and that they are all gone when
-    /// the FIFO stops for good; taken away at teardown (it refers to the FIFO).
+    /// the FIFO stops; taken away at teardown (it refers to the FIFO).
     #[pin]
     changes: SpinLockIrq<Option<Arc<DeviceChanges>>>,
 }
@@ -330,18 +332,26 @@ impl Fifo {
     /// zeroed first ([`Producer::defuse`]): it wakes up to nothing. (What it does on its own,
     /// a network device receiving into buffers it was given, only an IOMMU can stop.)
     fn give_up(&self, why: fmt::Arguments<'_>) {
-        if !self.stopped.xchg(true, Relaxed) {
-            // Senders look at `stopped` under the lock: none queues after this.
-            let defused = self.tx.lock().queue.defuse().unwrap_or(0);
-            inc(&self.stats.stops);
-            dev_err!(
-                self.dev,
-                "FIFO {}: {why}; FIFO stopped, its devices are gone ({defused} withdrawn)\n",
-                self.index
-            );
+        let defused = {
+            let mut tx = self.tx.lock();
+            // Senders look at `stopped` under the lock: none queues after this. `lost` is set
+            // with it, under the same lock as `reattach` looks at both: a FIFO is never taken
+            // up again before its devices are removed.
+            if self.stopped.xchg(true, Relaxed) {
+                return;
+            }
             self.lost.store(true, Relaxed);
-            self.queue_changes();
-        }
+            // The first look for the device side's return waits for the next period.
+            self.retry.store(false, Relaxed);
+            tx.queue.defuse().unwrap_or(0)
+        };
+        inc(&self.stats.stops);
+        dev_err!(
+            self.dev,
+            "FIFO {}: {why}; FIFO stopped, its devices are gone ({defused} withdrawn)\n",
+            self.index
+        );
+        self.queue_changes();
     }
 
     /// Has [`DeviceChanges`] run; already queued is fine: that run does all this one would.
@@ -364,11 +374,12 @@ impl Fifo {
     ///
     /// A device side that restarted may have reset its own indexes, or kept them (QEMU's
     /// device model keeps what it cached, `09-reload-indexes.txt`): both queues are taken over
-    /// again from what shared memory holds now, and what waits on the device queue from before
-    /// is discarded. The indexes are never written. Then a PING: answered, the FIFO is up (and
-    /// the caller enumerates); not, it stops again and the PING is withdrawn. A device side
-    /// that does not take what is in the driver queue, or whose indexes are out of range, is
-    /// not back: nothing is sent.
+    /// again from what shared memory holds now, what waits on the device queue from before is
+    /// discarded, and every driver-queue slot the device side would read before our next
+    /// message is zeroed (one that reset its tail would otherwise run our old requests again).
+    /// No index is moved back or reset. Then a PING: answered, the FIFO is up (and the caller
+    /// enumerates); not, it stops again and the PING is withdrawn. A device side whose indexes
+    /// are out of range, or whose driver queue is full, is not back: nothing is sent.
     fn reattach(&self) -> bool {
         let _serial = self.bus_serial.lock();
         if self.closed.load(Relaxed) {
@@ -378,17 +389,27 @@ impl Fifo {
             let mut rx = self.rx.lock();
             rx.readopt().and_then(|()| rx.discard())
         };
-        let room = {
-            let mut tx = self.tx.lock();
-            tx.more = false;
-            tx.queue.readopt().and_then(|()| tx.queue.free())
-        };
-        if !matches!((taken, room), (Ok(_), Ok(1..))) {
+        if taken.is_err() {
             return false;
         }
         // Events from before the stop are about devices that are gone.
         let _ = self.events.lock().take();
-        self.stopped.store(false, Relaxed);
+        {
+            let mut tx = self.tx.lock();
+            // Not before the devices are removed (see `give_up`).
+            if self.lost.load(Relaxed) {
+                return false;
+            }
+            tx.more = false;
+            let room = tx.queue.readopt().and_then(|()| {
+                tx.queue.defuse()?;
+                tx.queue.free()
+            });
+            if !matches!(room, Ok(1..)) {
+                return false;
+            }
+            self.stopped.store(false, Relaxed);
+        }
         if self.barrier().is_ok() {
             inc(&self.stats.reattaches);
             dev_info!(
@@ -399,8 +420,9 @@ impl Fifo {
             return true;
         }
         // Unless it broke the queues meanwhile, which stopped it already.
+        let mut tx = self.tx.lock();
         if !self.stopped.xchg(true, Relaxed) {
-            let _ = self.tx.lock().queue.defuse();
+            let _ = tx.queue.defuse();
         }
         false
     }
@@ -429,7 +451,7 @@ impl Fifo {
     }
 
     /// Sets what tells the transport of the devices that come and go, and that they are all
-    /// gone if the FIFO stops for good.
+    /// gone if the FIFO stops.
     pub(crate) fn set_changes(&self, changes: Option<Arc<DeviceChanges>>) {
         let old = core::mem::replace(&mut *self.changes.lock(), changes);
         // Outside the lock: it may be the last reference.
@@ -925,8 +947,9 @@ impl fmt::Debug for Fifo {
 }
 
 /// Tells the transport of a FIFO's devices that the device side added or removed
-/// (EVENT_DEVICE), or that every device is gone: the FIFO stopped for good. Runs as a work
-/// item, in process context (the transport probes devices, and removes their drivers).
+/// (EVENT_DEVICE), that every device is gone (the FIFO stopped), or, once its device side is
+/// back, what it has now. Runs as a work item, in process context (the transport probes
+/// devices, and removes their drivers).
 #[pin_data]
 pub(crate) struct DeviceChanges {
     fifo: Arc<Fifo>,

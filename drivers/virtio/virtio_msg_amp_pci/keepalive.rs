@@ -32,11 +32,19 @@ use crate::fifo::Fifo;
 /// PINGs in a row a device side may leave unanswered before it is taken for gone.
 pub(crate) const MISSES: u32 = 3;
 
+/// Periods a FIFO taken up again must stay up for its next stop to be taken as a new one;
+/// one that stops sooner is looked for half as often as before (see [`Watch::period`]).
+pub(crate) const STABLE: u32 = 10;
+/// Most periods between two looks for a stopped FIFO's device side.
+pub(crate) const MAX_BACKOFF: u32 = 64;
+
 /// What the keepalive makes of one period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// The FIFO is stopped: see whether its device side is back.
     Retry,
+    /// The FIFO is stopped, and this period is not one to look.
+    Down,
     /// Something came from the device side, or it answered the PING (or cannot be asked).
     Alive,
     /// The PING went unanswered, fewer than [`MISSES`] in a row.
@@ -46,10 +54,18 @@ pub(crate) enum Verdict {
 }
 
 /// A FIFO's device side over the keepalive's periods: what it had received at the end of
-/// the last one, and the PINGs it left unanswered in a row.
+/// the last one, the PINGs it left unanswered in a row, and, for a FIFO that stopped, how
+/// often to look for its return.
 pub(crate) struct Watch {
     received: u64,
     misses: u32,
+    /// Whether the FIFO was stopped at the last period.
+    stopped: bool,
+    /// Periods it has been up since it last came back (from [`STABLE`] at the start).
+    up_for: u32,
+    /// Periods between looks while it is stopped, and those left until the next look.
+    backoff: u32,
+    wait: u32,
 }
 
 impl Watch {
@@ -58,6 +74,10 @@ impl Watch {
         Self {
             received,
             misses: 0,
+            stopped: false,
+            up_for: STABLE,
+            backoff: 1,
+            wait: 0,
         }
     }
 
@@ -65,15 +85,37 @@ impl Watch {
     /// `ping` asks its device side (only when nothing came since the last period) and says
     /// whether it answered. A stopped FIFO's count starts afresh when it is up again, and
     /// what the PING brought back does not count for the next period.
+    ///
+    /// A stopped FIFO is looked for every period; but one that stops again within [`STABLE`]
+    /// periods of coming back (a device side that answers a PING, then breaks its queues at
+    /// once) is looked for every 2, 4, ... [`MAX_BACKOFF`] periods, so that it cannot make the
+    /// FIFO probe and remove its devices at the keepalive's pace.
     pub(crate) fn period(
         &mut self,
         stopped: bool,
         received: impl Fn() -> u64,
         ping: impl FnOnce() -> bool,
     ) -> Verdict {
+        if stopped && !self.stopped {
+            self.backoff = if self.up_for < STABLE {
+                (self.backoff * 2).min(MAX_BACKOFF)
+            } else {
+                1
+            };
+            self.wait = self.backoff - 1;
+        } else if !stopped && self.stopped {
+            self.up_for = 0;
+        }
+        self.stopped = stopped;
         let verdict = if stopped {
             self.misses = 0;
-            Verdict::Retry
+            if self.wait == 0 {
+                self.wait = self.backoff - 1;
+                Verdict::Retry
+            } else {
+                self.wait -= 1;
+                Verdict::Down
+            }
         } else if received() != self.received || ping() {
             self.misses = 0;
             Verdict::Alive
@@ -86,6 +128,7 @@ impl Watch {
                 Verdict::Missed
             }
         };
+        self.up_for = self.up_for.saturating_add(u32::from(!stopped));
         self.received = received();
         verdict
     }
@@ -127,9 +170,10 @@ impl WorkItem for Keepalive {
             || !fifo.answers_ping() || fifo.keepalive().is_ok(),
         );
         match verdict {
-            Verdict::Retry => fifo.retry(),
+            // A side that never answered PING (v1 of the device model) cannot say it is back.
+            Verdict::Retry if fifo.answers_ping() => fifo.retry(),
             Verdict::Alive => this.link.tick(this.period_ms),
-            Verdict::Missed => {}
+            Verdict::Retry | Verdict::Down | Verdict::Missed => {}
             // Stopped now: the next period looks for it to come back.
             Verdict::Gone => fifo.peer_gone(MISSES),
         }

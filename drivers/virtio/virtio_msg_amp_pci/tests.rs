@@ -22,7 +22,7 @@ use crate::{
     correlate::{Awaited, BusReplies, BusReply, Late},
     enumerate::{DeviceSet, DevicesReply, Enumeration, MAX_DEVICE_NUMBER, MAX_WINDOWS, WINDOW},
     hotplug::{self, apply, Change, Event, Events, QUEUED_EVENTS},
-    keepalive::{Verdict, Watch, MISSES},
+    keepalive::{Verdict, Watch, MAX_BACKOFF, MISSES, STABLE},
     layout::{fifos_in_bar, LayoutError, FIFO_WINDOW, MAX_MSG_SIZE},
     wire::{
         DecodeError,
@@ -526,6 +526,38 @@ mod cases {
             let verdict = w.period(false, || 7, || i % 2 == 1);
             assert_ne!(verdict, Verdict::Gone);
         }
+        Ok(())
+    }
+
+    /// A device side that comes back and stops again at once is looked for less and less
+    /// often (every 2, 4, ... periods, at most `MAX_BACKOFF`); one that stays up `STABLE`
+    /// periods is looked for every period again at its next stop.
+    #[test]
+    fn keepalive_backs_off_from_a_side_that_keeps_failing() -> Result {
+        let mut w = Watch::new(0);
+        // Stable since the load: every period.
+        for _ in 0..3 {
+            assert_eq!(w.period(true, || 0, || true), Verdict::Retry);
+        }
+        let mut gap = 1;
+        for _ in 0..10 {
+            // Back for one period, then stopped again.
+            assert_eq!(w.period(false, || 0, || true), Verdict::Alive);
+            gap = (gap * 2).min(MAX_BACKOFF);
+            for _ in 0..2 {
+                for _ in 1..gap {
+                    assert_eq!(w.period(true, || 0, || true), Verdict::Down);
+                }
+                assert_eq!(w.period(true, || 0, || true), Verdict::Retry);
+            }
+        }
+        assert_eq!(gap, MAX_BACKOFF);
+        // Up long enough: the next stop is looked for every period.
+        for _ in 0..STABLE {
+            assert_eq!(w.period(false, || 0, || true), Verdict::Alive);
+        }
+        assert_eq!(w.period(true, || 0, || true), Verdict::Retry);
+        assert_eq!(w.period(true, || 0, || true), Verdict::Retry);
         Ok(())
     }
 }

@@ -66,7 +66,7 @@ kernel::module_pci_driver! {
         },
         keepalive_ms: u32 {
             default: 1000,
-            description: "PING period of a silent FIFO in ms, 100 to 60000, 0 for none",
+            description: "PING period of a silent or stopped FIFO in ms, 100 to 60000, 0 for none",
         },
     },
 }

@@ -2,11 +2,12 @@
 #
 # Fault: once entropy device 1 has sent 40 messages (the test reads
 # /dev/hwrng, which it backs, until then), the device side sets the FIFO's
-# device queue head out of range: the queue protocol is broken for good, and
+# device queue head out of range: the queue protocol is broken, and
 # nothing on that FIFO can be trusted any more. The FIFO stops and all its
 # devices are gone, as if unplugged: their queues are broken, their drivers
-# removed within seconds (the entropy request in flight ends), and the modules
-# unload cleanly. The block device is idle meanwhile (fault_dead_fifo has one
+# removed within seconds (the entropy request in flight ends); the FIFO stays
+# stopped (its head stays out of range: nothing is sent to such a side), and
+# the modules unload cleanly. The block device is idle meanwhile (fault_dead_fifo has one
 # busy when its FIFO dies).
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:1:corrupt-index,after=40

@@ -726,8 +726,8 @@ impl Worker {
         let mut more = false;
         let mut last_tick = Instant::now();
         loop {
-            if let Some((down, until)) = self.down {
-                if !self.stay_down(down, until) {
+            if let Some((_, until)) = self.down {
+                if !self.stay_down(until) {
                     return;
                 }
                 last_tick = Instant::now();
@@ -827,13 +827,16 @@ impl Worker {
 
     /// One wait of a stopped device side: only the control eventfd and the doorbell count
     /// (doorbells are taken, PINGs answered if the bus still answers them); at `until` it
-    /// starts again. Returns `false` to stop the worker.
-    fn stay_down(&mut self, down: Down, until: Option<Instant>) -> bool {
+    /// starts again (waits are at most a [`TICK`], so that any `until` is met). Returns
+    /// `false` to stop the worker.
+    fn stay_down(&mut self, until: Option<Instant>) -> bool {
         let mut fds = [
             pollfd(self.shared.control.as_raw_fd()),
             pollfd(self.shared.doorbell.as_raw_fd()),
         ];
-        let wait = until.map_or(TICK, |t| t.saturating_duration_since(Instant::now()));
+        let wait = until.map_or(TICK, |t| {
+            t.saturating_duration_since(Instant::now()).min(TICK)
+        });
         // SAFETY: `fds` is a live, initialised array of two pollfd structures.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait.as_millis() as i32) };
         if r < 0 {
@@ -846,9 +849,14 @@ impl Worker {
                 return false;
             }
         }
+        // As the control messages left it: a doorbell that came with an `up` is the running
+        // worker's, which finds it still pending.
+        let Some((down, _)) = self.down else {
+            return true;
+        };
         if fds[1].revents != 0 {
             let _ = self.shared.doorbell.read();
-            if down.pings && self.down.is_some() && self.fifo.answer_pings() > 0 {
+            if down.pings && self.fifo.answer_pings() > 0 {
                 self.shared.raise();
             }
         }
@@ -896,9 +904,10 @@ impl Worker {
                 }
                 Ok(Control::Down(down)) => {
                     info!("FIFO {}: device side stopped ({down:?})", self.fifo.index);
+                    // A time too far to tell is no time: down until told.
                     let until = down
                         .for_ms
-                        .map(|ms| Instant::now() + Duration::from_millis(ms));
+                        .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
                     self.down = Some((down, until));
                 }
                 Ok(Control::Up) => {
