@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# boot.sh [--test NAME --log FILE --timeout SECONDS] [--emulator "ARGS"]...
+# boot.sh [--test NAME --log FILE --timeout SECONDS [--boot-limit SECONDS]]
+#         [--emulator "ARGS"]...
 #         [--append "KERNEL-ARGS"] [-- QEMU-ARGS...]
 #
 # Boots build/out/bzImage with build/out/initramfs.cpio.gz (with
@@ -9,7 +10,9 @@
 # TCG: KVM is broken on these hosts). With --test, the guest runs
 # /tests/NAME.sh and powers off; the serial log goes to FILE, the guest's
 # result lines to FILE.results, and a guest still running after SECONDS is
-# killed (exit status 124). Without --test,
+# killed (exit status 124); with --boot-limit, one whose init has not said a
+# word (no "e2e-result:" line) by then is stopped and FILE says so: its kernel
+# hung while it booted. Without --test,
 # the serial console is this terminal (the demo shell). --append adds to the
 # kernel command line (repeatable); QEMU-ARGS go to QEMU as they are.
 #
@@ -28,19 +31,45 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 # VMSG_VARIANT=kasan: the KASAN guest kernel of 'make kasan'.
 out=$top/build/out${VMSG_VARIANT:+-$VMSG_VARIANT}
-test= log= timeout=180 extra_append=
+test= log= timeout=180 boot_limit= extra_append=
 emulator_args=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--test) test=$2; shift 2 ;;
 	--log) log=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
+	--boot-limit) boot_limit=$2; shift 2 ;;
 	--append) extra_append+=" $2"; shift 2 ;;
 	--emulator) read -ra words <<<"$2"; emulator_args+=("${words[@]}"); shift 2 ;;
 	--) shift; break ;;
 	*) echo "boot.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
+
+# run_guest QEMU-ARGS...: the test guest, under its timeout and boot limit
+run_guest() {
+	local guest watch= rc=0
+	timeout --kill-after=10 "$timeout" "${qemu[@]}" "$@" </dev/null &
+	guest=$!
+	if [ -n "$boot_limit" ]; then
+		(
+			for _ in $(seq $((boot_limit * 2))); do
+				sleep 0.5
+				grep -qa '^e2e-result: ' "$log.results" 2>/dev/null && exit 0
+				kill -0 $guest 2>/dev/null || exit 0
+			done
+			echo "boot.sh: nothing from the guest's init within ${boot_limit}s: the kernel hung while booting" >>"$log"
+			kill -TERM $guest 2>/dev/null
+		) &
+		watch=$!
+	fi
+	wait $guest || rc=$?
+	if [ -n "$watch" ]; then
+		kill $watch 2>/dev/null || true
+		wait $watch 2>/dev/null || true
+	fi
+	return $rc
+}
 
 for f in "$out/bzImage" "$out/initramfs.cpio.gz"; do
 	[ -f "$f" ] || { echo "boot.sh: $f missing: run 'make'" >&2; exit 2; }
@@ -102,8 +131,8 @@ if [ ${#emulator_args[@]} -gt 0 ]; then
 		# to the emulator's control pipe, while the guest runs.
 		tail -n +1 -F -s 0.1 --pid=$$ "$log.results" 2>/dev/null |
 			sed -un 's/\r//g; s/^e2e-ctl: //p' >"$control" &
-		timeout --kill-after=10 "$timeout" "${qemu[@]}" -serial "file:$log" \
-			-serial "file:$log.results" -append "$append vmsg.test=$test" "$@" </dev/null || rc=$?
+		run_guest -serial "file:$log" -serial "file:$log.results" \
+			-append "$append vmsg.test=$test" "$@" || rc=$?
 	else
 		"${qemu[@]}" -serial mon:stdio -append "$append quiet" "$@" || rc=$?
 	fi
@@ -128,7 +157,9 @@ if [ -n "$test" ]; then
 	# Second serial port: the guest's result lines only (the kernel console on
 	# the first one could interleave with them).
 	rm -f "$log.results"
-	exec timeout --kill-after=10 "$timeout" "${qemu[@]}" -serial "file:$log" \
-		-serial "file:$log.results" -append "$append vmsg.test=$test" "$@" </dev/null
+	rc=0
+	run_guest -serial "file:$log" -serial "file:$log.results" \
+		-append "$append vmsg.test=$test" "$@" || rc=$?
+	exit $rc
 fi
 exec "${qemu[@]}" -serial mon:stdio -append "$append quiet" "$@"

@@ -35,6 +35,10 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 here=$top/tools/testing/virtio-msg
 timeout=${E2E_TIMEOUT:-240}
+# A guest whose init has said nothing this long after it started hung while
+# booting (E2E_BOOT_LIMIT; twice as long in the KASAN guest).
+boot_limit=${E2E_BOOT_LIMIT:-120}
+[ -z "${VMSG_VARIANT:-}" ] || boot_limit=$((boot_limit * 2))
 # VMSG_VARIANT=kasan: the KASAN guest (boot.sh), logs in build/e2e-kasan/;
 # it runs slower, so each guest gets twice as long.
 logs=$top/build/e2e${VMSG_VARIANT:+-$VMSG_VARIANT}
@@ -71,9 +75,16 @@ result() {
 }
 
 # early_crash <LOG: the kernel's report of its first crash in LOG (from the
-# oops line: the faulting instruction, registers and call trace), if any
+# oops line: the faulting instruction, registers and call trace), or the last
+# lines before a boot that hung
 early_crash() {
-	tr -d '\r' | sed -nE '/Oops|[Kk]ernel panic|BUG:/,$p' | head -n 40 | sed 's/^/e2e:   | /'
+	local text
+	text=$(tr -d '\r')
+	if grep -q 'the kernel hung while booting' <<<"$text"; then
+		tail -n 10 <<<"$text"
+	else
+		sed -nE '/Oops|[Kk]ernel panic|BUG:/,$p' <<<"$text" | head -n 40
+	fi | sed 's/^/e2e:   | /'
 }
 
 # What went wrong, repeated at the end where a truncated CI log still shows
@@ -142,17 +153,20 @@ run_one() {
 	[ -z "${VMSG_VARIANT:-}" ] || t_timeout=$((t_timeout * 2))
 	append=$(directive "$t" append)
 	for attempt in 1 2; do
-		"$here/boot.sh" --test "$t" --log "$log" --timeout "$t_timeout" ${append:+--append "$append"} \
+		"$here/boot.sh" --test "$t" --log "$log" --timeout "$t_timeout" \
+			--boot-limit "$boot_limit" ${append:+--append "$append"} \
 			${emulator:+--emulator "$emulator"}
 		rc=$?
-		# A kernel that crashes while booting, before the guest's init has
-		# said anything (so before any module of ours is loaded), is TCG's
-		# or the kernel's own early boot, not the test: a rare event under
-		# KASAN. Said, its log kept, and booted once more.
+		# A kernel that crashes or hangs while booting, before the guest's
+		# init has said anything (so before any module of ours is loaded),
+		# is TCG's or the kernel's own early boot, not the test: a rare
+		# event under KASAN (a fault in the IO-APIC timer check, a hang as
+		# the clocksource switches). Said, its log kept, and booted once more.
 		[ $attempt = 1 ] && ! grep -qa '^e2e-result: ' "$log.results" 2>/dev/null &&
-			grep -qaE 'Oops|[Kk]ernel panic|BUG:' "$log" 2>/dev/null || break
+			grep -qaE 'Oops|[Kk]ernel panic|BUG:|the kernel hung while booting' "$log" 2>/dev/null ||
+			break
 		mv -f "$log" "$log.boot-crash"
-		echo "e2e: $t: the kernel crashed while booting, before the test began (log $log.boot-crash):"
+		echo "e2e: $t: the kernel crashed or hung while booting, before the test began (log $log.boot-crash):"
 		early_crash <"$log.boot-crash"
 		echo "e2e: $t: booting it once more"
 	done
