@@ -15,30 +15,10 @@
 # e2e-exclusive: vmsgtap0
 . /tests/lib.sh
 
-# gone ID: no virtio device of device id ID (decimal) within 10 s
-gone() {
-	want=$(printf '0x%04x' "$1")
-	for _ in $(seq 100); do
-		grep -qx "$want" /sys/bus/virtio/devices/*/device 2>/dev/null || return 0
-		sleep 0.1
-	done
-	return 1
-}
-# rng_name: the entropy device's name for hw_random (empty if none)
-rng_name() { tr ' ' '\n' </sys/class/misc/hw_random/rng_available | grep -m1 ^virtio_rng; }
 # rng_present, disk_present, console_present: the device is back, its driver bound
 rng_present() { [ -n "$(rng_name)" ]; }
 disk_present() { ls /sys/bus/virtio/devices/*/block/vd* >/dev/null 2>&1; }
 console_present() { [ -n "$(virtio_dev 3)" ]; }
-# reader_ends PID SECONDS: the background reader PID ended within SECONDS
-reader_ends() {
-	for _ in $(seq $(($2 * 10))); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	kill "$1" 2>/dev/null
-	return 1
-}
 
 # Off before the load: the bus enumerates the network device and the disk only.
 emulator_ctl "unplug 1:1"

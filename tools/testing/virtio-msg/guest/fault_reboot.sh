@@ -26,16 +26,6 @@
 # e2e-timeout: 420
 . /tests/lib.sh
 
-# gone ID: no virtio device of device id ID (decimal) within 10 s
-gone() {
-	want=$(printf '0x%04x' "$1")
-	for _ in $(seq 100); do
-		grep -qx "$want" /sys/bus/virtio/devices/*/device 2>/dev/null || return 0
-		sleep 0.1
-	done
-	return 1
-}
-rng_name() { tr ' ' '\n' </sys/class/misc/hw_random/rng_available | grep -m1 ^virtio_rng; }
 # dev_of ID: the virtio device (virtioN) of device id ID bound to its driver, if any
 dev_of() {
 	want=$(printf '0x%04x' "$1")
@@ -63,15 +53,6 @@ data_kept() {
 }
 # grew NAME FIFO FROM: the FIFO's counter NAME is past FROM
 grew() { [ "$(fifo_stat "$2" "$1")" -gt "$3" ]; }
-# reader_ends PID SECONDS: the background reader PID ended within SECONDS
-reader_ends() {
-	for _ in $(seq $(($2 * 10))); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	kill "$1" 2>/dev/null
-	return 1
-}
 # ctl COMMAND: to the emulator now; the caller waits for what it does
 ctl() { echo "e2e-ctl: $*" >/dev/ttyS1; }
 

@@ -413,3 +413,25 @@ fifo0_fault() {
 	fault_unload
 	check_no_leaks
 }
+
+# Devices that come and go (fault_hotplug, fault_reboot).
+# gone ID: no virtio device of device id ID (decimal) within 10 s
+gone() {
+	want=$(printf '0x%04x' "$1")
+	for _ in $(seq 100); do
+		grep -qx "$want" /sys/bus/virtio/devices/*/device 2>/dev/null || return 0
+		sleep 0.1
+	done
+	return 1
+}
+# rng_name: the entropy device's name for hw_random (empty if none)
+rng_name() { tr ' ' '\n' </sys/class/misc/hw_random/rng_available | grep -m1 ^virtio_rng; }
+# reader_ends PID SECONDS: the background reader PID ended within SECONDS
+reader_ends() {
+	for _ in $(seq $(($2 * 10))); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill "$1" 2>/dev/null
+	return 1
+}
