@@ -15,9 +15,13 @@
  * else runs on the CPU in between but NMIs, which must not use this.
  *
  * spin_lock_irq_disable() and spin_unlock_irq_enable() take and release a
- * spinlock inside such a section. On PREEMPT_RT, where spinlock_t sleeps and
- * interrupt handlers run in threads, they are spin_lock() and spin_unlock(),
- * as spin_lock_irq() is there.
+ * spinlock inside such a section.
+ *
+ * On PREEMPT_RT, interrupt handlers run in threads and spinlock_t sleeps, so
+ * spin_lock_irq() leaves interrupts enabled there, and so do these: a section
+ * only keeps the task on its CPU (migrate_disable(), which nests per task in
+ * any order), and spin_lock_irq_disable() is spin_lock(). A spinlock_t taken
+ * inside a section is then taken where it may sleep, as it must be on RT.
  */
 #ifndef _LINUX_INTERRUPT_RC_H
 #define _LINUX_INTERRUPT_RC_H
@@ -25,6 +29,35 @@
 #include <linux/irqflags.h>
 #include <linux/percpu-defs.h>
 #include <linux/spinlock.h>
+
+#ifdef CONFIG_PREEMPT_RT
+
+static __always_inline void local_interrupt_disable(void)
+{
+	migrate_disable();
+}
+
+static __always_inline void local_interrupt_enable(void)
+{
+	migrate_enable();
+}
+
+static __always_inline void spin_lock_irq_disable(spinlock_t *lock)
+{
+	spin_lock(lock);
+}
+
+static __always_inline void spin_unlock_irq_enable(spinlock_t *lock)
+{
+	spin_unlock(lock);
+}
+
+static __always_inline int spin_trylock_irq_disable(spinlock_t *lock)
+{
+	return spin_trylock(lock);
+}
+
+#else
 
 /**
  * struct local_interrupt_state - the counted sections of one CPU
@@ -66,25 +99,6 @@ static __always_inline void local_interrupt_enable(void)
 	if (!__this_cpu_dec_return(local_interrupt_state.count))
 		local_irq_restore(__this_cpu_read(local_interrupt_state.flags));
 }
-
-#ifdef CONFIG_PREEMPT_RT
-
-static __always_inline void spin_lock_irq_disable(spinlock_t *lock)
-{
-	spin_lock(lock);
-}
-
-static __always_inline void spin_unlock_irq_enable(spinlock_t *lock)
-{
-	spin_unlock(lock);
-}
-
-static __always_inline int spin_trylock_irq_disable(spinlock_t *lock)
-{
-	return spin_trylock(lock);
-}
-
-#else
 
 /**
  * spin_lock_irq_disable - take @lock in a counted section (local_interrupt_disable())

@@ -8,11 +8,16 @@
 //! values do not: guards can be dropped in any order. [`local_interrupt_disable`] disables
 //! interrupts on the local CPU and counts the sections open on it; the last one to close, in
 //! whatever order they close, restores the interrupt state the first one found.
+//!
+//! On PREEMPT_RT, interrupt handlers run in threads and [`SpinLockIrq`](crate::sync::SpinLockIrq)
+//! is a sleeping lock, so a section leaves interrupts enabled there (as `spin_lock_irq()` does):
+//! it only keeps the task on its CPU.
 
 use crate::{bindings, types::NotThreadSafe};
 use core::ptr::NonNull;
 
-/// Interrupts are disabled on the local CPU for as long as this token lives.
+/// Interrupts are disabled on the local CPU for as long as this token lives (on PREEMPT_RT: the
+/// task stays on its CPU, see the [module docs](self)).
 ///
 /// Owned, from [`local_interrupt_disable`], it keeps them disabled until it is dropped; borrowed,
 /// from [`LocalInterruptDisabled::assume_disabled`], it is a proof that they are, for code that
@@ -25,8 +30,9 @@ use core::ptr::NonNull;
 ///
 /// # Invariants
 ///
-/// Interrupts are disabled on the local CPU while the token exists; an owned token holds one
-/// section of `local_interrupt_disable()` open.
+/// Interrupts are disabled on the local CPU while the token exists (on PREEMPT_RT, an owned token
+/// keeps the task on its CPU instead); an owned token holds one section of
+/// `local_interrupt_disable()` open.
 pub struct LocalInterruptDisabled(NotThreadSafe);
 
 /// Disables interrupts on the local CPU until the returned token is dropped, in any order with
@@ -42,7 +48,8 @@ pub struct LocalInterruptDisabled(NotThreadSafe);
 /// let first = local_interrupt_disable();
 /// let second = local_interrupt_disable();
 /// drop(first);
-/// assert!(disabled());
+/// // On PREEMPT_RT a section leaves interrupts enabled.
+/// assert!(disabled() || cfg!(CONFIG_PREEMPT_RT));
 /// drop(second);
 /// ```
 #[inline]
@@ -50,7 +57,8 @@ pub fn local_interrupt_disable() -> LocalInterruptDisabled {
     // SAFETY: Allowed in every context but NMI, where Rust code does not run; the section is
     // closed by the token's drop.
     unsafe { bindings::local_interrupt_disable() };
-    // INVARIANT: The section was opened above, with interrupts disabled.
+    // INVARIANT: The section was opened above, with interrupts disabled (or, on PREEMPT_RT,
+    // migration).
     LocalInterruptDisabled(NotThreadSafe)
 }
 
@@ -68,7 +76,10 @@ impl LocalInterruptDisabled {
     ///
     /// # Safety
     ///
-    /// Interrupts must be disabled on the local CPU, and stay disabled for `'a`.
+    /// Interrupts must be disabled on the local CPU, and stay disabled for `'a`. On PREEMPT_RT,
+    /// where [`SpinLockIrq`](crate::sync::SpinLockIrq) sleeps, the token must not be used to
+    /// take one ([`SpinLockIrq::lock_with`](crate::sync::SpinLockIrq::lock_with)): no lock that
+    /// sleeps can be taken with interrupts disabled, as with `spin_lock()` in C.
     #[inline]
     pub unsafe fn assume_disabled<'a>() -> &'a LocalInterruptDisabled {
         // SAFETY: Reading the interrupt state has no preconditions.
