@@ -105,7 +105,7 @@ NOT_MEASURED = [
 
 
 def parse(path):
-    probe, idle, runs, notes, costs = {}, {}, [], [], []
+    probe, idle, runs, notes, costs, access = {}, {}, [], [], [], {}
     done = False
     with open(path, errors="replace") as f:
         for raw in f:
@@ -135,17 +135,35 @@ def parse(path):
                     else:
                         cost[k] = int(v)
                 costs.append(cost)
+            elif kind == "access" and len(words) == 3 and words[2].isdigit():
+                access[words[1]] = int(words[2])
             elif kind == "note":
                 notes.append(" ".join(words[1:]))
             elif kind == "done":
                 done = True
-    return probe, idle, runs, notes, costs, done
+    return probe, idle, runs, notes, costs, access, done
 
 
-def derive_cost(cost):
-    """The driver's own cost per I/O from a profiled run (bench.sh's cost()): the kick,
+def device_ns(cost, access):
+    """The device's share of a profiled run, in ns. The AMP PCI bus: the time its doorbell
+    writes took (it times them), and its accesses to BAR1 (it counts them) times what one
+    costs (bench.sh's access_costs()). Virtio-pci, whose kick is one MMIO write: the whole
+    kick. The loopback: none."""
+    if cost["transport"] == "pci":
+        return cost.get("notify", {}).get("ns", 0)
+    if cost["transport"] != "msg" or "reads" not in cost:
+        return 0
+    if not all(k in access for k in ("bar1_read", "bar1_write")):
+        return None
+    return (cost["bellns"] + cost["reads"] * access["bar1_read"] +
+            cost["writes"] * access["bar1_write"])
+
+
+def derive_cost(cost, access):
+    """The driver's cost per I/O from a profiled run (bench.sh's cost()): the kick,
     virtqueue_notify(); the interrupt path, handle_irq_event() less the vring_interrupt()
-    calls within it. Times in microseconds."""
+    calls within it; within both, the accesses to the device, whose time is the device's
+    (device_ns()); the driver's own time is the rest. Times in microseconds."""
     ops = cost.get("ops", 0)
     notify, vring, irq = (cost.get(k, {"hits": 0, "ns": 0}) for k in ("notify", "vring", "irq"))
     if ops <= 0:
@@ -161,6 +179,16 @@ def derive_cost(cost):
         d["irq_us_per_io"] = max(irq["ns"] - vring["ns"], 0) / ops / 1000
     d["kick_us_per_io"] = notify["ns"] / ops / 1000
     d["driver_us_per_io"] = d["kick_us_per_io"] + d.get("irq_us_per_io", 0)
+    if "reads" in cost:
+        d["accesses"] = (cost["reads"] + cost["writes"] + cost["bells"]) / ops
+        if cost["bells"]:
+            d["us_per_doorbell"] = cost["bellns"] / cost["bells"] / 1000
+    elif cost["transport"] == "pci":
+        d["accesses"] = notify["hits"] / ops
+    dev = device_ns(cost, access)
+    if dev is not None:
+        d["device_us_per_io"] = dev / ops / 1000
+        d["own_us_per_io"] = max(d["driver_us_per_io"] - d["device_us_per_io"], 0)
     return d
 
 
@@ -287,7 +315,7 @@ def read_first(path):
 
 
 def report(results_path, outdir):
-    probe, idle, runs, notes, costs, done = parse(results_path)
+    probe, idle, runs, notes, costs, access, done = parse(results_path)
     seconds = max([r["usec"] for r in runs] or [0]) // 1_000_000
     reps = max([r["rep"] for r in runs] or [0])
     # What the guest found (bench.sh's note): "none" on the bench kernel.
@@ -306,10 +334,13 @@ def report(results_path, outdir):
             "complete": done,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": describe(),
-            "kernel": read_first(os.path.join(TOP, "build/out/linux-version")),
+            "kernel": read_first(os.path.join(
+                TOP, "build/out%s/linux-version" % ("-" + os.environ["VMSG_VARIANT"]
+                                                    if os.environ.get("VMSG_VARIANT") else ""))),
         },
         "probe": {},
         "idle": idle,
+        "access_ns": access,
         "figures": {},
         "notes": notes,
         "not_measured": NOT_MEASURED,
@@ -339,7 +370,7 @@ def report(results_path, outdir):
             fig["msg_over_pci"] = tr["msg"]["median"]["rate"] / tr["pci"]["median"]["rate"]
         for c in costs:
             if c["figure"] == key and c["transport"] in tr:
-                tr[c["transport"]]["cost"] = {"run": c, "per_io": derive_cost(c)}
+                tr[c["transport"]]["cost"] = {"run": c, "per_io": derive_cost(c, access)}
         results["figures"][key] = fig
 
     os_json = outdir + "/results.json"
@@ -426,12 +457,23 @@ def print_table(results):
               "".join("%10s" % num(m.get(c)) for c, _ in cols))
     p()
     p("Driver cost per I/O: the function profiler, in a run of its own (it slows what it")
-    p("times); us per kick: virtqueue_notify() (virtio-msg: the message and the doorbell;")
-    p("virtio-pci: the MMIO write, with what QEMU does before the write returns); us per")
-    p("interrupt: handle_irq_event() less vring_interrupt() (the path from the vector to")
-    p("the virtqueue callback); driver us: both, per I/O")
+    p("times), with the I/O on CPU 0 and the device's interrupts on CPU 1; us per kick:")
+    p("virtqueue_notify() (virtio-msg: the message and the doorbell; virtio-pci: the MMIO")
+    p("write, with what QEMU does before the write returns); us per interrupt:")
+    p("handle_irq_event() less vring_interrupt() (the path from the vector to the")
+    p("virtqueue callback); all us: both, per I/O; accesses: MMIO accesses to the device")
+    p("per I/O (virtio-msg: BAR1 and doorbells, the bus's counters; virtio-pci: its notify")
+    p("writes); dev us: their time, the device's (virtio-msg: its doorbells' time, which")
+    p("the bus measures, and its BAR1 accesses times what one costs, measured idle, below;")
+    p("virtio-pci: its whole kick, one MMIO write); us/bell: one doorbell of the run; own")
+    p("us: all us less dev us, the driver's own. One access to the AMP PCI device, idle:")
+    p("  " + (", ".join("%s %s us" % (k, num(v / 1000))
+                        for k, v in sorted(results["access_ns"].items())) or "not measured"))
     cols = [("kicks", "kicks"), ("us_per_kick", "us/kick"), ("irqs", "irqs"),
-            ("us_per_irq", "us/irq"), ("driver_us_per_io", "driver us")]
+            ("us_per_irq", "us/irq"), ("driver_us_per_io", "all us"),
+            ("accesses", "accesses"), ("us_per_doorbell", "us/bell"),
+            ("device_us_per_io", "dev us"),
+            ("own_us_per_io", "own us")]
     p("  %-9s %-20s" % ("figure", "transport") + "".join("%10s" % c[1] for c in cols))
     measured = False
     for key, _, _ in FIGURES:

@@ -12,6 +12,7 @@
 //! access after that reads an index of `u32::MAX`, which the queue code rejects as out of
 //! range, and writes nothing.
 
+use core::cell::Cell;
 use kernel::{devres::Devres, io::Io, pci, sync::Arc};
 
 use crate::spsc::{QueueMemory, QUEUE_BYTES};
@@ -24,12 +25,43 @@ pub(crate) struct SharedQueue {
     bar: Arc<SharedBar>,
     /// Offset of the queue in BAR1.
     base: usize,
+    /// The accesses to BAR1 so far: on a real link each is a bus transaction, the cost of
+    /// the queue that the driver controls.
+    accesses: Accesses,
+}
+
+/// Reads and writes of BAR1 that one queue end made. Plain cells: a queue end is only used
+/// under its lock.
+#[derive(Default)]
+pub(crate) struct Accesses {
+    reads: Cell<u64>,
+    writes: Cell<u64>,
+}
+
+impl Accesses {
+    fn add(counter: &Cell<u64>, n: usize) {
+        counter.set(counter.get().wrapping_add(n as u64));
+    }
+
+    /// Reads and writes so far.
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (self.reads.get(), self.writes.get())
+    }
 }
 
 impl SharedQueue {
     /// The queue at `base` in `bar`.
     pub(crate) fn new(bar: Arc<SharedBar>, base: usize) -> Self {
-        Self { bar, base }
+        Self {
+            bar,
+            base,
+            accesses: Accesses::default(),
+        }
+    }
+
+    /// The accesses to BAR1 this queue end made.
+    pub(crate) fn accesses(&self) -> &Accesses {
+        &self.accesses
     }
 
     /// Where an access of `width` bytes at `offset` of the queue lands in BAR1: never past
@@ -40,7 +72,7 @@ impl SharedQueue {
 }
 
 /// Bytes per access to slot data: eight where the CPU has 64-bit MMIO accessors, since every
-/// access is a bus transaction (emulated, a trap). Slots and the messages in them start on
+/// access is a bus transaction on a real link. Slots and the messages in them start on
 /// 8-byte boundaries.
 #[cfg(CONFIG_64BIT)]
 const WORD: usize = 8;
@@ -64,6 +96,7 @@ fn write_word(bar: &pci::Bar<'static>, word: [u8; WORD], at: usize) {
 
 impl QueueMemory for SharedQueue {
     fn load_index(&self, offset: usize) -> u32 {
+        Accesses::add(&self.accesses.reads, 1);
         self.bar
             .try_access_with(|bar| bar.try_read32(self.at(offset, 4)).ok())
             .flatten()
@@ -71,12 +104,14 @@ impl QueueMemory for SharedQueue {
     }
 
     fn store_index(&self, offset: usize, value: u32) {
+        Accesses::add(&self.accesses.writes, 1);
         let _ = self
             .bar
             .try_access_with(|bar| bar.try_write32(value, self.at(offset, 4)));
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) {
+        Accesses::add(&self.accesses.reads, out.len().div_ceil(WORD));
         self.bar.try_access_with(|bar| {
             for (i, chunk) in out.chunks_mut(WORD).enumerate() {
                 let word = read_word(bar, self.at(offset + i * WORD, WORD));
@@ -88,6 +123,7 @@ impl QueueMemory for SharedQueue {
     }
 
     fn write(&self, offset: usize, data: &[u8]) {
+        Accesses::add(&self.accesses.writes, data.len().div_ceil(WORD));
         self.bar.try_access_with(|bar| {
             for (i, chunk) in data.chunks(WORD).enumerate() {
                 let mut word = [0u8; WORD];

@@ -306,7 +306,7 @@ impl<M: QueueMemory> Consumer<M> {
     /// As [`Consumer::drain`], copying of each slot only its first [`PREFIX_BYTES`] and as
     /// many more as `len` says from them (the message's own length, say), at most the slot;
     /// the rest of the copy is zeros. Where shared memory is a device's BAR, every access costs
-    /// a bus transaction (or, emulated, a trap), so a short message should not cost a whole
+    /// a bus transaction on a real link, so a short message should not cost a whole
     /// slot's worth. `len` sees bytes the producer wrote: it only bounds the copy.
     pub fn drain_sized(
         &mut self,

@@ -92,6 +92,13 @@ for f in $dbg/fifo0 $dbg/fifo1; do
 	check ${n}_no_index_errors grep -qx 'index_errors: 0' $f
 	check ${n}_interrupts sh -c "grep -q '^interrupts: [1-9]' $f"
 	check ${n}_no_late_bus_reply grep -qx 'late_bus: 0' $f
+	# What the bench counts: every message sent wrote at least one word of
+	# its slot and the head, every one received read at least its slot's
+	# first word and freed it; every doorbell took some time.
+	c() { sed -n "s/^$1: //p" $f; }
+	check ${n}_bar1_writes_counted test "$(c bar1_writes)" -ge $((2 * $(c sent) + $(c received)))
+	check ${n}_bar1_reads_counted test "$(c bar1_reads)" -ge "$(c received)"
+	check ${n}_doorbells_timed test "$(c doorbell_ns)" -ge "$(c doorbells)"
 done
 # Whatever the emulator does with tokens, every response answered its own
 # request: nothing late, unsolicited or timed out, no request unprotected.

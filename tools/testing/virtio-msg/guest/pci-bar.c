@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pci-bar FILE OFFSET [VALUE]: reads (prints 0x%08x) or writes one 32-bit
- * word at OFFSET of a PCI memory BAR, through its sysfs resource file
- * (/sys/bus/pci/devices/D/resourceN), which can only be mmap()ed. The test
- * guest's kernel has no /dev/mem (CONFIG_DEVMEM is off), so busybox devmem
- * cannot do this. Built statically into the test initramfs by
+ * pci-bar [-n COUNT] FILE OFFSET [VALUE]: reads (prints 0x%08x) or writes
+ * one 32-bit word at OFFSET of a PCI memory BAR, through its sysfs resource
+ * file (/sys/bus/pci/devices/D/resourceN), which can only be mmap()ed. The
+ * test guest's kernel has no /dev/mem (CONFIG_DEVMEM is off), so busybox
+ * devmem cannot do this. Built statically into the test initramfs by
  * mkinitramfs.sh.
+ *
+ * With -n, the access is made COUNT times and the mean time of one is
+ * printed, in nanoseconds: what an access to that BAR costs (make bench
+ * measures the device's share of the driver's time with it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,11 +19,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: pci-bar FILE OFFSET [VALUE]\n");
+	fprintf(stderr, "usage: pci-bar [-n COUNT] FILE OFFSET [VALUE]\n");
 	return 2;
 }
 
@@ -32,14 +37,29 @@ static int number(const char *s, unsigned long long *out)
 	return errno || !*s || *end ? -1 : 0;
 }
 
+static unsigned long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
 int main(int argc, char **argv)
 {
-	unsigned long long offset, value = 0;
+	unsigned long long offset, value = 0, count = 0, i, start;
 	volatile uint32_t *word;
+	uint32_t sink = 0;
 	struct stat st;
 	void *map;
 	int fd;
 
+	if (argc > 2 && !strcmp(argv[1], "-n")) {
+		if (number(argv[2], &count) || !count)
+			return usage();
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 3 || argc > 4 || number(argv[2], &offset) ||
 	    (argc == 4 && number(argv[3], &value)) || value > UINT32_MAX)
 		return usage();
@@ -60,10 +80,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	word = (volatile uint32_t *)((char *)map + offset);
-	if (argc == 4)
+	if (count) {
+		start = now_ns();
+		for (i = 0; i < count; i++) {
+			if (argc == 4)
+				*word = (uint32_t)value;
+			else
+				sink += *word;
+		}
+		printf("%llu\n", (now_ns() - start) / count + (sink & 0));
+	} else if (argc == 4) {
 		*word = (uint32_t)value;
-	else
+	} else {
 		printf("0x%08x\n", *word);
+	}
 	munmap(map, st.st_size);
 	close(fd);
 	return 0;
