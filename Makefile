@@ -94,7 +94,7 @@ e2e: all
 	@tools/testing/virtio-msg/e2e.sh $(E2E)
 
 KASAN_OUT := $(TOP)/build/out-kasan
-E2E_KASAN ?= $(basename $(notdir $(wildcard tools/testing/virtio-msg/guest/fault_*.sh)))
+E2E_KASAN ?= $(basename $(notdir $(shell grep -l '^# e2e-kasan: ' tools/testing/virtio-msg/guest/*.sh)))
 
 # variant_kernel VARIANT,OUT: the guest kernel of VMSG_VARIANT=VARIANT (see
 # support/kernel.sh) and its initramfs, in OUT.

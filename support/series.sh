@@ -9,11 +9,12 @@
 #                      it applies with git am to the pristine tree and gives
 #                      the overlay's tree; scripts/checkpatch.pl --strict
 #                      finds nothing but the exceptions the cover letter
-#                      lists; the kernel builds after every patch (with
+#                      lists; what the series touches compiles after every
+#                      patch (build_patch, with
 #                      kernel/configs/virtio_msg_series.config, as far as its
 #                      options exist at that patch: the smallest configuration
 #                      that compiles everything the series adds) and the
-#                      result with the full guest configuration
+#                      whole kernel with the full guest configuration
 #                      (support/kernel.sh, whose tree the result is, byte for
 #                      byte), and with PREEMPT_RT (kernel/configs/
 #                      virtio_msg_rt.config on top of the series one: the
@@ -232,8 +233,20 @@ build_check() {
 	fi
 }
 
-# One patch: configured and built.
-build_patch() { configure && kmake vmlinux modules; }
+# One patch: configured, and what the series builds on or adds compiled: the
+# Rust side (rust/: bindings, helpers, the kernel crate), drivers/virtio/
+# (the core, our drivers and their KUnit suites) and every other C file the
+# patch changes. Not the rest of vmlinux, linked or not: the patches change
+# nothing else, and each whole build cost a cold cache minutes beside the
+# guests. The whole kernel is built and linked, modules and all, with the
+# last patch (builds_with_the_full_guest_config).
+build_patch() {
+	local targets=(rust/ drivers/virtio/) f
+	for f in $(git_w diff --name-only HEAD^ HEAD -- '*.c'); do
+		case $f in rust/* | drivers/virtio/*) ;; *) targets+=("${f%.c}.o") ;; esac
+	done
+	configure && kmake "${targets[@]}"
+}
 
 # The series configuration, as far as its symbols exist in this commit.
 configure() {

@@ -22,7 +22,11 @@
 # "# e2e-emulator-extra: ARGS" appends ARGS to the emulator's arguments
 # (amp_pci_tokens_zero: the amp_pci suite with --tokens zero), and
 # "# e2e-timeout: SECONDS" gives a longer run more than E2E_TIMEOUT,
-# "# e2e-append: ARGS" adds ARGS to the guest kernel's command line, and
+# "# e2e-append: ARGS" adds ARGS to the guest kernel's command line,
+# "# e2e-append-VARIANT: ARGS" adds ARGS in the VMSG_VARIANT guest only
+# (fault_reboot restarts a FIFO fewer times in the KASAN guest),
+# "# e2e-kasan: WHY" puts the test in the KASAN run of make check (what it
+# does that a memory error could hide in; support/check.sh), and
 # "# e2e-exclusive: NAME" keeps the test from running beside any other test
 # (of this run or of another e2e.sh, the KASAN one say) that names NAME (a TAP
 # interface or a host port they share).
@@ -152,6 +156,7 @@ run_one() {
 	t_timeout=${t_timeout:-$timeout}
 	[ -z "${VMSG_VARIANT:-}" ] || t_timeout=$((t_timeout * 2))
 	append=$(directive "$t" append)
+	[ -z "${VMSG_VARIANT:-}" ] || append="$append $(directive "$t" "append-$VMSG_VARIANT")"
 	for attempt in 1 2; do
 		"$here/boot.sh" --test "$t" --log "$log" --timeout "$t_timeout" \
 			--boot-limit "$boot_limit" ${append:+--append "$append"} \

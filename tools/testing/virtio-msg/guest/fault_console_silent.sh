@@ -11,6 +11,7 @@
 # device on the same FIFO and FIFO 1's devices keep moving data.
 # e2e-host: kinds
 # e2e-exclusive: vmsgtap0
+# e2e-kasan: the console's write buffer once the device is broken (patch 0017: freed twice)
 . /tests/lib.sh
 
 kinds_up

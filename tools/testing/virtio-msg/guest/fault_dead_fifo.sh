@@ -12,6 +12,7 @@
 # gets an I/O error within 10 s, FIFO 0's devices are removed, FIFO 1's disk
 # and entropy device move data meanwhile and after, and the modules unload.
 # e2e-host: dead_fifo
+# e2e-kasan: a FIFO's devices freed while a disk has requests in flight
 . /tests/lib.sh
 
 [ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak

@@ -13,6 +13,7 @@
 # 50 times. The bus counts every event and ignores none.
 # e2e-host: kinds
 # e2e-exclusive: vmsgtap0
+# e2e-kasan: each device kind freed with data moving on it, and made anew
 . /tests/lib.sh
 
 # rng_present, disk_present, console_present: the device is back, its driver bound

@@ -6,6 +6,7 @@
 # other entropy device are added and move data, and the modules unload.
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:1:info-lie
+# e2e-kasan: a configuration space and a queue count sized by the device
 . /tests/lib.sh
 
 [ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak

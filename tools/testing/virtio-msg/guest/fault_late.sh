@@ -8,6 +8,7 @@
 # device of fault_silent.
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:1:late,ms=2500,after=3,count=1
+# e2e-kasan: an answer arriving after its request timed out
 . /tests/lib.sh
 
 fault_up

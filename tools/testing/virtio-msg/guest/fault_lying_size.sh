@@ -5,4 +5,5 @@
 # malformed (never read past the slot), with the same outcome.
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:1:lying-size,after=11
+# e2e-kasan: message sizes larger than a slot
 . /tests/fault_garbage.sh
