@@ -141,7 +141,9 @@ check_config() {
 	done
 	for sym in "${!want[@]}"; do
 		line=${want[$sym]}
-		if ! grep -qxF "$line" "$OBJ/.config"; then
+		# An option that is off may also be absent (its dependencies are).
+		if ! grep -qxF "$line" "$OBJ/.config" &&
+			! { [ "$line" = "# $sym is not set" ] && ! grep -qE "^$sym=|^# $sym is not set" "$OBJ/.config"; }; then
 			log "config: wanted '$line', got '$(grep -E "^$sym=|^# $sym is not set" "$OBJ/.config" || echo unset)'"
 			bad=1
 		fi
