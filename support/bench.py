@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 
+import sampling  # support/sampling.py, beside this file
+
 
 # --- the network peer -------------------------------------------------------
 
@@ -142,6 +144,38 @@ def parse(path):
             elif kind == "done":
                 done = True
     return probe, idle, runs, notes, costs, access, done
+
+
+def parse_samples(path):
+    """The sampled runs (guest/bench.sh's sampled()): {"FIGURE/TRANSPORT": {"secs", "cpus",
+    "ops", "index"}}, and the module symbols the guest printed: [(index of the last sampled
+    run before them, [(address, "name [module]")])]."""
+    phases, ksym_sets, starts, current = {}, [], {}, None
+    with open(path, errors="replace") as f:
+        for raw in f:
+            words = raw.strip().replace("\r", "").split()
+            if words[:2] == ["bench:", "sample"] and len(words) >= 7:
+                key = words[3] + "/" + words[4]
+                if words[2] == "start":
+                    starts[key] = float(words[5])
+                elif words[2] == "stop" and key in starts:
+                    kv = dict(w.partition("=")[::2] for w in words[7:] if "=" in w)
+                    phases[key] = {"secs": float(words[5]) - starts[key],
+                                   "cpus": int(words[6]),
+                                   "ops": int(kv.get("ops", 0)), "index": len(phases)}
+                current = None
+            elif words[:2] == ["bench:", "ksym"] and len(words) >= 4:
+                if current is None:
+                    current = []
+                    ksym_sets.append((len(phases) - 1, current))
+                module = " " + words[4] if len(words) > 4 else ""
+                current.append((int(words[2], 16), words[3] + module))
+    return phases, ksym_sets
+
+
+def system_map():
+    variant = os.environ.get("VMSG_VARIANT")
+    return os.path.join(TOP, "build/obj%s/System.map" % ("-" + variant if variant else ""))
 
 
 def device_ns(cost, access):
@@ -316,6 +350,9 @@ def read_first(path):
 
 def report(results_path, outdir):
     probe, idle, runs, notes, costs, access, done = parse(results_path)
+    phases, ksym_sets = parse_samples(results_path)
+    sampled = sampling.report(os.path.join(outdir, "samples.txt"), system_map(), ksym_sets,
+                             phases)
     seconds = max([r["usec"] for r in runs] or [0]) // 1_000_000
     reps = max([r["rep"] for r in runs] or [0])
     # What the guest found (bench.sh's note): "none" on the bench kernel.
@@ -371,6 +408,10 @@ def report(results_path, outdir):
         for c in costs:
             if c["figure"] == key and c["transport"] in tr:
                 tr[c["transport"]]["cost"] = {"run": c, "per_io": derive_cost(c, access)}
+        for phase, prof in sampled.items():
+            fig_key, _, t = phase.partition("/")
+            if fig_key == key and t in tr:
+                tr[t]["sampled"] = prof
         results["figures"][key] = fig
 
     os_json = outdir + "/results.json"
@@ -487,6 +528,35 @@ def print_table(results):
               "".join("%10s" % num(cost.get(c)) for c, _ in cols))
     if not measured:
         p("  not measured (no function profiler in the guest kernel: see the notes)")
+    p()
+    p("Where the vCPUs' time goes per I/O, sampled (support/sampling.py: QEMU's gdbstub")
+    p("stops the guest every 2 ms and reads each vCPU's instruction pointer; the share of")
+    p("samples in a function is its share of the vCPUs' time), in a run of its own, pinned")
+    p("as above, us per I/O: driver: the transport's own code (virtio-msg: our modules and")
+    p("the kernel crate's Rust; virtio-pci: its vp_* functions); device: the MMIO")
+    p("accessors, where a vCPU waits for QEMU (the doorbell's vfio-user round trip);")
+    p("virtio core: vring_*, virtqueue_* and the device's driver; rest: the rest of the")
+    p("kernel and user space; idle: both vCPUs' (one waits while the other works).")
+    scols = ["driver", "device", "virtio core", "rest", "idle"]
+    p("  %-9s %-20s" % ("figure", "transport") + "".join("%12s" % c for c in scols) +
+      "%9s" % "samples")
+    tops = []
+    for key, _, _ in FIGURES:
+        tr = figs.get(key, {}).get("transports", {})
+        for t in TRANSPORTS:
+            prof = tr.get(t, {}).get("sampled")
+            if not prof:
+                continue
+            p("  %-9s %-20s" % (key, LABEL[t]) +
+              "".join("%12s" % num(prof["us_per_io"].get(c, 0)) for c in scols) +
+              "%9d" % prof["samples"])
+            if prof["driver_top"]:
+                tops.append("  %s, %s: " % (key, LABEL[t]) + "; ".join(
+                    "%s %s" % (name, num(us)) for name, us in prof["driver_top"][:4]))
+    if tops:
+        p("The driver's costliest functions, us per I/O:")
+        for line in tops:
+            p(line)
     p()
     for n in results["not_measured"]:
         p("Not measured: " + n)

@@ -16,6 +16,9 @@
 # build/out-bench: the test guest's configuration without lockdep,
 # atomic-sleep checks and kmemleak), which "make bench" builds first; run
 # without it, the test guest's (build/out) is used, and the output says so.
+# While the guest's sampled runs go, support/sampling.py samples where its
+# vCPUs are through QEMU's gdbstub (on 127.0.0.1:BENCH_GDB_PORT, default
+# 5592; build/bench/samples.txt). BENCH_SAMPLE=0 leaves that out.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +27,7 @@ dir=$top/build/bench
 TAP_MSG=vmsgbench0 TAP_PCI=vmsgbench1
 HOST_MSG=10.79.0.1 HOST_PCI=10.79.1.1
 SINK_PORT=5590 SOURCE_PORT=5591
+GDB_PORT=${BENCH_GDB_PORT:-5592} SAMPLE=${BENCH_SAMPLE:-1}
 DISK_MIB=64
 SECS=${BENCH_SECS:-3} REPS=${BENCH_REPS:-3}
 TIMEOUT=${BENCH_TIMEOUT:-600}
@@ -35,7 +39,7 @@ if ip link show $TAP_PCI >/dev/null 2>&1 || ip link show $TAP_MSG >/dev/null 2>&
 fi
 
 mkdir -p "$dir"
-rm -f "$dir"/results.* "$dir"/guest.log* "$dir"/*.img "$dir"/console.sock
+rm -f "$dir"/results.* "$dir"/guest.log* "$dir"/*.img "$dir"/console.sock "$dir"/samples.txt
 # Same size, same (random) contents, both in the host's page cache.
 head -c $((DISK_MIB << 20)) /dev/urandom >"$dir/msg.img"
 cp "$dir/msg.img" "$dir/pci.img"
@@ -79,6 +83,13 @@ qemu_args=(
 	-chardev null,id=pcicon
 	-device virtconsole,chardev=pcicon
 )
+if [ "$SAMPLE" = 1 ]; then
+	qemu_args+=(-gdb "tcp:127.0.0.1:$GDB_PORT")
+	python3 "$top/support/sampling.py" sample "$GDB_PORT" "$dir/guest.log.results" \
+		"$dir/samples.txt" 2>"$dir/sampling.log" &
+	sampler=$!
+	pids+=($sampler)
+fi
 
 case "${VMSG_VARIANT:-}" in
 bench) echo "bench: guest kernel build/out-bench: no lockdep, atomic-sleep checks or kmemleak" ;;
@@ -88,10 +99,12 @@ echo "bench: booting the guest (TCG); the whole run takes about 4 minutes"
 start=$(date +%s)
 rc=0
 "$here/boot.sh" --test bench --log "$dir/guest.log" --timeout "$TIMEOUT" \
-	--append "vmsg.bench_secs=$SECS vmsg.bench_reps=$REPS rng_core.default_quality=0" \
+	--append "vmsg.bench_secs=$SECS vmsg.bench_reps=$REPS vmsg.bench_sample=$SAMPLE rng_core.default_quality=0" \
 	--emulator "$emulator" -- "${qemu_args[@]}" || rc=$?
 echo "bench: guest ran $(($(date +%s) - start)) s (log $dir/guest.log)"
 [ $rc = 0 ] || echo "bench: the guest exited with status $rc" >&2
+# The sampler ends with QEMU's gdbstub.
+[ -z "${sampler:-}" ] || timeout 10 tail --pid="$sampler" -f /dev/null || true
 status=0
 python3 "$top/support/bench.py" report "$dir/guest.log.results" "$dir" || status=1
 # The figures of a run that went wrong are worth little: say so.

@@ -19,6 +19,11 @@
 #                                               function profiler (see cost())
 #   bench: access KIND NS                       what one access to the AMP PCI
 #                                               device costs (access_costs())
+#   bench: sample start|stop FIGURE TRANSPORT UPTIME CPUS [key=value...]
+#                                               a run of vmsg-io the host
+#                                               samples (see sampled())
+#   bench: ksym ADDRESS NAME MODULE             a function of our modules, for
+#                                               the host to name the samples
 #   bench: note TEXT                            something the host should say
 . /tests/lib.sh
 
@@ -26,10 +31,12 @@
 # passes others on the kernel command line.
 SECS=3
 REPS=3
+SAMPLE=0
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	vmsg.bench_secs=*) SECS=${arg#*=} ;;
 	vmsg.bench_reps=*) REPS=${arg#*=} ;;
+	vmsg.bench_sample=*) SAMPLE=${arg#*=} ;;
 	esac
 done
 HOST_MSG=10.79.0.1 GUEST_MSG=10.79.0.2
@@ -289,6 +296,42 @@ cost() {
 		"vring=$(profile_sum vring_interrupt)" "irq=$(profile_sum handle_irq_event)" $accesses
 }
 
+# sampled FIGURE TRANSPORT DEVICE vmsg-io ARGS...: a run of its own, pinned as
+# in cost(), that the host samples (support/sampling.py: QEMU's gdbstub stops
+# the guest every 2 ms and reads where each vCPU is) between the start and
+# the stop line, which carry the guest's uptime and CPU count, so that the
+# host can turn the share of samples in a function into time per I/O. Unlike
+# the function profiler, this sees the Rust code and the MMIO accessors.
+sampled() {
+	[ "$SAMPLE" = 1 ] && [ -n "$3" ] || return
+	fig=$1 t=$2 dev=$3
+	shift 3
+	fifo=
+	case $t in msg) eval "fifo=\$fifo_of_${fig%%-*}" ;; esac
+	irqs=$(irqs_of $t "$dev")
+	pin=
+	if [ "$(nproc)" -ge 2 ]; then
+		irqs_to 1 $irqs
+		pin="taskset -c 0"
+	fi
+	emit sample start "$fig" "$t" "$(cut -d' ' -f1 /proc/uptime)" "$(nproc)"
+	# Give the host a moment to see the line before the run starts.
+	sleep 0.2
+	res=$($pin vmsg-io "$@" 2>/tmp/vmsg-io.err)
+	rc=$?
+	emit sample stop "$fig" "$t" "$(cut -d' ' -f1 /proc/uptime)" "$(nproc)" "$res"
+	irqs_to 0-$(($(nproc) - 1)) $irqs
+	[ $rc = 0 ] || emit note "sampled $fig $t failed: $(head -n1 /tmp/vmsg-io.err)"
+}
+
+# module_symbols: the functions of our modules loaded now, for the host
+# (module addresses are nowhere else); on the second serial port only.
+module_symbols() {
+	[ "$SAMPLE" = 1 ] || return
+	grep -E '^[0-9a-f]+ [tT] .*\[virtio_msg' /proc/kallsyms |
+		sed 's/^\([0-9a-f]*\) [tT] /bench: ksym \1 /' >/dev/ttyS1
+}
+
 # rng_use NAME: /dev/hwrng reads from NAME. (The entropy pool's filler
 # thread does not read in between: rng_core.default_quality=0.)
 rng_use() {
@@ -338,6 +381,15 @@ rng_use "$rng_msg"
 cost rng msg "$dev_rng_msg" seq -b 64 -t $SECS /dev/hwrng
 rng_use "$rng_pci"
 cost rng pci "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
+for qd in 1 16; do
+	sampled blk-qd$qd msg "$dev_blk_msg" rand -d -q $qd -t $SECS "$blk_msg"
+	sampled blk-qd$qd pci "$dev_blk_pci" rand -d -q $qd -t $SECS "$blk_pci"
+done
+rng_use "$rng_msg"
+sampled rng msg "$dev_rng_msg" seq -b 64 -t $SECS /dev/hwrng
+rng_use "$rng_pci"
+sampled rng pci "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
+module_symbols
 
 # Whatever went wrong on a bus, for the host to show.
 stats_problems() {
@@ -385,6 +437,11 @@ for qd in 1 16; do
 	cost blk-qd$qd loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
 done
 cost rng loopback "${dev_rng_loop:-}" seq -b 64 -t $SECS /dev/hwrng
+for qd in 1 16; do
+	sampled blk-qd$qd loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
+done
+sampled rng loopback "${dev_rng_loop:-}" seq -b 64 -t $SECS /dev/hwrng
+module_symbols
 
 stats_problems
 emit done
