@@ -13,6 +13,7 @@
 # FIFO 1 keep working, and past the limit the device is removed for good.
 # e2e-host: kinds
 # e2e-exclusive: vmsgtap0
+# e2e-kasan: the network device torn down under traffic and probed again
 . /tests/lib.sh
 
 kinds_up

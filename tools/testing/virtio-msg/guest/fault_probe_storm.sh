@@ -10,6 +10,7 @@
 # three minutes, 256 on eight FIFOs about three hours.)
 # e2e-host: faults
 # e2e-emulator-extra: --fault 0:all:silent-numbers,n=28
+# e2e-kasan: the bus unloaded while devices are probed in a work item
 . /tests/lib.sh
 
 check core_load insmod $MODDIR/virtio_msg.ko

@@ -8,6 +8,7 @@
 # devices move data (bytes compared) throughout, FIFO 0's disk either works
 # again or is gone, nothing hangs, and the modules unload.
 # e2e-host: dead_fifo
+# e2e-kasan: a queue index past what the driver produced
 . /tests/lib.sh
 
 fifo0_fault "fault 0:all:tail-overtake"

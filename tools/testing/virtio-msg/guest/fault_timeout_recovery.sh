@@ -10,6 +10,7 @@
 # may ask meanwhile (the kick watch asks a device that is slow to return a
 # buffer for its status) is answered, so the three timeouts are the reset's.
 # e2e-host: faults
+# e2e-kasan: a device unbound while its resets time out
 . /tests/lib.sh
 
 fault_up

@@ -9,6 +9,7 @@
 # exists its size stays 8192 sectors. The entropy devices keep working, the
 # modules unload.
 # e2e-host: faults
+# e2e-kasan: configuration answers of another offset or length than asked
 . /tests/lib.sh
 
 fault_up
