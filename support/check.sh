@@ -14,14 +14,16 @@
 # A suite that cannot even run (a build error, say) counts as one failure.
 #
 # First "make" (provisioning, the guest kernel, the initramfs, the emulator);
-# then two lanes run side by side, because a TCG guest keeps about one of
+# then three lanes run side by side, because a TCG guest keeps about one of
 # the two host cores busy and a build the other:
 #   guests: kunit, e2e, e2e-kasan (E2E_JOBS guests at a time, see e2e.sh),
 #           then cargo and fuzz, which fill the cores the build lane's
 #           single-threaded steps leave at the end;
-#   builds: the KASAN kernel (e2e-kasan waits for it), series, lint, at the
-#           lowest CPU priority (nice 19), so that they take what the guests
-#           leave and the guests' timing is what it is on an idle machine.
+#   builds: the KASAN kernel (e2e-kasan waits for it), then lint; beside
+#           it, the series (a third lane: its per-patch builds are mostly
+#           one rustc at a time); both at the lowest CPU priority (nice 19),
+#           so that they take what the guests leave and the guests' timing
+#           is what it is on an idle machine.
 # Each suite's output is printed when the suite ends.
 # Full logs: build/check/SUITE.log.
 set -uo pipefail
@@ -155,14 +157,22 @@ if [ "${PIPESTATUS[0]}" = 0 ]; then
 	case $suites in *" e2e-kasan "*) want_kasan=kasan-kernel ;; *) want_kasan= ;; esac
 	lane kunit e2e e2e-kasan cargo fuzz &
 	guests=$!
-	# The KASAN kernel first: e2e-kasan waits for it.
+	# The KASAN kernel first: e2e-kasan waits for it; lint after it (it
+	# touches files of build/src to rebuild our crates with clippy).
 	(
 		renice -n 19 -p $BASHPID >/dev/null
 		[ -z "$want_kasan" ] || suite kasan-kernel
-		lane series lint
+		lane lint
 	) &
 	builds=$!
-	wait $guests $builds
+	# The series beside it: its per-patch builds are mostly one rustc at a
+	# time, so after them one core would otherwise idle.
+	(
+		renice -n 19 -p $BASHPID >/dev/null
+		lane series
+	) &
+	series=$!
+	wait $guests $builds $series
 else
 	record build 0 1 $(($(date +%s) - start))
 	suites=" "
