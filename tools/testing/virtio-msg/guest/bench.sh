@@ -373,22 +373,17 @@ access_costs() {
 	emit access doorbell "$(pci-bar -n 400 "$pci/resource0" $((0x20 + 4 * fifo_of_rng)) 0)"
 }
 [ -n "$TRACE" ] && access_costs
-for qd in 1 16; do
-	cost blk-qd$qd msg "$dev_blk_msg" rand -d -q $qd -t $SECS "$blk_msg"
-	cost blk-qd$qd pci "$dev_blk_pci" rand -d -q $qd -t $SECS "$blk_pci"
+# The profiled runs, then the sampled ones: the same I/O each.
+for how in cost sampled; do
+	for qd in 1 16; do
+		$how blk-qd$qd msg "$dev_blk_msg" rand -d -q $qd -t $SECS "$blk_msg"
+		$how blk-qd$qd pci "$dev_blk_pci" rand -d -q $qd -t $SECS "$blk_pci"
+	done
+	rng_use "$rng_msg"
+	$how rng msg "$dev_rng_msg" seq -b 64 -t $SECS /dev/hwrng
+	rng_use "$rng_pci"
+	$how rng pci "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
 done
-rng_use "$rng_msg"
-cost rng msg "$dev_rng_msg" seq -b 64 -t $SECS /dev/hwrng
-rng_use "$rng_pci"
-cost rng pci "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
-for qd in 1 16; do
-	sampled blk-qd$qd msg "$dev_blk_msg" rand -d -q $qd -t $SECS "$blk_msg"
-	sampled blk-qd$qd pci "$dev_blk_pci" rand -d -q $qd -t $SECS "$blk_pci"
-done
-rng_use "$rng_msg"
-sampled rng msg "$dev_rng_msg" seq -b 64 -t $SECS /dev/hwrng
-rng_use "$rng_pci"
-sampled rng pci "$dev_rng_pci" seq -b 64 -t $SECS /dev/hwrng
 module_symbols
 
 # Whatever went wrong on a bus, for the host to show.
@@ -433,14 +428,12 @@ for rep in $(seq $REPS); do
 		run blk-qd$qd loopback $rep loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
 	done
 done
-for qd in 1 16; do
-	cost blk-qd$qd loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
+for how in cost sampled; do
+	for qd in 1 16; do
+		$how blk-qd$qd loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
+	done
+	$how rng loopback "${dev_rng_loop:-}" seq -b 64 -t $SECS /dev/hwrng
 done
-cost rng loopback "${dev_rng_loop:-}" seq -b 64 -t $SECS /dev/hwrng
-for qd in 1 16; do
-	sampled blk-qd$qd loopback "${dev_blk_loop:-}" rand -d -q $qd -t $SECS "$blk_loop"
-done
-sampled rng loopback "${dev_rng_loop:-}" seq -b 64 -t $SECS /dev/hwrng
 module_symbols
 
 stats_problems
