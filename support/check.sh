@@ -88,7 +88,7 @@ suite() {
 			# copies something from what the device side does (a device
 			# removed with I/O in flight, a lying size or index, a late
 			# answer). The plain guest runs every test, with lockdep and
-			# kmemleak; a KASAN guest takes three times as long.
+			# kmemleak, which the KASAN kernel leaves out.
 			VMSG_VARIANT=kasan "$here/e2e.sh" $(cd "$here/guest" &&
 				grep -l '^# e2e-kasan: ' *.sh | sed 's/\.sh$//') >"$log" 2>&1
 			rc=$?

@@ -143,7 +143,7 @@ check_config() {
 		line=${want[$sym]}
 		# An option that is off may also be absent (its dependencies are).
 		if ! grep -qxF "$line" "$OBJ/.config" &&
-			! { [ "$line" = "# $sym is not set" ] && ! grep -qE "^$sym=|^# $sym is not set" "$OBJ/.config"; }; then
+			! { [ "$line" = "# $sym is not set" ] && ! grep -q "^$sym=" "$OBJ/.config"; }; then
 			log "config: wanted '$line', got '$(grep -E "^$sym=|^# $sym is not set" "$OBJ/.config" || echo unset)'"
 			bad=1
 		fi
