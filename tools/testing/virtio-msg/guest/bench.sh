@@ -262,6 +262,24 @@ irqs_to() {
 	shift
 	for i in "$@"; do echo "$cpus" >/proc/irq/$i/smp_affinity_list 2>/dev/null; done
 }
+# pin_io: for the run of $fig on $t (device $dev), the I/O to CPU 0 ($pin, a
+# taskset) and the device's interrupts to CPU 1 (see cost()); sets fifo (the
+# device's FIFO, virtio-msg only), irqs and pin. unpin_io: interrupts to
+# every CPU again.
+pin_io() {
+	fifo=
+	case $t in msg) eval "fifo=\$fifo_of_${fig%%-*}" ;; esac
+	irqs=$(irqs_of $t "$dev")
+	pin=
+	if [ "$(nproc)" -ge 2 ]; then
+		irqs_to 1 $irqs
+		pin="taskset -c 0"
+	fi
+}
+unpin_io() {
+	irqs_to 0-$(($(nproc) - 1)) $irqs
+}
+
 # cost FIGURE TRANSPORT DEVICE vmsg-io ARGS...
 #
 # The I/O runs on CPU 0 and the device's interrupts go to CPU 1: an interrupt
@@ -272,20 +290,13 @@ cost() {
 	[ -n "$TRACE" ] && [ -n "$3" ] || return
 	fig=$1 t=$2 dev=$3
 	shift 3
-	fifo=
-	case $t in msg) eval "fifo=\$fifo_of_${fig%%-*}" ;; esac
+	pin_io
 	[ -n "$fifo" ] && a0=$(access_counts $fifo)
-	irqs=$(irqs_of $t "$dev")
-	pin=
-	if [ "$(nproc)" -ge 2 ]; then
-		irqs_to 1 $irqs
-		pin="taskset -c 0"
-	fi
 	echo 1 >$TRACE/function_profile_enabled # starting again clears the counts
 	res=$($pin vmsg-io "$@" 2>/tmp/vmsg-io.err)
 	rc=$?
 	echo 0 >$TRACE/function_profile_enabled
-	irqs_to 0-$(($(nproc) - 1)) $irqs
+	unpin_io
 	[ $rc = 0 ] || { emit note "cost $fig $t failed: $(head -n1 /tmp/vmsg-io.err)"; return; }
 	accesses=
 	if [ -n "$fifo" ]; then
@@ -306,21 +317,14 @@ sampled() {
 	[ "$SAMPLE" = 1 ] && [ -n "$3" ] || return
 	fig=$1 t=$2 dev=$3
 	shift 3
-	fifo=
-	case $t in msg) eval "fifo=\$fifo_of_${fig%%-*}" ;; esac
-	irqs=$(irqs_of $t "$dev")
-	pin=
-	if [ "$(nproc)" -ge 2 ]; then
-		irqs_to 1 $irqs
-		pin="taskset -c 0"
-	fi
+	pin_io
 	emit sample start "$fig" "$t" "$(cut -d' ' -f1 /proc/uptime)" "$(nproc)"
 	# Give the host a moment to see the line before the run starts.
 	sleep 0.2
 	res=$($pin vmsg-io "$@" 2>/tmp/vmsg-io.err)
 	rc=$?
 	emit sample stop "$fig" "$t" "$(cut -d' ' -f1 /proc/uptime)" "$(nproc)" "$res"
-	irqs_to 0-$(($(nproc) - 1)) $irqs
+	unpin_io
 	[ $rc = 0 ] || emit note "sampled $fig $t failed: $(head -n1 /tmp/vmsg-io.err)"
 }
 
