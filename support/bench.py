@@ -353,6 +353,8 @@ def report(results_path, outdir):
     phases, ksym_sets = parse_samples(results_path)
     sampled = sampling.report(os.path.join(outdir, "samples.txt"), system_map(), ksym_sets,
                              phases)
+    counted = sampling.report_counts(os.path.join(outdir, "insns.txt"), system_map(),
+                                     ksym_sets, phases)
     seconds = max([r["usec"] for r in runs] or [0]) // 1_000_000
     reps = max([r["rep"] for r in runs] or [0])
     # What the guest found (bench.sh's note): "none" on the bench kernel.
@@ -408,10 +410,11 @@ def report(results_path, outdir):
         for c in costs:
             if c["figure"] == key and c["transport"] in tr:
                 tr[c["transport"]]["cost"] = {"run": c, "per_io": derive_cost(c, access)}
-        for phase, prof in sampled.items():
-            fig_key, _, t = phase.partition("/")
-            if fig_key == key and t in tr:
-                tr[t]["sampled"] = prof
+        for what, profiles in (("sampled", sampled), ("counted", counted)):
+            for phase, prof in profiles.items():
+                fig_key, _, t = phase.partition("/")
+                if fig_key == key and t in tr:
+                    tr[t][what] = prof
         results["figures"][key] = fig
 
     os_json = outdir + "/results.json"
@@ -555,6 +558,29 @@ def print_table(results):
                     "%s %s" % (name, num(us)) for name, us in prof["driver_top"][:4]))
     if tops:
         p("The driver's costliest functions, us per I/O:")
+        for line in tops:
+            p(line)
+    p()
+    p("Instructions per I/O, counted in the same runs (support/insncount.c, a TCG plugin:")
+    p("every block of kernel code run, by the function it starts in; the same categories;")
+    p("unlike time, hardly different between runs or hosts: the figure to compare the")
+    p("drivers' own work by; rest includes spinning and the idle loop, which vary):")
+    ccols = ["driver", "virtio core", "rest"]
+    p("  %-9s %-20s" % ("figure", "transport") + "".join("%12s" % c for c in ccols))
+    tops = []
+    for key, _, _ in FIGURES:
+        tr = figs.get(key, {}).get("transports", {})
+        for t in TRANSPORTS:
+            prof = tr.get(t, {}).get("counted")
+            if not prof:
+                continue
+            p("  %-9s %-20s" % (key, LABEL[t]) +
+              "".join("%12.0f" % prof["insns_per_io"].get(c, 0) for c in ccols))
+            if prof["driver_top"]:
+                tops.append("  %s, %s: " % (key, LABEL[t]) + "; ".join(
+                    "%s %.0f" % (name, n) for name, n in prof["driver_top"][:4]))
+    if tops:
+        p("The driver's costliest functions, instructions per I/O:")
         for line in tops:
             p(line)
     p()

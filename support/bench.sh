@@ -18,7 +18,10 @@
 # without it, the test guest's (build/out) is used, and the output says so.
 # While the guest's sampled runs go, support/sampling.py samples where its
 # vCPUs are through QEMU's gdbstub (on 127.0.0.1:BENCH_GDB_PORT, default
-# 5592; build/bench/samples.txt). BENCH_SAMPLE=0 leaves that out.
+# 5592; build/bench/samples.txt), and the instruction counter
+# (support/insncount.c, a TCG plugin built here and loaded into QEMU)
+# counts the kernel's instructions in them (build/bench/insns.txt).
+# BENCH_SAMPLE=0 leaves both out.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,7 +42,8 @@ if ip link show $TAP_PCI >/dev/null 2>&1 || ip link show $TAP_MSG >/dev/null 2>&
 fi
 
 mkdir -p "$dir"
-rm -f "$dir"/results.* "$dir"/guest.log* "$dir"/*.img "$dir"/console.sock "$dir"/samples.txt
+rm -f "$dir"/results.* "$dir"/guest.log* "$dir"/*.img "$dir"/console.sock "$dir"/samples.txt \
+	"$dir"/insns.*
 # Same size, same (random) contents, both in the host's page cache.
 head -c $((DISK_MIB << 20)) /dev/urandom >"$dir/msg.img"
 cp "$dir/msg.img" "$dir/pci.img"
@@ -48,7 +52,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	ip link del $TAP_PCI 2>/dev/null || true
-	rm -f "$dir"/*.img "$dir/console.sock"
+	rm -f "$dir"/*.img "$dir/console.sock" "$dir/insns.ctl"
 }
 trap cleanup EXIT
 
@@ -84,9 +88,13 @@ qemu_args=(
 	-device virtconsole,chardev=pcicon
 )
 if [ "$SAMPLE" = 1 ]; then
-	qemu_args+=(-gdb "tcp:127.0.0.1:$GDB_PORT")
+	gcc -O2 -Wall -Werror -shared -fPIC -fvisibility=hidden -pthread \
+		-o "$dir/insncount.so" "$top/support/insncount.c"
+	mkfifo "$dir/insns.ctl"
+	qemu_args+=(-gdb "tcp:127.0.0.1:$GDB_PORT"
+		-plugin "$dir/insncount.so,ctl=$dir/insns.ctl,out=$dir/insns.txt")
 	python3 "$top/support/sampling.py" sample "$GDB_PORT" "$dir/guest.log.results" \
-		"$dir/samples.txt" 2>"$dir/sampling.log" &
+		"$dir/samples.txt" "$dir/insns.ctl" 2>"$dir/sampling.log" &
 	sampler=$!
 	pids+=($sampler)
 fi

@@ -8,12 +8,18 @@ the device's accesses. Sampling can: every PERIOD, stop the guest, read each vCP
 instruction pointer, let it go on. Under TCG the guest's time is host time spent in the code
 QEMU runs for it, so the share of samples in a function is the share of the vCPUs' time.
 
-    sampling.py sample PORT RESULTS OUT
+    sampling.py sample PORT RESULTS OUT [COUNT_CTL]
 
 connects to QEMU's gdbstub (-gdb tcp:127.0.0.1:PORT), follows the guest's result lines in
 RESULTS, and samples only between "bench: sample start FIGURE TRANSPORT ..." and
 "bench: sample stop ..." (guest/bench.sh), writing "FIGURE/TRANSPORT RIP" lines to OUT. It
 ends when QEMU does. support/bench.py turns them into time per I/O (report()).
+
+With COUNT_CTL, the control pipe of the instruction counter (support/insncount.c, a TCG
+plugin in the same QEMU), the same runs are counted too: "start FIGURE/TRANSPORT" and
+"stop FIGURE/TRANSPORT" go to the pipe as the lines come (report_counts() reads what the
+plugin wrote). Counting costs the guest one callback per block of kernel code run, which
+slows it, not what it counts.
 """
 import bisect
 import os
@@ -92,7 +98,23 @@ class Stub:
         return int.from_bytes(bytes.fromhex(self.ask("p10")), "little")
 
 
-def sample(port, results, out):
+def tell(ctl, line):
+    """A line to the instruction counter's control pipe, if it is there: a QEMU that did not
+    load the plugin has no reader, and the runs are then only sampled."""
+    if not ctl:
+        return
+    try:
+        fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        print("count: %s: %s" % (ctl, e), file=sys.stderr)
+        return
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def sample(port, results, out, ctl=None):
     stub = Stub(port)
     stub.ask("?")
     threads = stub.threads()
@@ -114,7 +136,9 @@ def sample(port, results, out):
                     words = line.split()
                     if words[:3] == ["bench:", "sample", "start"] and len(words) >= 5:
                         phase = words[3] + "/" + words[4]
-                    elif words[:3] == ["bench:", "sample", "stop"]:
+                        tell(ctl, "start " + phase)
+                    elif words[:3] == ["bench:", "sample", "stop"] and phase:
+                        tell(ctl, "stop " + phase)
                         phase = None
                 if phase is None:
                     time.sleep(0.05)
@@ -197,6 +221,35 @@ class Symbols:
         return self.names[i] if i >= 0 else "?"
 
 
+class Tables:
+    """The symbol table each phase's addresses are named with: System.map and the module
+    symbols the guest printed first after the phase ended."""
+
+    def __init__(self, system_map, ksym_sets):
+        self.system_map, self.ksym_sets, self.maps = system_map, ksym_sets, {}
+
+    def of(self, meta):
+        syms = next((s for after, s in self.ksym_sets if after >= meta["index"]), [])
+        if id(syms) not in self.maps:
+            self.maps[id(syms)] = Symbols(self.system_map, syms)
+        return self.maps[id(syms)]
+
+
+def per_io(phase, weights, table, scale):
+    """The categories and the driver's costliest functions of one phase: weights is
+    [(address, weight)], scale turns a weight into the figure per I/O."""
+    cats, funcs = {}, {}
+    transport = phase.partition("/")[2]
+    for addr, weight in weights:
+        name = table.name(addr)
+        cat = category(name, transport)
+        cats[cat] = cats.get(cat, 0) + weight
+        if cat == "driver":
+            funcs[name] = funcs.get(name, 0) + weight
+    return ({c: n * scale for c, n in cats.items()},
+            [(readable(n), c * scale) for n, c in sorted(funcs.items(), key=lambda kv: -kv[1])[:6]])
+
+
 def report(samples_path, system_map, ksym_sets, phases):
     """Per phase ("FIGURE/TRANSPORT"): the us per I/O of each category and the driver's top
     functions. ksym_sets: list of (first phase index after which it was printed, [(addr, name)]);
@@ -211,38 +264,46 @@ def report(samples_path, system_map, ksym_sets, phases):
                 per_phase.setdefault(phase, []).append(int(rip, 16))
     except FileNotFoundError:
         return {}
-    maps = {}
-    out = {}
+    tables, out = Tables(system_map, ksym_sets), {}
     for phase, rips in per_phase.items():
         meta = phases.get(phase)
         if not meta or not meta.get("ops"):
             continue
-        # The module symbols printed first after this phase ended.
-        syms = next((s for after, s in ksym_sets if after >= meta["index"]), [])
-        key = id(syms)
-        if key not in maps:
-            maps[key] = Symbols(system_map, syms)
-        table = maps[key]
         scale = meta["cpus"] * meta["secs"] * 1e6 / meta["ops"] / len(rips)
-        cats, funcs = {}, {}
-        transport = phase.partition("/")[2]
-        for rip in rips:
-            name = table.name(rip)
-            cat = category(name, transport)
-            cats[cat] = cats.get(cat, 0) + 1
-            if cat == "driver":
-                funcs[name] = funcs.get(name, 0) + 1
-        out[phase] = {
-            "samples": len(rips),
-            "us_per_io": {c: n * scale for c, n in cats.items()},
-            "driver_top": [(readable(n), c * scale) for n, c in
-                           sorted(funcs.items(), key=lambda kv: -kv[1])[:6]],
-        }
+        us, top = per_io(phase, [(rip, 1) for rip in rips], tables.of(meta), scale)
+        out[phase] = {"samples": len(rips), "us_per_io": us, "driver_top": top}
+    return out
+
+
+def report_counts(counts_path, system_map, ksym_sets, phases):
+    """What the instruction counter wrote (support/insncount.c: "PHASE ADDRESS INSTRUCTIONS"
+    per block of kernel code, then "PHASE end"), per phase: the kernel's instructions per I/O
+    of each category and the driver's top functions, as report() for time."""
+    blocks, ended = {}, set()
+    if not os.path.exists(system_map):
+        return {}
+    try:
+        with open(counts_path) as f:
+            for line in f:
+                words = line.split()
+                if len(words) == 2 and words[1] == "end":
+                    ended.add(words[0])
+                elif len(words) == 3:
+                    blocks.setdefault(words[0], []).append((int(words[1], 16), int(words[2])))
+    except FileNotFoundError:
+        return {}
+    tables, out = Tables(system_map, ksym_sets), {}
+    for phase in ended:
+        meta = phases.get(phase)
+        if not meta or not meta.get("ops"):
+            continue
+        insns, top = per_io(phase, blocks.get(phase, []), tables.of(meta), 1 / meta["ops"])
+        out[phase] = {"insns_per_io": insns, "driver_top": top}
     return out
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "sample":
-        sample(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "sample":
+        sample(int(sys.argv[2]), sys.argv[3], sys.argv[4], *sys.argv[5:])
     else:
         sys.exit(__doc__)
