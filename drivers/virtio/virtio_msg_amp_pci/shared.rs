@@ -8,14 +8,15 @@
 //! publishes them, and an index is read before the slot bytes it announces), which is the
 //! release/acquire ordering the queue protocol asks for.
 //!
-//! The mapping is device-managed ([`Devres`]) and disappears when the driver unbinds; an
-//! access after that reads an index of `u32::MAX`, which the queue code rejects as out of
-//! range, and writes nothing.
+//! The mapping is device-managed ([`Devres`]) and disappears when the driver unbinds. Each
+//! queue operation makes sure of it once ([`QueueMemory::access`]: one revocable access, not
+//! one per word); after the unbinding an operation reads an index of `u32::MAX`, which the
+//! queue code rejects as out of range, and writes nothing.
 
 use core::cell::Cell;
 use kernel::{devres::Devres, io::Io, pci, sync::Arc};
 
-use crate::spsc::{QueueMemory, QUEUE_BYTES};
+use crate::spsc::{QueueAccess, QueueMemory, QUEUE_BYTES};
 
 /// BAR1, mapped.
 pub(crate) type SharedBar = Devres<pci::Bar<'static>>;
@@ -95,43 +96,63 @@ fn write_word(bar: &pci::Bar<'static>, word: [u8; WORD], at: usize) {
 }
 
 impl QueueMemory for SharedQueue {
+    type Access<'a> = Mapped<'a>;
+
+    fn access<R>(&self, f: impl FnOnce(&Mapped<'_>) -> R) -> R {
+        let bar = self.bar.try_access();
+        f(&Mapped {
+            bar: bar.as_deref(),
+            queue: self,
+        })
+    }
+}
+
+/// One queue of BAR1 for the length of a queue operation: the mapping, or `None` once the
+/// driver unbound.
+pub(crate) struct Mapped<'a> {
+    bar: Option<&'a pci::Bar<'static>>,
+    queue: &'a SharedQueue,
+}
+
+impl QueueAccess for Mapped<'_> {
     fn load_index(&self, offset: usize) -> u32 {
-        Accesses::add(&self.accesses.reads, 1);
+        Accesses::add(&self.queue.accesses.reads, 1);
         self.bar
-            .try_access_with(|bar| bar.try_read32(self.at(offset, 4)).ok())
-            .flatten()
+            .and_then(|bar| bar.try_read32(self.queue.at(offset, 4)).ok())
             .unwrap_or(u32::MAX)
     }
 
     fn store_index(&self, offset: usize, value: u32) {
-        Accesses::add(&self.accesses.writes, 1);
-        let _ = self
-            .bar
-            .try_access_with(|bar| bar.try_write32(value, self.at(offset, 4)));
+        Accesses::add(&self.queue.accesses.writes, 1);
+        if let Some(bar) = self.bar {
+            let _ = bar.try_write32(value, self.queue.at(offset, 4));
+        }
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) {
-        Accesses::add(&self.accesses.reads, out.len().div_ceil(WORD));
-        self.bar.try_access_with(|bar| {
-            for (i, chunk) in out.chunks_mut(WORD).enumerate() {
-                let word = read_word(bar, self.at(offset + i * WORD, WORD));
-                for (dst, src) in chunk.iter_mut().zip(word) {
-                    *dst = src;
-                }
+        Accesses::add(&self.queue.accesses.reads, out.len().div_ceil(WORD));
+        let Some(bar) = self.bar else {
+            return;
+        };
+        for (i, chunk) in out.chunks_mut(WORD).enumerate() {
+            let word = read_word(bar, self.queue.at(offset + i * WORD, WORD));
+            for (dst, src) in chunk.iter_mut().zip(word) {
+                *dst = src;
             }
-        });
+        }
     }
 
     fn write(&self, offset: usize, data: &[u8]) {
-        Accesses::add(&self.accesses.writes, data.len().div_ceil(WORD));
-        self.bar.try_access_with(|bar| {
-            for (i, chunk) in data.chunks(WORD).enumerate() {
-                let mut word = [0u8; WORD];
-                for (dst, &src) in word.iter_mut().zip(chunk) {
-                    *dst = src;
-                }
-                write_word(bar, word, self.at(offset + i * WORD, WORD));
+        Accesses::add(&self.queue.accesses.writes, data.len().div_ceil(WORD));
+        let Some(bar) = self.bar else {
+            return;
+        };
+        for (i, chunk) in data.chunks(WORD).enumerate() {
+            let mut word = [0u8; WORD];
+            for (dst, &src) in word.iter_mut().zip(chunk) {
+                *dst = src;
             }
-        });
+            write_word(bar, word, self.queue.at(offset + i * WORD, WORD));
+        }
     }
 }

@@ -36,7 +36,7 @@ pub const PREFIX_BYTES: usize = 8;
 pub const CAPACITY: u32 = ((QUEUE_BYTES - SLOTS_OFFSET) / SLOT_BYTES) as u32;
 
 /// Access to the shared memory of one queue. Offsets are below [`QUEUE_BYTES`].
-pub trait QueueMemory {
+pub trait QueueAccess {
     /// Reads a little-endian index; orders later reads of slots after it (acquire).
     fn load_index(&self, offset: usize) -> u32;
     /// Writes a little-endian index; orders earlier slot writes before it (release).
@@ -45,6 +45,32 @@ pub trait QueueMemory {
     fn read(&self, offset: usize, out: &mut [u8]);
     /// Copies `data` into shared memory.
     fn write(&self, offset: usize, data: &[u8]);
+}
+
+/// The shared memory of one queue, as a queue end keeps it. Every operation of [`Producer`]
+/// and [`Consumer`] makes its accesses within one [`QueueMemory::access`]: memory that must
+/// be made sure of before use (a device's BAR, which the driver's unbinding takes away) is
+/// made sure of once per operation, not once per access. Memory that is always there is its
+/// own access: every [`QueueAccess`] is a [`QueueMemory`].
+pub trait QueueMemory {
+    /// What [`QueueMemory::access`] lends.
+    type Access<'a>: QueueAccess
+    where
+        Self: 'a;
+
+    /// Runs `f` with access to the memory.
+    fn access<R>(&self, f: impl FnOnce(&Self::Access<'_>) -> R) -> R;
+}
+
+impl<T: QueueAccess> QueueMemory for T {
+    type Access<'a>
+        = T
+    where
+        T: 'a;
+
+    fn access<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(self)
+    }
 }
 
 /// Which index of a queue.
@@ -114,32 +140,27 @@ const fn slot_offset(index: u32) -> usize {
 /// The producing side of a queue.
 pub struct Producer<M: QueueMemory> {
     mem: M,
+    ends: ProducerEnds,
+}
+
+/// What a producer knows of the indexes.
+struct ProducerEnds {
     head: u32,
     /// The consumer's tail as last seen.
     tail: u32,
 }
 
-impl<M: QueueMemory> Producer<M> {
-    /// Takes over a queue as its producer, adopting the indexes found in shared memory.
-    pub fn adopt(mem: M) -> Result<Self, QueueError> {
-        let head = checked(Index::Head, mem.load_index(HEAD_OFFSET))?;
-        let tail = checked(Index::Tail, mem.load_index(TAIL_OFFSET))?;
-        Ok(Self { mem, head, tail })
-    }
-
-    /// Takes the queue over again from the indexes in shared memory now, as
-    /// [`Producer::adopt`] does: for a producer whose consumer started again, which may have
-    /// reset its index (or both). Nothing changes if they are out of range.
-    pub fn readopt(&mut self) -> Result<(), QueueError> {
-        let head = checked(Index::Head, self.mem.load_index(HEAD_OFFSET))?;
-        let tail = checked(Index::Tail, self.mem.load_index(TAIL_OFFSET))?;
-        (self.head, self.tail) = (head, tail);
-        Ok(())
+impl ProducerEnds {
+    /// The indexes in shared memory now.
+    fn adopt(m: &impl QueueAccess) -> Result<Self, QueueError> {
+        let head = checked(Index::Head, m.load_index(HEAD_OFFSET))?;
+        let tail = checked(Index::Tail, m.load_index(TAIL_OFFSET))?;
+        Ok(Self { head, tail })
     }
 
     /// Reads the consumer's tail and checks it against what it can be.
-    fn refresh_tail(&mut self) -> Result<u32, QueueError> {
-        let tail = checked(Index::Tail, self.mem.load_index(TAIL_OFFSET))?;
+    fn refresh_tail(&mut self, m: &impl QueueAccess) -> Result<u32, QueueError> {
+        let tail = checked(Index::Tail, m.load_index(TAIL_OFFSET))?;
         // The consumer can only have consumed what we produced since we last looked.
         if distance(self.tail, tail) > distance(self.tail, self.head) {
             return Err(QueueError::TailOvertook {
@@ -151,10 +172,54 @@ impl<M: QueueMemory> Producer<M> {
         Ok(tail)
     }
 
+    fn free(&mut self, m: &impl QueueAccess) -> Result<u32, QueueError> {
+        let tail = self.refresh_tail(m)?;
+        Ok(CAPACITY - 1 - distance(tail, self.head))
+    }
+
+    fn push(&mut self, m: &impl QueueAccess, msg: &[u8]) -> Result<(), QueueError> {
+        if msg.len() > SLOT_BYTES {
+            return Err(QueueError::TooLong { len: msg.len() });
+        }
+        if next(self.head) == self.tail && next(self.head) == self.refresh_tail(m)? {
+            return Err(QueueError::Full);
+        }
+        m.write(slot_offset(self.head), msg);
+        self.head = next(self.head);
+        m.store_index(HEAD_OFFSET, self.head);
+        Ok(())
+    }
+
+    fn defuse(&mut self, m: &impl QueueAccess) -> Result<u32, QueueError> {
+        let tail = self.refresh_tail(m)?;
+        let mut index = tail;
+        while index != self.head {
+            m.write(slot_offset(index), &[0; SLOT_BYTES]);
+            index = next(index);
+        }
+        Ok(distance(tail, self.head))
+    }
+}
+
+impl<M: QueueMemory> Producer<M> {
+    /// Takes over a queue as its producer, adopting the indexes found in shared memory.
+    pub fn adopt(mem: M) -> Result<Self, QueueError> {
+        let ends = mem.access(|m| ProducerEnds::adopt(m))?;
+        Ok(Self { mem, ends })
+    }
+
+    /// Takes the queue over again from the indexes in shared memory now, as
+    /// [`Producer::adopt`] does: for a producer whose consumer started again, which may have
+    /// reset its index (or both). Nothing changes if they are out of range.
+    pub fn readopt(&mut self) -> Result<(), QueueError> {
+        self.ends = self.mem.access(|m| ProducerEnds::adopt(m))?;
+        Ok(())
+    }
+
     /// Slots free for [`Producer::push`].
     pub fn free(&mut self) -> Result<u32, QueueError> {
-        let tail = self.refresh_tail()?;
-        Ok(CAPACITY - 1 - distance(tail, self.head))
+        let ends = &mut self.ends;
+        self.mem.access(|m| ends.free(m))
     }
 
     /// Copies `msg` into the next slot and publishes it. Only the message is written: the rest
@@ -163,16 +228,8 @@ impl<M: QueueMemory> Producer<M> {
     /// read only when the tail last seen leaves no room: it only moves forward, so room seen
     /// is room there.
     pub fn push(&mut self, msg: &[u8]) -> Result<(), QueueError> {
-        if msg.len() > SLOT_BYTES {
-            return Err(QueueError::TooLong { len: msg.len() });
-        }
-        if next(self.head) == self.tail && next(self.head) == self.refresh_tail()? {
-            return Err(QueueError::Full);
-        }
-        self.mem.write(slot_offset(self.head), msg);
-        self.head = next(self.head);
-        self.mem.store_index(HEAD_OFFSET, self.head);
-        Ok(())
+        let ends = &mut self.ends;
+        self.mem.access(|m| ends.push(m, msg))
     }
 
     /// Zeroes every slot the consumer has not taken yet, and returns how many: for a
@@ -182,18 +239,13 @@ impl<M: QueueMemory> Producer<M> {
     /// stale slots it would read). A consumer reading a slot as it is zeroed gets a mix of
     /// the two: only a consumer that woke up just then.
     pub fn defuse(&mut self) -> Result<u32, QueueError> {
-        let tail = self.refresh_tail()?;
-        let mut index = tail;
-        while index != self.head {
-            self.mem.write(slot_offset(index), &[0; SLOT_BYTES]);
-            index = next(index);
-        }
-        Ok(distance(tail, self.head))
+        let ends = &mut self.ends;
+        self.mem.access(|m| ends.defuse(m))
     }
 
     /// Our head.
     pub fn head(&self) -> u32 {
-        self.head
+        self.ends.head
     }
 
     /// The shared memory.
@@ -205,6 +257,11 @@ impl<M: QueueMemory> Producer<M> {
 /// The consuming side of a queue.
 pub struct Consumer<M: QueueMemory> {
     mem: M,
+    ends: ConsumerEnds,
+}
+
+/// What a consumer knows of the indexes.
+struct ConsumerEnds {
     tail: u32,
     /// The producer's head as last seen.
     head: u32,
@@ -214,29 +271,17 @@ pub struct Consumer<M: QueueMemory> {
     was_full: bool,
 }
 
-impl<M: QueueMemory> Consumer<M> {
-    /// Takes over a queue as its consumer, adopting the indexes found in shared memory.
-    pub fn adopt(mem: M) -> Result<Self, QueueError> {
-        let tail = checked(Index::Tail, mem.load_index(TAIL_OFFSET))?;
-        let head = checked(Index::Head, mem.load_index(HEAD_OFFSET))?;
+impl ConsumerEnds {
+    /// The indexes in shared memory now.
+    fn adopt(m: &impl QueueAccess) -> Result<Self, QueueError> {
+        let tail = checked(Index::Tail, m.load_index(TAIL_OFFSET))?;
+        let head = checked(Index::Head, m.load_index(HEAD_OFFSET))?;
         Ok(Self {
-            mem,
             tail,
             head,
             tail_at_look: tail,
             was_full: false,
         })
-    }
-
-    /// Takes the queue over again from the indexes in shared memory now, as
-    /// [`Consumer::adopt`] does: for a consumer whose producer started again, which may have
-    /// reset its index (or both). Nothing changes if they are out of range.
-    pub fn readopt(&mut self) -> Result<(), QueueError> {
-        let tail = checked(Index::Tail, self.mem.load_index(TAIL_OFFSET))?;
-        let head = checked(Index::Head, self.mem.load_index(HEAD_OFFSET))?;
-        (self.tail, self.head, self.tail_at_look) = (tail, head, tail);
-        self.was_full = false;
-        Ok(())
     }
 
     /// Reads the producer's head and checks it against what it can be.
@@ -249,8 +294,8 @@ impl<M: QueueMemory> Consumer<M> {
     /// `tail_at_look`: what we consumed since (exact, as we consume only what the previous
     /// read announced) plus what waits now. The test errs on the side of "full": it cannot
     /// miss a moment the queue was full.
-    fn refresh_head(&mut self) -> Result<u32, QueueError> {
-        let head = checked(Index::Head, self.mem.load_index(HEAD_OFFSET))?;
+    fn refresh_head(&mut self, m: &impl QueueAccess) -> Result<u32, QueueError> {
+        let head = checked(Index::Head, m.load_index(HEAD_OFFSET))?;
         // The producer only adds: what was available stays available until we consume it.
         if distance(self.tail, head) < distance(self.tail, self.head) {
             return Err(QueueError::HeadBackwards {
@@ -265,31 +310,106 @@ impl<M: QueueMemory> Consumer<M> {
         Ok(head)
     }
 
+    fn pending(&mut self, m: &impl QueueAccess) -> Result<u32, QueueError> {
+        let head = self.refresh_head(m)?;
+        Ok(distance(self.tail, head))
+    }
+
+    fn pop(
+        &mut self,
+        m: &impl QueueAccess,
+        out: &mut [u8; SLOT_BYTES],
+    ) -> Result<bool, QueueError> {
+        let head = self.refresh_head(m)?;
+        if head == self.tail {
+            return Ok(false);
+        }
+        m.read(slot_offset(self.tail), out);
+        self.tail = next(self.tail);
+        m.store_index(TAIL_OFFSET, self.tail);
+        Ok(true)
+    }
+
+    fn drain_sized(
+        &mut self,
+        m: &impl QueueAccess,
+        budget: u32,
+        len: impl Fn(&[u8; PREFIX_BYTES]) -> usize,
+        mut each: impl FnMut(&[u8; SLOT_BYTES]),
+    ) -> Result<bool, QueueError> {
+        let mut left = budget;
+        loop {
+            let head = self.refresh_head(m)?;
+            if head == self.tail {
+                return Ok(false);
+            }
+            while self.tail != head {
+                if left == 0 {
+                    return Ok(true);
+                }
+                left -= 1;
+                let mut slot = [0u8; SLOT_BYTES];
+                let at = slot_offset(self.tail);
+                if let Some((prefix, rest)) = slot.split_first_chunk_mut::<PREFIX_BYTES>() {
+                    m.read(at, prefix);
+                    let more = len(prefix).clamp(PREFIX_BYTES, SLOT_BYTES) - PREFIX_BYTES;
+                    if let Some(rest) = rest.get_mut(..more) {
+                        m.read(at + PREFIX_BYTES, rest);
+                    }
+                }
+                self.tail = next(self.tail);
+                m.store_index(TAIL_OFFSET, self.tail);
+                each(&slot);
+            }
+        }
+    }
+
+    fn discard(&mut self, m: &impl QueueAccess) -> Result<u32, QueueError> {
+        let head = self.refresh_head(m)?;
+        let n = distance(self.tail, head);
+        self.tail = head;
+        m.store_index(TAIL_OFFSET, self.tail);
+        // What the producer dropped before is nobody's loss now.
+        self.tail_at_look = head;
+        self.was_full = false;
+        Ok(n)
+    }
+}
+
+impl<M: QueueMemory> Consumer<M> {
+    /// Takes over a queue as its consumer, adopting the indexes found in shared memory.
+    pub fn adopt(mem: M) -> Result<Self, QueueError> {
+        let ends = mem.access(|m| ConsumerEnds::adopt(m))?;
+        Ok(Self { mem, ends })
+    }
+
+    /// Takes the queue over again from the indexes in shared memory now, as
+    /// [`Consumer::adopt`] does: for a consumer whose producer started again, which may have
+    /// reset its index (or both). Nothing changes if they are out of range.
+    pub fn readopt(&mut self) -> Result<(), QueueError> {
+        self.ends = self.mem.access(|m| ConsumerEnds::adopt(m))?;
+        Ok(())
+    }
+
     /// Whether the queue may have been full, so that a producer that drops what does not fit
     /// may have dropped messages, at some moment up to the last read of the producer's head
     /// (since this last returned `true`). Never `false` after such a moment; sometimes `true`
     /// when the queue only came close.
     pub fn take_was_full(&mut self) -> bool {
-        core::mem::take(&mut self.was_full)
+        core::mem::take(&mut self.ends.was_full)
     }
 
     /// Messages waiting.
     pub fn pending(&mut self) -> Result<u32, QueueError> {
-        let head = self.refresh_head()?;
-        Ok(distance(self.tail, head))
+        let ends = &mut self.ends;
+        self.mem.access(|m| ends.pending(m))
     }
 
     /// Copies the next message out of its slot into `out` and frees the slot. Returns `false`
     /// if the queue is empty.
     pub fn pop(&mut self, out: &mut [u8; SLOT_BYTES]) -> Result<bool, QueueError> {
-        let head = self.refresh_head()?;
-        if head == self.tail {
-            return Ok(false);
-        }
-        self.mem.read(slot_offset(self.tail), out);
-        self.tail = next(self.tail);
-        self.mem.store_index(TAIL_OFFSET, self.tail);
-        Ok(true)
+        let ends = &mut self.ends;
+        self.mem.access(|m| ends.pop(m, out))
     }
 
     /// Hands up to `budget` waiting messages, each copied out of its slot, to `each`, freeing
@@ -307,55 +427,27 @@ impl<M: QueueMemory> Consumer<M> {
     /// many more as `len` says from them (the message's own length, say), at most the slot;
     /// the rest of the copy is zeros. Where shared memory is a device's BAR, every access costs
     /// a bus transaction on a real link, so a short message should not cost a whole
-    /// slot's worth. `len` sees bytes the producer wrote: it only bounds the copy.
+    /// slot's worth. `len` sees bytes the producer wrote: it only bounds the copy. `each` runs
+    /// within the drain's [`QueueMemory::access`].
     pub fn drain_sized(
         &mut self,
         budget: u32,
         len: impl Fn(&[u8; PREFIX_BYTES]) -> usize,
-        mut each: impl FnMut(&[u8; SLOT_BYTES]),
+        each: impl FnMut(&[u8; SLOT_BYTES]),
     ) -> Result<bool, QueueError> {
-        let mut left = budget;
-        loop {
-            let head = self.refresh_head()?;
-            if head == self.tail {
-                return Ok(false);
-            }
-            while self.tail != head {
-                if left == 0 {
-                    return Ok(true);
-                }
-                left -= 1;
-                let mut slot = [0u8; SLOT_BYTES];
-                let at = slot_offset(self.tail);
-                if let Some((prefix, rest)) = slot.split_first_chunk_mut::<PREFIX_BYTES>() {
-                    self.mem.read(at, prefix);
-                    let more = len(prefix).clamp(PREFIX_BYTES, SLOT_BYTES) - PREFIX_BYTES;
-                    if let Some(rest) = rest.get_mut(..more) {
-                        self.mem.read(at + PREFIX_BYTES, rest);
-                    }
-                }
-                self.tail = next(self.tail);
-                self.mem.store_index(TAIL_OFFSET, self.tail);
-                each(&slot);
-            }
-        }
+        let ends = &mut self.ends;
+        self.mem.access(|m| ends.drain_sized(m, budget, len, each))
     }
 
     /// Drops every message waiting (left over from before we took over). Returns how many.
     pub fn discard(&mut self) -> Result<u32, QueueError> {
-        let head = self.refresh_head()?;
-        let n = distance(self.tail, head);
-        self.tail = head;
-        self.mem.store_index(TAIL_OFFSET, self.tail);
-        // What the producer dropped before is nobody's loss now.
-        self.tail_at_look = head;
-        self.was_full = false;
-        Ok(n)
+        let ends = &mut self.ends;
+        self.mem.access(|m| ends.discard(m))
     }
 
     /// Our tail.
     pub fn tail(&self) -> u32 {
-        self.tail
+        self.ends.tail
     }
 
     /// The shared memory.

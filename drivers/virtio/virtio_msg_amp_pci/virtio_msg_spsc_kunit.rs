@@ -30,7 +30,7 @@ impl kernel::Module for SpscKunit {
 /// One queue's shared memory.
 struct Mem([Cell<u8>; spsc::QUEUE_BYTES]);
 
-impl spsc::QueueMemory for &Mem {
+impl spsc::QueueAccess for &Mem {
     fn load_index(&self, offset: usize) -> u32 {
         let mut b = [0u8; 4];
         self.read(offset, &mut b);
@@ -59,7 +59,7 @@ impl spsc::QueueMemory for &Mem {
 #[kunit_tests(virtio_msg_spsc)]
 mod tests {
     use super::spsc::{
-        Consumer, Index, Producer, QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, SLOT_BYTES,
+        Consumer, Index, Producer, QueueAccess, QueueError, CAPACITY, HEAD_OFFSET, SLOT_BYTES,
         TAIL_OFFSET,
     };
     use super::Mem;

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use virtio_msg_spsc::{layout, QueueMemory, QUEUE_BYTES};
+use virtio_msg_spsc::{layout, QueueAccess, QUEUE_BYTES};
 use vm_memory::{Bytes, FileOffset, MmapRegion, VolatileMemory};
 
 /// Bytes of one FIFO's window in BAR1 (the driver's [`layout::FIFO_WINDOW`]).
@@ -119,7 +119,7 @@ impl QueueWindow {
     }
 }
 
-impl QueueMemory for QueueWindow {
+impl QueueAccess for QueueWindow {
     fn load_index(&self, offset: usize) -> u32 {
         self.at(offset, 4).map_or(0, |o| self.mem.load_u32(o))
     }

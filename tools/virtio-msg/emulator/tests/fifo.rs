@@ -17,7 +17,7 @@ use virtio_msg_emulator::{
 };
 use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{
-    Consumer, Producer, QueueMemory, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
+    Consumer, Producer, QueueAccess, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
 };
 use virtio_msg_wire::{DeviceState, Frame, Message};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};

@@ -9,7 +9,7 @@ use std::{
     rc::Rc,
 };
 use virtio_msg_spsc::{
-    Consumer, Index, Producer, QueueError, QueueMemory, CAPACITY, HEAD_OFFSET, PREFIX_BYTES,
+    Consumer, Index, Producer, QueueError, QueueAccess, CAPACITY, HEAD_OFFSET, PREFIX_BYTES,
     QUEUE_BYTES, SLOT_BYTES, TAIL_OFFSET,
 };
 
@@ -34,7 +34,7 @@ impl Mem {
     }
 }
 
-impl QueueMemory for Mem {
+impl QueueAccess for Mem {
     fn load_index(&self, offset: usize) -> u32 {
         if offset == HEAD_OFFSET {
             self.1.set(self.1.get() + 1);
