@@ -136,8 +136,13 @@ impl QueueAccess for Mapped<'_> {
         };
         for (i, chunk) in out.chunks_mut(WORD).enumerate() {
             let word = read_word(bar, self.queue.at(offset + i * WORD, WORD));
-            for (dst, src) in chunk.iter_mut().zip(word) {
-                *dst = src;
+            // A whole word at once; byte by byte only for the last, partial one.
+            if let Ok(whole) = <&mut [u8; WORD]>::try_from(&mut *chunk) {
+                *whole = word;
+            } else {
+                for (dst, src) in chunk.iter_mut().zip(word) {
+                    *dst = src;
+                }
             }
         }
     }
@@ -148,10 +153,13 @@ impl QueueAccess for Mapped<'_> {
             return;
         };
         for (i, chunk) in data.chunks(WORD).enumerate() {
-            let mut word = [0u8; WORD];
-            for (dst, &src) in word.iter_mut().zip(chunk) {
-                *dst = src;
-            }
+            let word = <[u8; WORD]>::try_from(chunk).unwrap_or_else(|_| {
+                let mut word = [0u8; WORD];
+                for (dst, &src) in word.iter_mut().zip(chunk) {
+                    *dst = src;
+                }
+                word
+            });
             write_word(bar, word, self.queue.at(offset + i * WORD, WORD));
         }
     }

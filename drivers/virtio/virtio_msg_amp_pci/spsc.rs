@@ -124,13 +124,23 @@ fn checked(index: Index, value: u32) -> Result<u32, QueueError> {
     }
 }
 
-/// Slots from `from` to `to`, going forward; both below [`CAPACITY`].
+/// Slots from `from` to `to`, going forward; both below [`CAPACITY`]. (Not a remainder: with
+/// 62 slots that is a multiplication and shifts, on every index the queue looks at.)
 const fn distance(from: u32, to: u32) -> u32 {
-    (to + CAPACITY - from) % CAPACITY
+    if to >= from {
+        to - from
+    } else {
+        to + CAPACITY - from
+    }
 }
 
+/// The index after `index`, below [`CAPACITY`].
 const fn next(index: u32) -> u32 {
-    (index + 1) % CAPACITY
+    if index + 1 == CAPACITY {
+        0
+    } else {
+        index + 1
+    }
 }
 
 const fn slot_offset(index: u32) -> usize {
