@@ -189,8 +189,14 @@ def device_ns(cost, access):
         return 0
     if not all(k in access for k in ("bar1_read", "bar1_write")):
         return None
-    return (cost["bellns"] + cost["reads"] * access["bar1_read"] +
+    return (bell_ns(cost) * cost["bells"] + cost["reads"] * access["bar1_read"] +
             cost["writes"] * access["bar1_write"])
+
+
+def bell_ns(cost):
+    """What one doorbell took in a profiled run: the bus times one doorbell in 16
+    (doorbells_timed, doorbell_ns)."""
+    return cost["bellns"] / cost["timed"] if cost.get("timed") else 0
 
 
 def derive_cost(cost, access):
@@ -215,8 +221,8 @@ def derive_cost(cost, access):
     d["driver_us_per_io"] = d["kick_us_per_io"] + d.get("irq_us_per_io", 0)
     if "reads" in cost:
         d["accesses"] = (cost["reads"] + cost["writes"] + cost["bells"]) / ops
-        if cost["bells"]:
-            d["us_per_doorbell"] = cost["bellns"] / cost["bells"] / 1000
+        if cost.get("timed"):
+            d["us_per_doorbell"] = bell_ns(cost) / 1000
     elif cost["transport"] == "pci":
         d["accesses"] = notify["hits"] / ops
     dev = device_ns(cost, access)
@@ -540,56 +546,46 @@ def print_table(results):
     p("accessors, where a vCPU waits for QEMU (the doorbell's vfio-user round trip);")
     p("virtio core: vring_*, virtqueue_* and the device's driver; rest: the rest of the")
     p("kernel and user space; idle: both vCPUs' (one waits while the other works).")
-    scols = ["driver", "device", "virtio core", "rest", "idle"]
-    p("  %-9s %-20s" % ("figure", "transport") + "".join("%12s" % c for c in scols) +
-      "%9s" % "samples")
-    tops = []
-    for key, _, _ in FIGURES:
-        tr = figs.get(key, {}).get("transports", {})
-        for t in TRANSPORTS:
-            prof = tr.get(t, {}).get("sampled")
-            if not prof:
-                continue
-            p("  %-9s %-20s" % (key, LABEL[t]) +
-              "".join("%12s" % num(prof["us_per_io"].get(c, 0)) for c in scols) +
-              "%9d" % prof["samples"])
-            if prof["driver_top"]:
-                tops.append("  %s, %s: " % (key, LABEL[t]) + "; ".join(
-                    "%s %s" % (name, num(us)) for name, us in prof["driver_top"][:4]))
-    if tops:
-        p("The driver's costliest functions, us per I/O:")
-        for line in tops:
-            p(line)
-    p()
+    print_profiles(p, figs, "sampled", "us_per_io", ["driver", "device", "virtio core", "rest",
+                                                     "idle"], num, "us")
     p("Instructions per I/O, counted in the same runs (support/insncount.c, a TCG plugin:")
     p("every block of kernel code run, by the function it starts in; the same categories;")
     p("unlike time, hardly different between runs or hosts: the figure to compare the")
     p("drivers' own work by; rest includes spinning and the idle loop, which vary):")
-    ccols = ["driver", "virtio core", "rest"]
-    p("  %-9s %-20s" % ("figure", "transport") + "".join("%12s" % c for c in ccols))
-    tops = []
-    for key, _, _ in FIGURES:
-        tr = figs.get(key, {}).get("transports", {})
-        for t in TRANSPORTS:
-            prof = tr.get(t, {}).get("counted")
-            if not prof:
-                continue
-            p("  %-9s %-20s" % (key, LABEL[t]) +
-              "".join("%12.0f" % prof["insns_per_io"].get(c, 0) for c in ccols))
-            if prof["driver_top"]:
-                tops.append("  %s, %s: " % (key, LABEL[t]) + "; ".join(
-                    "%s %.0f" % (name, n) for name, n in prof["driver_top"][:4]))
-    if tops:
-        p("The driver's costliest functions, instructions per I/O:")
-        for line in tops:
-            p(line)
-    p()
+    print_profiles(p, figs, "counted", "insns_per_io", ["driver", "virtio core", "rest"],
+                   lambda n: "%.0f" % n, "instructions")
     for n in results["not_measured"]:
         p("Not measured: " + n)
     p()
     p("commit %s, kernel %s, %s" % (meta["commit"], meta["kernel"], meta["date"]))
     for n in results["notes"]:
         p("guest: " + n)
+
+def print_profiles(p, figs, what, per_io, cols, fmt, unit):
+    """The sampled or the counted runs (sampling.py's report() or report_counts()): per figure
+    and transport, the categories, then the driver's costliest functions."""
+    samples = what == "sampled"
+    p("  %-9s %-20s" % ("figure", "transport") + "".join("%12s" % c for c in cols) +
+      ("%9s" % "samples" if samples else ""))
+    tops = []
+    for key, _, _ in FIGURES:
+        tr = figs.get(key, {}).get("transports", {})
+        for t in TRANSPORTS:
+            prof = tr.get(t, {}).get(what)
+            if not prof:
+                continue
+            p("  %-9s %-20s" % (key, LABEL[t]) +
+              "".join("%12s" % fmt(prof[per_io].get(c, 0)) for c in cols) +
+              ("%9d" % prof["samples"] if samples else ""))
+            if prof["driver_top"]:
+                tops.append("  %s, %s: " % (key, LABEL[t]) + "; ".join(
+                    "%s %s" % (name, fmt(v)) for name, v in prof["driver_top"][:4]))
+    if tops:
+        p("The driver's costliest functions, %s per I/O:" % unit)
+        for line in tops:
+            p(line)
+    p()
+
 
 def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "peer":
