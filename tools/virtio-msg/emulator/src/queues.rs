@@ -25,7 +25,7 @@
 
 use crate::shm::QueueWindow;
 use virtio_msg_spsc::{
-    Consumer, Producer, QueueError, QueueAccess, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
+    Consumer, Producer, QueueAccess, QueueError, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
     TAIL_OFFSET,
 };
 

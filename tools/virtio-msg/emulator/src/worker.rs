@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use virtio_msg_device::{bus::FifoBus, Mode};
 use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{
-    QueueError, QueueAccess, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES, TAIL_OFFSET,
+    QueueAccess, QueueError, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES, TAIL_OFFSET,
 };
 use virtio_msg_wire::{Frame, Message};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};

@@ -17,7 +17,7 @@ use virtio_msg_emulator::{
 };
 use virtio_msg_spsc::layout::{DEVICE_QUEUE, DRIVER_QUEUE};
 use virtio_msg_spsc::{
-    Consumer, Producer, QueueError, QueueAccess, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
+    Consumer, Producer, QueueAccess, QueueError, CAPACITY, HEAD_OFFSET, SLOTS_OFFSET, SLOT_BYTES,
     TAIL_OFFSET,
 };
 use virtio_msg_wire::{AvailNext, DeviceInfo, Frame, Message, VqueueInfo};

@@ -9,7 +9,7 @@ use std::{
     rc::Rc,
 };
 use virtio_msg_spsc::{
-    Consumer, Index, Producer, QueueError, QueueAccess, CAPACITY, HEAD_OFFSET, PREFIX_BYTES,
+    Consumer, Index, Producer, QueueAccess, QueueError, CAPACITY, HEAD_OFFSET, PREFIX_BYTES,
     QUEUE_BYTES, SLOT_BYTES, TAIL_OFFSET,
 };
 
