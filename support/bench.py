@@ -201,7 +201,8 @@ def bell_ns(cost):
 
 def derive_cost(cost, access):
     """The driver's cost per I/O from a profiled run (bench.sh's cost()): the kick,
-    virtqueue_notify(); the interrupt path, handle_irq_event() less the vring_interrupt()
+    virtqueue_notify() (or virtqueue_kick(), where the guest kernel inlined the one into the
+    other); the interrupt path, handle_irq_event() less the vring_interrupt()
     calls within it; within both, the accesses to the device, whose time is the device's
     (device_ns()); the driver's own time is the rest. Times in microseconds."""
     ops = cost.get("ops", 0)
@@ -509,7 +510,8 @@ def print_table(results):
     p("Driver cost per I/O: the function profiler, in a run of its own (it slows what it")
     p("times), with the I/O on CPU 0 and the device's interrupts on CPU 1; us per kick:")
     p("virtqueue_notify() (virtio-msg: the message and the doorbell; virtio-pci: the MMIO")
-    p("write, with what QEMU does before the write returns); us per interrupt:")
+    p("write, with what QEMU does before the write returns; rng: virtqueue_kick(), which")
+    p("has virtqueue_notify() inlined); us per interrupt:")
     p("handle_irq_event() less vring_interrupt() (the path from the vector to the")
     p("virtqueue callback); all us: both, per I/O; accesses: MMIO accesses to the device")
     p("per I/O (virtio-msg: BAR1 and doorbells, the bus's counters; virtio-pci: its notify")
@@ -548,18 +550,26 @@ def print_table(results):
     p("kernel and user space; idle: both vCPUs' (one waits while the other works).")
     print_profiles(p, figs, "sampled", "us_per_io", ["driver", "device", "virtio core", "rest",
                                                      "idle"], num, "us")
-    p("Instructions per I/O, counted in the same runs (support/insncount.c, a TCG plugin:")
-    p("every block of kernel code run, by the function it starts in; the same categories;")
-    p("unlike time, hardly different between runs or hosts: the figure to compare the")
-    p("drivers' own work by; rest includes spinning and the idle loop, which vary):")
-    print_profiles(p, figs, "counted", "insns_per_io", ["driver", "virtio core", "rest"],
-                   lambda n: "%.0f" % n, "instructions")
+    if not any(tr.get("counted") for fig in figs.values()
+               for tr in fig.get("transports", {}).values()):
+        p("Instructions per I/O: not counted (BENCH_SAMPLE=0, or the plugin wrote nothing: see")
+        p("build/bench/sampling.log)")
+        p()
+    else:
+        p("Instructions per I/O, counted in the same runs (support/insncount.c, a TCG plugin:")
+        p("every block of kernel code run, by the function it starts in; the same categories,")
+        p("but rest is the kernel's only; unlike time, hardly different between runs or hosts:")
+        p("the figure to compare the drivers' own work by; rest includes spinning and the idle")
+        p("loop, which vary):")
+        print_profiles(p, figs, "counted", "insns_per_io", ["driver", "virtio core", "rest"],
+                       lambda n: "%.0f" % n, "instructions")
     for n in results["not_measured"]:
         p("Not measured: " + n)
     p()
     p("commit %s, kernel %s, %s" % (meta["commit"], meta["kernel"], meta["date"]))
     for n in results["notes"]:
         p("guest: " + n)
+
 
 def print_profiles(p, figs, what, per_io, cols, fmt, unit):
     """The sampled or the counted runs (sampling.py's report() or report_counts()): per figure

@@ -10,7 +10,7 @@
  * named pipe FIFO around each sampled run; at "stop" the plugin appends
  * "NAME ADDRESS INSTRUCTIONS" to FILE for every kernel block that ran since
  * "start" (a block's address and the instructions executed in it, which
- * bench.py names with System.map and the modules' symbols).
+ * bench.py names with System.map and the modules' symbols), then "NAME end".
  *
  * Between runs the count costs one compare per block executed: each block's
  * callback is conditional on a per-vCPU flag (a scoreboard entry), which the
@@ -20,7 +20,6 @@
  * version 7, where every callback takes user data: QEMU 11.1) this file
  * uses.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -30,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef uint64_t qemu_plugin_id_t;
 struct qemu_plugin_tb;
@@ -76,6 +76,7 @@ uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_scoreboard *qemu_plugin_scoreboard_new(size_t element_size);
 void *qemu_plugin_scoreboard_find(struct qemu_plugin_scoreboard *score,
 				  unsigned int vcpu_index);
+int qemu_plugin_num_vcpus(void);
 void qemu_plugin_outs(const char *string);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 7;
@@ -83,7 +84,11 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 7;
 /* Where the x86-64 kernel's addresses start. */
 #define KERNEL_START 0xffff800000000000ULL
 
-/* One translation of one block; a block translated again has two. */
+/*
+ * One translation of one block; a block translated again has two. Kept for
+ * as long as QEMU runs: a few tens of bytes per translation, for a benchmark
+ * of minutes.
+ */
 struct block {
 	uint64_t vaddr;
 	uint64_t insns;
@@ -94,7 +99,6 @@ struct block {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct block *blocks; /* under lock */
 static struct qemu_plugin_scoreboard *armed; /* one uint64_t per vCPU */
-static int vcpus;
 static const char *ctl_path, *out_path;
 
 static void block_ran(unsigned int vcpu, void *userdata)
@@ -128,8 +132,11 @@ static void translated(struct qemu_plugin_tb *tb,
 						  b);
 }
 
+/* The vCPUs started by now: every one, once the guest runs. */
 static void arm(uint64_t on)
 {
+	int vcpus = qemu_plugin_num_vcpus();
+
 	for (int i = 0; i < vcpus; i++) {
 		uint64_t *flag = qemu_plugin_scoreboard_find(armed, i);
 
@@ -169,24 +176,54 @@ static void stop(const char *name)
 	fclose(out);
 }
 
-/* Reads "start NAME" / "stop NAME" lines for as long as QEMU runs. */
+/* One line of the control pipe. */
+static void command(const char *line)
+{
+	char name[200];
+
+	if (sscanf(line, "start %199s", name) == 1)
+		start();
+	else if (sscanf(line, "stop %199s", name) == 1)
+		stop(name);
+}
+
+/*
+ * Reads "start NAME" / "stop NAME" lines for as long as QEMU runs. The pipe
+ * is opened for writing too, so that it never reads end-of-file and is never
+ * without a reader when a writer opens it. Plain read(), not stdio: QEMU's
+ * exit() flushes every stdio stream, and would wait for ever for the lock
+ * of one this thread is blocked reading.
+ */
 static void *control(void *unused)
 {
-	char line[256], name[200];
+	char buf[512];
+	size_t len = 0;
+	int fd = open(ctl_path, O_RDWR);
 
-	for (;;) {
-		FILE *ctl = fopen(ctl_path, "r");
-
-		if (!ctl)
-			return NULL;
-		while (fgets(line, sizeof(line), ctl)) {
-			if (sscanf(line, "start %199s", name) == 1)
-				start();
-			else if (sscanf(line, "stop %199s", name) == 1)
-				stop(name);
-		}
-		fclose(ctl);
+	if (fd < 0) {
+		qemu_plugin_outs("insncount: cannot open the control pipe\n");
+		return NULL;
 	}
+	for (;;) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		char *line, *end;
+
+		if (n <= 0)
+			break;
+		len += n;
+		buf[len] = '\0';
+		line = buf;
+		while ((end = strchr(line, '\n'))) {
+			*end = '\0';
+			command(line);
+			line = end + 1;
+		}
+		len -= line - buf;
+		memmove(buf, line, len);
+		if (len == sizeof(buf) - 1)
+			len = 0; /* a line too long for any command */
+	}
+	close(fd);
 	return NULL;
 }
 
@@ -206,7 +243,6 @@ qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc,
 		qemu_plugin_outs("insncount: needs ctl=FIFO,out=FILE, system emulation\n");
 		return -1;
 	}
-	vcpus = info->system.max_vcpus;
 	armed = qemu_plugin_scoreboard_new(sizeof(uint64_t));
 	if (!armed || pthread_create(&thread, NULL, control, NULL))
 		return -1;

@@ -99,14 +99,21 @@ class Stub:
 
 
 def tell(ctl, line):
-    """A line to the instruction counter's control pipe, if it is there: a QEMU that did not
-    load the plugin has no reader, and the runs are then only sampled."""
+    """A line to the instruction counter's control pipe (bench.sh loads the plugin whenever it
+    samples). Should the plugin not have opened it yet, the run is only sampled, and
+    sampling.log says so."""
     if not ctl:
         return
-    try:
-        fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as e:
-        print("count: %s: %s" % (ctl, e), file=sys.stderr)
+    # The plugin opens the pipe again after each writer closed it: try for a moment.
+    for _ in range(50):
+        try:
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            error = e
+            time.sleep(0.01)
+    else:
+        print("count: %s: %s" % (ctl, error), file=sys.stderr)
         return
     try:
         os.write(fd, (line + "\n").encode())

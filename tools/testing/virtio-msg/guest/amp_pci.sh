@@ -95,12 +95,15 @@ for f in $dbg/fifo0 $dbg/fifo1; do
 	# What the bench counts: every message sent wrote at least one word of
 	# its slot and the head, every one received read at least its slot's
 	# first word and freed it; the first doorbell and one in 16 after it
-	# were timed, and took some time.
-	c() { sed -n "s/^$1: //p" $f; }
+	# were timed (one may be in flight: counted rung, not yet timed), and
+	# took some time. One reading of the file: the keepalive goes on.
+	snap=$(cat $f)
+	c() { echo "$snap" | sed -n "s/^$1: //p"; }
 	check ${n}_bar1_writes_counted test "$(c bar1_writes)" -ge $((2 * $(c sent) + $(c received)))
 	check ${n}_bar1_reads_counted test "$(c bar1_reads)" -ge "$(c received)"
-	check ${n}_doorbells_timed test "$(c doorbells_timed)" -eq $((($(c doorbells) + 15) / 16))
-	check ${n}_doorbell_time test "$(c doorbell_ns)" -ge "$(c doorbells_timed)"
+	timed=$(c doorbells_timed) want=$((($(c doorbells) + 15) / 16))
+	check ${n}_doorbells_timed test "$timed" -le "$want" -a "$timed" -ge $((want - 1))
+	check ${n}_doorbell_time test "$(c doorbell_ns)" -ge "$timed"
 done
 # Whatever the emulator does with tokens, every response answered its own
 # request: nothing late, unsolicited or timed out, no request unprotected.
