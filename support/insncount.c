@@ -108,8 +108,7 @@ static void block_ran(unsigned int vcpu, void *userdata)
 	__atomic_fetch_add(&b->runs, 1, __ATOMIC_RELAXED);
 }
 
-static void translated(struct qemu_plugin_tb *tb,
-		       void *userdata)
+static void translated(struct qemu_plugin_tb *tb, void *userdata)
 {
 	uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
 	qemu_plugin_u64 flag = { armed, 0 };

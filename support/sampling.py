@@ -104,7 +104,7 @@ def tell(ctl, line):
     sampling.log says so."""
     if not ctl:
         return
-    # The plugin opens the pipe again after each writer closed it: try for a moment.
+    # The plugin opens the pipe as QEMU starts, on a thread of its own: try for a moment.
     for _ in range(50):
         try:
             fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
